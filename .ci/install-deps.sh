@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs every host tool labnet's tests use, on Debian 12 (bookworm), as root.
+# QEMU comes from bookworm-backports (bookworm's 7.2 conflicts with qemu-utils 10 on these
+# machines); the backports source is passed to apt on the command line so /etc/apt stays untouched.
+# The guest kernel is Debian's linux-image 6.1, unpacked (not installed) under $LABNET_KDIR.
+set -eu
+KDIR=${LABNET_KDIR:-/var/cache/labnet-kernel}
+KVER=${LABNET_KVER:-6.1.0-56-amd64}
+export DEBIAN_FRONTEND=noninteractive
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/parts" "$tmp/lists/partial"
+cp /etc/apt/sources.list.d/debian.sources "$tmp/parts/"
+mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-backports main" \
+  >"$tmp/parts/backports.list"
+apt="apt-get -o DPkg::Lock::Timeout=900 -o Dir::Etc::SourceParts=$tmp/parts -o Dir::Etc::SourceList=/dev/null -o Dir::State::Lists=$tmp/lists"
+$apt -qq update
+$apt -qq install -y --no-install-recommends \
+  iproute2 nftables wireguard-go wireguard-tools busybox-static cpio kmod iputils-ping procps \
+  isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
+  ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc >/dev/null
+$apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
+if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
+  mkdir -p "$KDIR"
+  (cd "$tmp" && chmod 777 . && $apt -qq download "linux-image-$KVER")
+  dpkg -x "$tmp"/linux-image-"$KVER"_*.deb "$KDIR"
+  depmod -b "$KDIR" "$KVER"
+fi
+echo "guest kernel: $KDIR/boot/vmlinuz-$KVER"
+qemu-system-x86_64 --version | head -1

@@ -1,0 +1,1 @@
+//! dhcpd: see the crate README / docs.

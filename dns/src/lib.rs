@@ -1,0 +1,1 @@
+//! dns: see the crate README / docs.

@@ -1,0 +1,1 @@
+//! mountgen: see the crate README / docs.

@@ -1,0 +1,1 @@
+//! netns: see the crate README / docs.

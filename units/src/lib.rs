@@ -1,0 +1,1 @@
+//! units: see the crate README / docs.

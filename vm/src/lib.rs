@@ -1,0 +1,1 @@
+//! vm: see the crate README / docs.
