@@ -1,0 +1,809 @@
+//! Lab configuration: one TOML file per lab (`/etc/labnet/LAB.toml`), with an embedded default.
+//!
+//! Parsing happens in two passes: serde reads the raw text (unknown fields are errors), then
+//! [`RawLab::validate`] checks every value and turns it into typed fields. Every error names the
+//! file and the dotted field and says what was expected, so nothing touches the system until
+//! the whole file is known to be good.
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The embedded default lab (isolated, `sepian`, br0 192.168.0.1/24).
+pub const DEFAULT_LAB_TOML: &str = include_str!("default-lab.toml");
+/// Where `labnet up LAB` looks for `LAB.toml` unless `--config` is given.
+pub const CONFIG_DIR: &str = "/etc/labnet";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {field}: {message}")]
+    Field {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("no config for lab {lab:?}: {path} does not exist (the embedded default lab is {default:?}; pass --config FILE)")]
+    NoSuchLab {
+        lab: String,
+        path: String,
+        default: String,
+    },
+}
+
+/// An IPv4 address with a prefix length, e.g. `192.168.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Cidr {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = s.split_once('/')?;
+        let addr: Ipv4Addr = a.trim().parse().ok()?;
+        let prefix: u8 = p.trim().parse().ok()?;
+        (prefix <= 32).then_some(Ipv4Cidr { addr, prefix })
+    }
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.mask())
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+// ---------- raw (as written) ----------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLab {
+    name: Option<String>,
+    bridge: Option<RawBridge>,
+    uplink: Option<RawUplink>,
+    dhcp: Option<RawDhcp>,
+    dns: Option<RawDns>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    name: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    kind: Option<String>,
+    // wireguard
+    interface: Option<String>,
+    address: Option<String>,
+    private_key_file: Option<String>,
+    peer_public_key: Option<String>,
+    endpoint: Option<String>,
+    allowed_ips: Option<Vec<String>>,
+    persistent_keepalive: Option<u16>,
+    listen_port: Option<u16>,
+    gateway: Option<String>,
+    conf: Option<String>,
+    backend: Option<String>,
+    // host
+    host_interface: Option<String>,
+    lab_interface: Option<String>,
+    host_address: Option<String>,
+    lab_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDhcp {
+    range_start: Option<String>,
+    range_end: Option<String>,
+    lease_secs: Option<u32>,
+    reservations: Option<Vec<RawReservation>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReservation {
+    mac: String,
+    ip: Option<String>,
+    hostname: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    zone: Option<String>,
+    upstreams: Option<Vec<String>>,
+    cache_size: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+// ---------- validated ----------
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lab {
+    /// Lab name = network namespace name (/run/netns/NAME).
+    pub name: String,
+    /// Where the config came from ("<embedded default>" or a path).
+    pub source: String,
+    pub bridge: Bridge,
+    pub uplink: Uplink,
+    pub dhcp: Dhcp,
+    pub dns: Dns,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bridge {
+    pub name: String,
+    pub address: Ipv4Cidr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Uplink {
+    /// Isolated lab: no route out.
+    None,
+    /// WireGuard tunnel to a bounce box; default route via `gateway`.
+    Wireguard(Wireguard),
+    /// A veth pair to the root namespace, NAT'ed there (like libvirt's default network).
+    Host(HostUplink),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WgBackend {
+    /// Kernel module when it exists, else userspace.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Wireguard {
+    pub interface: String,
+    pub address: Ipv4Cidr,
+    pub private_key_file: PathBuf,
+    pub peer_public_key: String,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<Ipv4Cidr>,
+    pub persistent_keepalive: Option<u16>,
+    pub listen_port: Option<u16>,
+    /// The peer's tunnel address: the lab's default route points here.
+    pub gateway: Ipv4Addr,
+    pub backend: WgBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostUplink {
+    pub host_interface: String,
+    pub lab_interface: String,
+    pub host_address: Ipv4Cidr,
+    pub lab_address: Ipv4Cidr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dhcp {
+    pub range_start: Ipv4Addr,
+    pub range_end: Ipv4Addr,
+    pub lease_secs: u32,
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reservation {
+    pub mac: [u8; 6],
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dns {
+    pub zone: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub cache_size: usize,
+    pub timeout_ms: u64,
+}
+
+/// Parses a MAC address written as six hex pairs separated by `:` or `-`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Linux interface names: 1..=15 bytes, no '/', whitespace or ':'.
+pub fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// Lab names become netns names, file names and unit instance names.
+pub fn valid_lab_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !s.starts_with('-')
+}
+
+fn is_base64_key(s: &str) -> bool {
+    s.len() == 44
+        && s.ends_with('=')
+        && s[..43]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+}
+
+impl Lab {
+    /// The embedded default lab.
+    pub fn embedded_default() -> Lab {
+        parse(DEFAULT_LAB_TOML, "<embedded default>", None).expect("embedded default lab is valid")
+    }
+
+    /// Loads a lab: `--config FILE` if given, else `/etc/labnet/LAB.toml`, else (for the
+    /// default lab name or no name) the embedded default.
+    pub fn load(lab: Option<&str>, config: Option<&Path>) -> Result<Lab, ConfigError> {
+        let dir = std::env::var_os("LABNET_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(CONFIG_DIR));
+        if let Some(path) = config {
+            return load_file(path, lab);
+        }
+        let default = Lab::embedded_default();
+        let name = lab.unwrap_or(&default.name);
+        let path = dir.join(format!("{name}.toml"));
+        if path.exists() {
+            return load_file(&path, Some(name));
+        }
+        if name == default.name {
+            return Ok(default);
+        }
+        Err(ConfigError::NoSuchLab {
+            lab: name.to_string(),
+            path: path.display().to_string(),
+            default: default.name,
+        })
+    }
+
+    /// Checks that need the file system (key file present, not group/other readable).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let Uplink::Wireguard(wg) = &self.uplink {
+            let f = &wg.private_key_file;
+            let field = "uplink.private_key_file".to_string();
+            let meta = std::fs::metadata(f).map_err(|e| ConfigError::Field {
+                file: self.source.clone(),
+                field: field.clone(),
+                message: format!("cannot read {}: {e}", f.display()),
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(ConfigError::Field {
+                    file: self.source.clone(),
+                    field,
+                    message: format!(
+                        "{} is readable by group or others (mode {:o}); run chmod 600 on it",
+                        f.display(),
+                        meta.permissions().mode() & 0o777
+                    ),
+                });
+            }
+            read_private_key(f).map_err(|message| ConfigError::Field {
+                file: self.source.clone(),
+                field: "uplink.private_key_file".into(),
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// DNS upstreams to use: the configured ones, else the WireGuard peer (seed 000's
+    /// systemd-resolved on the bounce box).
+    pub fn effective_upstreams(&self) -> Vec<SocketAddr> {
+        if !self.dns.upstreams.is_empty() {
+            return self.dns.upstreams.clone();
+        }
+        match &self.uplink {
+            Uplink::Wireguard(wg) => vec![SocketAddr::from((wg.gateway, 53))],
+            _ => vec![],
+        }
+    }
+}
+
+/// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
+/// through the UAPI socket / netlink.
+pub fn read_private_key(path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key = text.trim();
+    if !is_base64_key(key) {
+        return Err(format!(
+            "{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)",
+            path.display()
+        ));
+    }
+    Ok(key.to_string())
+}
+
+fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file, lab)
+}
+
+/// Parses and validates a lab's TOML. `lab` (from the command line) overrides a missing name.
+pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
+    let raw: RawLab = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })?;
+    raw.validate(file, lab)
+}
+
+struct V<'a> {
+    file: &'a str,
+}
+
+impl V<'_> {
+    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Field {
+            file: self.file.to_string(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+    fn cidr(&self, field: &str, v: Option<&String>, default: Option<&str>) -> Result<Ipv4Cidr, ConfigError> {
+        let s = match (v, default) {
+            (Some(s), _) => s.as_str(),
+            (None, Some(d)) => d,
+            (None, None) => return Err(self.err(field, "missing; expected an IPv4 address with prefix, like 192.168.20.1/24")),
+        };
+        let c = Ipv4Cidr::parse(s).ok_or_else(|| {
+            self.err(field, format!("expected an IPv4 address with prefix, like 192.168.0.1/24, got {s:?}"))
+        })?;
+        if c.prefix == 0 || c.prefix > 30 {
+            return Err(self.err(field, format!("prefix /{} leaves no room for hosts; expected /1 to /30", c.prefix)));
+        }
+        Ok(c)
+    }
+    fn ip(&self, field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+        s.trim()
+            .parse()
+            .map_err(|_| self.err(field, format!("expected an IPv4 address like 192.168.0.100, got {s:?}")))
+    }
+    fn ifname(&self, field: &str, s: &str) -> Result<String, ConfigError> {
+        if !valid_ifname(s) {
+            return Err(self.err(field, format!("{s:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or spaces)")));
+        }
+        Ok(s.to_string())
+    }
+}
+
+impl RawLab {
+    fn validate(self, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
+        let v = V { file };
+        let name = match (self.name, lab) {
+            (Some(n), Some(l)) if n != l => {
+                return Err(v.err("name", format!("the file names lab {n:?} but lab {l:?} was asked for")))
+            }
+            (Some(n), _) => n,
+            (None, Some(l)) => l.to_string(),
+            (None, None) => return Err(v.err("name", "missing; expected the lab (namespace) name, like \"sepian\"")),
+        };
+        if !valid_lab_name(&name) {
+            return Err(v.err("name", format!("{name:?} is not a valid lab name (letters, digits, '-' and '_', at most 32)")));
+        }
+
+        let rb = self.bridge.unwrap_or(RawBridge { name: None, address: None });
+        let bridge = Bridge {
+            name: v.ifname("bridge.name", rb.name.as_deref().unwrap_or("br0"))?,
+            address: v.cidr("bridge.address", rb.address.as_ref(), Some("192.168.0.1/24"))?,
+        };
+
+        let uplink = match self.uplink {
+            None => Uplink::None,
+            Some(u) => validate_uplink(&v, u, &name, &bridge)?,
+        };
+
+        let rd = self.dhcp.unwrap_or(RawDhcp { range_start: None, range_end: None, lease_secs: None, reservations: None });
+        let net = bridge.address;
+        let default_start = Ipv4Addr::from(u32::from(net.network()) + 100.min(!net.mask() - 1));
+        let range_start = match &rd.range_start {
+            Some(s) => v.ip("dhcp.range_start", s)?,
+            None => default_start,
+        };
+        let range_end = match &rd.range_end {
+            Some(s) => v.ip("dhcp.range_end", s)?,
+            None => Ipv4Addr::from((u32::from(range_start) + 99).min(u32::from(net.broadcast()) - 1)),
+        };
+        for (field, ip) in [("dhcp.range_start", range_start), ("dhcp.range_end", range_end)] {
+            if !net.contains(ip) || ip == net.network() || ip == net.broadcast() {
+                return Err(v.err(field, format!("{ip} is not a host address in the bridge subnet {}/{}", net.network(), net.prefix)));
+            }
+        }
+        if u32::from(range_end) < u32::from(range_start) {
+            return Err(v.err("dhcp.range_end", format!("{range_end} is below dhcp.range_start {range_start}")));
+        }
+        if (u32::from(range_start)..=u32::from(range_end)).contains(&u32::from(net.addr)) {
+            return Err(v.err("dhcp.range_start", format!("the range {range_start}-{range_end} contains the bridge address {}", net.addr)));
+        }
+        let lease_secs = rd.lease_secs.unwrap_or(43200);
+        if lease_secs < 60 {
+            return Err(v.err("dhcp.lease_secs", format!("{lease_secs} is too short; expected at least 60 seconds")));
+        }
+        let mut reservations = Vec::new();
+        for (i, r) in rd.reservations.unwrap_or_default().into_iter().enumerate() {
+            let f = |k: &str| format!("dhcp.reservations[{i}].{k}");
+            let mac = parse_mac(&r.mac).ok_or_else(|| v.err(&f("mac"), format!("expected a MAC like 52:54:00:12:34:56, got {:?}", r.mac)))?;
+            let ip = match &r.ip {
+                Some(s) => {
+                    let ip = v.ip(&f("ip"), s)?;
+                    if !net.contains(ip) || ip == net.addr {
+                        return Err(v.err(&f("ip"), format!("{ip} is not a free host address in the bridge subnet")));
+                    }
+                    Some(ip)
+                }
+                None => None,
+            };
+            reservations.push(Reservation { mac, ip, hostname: r.hostname });
+        }
+
+        let rdns = self.dns.unwrap_or(RawDns { zone: None, upstreams: None, cache_size: None, timeout_ms: None });
+        let zone = rdns.zone.unwrap_or_else(|| "lab".into()).trim_end_matches('.').to_string();
+        if zone.is_empty() || !zone.split('.').all(|l| !l.is_empty() && l.len() < 64 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
+            return Err(v.err("dns.zone", format!("{zone:?} is not a DNS name like \"lab\"")));
+        }
+        let mut upstreams = Vec::new();
+        for (i, u) in rdns.upstreams.unwrap_or_default().iter().enumerate() {
+            let sa = u
+                .parse::<SocketAddr>()
+                .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| v.err(&format!("dns.upstreams[{i}]"), format!("expected an IP address or IP:PORT, got {u:?}")))?;
+            upstreams.push(sa);
+        }
+        let dns = Dns {
+            zone,
+            upstreams,
+            cache_size: rdns.cache_size.unwrap_or(1024),
+            timeout_ms: rdns.timeout_ms.unwrap_or(1500),
+        };
+        Ok(Lab {
+            name,
+            source: file.to_string(),
+            bridge,
+            uplink,
+            dhcp: Dhcp { range_start, range_end, lease_secs, reservations },
+            dns,
+        })
+    }
+}
+
+fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Uplink, ConfigError> {
+    let kind = u.kind.clone().unwrap_or_else(|| "none".into());
+    match kind.as_str() {
+        "none" => Ok(Uplink::None),
+        "host" => {
+            let host_address = v.cidr("uplink.host_address", u.host_address.as_ref(), Some("10.253.0.1/30"))?;
+            let lab_address = v.cidr("uplink.lab_address", u.lab_address.as_ref(), Some("10.253.0.2/30"))?;
+            if !host_address.contains(lab_address.addr) || host_address.addr == lab_address.addr {
+                return Err(v.err("uplink.lab_address", format!("{lab_address} must be another address in the subnet of uplink.host_address {host_address}")));
+            }
+            let default_host = format!("lnh-{}", truncate(lab, 11));
+            Ok(Uplink::Host(HostUplink {
+                host_interface: v.ifname("uplink.host_interface", u.host_interface.as_deref().unwrap_or(&default_host))?,
+                lab_interface: v.ifname("uplink.lab_interface", u.lab_interface.as_deref().unwrap_or("uplink0"))?,
+                host_address,
+                lab_address,
+            }))
+        }
+        "wireguard" => {
+            let mut u = u;
+            if let Some(conf) = u.conf.clone() {
+                merge_wg_quick(v, &conf, &mut u)?;
+            }
+            let interface = v.ifname("uplink.interface", u.interface.as_deref().unwrap_or(&format!("wg-{}", truncate(lab, 12))))?;
+            if interface == bridge.name {
+                return Err(v.err("uplink.interface", "must differ from bridge.name"));
+            }
+            let address = v.cidr("uplink.address", u.address.as_ref(), None)?;
+            let private_key_file = PathBuf::from(u.private_key_file.ok_or_else(|| {
+                v.err("uplink.private_key_file", "missing; expected the path of a file holding the private key (chmod 600)")
+            })?);
+            let peer_public_key = u.peer_public_key.ok_or_else(|| v.err("uplink.peer_public_key", "missing; expected the bounce box's public key (44 base64 characters)"))?;
+            if !is_base64_key(peer_public_key.trim()) {
+                return Err(v.err("uplink.peer_public_key", "expected a WireGuard public key: 44 base64 characters ending in '='"));
+            }
+            let endpoint = match &u.endpoint {
+                None => None,
+                Some(e) => Some(
+                    e.to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.find(|a| a.is_ipv4()).or_else(|| e.to_socket_addrs().ok()?.next()))
+                        .ok_or_else(|| v.err("uplink.endpoint", format!("expected HOST:PORT of the bounce box, got {e:?}")))?,
+                ),
+            };
+            let mut allowed_ips = Vec::new();
+            for (i, a) in u.allowed_ips.clone().unwrap_or_else(|| vec!["0.0.0.0/0".into()]).iter().enumerate() {
+                let c = Ipv4Cidr::parse(a).ok_or_else(|| v.err(&format!("uplink.allowed_ips[{i}]"), format!("expected an IPv4 CIDR like 0.0.0.0/0, got {a:?}")))?;
+                allowed_ips.push(c);
+            }
+            let gateway = match &u.gateway {
+                Some(g) => v.ip("uplink.gateway", g)?,
+                // The seed's layout: .1 is us, the bounce box is the other host of a /24 … take .2 (or .1 if we are not .1).
+                None => {
+                    let base = u32::from(address.network());
+                    let guess = if u32::from(address.addr) == base + 2 { base + 1 } else { base + 2 };
+                    Ipv4Addr::from(guess)
+                }
+            };
+            if !address.contains(gateway) || gateway == address.addr {
+                return Err(v.err("uplink.gateway", format!("{gateway} must be the peer's address inside {address}")));
+            }
+            let backend = match u.backend.as_deref().unwrap_or("auto") {
+                "auto" => WgBackend::Auto,
+                "kernel" => WgBackend::Kernel,
+                "userspace" => WgBackend::Userspace,
+                other => return Err(v.err("uplink.backend", format!("expected \"auto\", \"kernel\" or \"userspace\", got {other:?}"))),
+            };
+            Ok(Uplink::Wireguard(Wireguard {
+                interface,
+                address,
+                private_key_file,
+                peer_public_key: peer_public_key.trim().to_string(),
+                endpoint,
+                allowed_ips,
+                persistent_keepalive: u.persistent_keepalive,
+                listen_port: u.listen_port,
+                gateway,
+                backend,
+            }))
+        }
+        other => Err(v.err("uplink.kind", format!("expected \"none\", \"wireguard\" or \"host\", got {other:?}"))),
+    }
+}
+
+/// Fills missing uplink fields from a wg-quick style `.conf` ([Interface] PrivateKey is not
+/// read from there: keys stay in their own 0600 file, named by PrivateKeyFile or
+/// uplink.private_key_file).
+fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| v.err("uplink.conf", format!("cannot read {path}: {e}")))?;
+    let mut section = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']).to_ascii_lowercase();
+            continue;
+        }
+        let Some((k, val)) = line.split_once('=') else {
+            return Err(v.err("uplink.conf", format!("{path}:{}: expected KEY = VALUE", n + 1)));
+        };
+        let (k, val) = (k.trim().to_ascii_lowercase(), val.trim().to_string());
+        match (section.as_str(), k.as_str()) {
+            ("interface", "address") => {
+                u.address.get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
+            }
+            ("interface", "listenport") => {
+                if u.listen_port.is_none() {
+                    u.listen_port = Some(val.parse().map_err(|_| v.err("uplink.conf", format!("{path}:{}: ListenPort {val:?} is not a port", n + 1)))?);
+                }
+            }
+            ("interface", "privatekey") => {
+                return Err(v.err("uplink.conf", format!("{path}:{}: PrivateKey inline is refused; put the key in its own chmod-600 file and name it with uplink.private_key_file", n + 1)));
+            }
+            ("peer", "publickey") => {
+                u.peer_public_key.get_or_insert(val);
+            }
+            ("peer", "endpoint") => {
+                u.endpoint.get_or_insert(val);
+            }
+            ("peer", "allowedips") => {
+                u.allowed_ips.get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
+            }
+            ("peer", "persistentkeepalive") => {
+                if u.persistent_keepalive.is_none() {
+                    u.persistent_keepalive = val.parse().ok();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    &s[..s.len().min(n)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "lab.toml", None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_is_seed_layout() {
+        let lab = Lab::embedded_default();
+        assert_eq!(lab.name, "sepian");
+        assert_eq!(lab.bridge.name, "br0");
+        assert_eq!(lab.bridge.address.to_string(), "192.168.0.1/24");
+        assert_eq!(lab.uplink, Uplink::None);
+        assert_eq!(lab.dhcp.range_start, Ipv4Addr::new(192, 168, 0, 100));
+        assert_eq!(lab.dhcp.range_end, Ipv4Addr::new(192, 168, 0, 199));
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let e = err("name = \"x\"\n[bridge]\nadress = \"1.2.3.4/24\"\n");
+        assert!(e.starts_with("lab.toml: "), "{e}");
+        assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_bridge_address() {
+        assert_eq!(
+            err("name = \"x\"\n[bridge]\naddress = \"192.168.0.1\"\n"),
+            "lab.toml: bridge.address: expected an IPv4 address with prefix, like 192.168.0.1/24, got \"192.168.0.1\""
+        );
+    }
+
+    #[test]
+    fn long_interface_name() {
+        assert_eq!(
+            err("name = \"x\"\n[bridge]\nname = \"averyveryverylongbridge\"\n"),
+            "lab.toml: bridge.name: \"averyveryverylongbridge\" is not a valid interface name (1 to 15 bytes, no '/', ':' or spaces)"
+        );
+    }
+
+    #[test]
+    fn dhcp_range_outside_subnet() {
+        assert_eq!(
+            err("name = \"x\"\n[dhcp]\nrange_start = \"10.0.0.5\"\n"),
+            "lab.toml: dhcp.range_start: 10.0.0.5 is not a host address in the bridge subnet 192.168.0.0/24"
+        );
+    }
+
+    #[test]
+    fn dhcp_range_reversed() {
+        assert_eq!(
+            err("name = \"x\"\n[dhcp]\nrange_start = \"192.168.0.150\"\nrange_end = \"192.168.0.120\"\n"),
+            "lab.toml: dhcp.range_end: 192.168.0.120 is below dhcp.range_start 192.168.0.150"
+        );
+    }
+
+    #[test]
+    fn bad_reservation_mac() {
+        assert_eq!(
+            err("name = \"x\"\n[[dhcp.reservations]]\nmac = \"52:54:00\"\n"),
+            "lab.toml: dhcp.reservations[0].mac: expected a MAC like 52:54:00:12:34:56, got \"52:54:00\""
+        );
+    }
+
+    #[test]
+    fn unknown_uplink_kind() {
+        assert_eq!(
+            err("name = \"x\"\n[uplink]\nkind = \"vpn\"\n"),
+            "lab.toml: uplink.kind: expected \"none\", \"wireguard\" or \"host\", got \"vpn\""
+        );
+    }
+
+    #[test]
+    fn wireguard_needs_key_file_and_valid_peer_key() {
+        assert_eq!(
+            err("name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\n"),
+            "lab.toml: uplink.private_key_file: missing; expected the path of a file holding the private key (chmod 600)"
+        );
+        assert_eq!(
+            err("name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\nprivate_key_file = \"/k\"\npeer_public_key = \"abc\"\n"),
+            "lab.toml: uplink.peer_public_key: expected a WireGuard public key: 44 base64 characters ending in '='"
+        );
+    }
+
+    #[test]
+    fn wireguard_gateway_defaults_to_peer_of_seed() {
+        let lab = parse(
+            "name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\nprivate_key_file = \"/k\"\npeer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nendpoint = \"127.0.0.1:51820\"\n",
+            "f", None,
+        )
+        .unwrap();
+        let Uplink::Wireguard(wg) = &lab.uplink else { panic!() };
+        assert_eq!(wg.gateway, Ipv4Addr::new(192, 168, 20, 2));
+        assert_eq!(wg.interface, "wg-x");
+        assert_eq!(lab.effective_upstreams(), vec!["192.168.20.2:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn lab_name_mismatch() {
+        assert_eq!(
+            parse("name = \"a\"\n", "f.toml", Some("b")).unwrap_err().to_string(),
+            "f.toml: name: the file names lab \"a\" but lab \"b\" was asked for"
+        );
+    }
+
+    #[test]
+    fn bad_upstream() {
+        assert_eq!(
+            err("name = \"x\"\n[dns]\nupstreams = [\"resolver\"]\n"),
+            "lab.toml: dns.upstreams[0]: expected an IP address or IP:PORT, got \"resolver\""
+        );
+    }
+
+    #[test]
+    fn key_file_permissions_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("wg.key");
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!("name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\nprivate_key_file = \"{}\"\npeer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n", key.display());
+        let lab = parse(&text, "f.toml", None).unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(e.starts_with("f.toml: uplink.private_key_file: "), "{e}");
+        assert!(e.contains("readable by group or others (mode 644)"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        lab.check_files().unwrap();
+        std::fs::write(&key, "nonsense\n").unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(e.contains("does not hold a WireGuard key"), "{e}");
+    }
+
+    #[test]
+    fn wg_quick_conf_fills_fields_and_refuses_inline_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("wg.conf");
+        std::fs::write(&conf, "[Interface]\nAddress = 192.168.20.1/24\n\n[Peer]\nPublicKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nEndpoint = 127.0.0.1:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n").unwrap();
+        let text = format!("name = \"x\"\n[uplink]\nkind = \"wireguard\"\nconf = \"{}\"\nprivate_key_file = \"/k\"\n", conf.display());
+        let lab = parse(&text, "f.toml", None).unwrap();
+        let Uplink::Wireguard(wg) = &lab.uplink else { panic!() };
+        assert_eq!(wg.address.to_string(), "192.168.20.1/24");
+        assert_eq!(wg.persistent_keepalive, Some(25));
+        assert_eq!(wg.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
+        std::fs::write(&conf, "[Interface]\nPrivateKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        let e = parse(&text, "f.toml", None).unwrap_err().to_string();
+        assert!(e.contains("uplink.conf") && e.contains("PrivateKey inline is refused"), "{e}");
+    }
+}
