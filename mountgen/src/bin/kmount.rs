@@ -1,0 +1,463 @@
+//! kmount: mount CephFS inside a test guest from a `ceph mon dump`, without mount.ceph.
+//! Runs in busybox initramfs guests, so: no clap, no async, built static (see crate docs).
+//! The secret never comes from argv and never reaches a child process.
+use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
+use mountgen::{monmap, render, secret, sys, Secret};
+use std::io::{Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+
+const USAGE: &str = "\
+usage: kmount [OPTIONS] MOUNTPOINT
+Mount CephFS with the kernel client from `ceph mon dump` output (no mount.ceph needed).
+
+Monitor map (one of; JSON, json-pretty, quorum_status JSON, text dump or a ceph.conf):
+  --mon-dump FILE|-        read it from FILE or stdin
+  --mon-dump-cmd CMD       run CMD with /bin/sh -c and read its stdout
+                           (e.g. \"ssh host 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'\")
+What to mount:
+  --name NAME              cephx user, without \"client.\" (default: the only client in --keyring)
+  --fs NAME                CephFS name (needed for the new syntax)
+  --path PATH              path inside CephFS (default /)
+  --fsid UUID              cluster fsid (default: from the dump; must match it)
+  --mountpoint DIR         where to mount (or give MOUNTPOINT); created if missing
+How:
+  --syntax auto|new|old    device syntax (default auto: new if the kernel has it, 5.17+)
+  --ms-mode MODE           legacy|crc|secure|prefer-crc|prefer-secure
+                           (default: v2 addresses with prefer-crc, v1 if the cluster has no v2)
+  --quorum-only            only monitors in the dump's quorum list
+  --preset seed            add norequire_active_mds,noshare (seed 000's options)
+  -o OPTS                  more kernel options, comma separated (no secret/key/name here)
+  --fs-ls FILE|--fs-ls-cmd CMD   check --fs against `ceph fs ls --format=json` first
+Secret (never on the command line):
+  --keyring FILE           keyring with [client.NAME] key = ...
+  --secret-file FILE       file holding the base64 key (`ceph auth get-key` output) or a keyring
+  --secret-stdin           read the key (or a keyring) from stdin
+Extras:
+  --conf-out FILE          write a minimal ceph.conf (fsid + mon_host) to FILE
+  --debug                  enable dynamic debug for ceph and libceph before mounting
+  --no-modprobe            do not try to load modules
+  --dry-run                print every step instead of doing it (inputs are still read)
+  --show-secret            print the secret in --dry-run output and messages
+  -h, --help               this text
+";
+
+#[derive(Default)]
+struct Args {
+    mon_dump: Option<String>,
+    mon_dump_cmd: Option<String>,
+    name: Option<String>,
+    fs: Option<String>,
+    path: Option<String>,
+    fsid: Option<String>,
+    mountpoint: Option<String>,
+    syntax: Option<String>,
+    ms_mode: Option<MsMode>,
+    quorum_only: bool,
+    options: Vec<String>,
+    fs_ls: Option<String>,
+    fs_ls_cmd: Option<String>,
+    keyring: Option<String>,
+    secret_file: Option<String>,
+    secret_stdin: bool,
+    conf_out: Option<String>,
+    debug: bool,
+    no_modprobe: bool,
+    dry_run: bool,
+    show_secret: bool,
+}
+
+fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
+    let mut a = Args::default();
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        // Accept --opt=value as well as --opt value.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut val = |what: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{what} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--mon-dump" => a.mon_dump = Some(val("--mon-dump")?),
+            "--mon-dump-cmd" => a.mon_dump_cmd = Some(val("--mon-dump-cmd")?),
+            "--name" => a.name = Some(val("--name")?),
+            "--fs" => a.fs = Some(val("--fs")?),
+            "--path" => a.path = Some(val("--path")?),
+            "--fsid" => a.fsid = Some(val("--fsid")?),
+            "--mountpoint" => a.mountpoint = Some(val("--mountpoint")?),
+            "--syntax" => a.syntax = Some(val("--syntax")?),
+            "--ms-mode" => a.ms_mode = Some(val("--ms-mode")?.parse().map_err(|e| format!("--ms-mode: {e}"))?),
+            "--quorum-only" => a.quorum_only = true,
+            "--preset" => match val("--preset")?.as_str() {
+                "seed" => a.options.extend(PRESET_SEED.iter().map(|s| s.to_string())),
+                p => return Err(format!("--preset: unknown preset {p:?} (known: seed)")),
+            },
+            "-o" | "--options" => {
+                a.options.extend(val("-o")?.split(',').filter(|s| !s.is_empty()).map(String::from))
+            }
+            "--fs-ls" => a.fs_ls = Some(val("--fs-ls")?),
+            "--fs-ls-cmd" => a.fs_ls_cmd = Some(val("--fs-ls-cmd")?),
+            "--keyring" => a.keyring = Some(val("--keyring")?),
+            "--secret-file" => a.secret_file = Some(val("--secret-file")?),
+            "--secret-stdin" => a.secret_stdin = true,
+            "--secret" => {
+                return Err("--secret: secrets are not taken from the command line (they end up in \
+                            /proc/PID/cmdline and shell history); use --keyring, --secret-file or --secret-stdin"
+                    .into())
+            }
+            "--conf-out" => a.conf_out = Some(val("--conf-out")?),
+            "--debug" => a.debug = true,
+            "--no-modprobe" => a.no_modprobe = true,
+            "--dry-run" | "-n" => a.dry_run = true,
+            "--show-secret" => a.show_secret = true,
+            s if s.starts_with('-') && s != "-" => return Err(format!("unknown option {s} (see --help)")),
+            _ => {
+                if a.mountpoint.replace(arg).is_some() {
+                    return Err("more than one mount point given".into());
+                }
+            }
+        }
+    }
+    Ok(Some(a))
+}
+
+/// Runs `cmd` with /bin/sh -c and returns its stdout; stderr passes through.
+fn run_cmd(cmd: &str, what: &str) -> Result<String, String> {
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{what}: cannot run /bin/sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{what}: `{cmd}` failed ({})", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|_| format!("{what}: `{cmd}` printed non-UTF-8 output"))
+}
+
+fn read_input(path: &str, what: &str) -> Result<String, String> {
+    if path == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("{what}: reading stdin: {e}"))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{what}: cannot read {path}: {e}"))
+    }
+}
+
+struct Ctx {
+    dry: bool,
+}
+
+impl Ctx {
+    /// Prints a step; in dry-run mode that is all that happens.
+    fn step(&self, s: &str) {
+        if self.dry {
+            println!("{s}");
+        } else {
+            eprintln!("kmount: {s}");
+        }
+    }
+}
+
+fn warn(s: &str) {
+    eprintln!("kmount: warning: {s}");
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(argv) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("kmount: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmount: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let ctx = Ctx { dry: a.dry_run };
+    let target = a
+        .mountpoint
+        .clone()
+        .ok_or("no mount point given (MOUNTPOINT or --mountpoint)")?;
+    if a.secret_stdin && (a.mon_dump.as_deref() == Some("-") || a.keyring.as_deref() == Some("-")) {
+        return Err("--secret-stdin and --mon-dump - cannot both read stdin".into());
+    }
+    if [a.keyring.is_some(), a.secret_file.is_some(), a.secret_stdin]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        > 1
+    {
+        return Err("give only one of --keyring, --secret-file, --secret-stdin".into());
+    }
+
+    // 1. The monitor map.
+    let (text, origin) = match (&a.mon_dump, &a.mon_dump_cmd) {
+        (Some(_), Some(_)) => return Err("give only one of --mon-dump and --mon-dump-cmd".into()),
+        (Some(p), None) => (
+            read_input(p, "--mon-dump")?,
+            if p == "-" {
+                "stdin".to_string()
+            } else {
+                p.clone()
+            },
+        ),
+        (None, Some(c)) => (run_cmd(c, "--mon-dump-cmd")?, format!("`{c}`")),
+        (None, None) => {
+            return Err("no monitor map: give --mon-dump FILE|- or --mon-dump-cmd CMD".into())
+        }
+    };
+    let map = monmap::parse(&text, &origin).map_err(|e| e.to_string())?;
+    ctx.step(&format!(
+        "# mon map from {origin} ({}): {} mon(s), fsid {}",
+        map.format.as_str(),
+        map.mons.len(),
+        map.fsid.as_deref().unwrap_or("unknown")
+    ));
+
+    // 2. The secret (keyring text may also name the user).
+    let secret_src: Option<(String, String)> = if let Some(p) = &a.keyring {
+        Some((read_input(p, "--keyring")?, p.clone()))
+    } else if let Some(p) = &a.secret_file {
+        Some((read_input(p, "--secret-file")?, p.clone()))
+    } else if a.secret_stdin {
+        Some((read_input("-", "--secret-stdin")?, "stdin".into()))
+    } else {
+        None
+    };
+    let name =
+        match (&a.name, &secret_src) {
+            (Some(n), _) => n.strip_prefix("client.").unwrap_or(n).to_string(),
+            (None, Some((t, origin))) => {
+                let clients: Vec<String> = secret::keyring_entities(t)
+                    .into_iter()
+                    .filter_map(|e| e.strip_prefix("client.").map(String::from))
+                    .collect();
+                match clients.as_slice() {
+                    [one] => one.clone(),
+                    _ => return Err(format!(
+                        "no --name given and {origin} does not hold exactly one [client.*] section"
+                    )),
+                }
+            }
+            (None, None) => return Err("no --name given".into()),
+        };
+    let secret: Option<Secret> = match &secret_src {
+        Some((t, origin)) => Some(
+            secret::secret_from_text(t, &format!("client.{name}"), origin)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => {
+            warn("no --keyring/--secret-file/--secret-stdin: mounting without a cephx secret");
+            None
+        }
+    };
+
+    // 3. Syntax.
+    let syntax = match a.syntax.as_deref().unwrap_or("auto") {
+        "auto" => {
+            if sys::kernel_has_mount_syntax_v2() {
+                ctx.step(&format!(
+                    "# syntax: new ({} exists)",
+                    sys::MOUNT_SYNTAX_V2_PARAM
+                ));
+                Syntax::New
+            } else {
+                let rel = sys::kernel_release()
+                    .map_err(|e| format!("--syntax auto: cannot read the kernel release: {e}"))?;
+                let s = plan::syntax_for_kernel(&rel).map_err(|e| e.to_string())?;
+                ctx.step(&format!("# syntax: {} (kernel {rel})", s.as_str()));
+                s
+            }
+        }
+        s => s
+            .parse::<Syntax>()
+            .map_err(|e| format!("--syntax: {e} (or auto)"))?,
+    };
+
+    // 4. The plan, first with key= (the secret goes to the keyring).
+    let mut req = MountRequest::new(&name, a.fs.as_deref(), syntax);
+    req.path = a.path.clone().unwrap_or_else(|| "/".into());
+    req.fsid = a.fsid.clone();
+    req.ms_mode = a.ms_mode;
+    req.quorum_only = a.quorum_only;
+    req.options = a.options.clone();
+    req.auth = if secret.is_some() {
+        Auth::Key
+    } else {
+        Auth::None
+    };
+    let mut plan = plan::build(&map, &req).map_err(|e| e.to_string())?;
+    for n in &plan.notes {
+        warn(n);
+    }
+
+    // 5. Optional fs existence check.
+    if let Some(fs) = &plan.fs {
+        let ls = match (&a.fs_ls, &a.fs_ls_cmd) {
+            (Some(p), _) => Some((read_input(p, "--fs-ls")?, p.clone())),
+            (None, Some(c)) => Some((run_cmd(c, "--fs-ls-cmd")?, format!("`{c}`"))),
+            (None, None) => None,
+        };
+        if let Some((t, origin)) = ls {
+            monmap::check_fs_exists(&t, fs, &origin).map_err(|e| e.to_string())?;
+        }
+    }
+
+    // 6. Modules.
+    if !a.no_modprobe {
+        let mut mods: Vec<&str> = Vec::new();
+        if !sys::filesystem_available("ceph") {
+            mods.push("ceph");
+        }
+        if plan.ms_mode.is_some_and(MsMode::may_encrypt) {
+            // msgr2 secure mode needs AES-GCM; without it libceph loops on
+            // "failed to allocate gcm tfm context".
+            mods.push("gcm");
+        }
+        for m in mods {
+            ctx.step(&format!("modprobe {m}"));
+            if !ctx.dry {
+                match sys::which("modprobe") {
+                    Some(mp) => match Command::new(mp).arg(m).status() {
+                        Ok(s) if s.success() => {}
+                        Ok(s) => warn(&format!("modprobe {m} failed ({s}); continuing")),
+                        Err(e) => warn(&format!("modprobe {m}: {e}; continuing")),
+                    },
+                    None => warn(&format!("no modprobe in PATH; not loading {m}")),
+                }
+            }
+        }
+        if !ctx.dry && !sys::filesystem_available("ceph") {
+            warn("ceph is not in /proc/filesystems; the mount will likely fail with ENODEV");
+        }
+    }
+
+    // 7. The secret into the kernel keyring (mount.ceph's way), else secret=.
+    if let Some(s) = &secret {
+        let desc = format!("client.{name}");
+        let payload = if a.show_secret {
+            format!("base64 {}", s.base64())
+        } else {
+            format!(
+                "<{}-byte key from {}>",
+                s.raw().len(),
+                secret_src.as_ref().map(|x| x.1.as_str()).unwrap_or("?")
+            )
+        };
+        ctx.step(&format!(
+            "add_key(\"ceph\", \"{desc}\", {payload}, KEY_SPEC_PROCESS_KEYRING)"
+        ));
+        if !ctx.dry {
+            match sys::add_ceph_key(&desc, s.raw()) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENOSYS)) => {
+                    warn(&format!(
+                        "the kernel has no \"ceph\" key type ({e}); passing secret= instead, \
+                         which is hidden in /proc/mounts but visible to mount(2) tracing"
+                    ));
+                    plan = plan.with_auth(&Auth::Secret(s.clone()));
+                }
+                Err(e) => return Err(format!("add_key(ceph, {desc}): {e}")),
+            }
+        }
+    }
+
+    // 8. Minimal ceph.conf for the guest's `ceph` CLI.
+    if let Some(path) = &a.conf_out {
+        let fsid = plan
+            .fsid
+            .clone()
+            .ok_or("--conf-out: no fsid known (give --fsid)")?;
+        let conf = map.minimal_conf(&fsid);
+        ctx.step(&format!("write {path}:"));
+        if ctx.dry {
+            print!("{conf}");
+        } else {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("--conf-out: mkdir {}: {e}", dir.display()))?;
+            }
+            std::fs::write(path, conf)
+                .map_err(|e| format!("--conf-out: cannot write {path}: {e}"))?;
+        }
+    }
+
+    // 9. Kernel debug output.
+    if a.debug {
+        for m in ["ceph", "libceph"] {
+            let line = format!("module {m} +p");
+            ctx.step(&format!("echo '{line}' > dynamic_debug/control"));
+            if !ctx.dry {
+                let ok = sys::DYNDBG_CONTROL.iter().any(|c| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(c)
+                        .and_then(|mut f| f.write_all(line.as_bytes()))
+                        .is_ok()
+                });
+                if !ok {
+                    warn(&format!(
+                        "could not write {line:?} to {} (CONFIG_DYNAMIC_DEBUG? debugfs mounted? module loaded?)",
+                        sys::DYNDBG_CONTROL.join(" or ")
+                    ));
+                }
+            }
+        }
+    }
+
+    // 10. The mount.
+    if !std::path::Path::new(&target).is_dir() {
+        ctx.step(&format!("mkdir -p {}", render::shell_quote(&target)));
+        if !ctx.dry {
+            std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        }
+    }
+    ctx.step(&render::mount_syscall(&plan, &target, a.show_secret));
+    if ctx.dry {
+        println!(
+            "# shell equivalent: {}",
+            render::mount_command(&plan, &target, a.show_secret)
+        );
+        if let (Some(s), true) = (&secret, a.show_secret) {
+            let fallback = plan.with_auth(&Auth::Secret(s.clone()));
+            println!(
+                "# without the ceph key type: {}",
+                render::mount_command(&fallback, &target, true)
+            );
+        }
+        return Ok(());
+    }
+    sys::mount(&plan.source, &target, plan.fstype, 0, &plan.data(true)).map_err(|e| {
+        let why = sys::explain_mount_errno(&e, plan.fs.as_deref(), &plan.path);
+        format!(
+            "{}: {e}{}{}",
+            render::mount_syscall(&plan, &target, a.show_secret),
+            if why.is_empty() { "" } else { ": " },
+            why
+        )
+    })?;
+    println!("kmount: mounted {} on {target}", plan.source);
+    Ok(())
+}
