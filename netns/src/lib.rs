@@ -1,6 +1,57 @@
-//! The lab core: config ([`config`]), paths of persisted state ([`paths`]), and the plan of
-//! netlink steps that builds and removes a lab.
+//! The lab core of labnet: the config ([`config`]), where state lives ([`paths`]), and the
+//! plan that builds a lab over netlink ([`lab`]): every step is recorded in
+//! /run/labnet/LAB.json *before* it is made, so `down` can undo a lab after a crash, a
+//! SIGKILL half-way through `up`, or a reboot.
 pub mod config;
+pub mod daemon;
+pub mod doctor;
+pub mod lab;
+pub mod nft;
+pub mod nl;
+pub mod nsfs;
 pub mod paths;
+pub mod state;
+pub mod status;
+pub mod wg;
 
 pub use config::{Ipv4Cidr, Lab, Uplink};
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: nix::errno::Errno,
+    },
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        source: rtnetlink::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+    pub fn sys(what: &str, source: nix::errno::Errno) -> Error {
+        Error::Sys {
+            what: what.to_string(),
+            source,
+        }
+    }
+}

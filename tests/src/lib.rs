@@ -1,1 +1,182 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: the built `labnet` binary, unique names, and guards
+//! that remove namespaces, links and processes a test made, even when it fails.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// target/debug/labnet (the test binary lives in target/debug/deps).
+pub fn labnet_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("labnet");
+    assert!(bin.exists(), "{} not built; run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique name: PREFIX + pid (base 36) + a per-process counter; ≤ 15 bytes with a
+/// 2-letter prefix and a 2-letter suffix.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}{}", base36(std::process::id()), base36(n))
+}
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = vec![];
+    loop {
+        s.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap()
+}
+
+/// Runs a command, returning its output; panics with the command line if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn must(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `sh -c SCRIPT` that must succeed.
+pub fn sh(script: &str) -> String {
+    must(Command::new("sh").arg("-c").arg(script))
+}
+
+/// Everything a test made, removed in reverse order on drop: namespaces (`ip netns del`),
+/// root-namespace links, processes by pid (only ones the test started), and paths.
+#[derive(Default)]
+pub struct Cleanup {
+    actions: Vec<Action>,
+}
+
+enum Action {
+    Netns(String),
+    Link(String),
+    Pid(u32),
+    Path(PathBuf),
+    Labnet(Vec<String>, Vec<(String, String)>),
+}
+
+impl Cleanup {
+    pub fn netns(&mut self, name: &str) {
+        self.actions.push(Action::Netns(name.into()));
+    }
+    pub fn link(&mut self, name: &str) {
+        self.actions.push(Action::Link(name.into()));
+    }
+    pub fn pid(&mut self, pid: u32) {
+        self.actions.push(Action::Pid(pid));
+    }
+    pub fn path(&mut self, p: impl Into<PathBuf>) {
+        self.actions.push(Action::Path(p.into()));
+    }
+    /// Runs `labnet ARGS` (e.g. `down LAB`) with ENV at cleanup time.
+    pub fn labnet(&mut self, args: &[&str], env: &[(String, String)]) {
+        self.actions.push(Action::Labnet(args.iter().map(|s| s.to_string()).collect(), env.to_vec()));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        while let Some(a) = self.actions.pop() {
+            match a {
+                Action::Netns(n) => {
+                    let _ = Command::new("ip").args(["netns", "del", &n]).output();
+                }
+                Action::Link(n) => {
+                    let _ = Command::new("ip").args(["link", "del", &n]).output();
+                }
+                Action::Pid(p) => unsafe {
+                    libc::kill(p as i32, libc::SIGKILL);
+                    libc::waitpid(p as i32, std::ptr::null_mut(), 0);
+                },
+                Action::Path(p) => {
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+                Action::Labnet(args, env) => {
+                    let _ = Command::new(labnet_bin()).args(&args).envs(env).output();
+                }
+            }
+        }
+    }
+}
+
+/// A private temp directory removed by the Cleanup.
+pub fn temp_dir(c: &mut Cleanup, tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("labnet-test-{tag}-{}", unique("t")));
+    std::fs::create_dir_all(&d).unwrap();
+    c.path(&d);
+    d
+}
+
+/// Environment that keeps a test's labnet state out of /run/labnet and /var/lib/labnet.
+pub fn labnet_env(root: &Path) -> Vec<(String, String)> {
+    vec![
+        ("LABNET_RUN_DIR".into(), root.join("run").display().to_string()),
+        ("LABNET_STATE_DIR".into(), root.join("state").display().to_string()),
+        ("LABNET_CONFIG_DIR".into(), root.join("etc").display().to_string()),
+    ]
+}
+
+/// `labnet ARGS` with ENV.
+pub fn labnet(args: &[&str], env: &[(String, String)]) -> Output {
+    run(Command::new(labnet_bin()).args(args).envs(env.iter().cloned()))
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Names of links in labnet's (the test's) namespace.
+pub fn root_links() -> Vec<String> {
+    let out = must(Command::new("ip").args(["-o", "link", "show"]));
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+pub fn netns_list() -> Vec<String> {
+    let out = must(Command::new("ip").args(["netns", "list"]));
+    out.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+/// Pids whose command line has `needle` as one of its arguments.
+pub fn pids_with_arg(prog: &str, needle: &str) -> Vec<u32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmd.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        if args.first().is_some_and(|a| a.ends_with(prog)) && args.iter().any(|a| a == needle) {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! Starting and stopping the processes a hand-run `labnet up` leaves behind (wireguard-go,
+//! the lab's dhcpd and dns). They run detached in their own session with output in a log
+//! file; readiness is the daemon's own sd_notify READY=1 on a socket labnet listens on.
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// Spawns `argv` detached (new session, stdin /dev/null, stdout+stderr appended to `log`)
+/// and returns its pid.
+pub fn spawn_detached(argv: &[String], envs: &[(String, String)], log: &Path) -> Result<u32, Error> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::Other("empty daemon command".into()))?;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::io(log, e))?;
+    let err = out.try_clone().map_err(|e| Error::io(log, e))?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // A session of its own: ^C on the terminal that ran `labnet up` must not stop the lab.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Other(format!("cannot start {prog}: {e}")))?;
+    Ok(child.id())
+}
+
+/// Starts a daemon that speaks sd_notify and waits until it says READY=1 (or exits, or the
+/// timeout passes — both are errors that point at its log).
+pub fn spawn_notify(
+    name: &str,
+    argv: &[String],
+    log: &Path,
+    notify_dir: &Path,
+    timeout: Duration,
+) -> Result<u32, Error> {
+    std::fs::create_dir_all(notify_dir).map_err(|e| Error::io(notify_dir, e))?;
+    let sock_path = notify_dir.join(format!("notify-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = UnixDatagram::bind(&sock_path).map_err(|e| Error::io(&sock_path, e))?;
+    let envs = vec![("NOTIFY_SOCKET".to_string(), sock_path.display().to_string())];
+    let pid = spawn_detached(argv, &envs, log);
+    let result = pid.and_then(|pid| {
+        sock.set_read_timeout(Some(Duration::from_millis(50))).ok();
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                if msg.lines().any(|l| l == "READY=1") {
+                    return Ok(pid);
+                }
+            }
+            if !process_alive(pid) {
+                return Err(Error::Other(format!(
+                    "{name} exited before it was ready; see {}",
+                    log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                kill_and_wait(pid, Duration::from_secs(2));
+                return Err(Error::Other(format!(
+                    "{name} did not report ready within {timeout:?}; see {}",
+                    log.display()
+                )));
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&sock_path);
+    result
+}
+
+/// Reaps `pid` if it is our child (a zombie still counts as "alive" for kill(0)).
+fn reap(pid: u32) {
+    unsafe {
+        libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    reap(pid);
+    if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    // Zombies of processes that are not our children linger until their parent reaps them.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// The process's executable name (comm), used to make sure a recorded pid still belongs to
+/// the process labnet started before signalling it.
+pub fn process_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn process_cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGTERM, then SIGKILL after `grace`. Returns when the process is gone.
+pub fn kill_and_wait(pid: u32, grace: Duration) {
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let hard = Instant::now() + Duration::from_secs(2);
+            while process_alive(pid) && Instant::now() < hard {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Pids of processes whose argv is exactly `[.., prog, arg]` with basename(argv0) == prog:
+/// finds a wireguard-go serving IFACE when `up` was killed before it recorded the pid
+/// (interface names are unique host-wide, so this matches only ours).
+pub fn find_processes(prog: &str, arg: &str) -> Vec<u32> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let argv = process_cmdline(pid);
+        if argv.len() == 2
+            && Path::new(&argv[0]).file_name().and_then(|s| s.to_str()) == Some(prog)
+            && argv[1] == arg
+        {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,176 @@
+//! `labnet doctor`: seed 000's three ways a lab fails, checked from inside the lab, and said in
+//! words: (1) no route or handshake to the bounce box, (2) DNS not answering, (3) a firewall
+//! on the path (traffic leaves but nothing is forwarded back).
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::config::{Lab, Uplink};
+use crate::nsfs::{in_netns, netns_exists};
+use crate::state::LabState;
+use crate::{nft, wg, Error};
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub ok: bool,
+    pub words: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    pub lab: String,
+    pub ok: bool,
+    pub findings: Vec<Finding>,
+}
+
+impl DoctorReport {
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for f in &self.findings {
+            s += &format!("[{}] {}: {}\n", if f.ok { " ok " } else { "FAIL" }, f.check, f.words);
+        }
+        s += if self.ok { "verdict: the lab looks healthy\n" } else { "verdict: see the FAIL lines above\n" };
+        s
+    }
+}
+
+fn finding(check: &str, ok: bool, words: impl Into<String>) -> Finding {
+    Finding { check: check.into(), ok, words: words.into() }
+}
+
+pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
+    let mut f = vec![];
+    let ns = lab.name.clone();
+    if !netns_exists(&ns) {
+        f.push(finding("lab", false, format!("lab {ns} is not up: run `labnet up {ns}`")));
+        return Ok(report(lab, f));
+    }
+    let st = LabState::load(&ns)?;
+    let userspace = st.as_ref().and_then(|s| s.wg_backend.clone()).as_deref() == Some("userspace");
+
+    // 1. Route and handshake to the bounce box.
+    let mut path_ok = true;
+    match &lab.uplink {
+        Uplink::None => f.push(finding("bounce box", true, "isolated lab (uplink none): nothing to reach")),
+        Uplink::Host(h) => {
+            let ok = ping(&ns, h.host_address.addr, None)?;
+            path_ok = ok;
+            f.push(finding("host uplink", ok, if ok { format!("{} answers ping", h.host_address.addr) } else { format!("no route to the host end {}: the veth pair is down or missing; run `labnet status {ns}`", h.host_address.addr) }));
+        }
+        Uplink::Wireguard(w) => {
+            let peers = wg::peers(&w.interface, userspace, &ns).unwrap_or_default();
+            let peer = peers.iter().find(|p| p.public_key == w.peer_public_key);
+            let reply = ping(&ns, w.gateway, None)?;
+            let hs = peer.and_then(|p| p.last_handshake_secs_ago);
+            let (ok, words) = match (peer, hs, reply) {
+                (None, _, _) => (false, format!("no route to the bounce box: {} has no peer {}; run `labnet up {ns}` again", w.interface, &w.peer_public_key[..8])),
+                (_, _, true) => (true, format!("bounce box {} answers through {} (handshake {})", w.gateway, w.interface, hs.map(|s| format!("{s} s ago")).unwrap_or("pending".into()))),
+                (Some(p), None, false) if p.tx_bytes > 0 => (false, format!(
+                    "no handshake with the bounce box: {} bytes sent to {} but nothing came back. Either a firewall on the path drops UDP to the endpoint, the bounce box is down, or its peer entry does not have our public key",
+                    p.tx_bytes, p.endpoint.clone().unwrap_or("(no endpoint)".into())
+                )),
+                (_, None, false) => (false, format!("no handshake with the bounce box: set uplink.endpoint (now {:?}) and check the bounce box is up", w.endpoint)),
+                (_, Some(s), false) => (false, format!("handshake {s} s ago, but {} does not answer ping: the bounce box drops ICMP or does not own {}", w.gateway, w.gateway)),
+            };
+            path_ok = ok;
+            f.push(finding("bounce box", ok, words));
+        }
+    }
+
+    // 2. DNS.
+    let upstreams = lab.effective_upstreams();
+    let mut any_dns = false;
+    for u in &upstreams {
+        let ok = dns_answers(&ns, *u)?;
+        any_dns |= ok;
+        f.push(finding("dns upstream", ok, if ok { format!("{u} answers queries") } else { format!("DNS not answering: {u} gave no reply within 1 s{}", if path_ok { " (the path to the bounce box works, so the resolver there is down or not listening on that address)" } else { " (the path itself is down, see above)" }) }));
+    }
+    let lab_dns = SocketAddr::from((lab.bridge.address.addr, 53));
+    let ok = dns_answers(&ns, lab_dns)?;
+    f.push(finding("lab dns", ok, if ok { format!("labnet dns answers on {lab_dns}") } else { format!("DNS not answering: nothing answers on {lab_dns}; `labnet up {ns}` restarts the lab's dns daemon") }));
+
+    // 3. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
+    let fwd = in_netns(Some(&ns), || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map_err(|e| Error::io("ip_forward", e)))?;
+    if fwd.trim() != "1" {
+        f.push(finding("forwarding", false, "firewall on the path: net.ipv4.ip_forward is 0 inside the lab, VMs cannot get out"));
+    }
+    if let Uplink::Wireguard(w) = &lab.uplink {
+        if !nft::table_exists(Some(&ns), nft::LAB_TABLE)? {
+            f.push(finding("nat", false, format!("firewall on the path: labnet's masquerade table is missing in the lab, VM traffic leaves {} unNATed", w.interface)));
+        } else if path_ok {
+            // A VM's packet: sourced from the bridge address, NATed on the way out.
+            let ok = ping(&ns, w.gateway, Some(lab.bridge.address.addr))?;
+            let beyond_ok = !upstreams.is_empty() && any_dns;
+            f.push(finding("firewall", ok, if ok {
+                format!("traffic from the bridge is forwarded and masqueraded to the bounce box{}", if beyond_ok { "; beyond it too (DNS answers)" } else { "" })
+            } else {
+                format!("firewall on the path: the bounce box answers its tunnel address but not traffic from the lab's bridge ({}); check masquerade/forwarding (firewalld) on the bounce box", lab.bridge.address.addr)
+            }));
+        }
+    }
+    Ok(report(lab, f))
+}
+
+fn report(lab: &Lab, findings: Vec<Finding>) -> DoctorReport {
+    DoctorReport { lab: lab.name.clone(), ok: findings.iter().all(|f| f.ok), findings }
+}
+
+/// One ICMP echo from inside the lab (raw socket: root; new namespaces disable ping sockets).
+pub fn ping(ns: &str, to: Ipv4Addr, from: Option<Ipv4Addr>) -> Result<bool, Error> {
+    in_netns(Some(ns), move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| Error::io("icmp socket", e))?;
+        if let Some(src) = from {
+            s.bind(&SocketAddr::from((src, 0)).into()).map_err(|e| Error::io("icmp bind", e))?;
+        }
+        let id = (std::process::id() & 0xffff) as u16;
+        let mut pkt = vec![8u8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
+        pkt.extend_from_slice(b"labnet doctor");
+        let sum = checksum(&pkt);
+        pkt[2] = (sum >> 8) as u8;
+        pkt[3] = sum as u8;
+        if s.send_to(&pkt, &SocketAddr::from((to, 0)).into()).is_err() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+        while Instant::now() < deadline {
+            s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).ok();
+            let Ok((n, addr)) = s.recv_from(&mut buf) else { return Ok(false) };
+            let b: Vec<u8> = buf[..n].iter().map(|x| unsafe { x.assume_init() }).collect();
+            let ihl = ((b.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
+            let src = addr.as_socket_ipv4().map(|a| *a.ip());
+            if b.len() >= ihl + 8 && b[ihl] == 0 && src == Some(to) && u16::from_be_bytes([b[ihl + 4], b[ihl + 5]]) == id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in b.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one query (". NS") and accepts any well-formed reply with our id.
+pub fn dns_answers(ns: &str, server: SocketAddr) -> Result<bool, Error> {
+    in_netns(Some(ns), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("udp socket", e))?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok();
+        let id: u16 = 0x4c4e;
+        let q = [(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+        if s.send_to(&q, server).is_err() {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 1500];
+        Ok(matches!(s.recv_from(&mut buf), Ok((n, from)) if n >= 12 && from == server && buf[0..2] == q[0..2] && buf[2] & 0x80 != 0))
+    })
+}

@@ -1,0 +1,203 @@
+//! Small async helpers over rtnetlink, and [`with_netlink`], which runs them against one
+//! namespace: the netlink socket is opened on a thread inside that namespace.
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkWireguard, RouteMessageBuilder};
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use crate::nsfs::in_netns;
+use crate::Error;
+
+/// Runs `f(handle)` on a current-thread runtime inside namespace `ns` (None = labnet's own).
+pub fn with_netlink<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        rt.block_on(async move {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| Error::io("netlink socket", e))?;
+            let task = tokio::spawn(conn);
+            let out = f(handle).await;
+            task.abort();
+            out
+        })
+    })
+}
+
+pub fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Netlink { what, source: e }
+}
+
+/// True for "already exists" answers, which `up` treats as done (idempotent).
+pub fn is_exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
+    match h.link().get().match_name(name).execute().try_next().await {
+        Ok(m) => Ok(m),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("look up link {name}"))(e)),
+    }
+}
+
+pub async fn index_of(h: &Handle, name: &str) -> Result<u32, Error> {
+    link_by_name(h, name)
+        .await?
+        .map(|m| m.header.index)
+        .ok_or_else(|| Error::Other(format!("link {name} does not exist")))
+}
+
+pub fn link_is_up(m: &LinkMessage) -> bool {
+    m.header.flags.contains(LinkFlags::Up)
+}
+
+pub fn link_kind(m: &LinkMessage) -> Option<String> {
+    use rtnetlink::packet_route::link::LinkInfo;
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+pub fn link_controller(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(i) => Some(*i),
+        _ => None,
+    })
+}
+
+pub async fn set_up(h: &Handle, name: &str) -> Result<(), Error> {
+    let idx = index_of(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("set {name} up")))
+}
+
+pub async fn add_bridge(h: &Handle, name: &str) -> Result<bool, Error> {
+    match h.link().add(LinkBridge::new(name).build()).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_exists(&e) => Ok(false),
+        Err(e) => Err(nl(format!("create bridge {name}"))(e)),
+    }
+}
+
+pub async fn add_veth(h: &Handle, name: &str, peer: &str) -> Result<(), Error> {
+    h.link()
+        .add(LinkVeth::new(name, peer).build())
+        .execute()
+        .await
+        .map_err(nl(format!("create veth {name}/{peer}")))
+}
+
+/// Creates a kernel WireGuard link. `Ok(false)` when the kernel has no WireGuard support.
+pub async fn add_wireguard(h: &Handle, name: &str) -> Result<bool, Error> {
+    match h.link().add(LinkWireguard::new(name).build()).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, libc::EOPNOTSUPP) || is_errno(&e, libc::EINVAL) => Ok(false),
+        Err(e) => Err(nl(format!("create wireguard link {name}"))(e)),
+    }
+}
+
+pub async fn del_link(h: &Handle, name: &str) -> Result<bool, Error> {
+    let Some(m) = link_by_name(h, name).await? else {
+        return Ok(false);
+    };
+    match h.link().del(m.header.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
+        Err(e) => Err(nl(format!("delete link {name}"))(e)),
+    }
+}
+
+/// Moves a link into the namespace opened as `ns_fd`.
+pub async fn move_to_netns(h: &Handle, name: &str, ns_fd: i32) -> Result<(), Error> {
+    let idx = index_of(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).setns_by_fd(ns_fd).build())
+        .execute()
+        .await
+        .map_err(nl(format!("move {name} into the lab namespace")))
+}
+
+pub async fn add_address(h: &Handle, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+    let idx = index_of(h, name).await?;
+    match h.address().add(idx, addr.into(), prefix).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_exists(&e) => Ok(()),
+        Err(e) => Err(nl(format!("add {addr}/{prefix} to {name}"))(e)),
+    }
+}
+
+pub async fn ipv4_addresses(h: &Handle, name: &str) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
+    let Some(link) = link_by_name(h, name).await? else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    let mut s = h.address().get().set_link_index_filter(link.header.index).execute();
+    while let Some(m) = s.try_next().await.map_err(nl("list addresses"))? {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {
+                out.push((*ip, m.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn add_default_route(h: &Handle, dev: &str, via: Ipv4Addr) -> Result<(), Error> {
+    let idx = index_of(h, dev).await?;
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .output_interface(idx)
+        .gateway(via)
+        .build();
+    match h.route().add(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_exists(&e) => Ok(()),
+        Err(e) => Err(nl(format!("add default route via {via} dev {dev}"))(e)),
+    }
+}
+
+/// The IPv4 default route's (gateway, output ifindex), if any.
+pub async fn default_route(h: &Handle) -> Result<Option<(Option<Ipv4Addr>, Option<u32>)>, Error> {
+    let mut s = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(m) = s.try_next().await.map_err(nl("list routes"))? {
+        if m.header.destination_prefix_length != 0 || m.header.table != 254 {
+            continue;
+        }
+        let mut gw = None;
+        let mut oif = None;
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        return Ok(Some((gw, oif)));
+    }
+    Ok(None)
+}

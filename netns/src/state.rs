@@ -1,0 +1,128 @@
+//! The persisted record of what `up` made (/run/labnet/LAB.json), and the per-lab lock.
+//!
+//! Each resource is appended *before* it is created and the file is replaced atomically, so
+//! the record is never behind reality: `down` undoes the list in reverse and treats
+//! "already gone" as done.
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use crate::{paths, Error};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// /run/netns/NAME (and everything inside: bridge, moved links, taps).
+    Netns { name: String },
+    /// A link in labnet's own namespace (a kernel wg link before its move, a veth end).
+    RootLink { name: String },
+    /// A wireguard-go process serving IFACE (UAPI socket /var/run/wireguard/IFACE.sock).
+    WgUserspace { iface: String, pid: Option<u32> },
+    /// An nftables table (in the lab namespace, or labnet's own when `netns` is None).
+    NftTable { netns: Option<String>, family: String, name: String },
+    /// A sysctl labnet changed in its own namespace; `old` is restored by down.
+    Sysctl { path: String, old: String },
+    /// A directory labnet created.
+    Dir { path: PathBuf },
+    /// A file labnet wrote; `saved` holds the previous file's copy to restore, if there was one.
+    File { path: PathBuf, saved: Option<PathBuf> },
+    /// A daemon labnet started (dhcpd, dns) with its pid; `exe` guards against pid reuse.
+    Daemon { name: String, pid: Option<u32>, exe: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    pub lab: String,
+    /// The config the lab was built from (down must not depend on today's config file).
+    pub config: Option<serde_json::Value>,
+    /// True once `up` finished every step.
+    pub complete: bool,
+    /// Which WireGuard backend `up` chose.
+    pub wg_backend: Option<String>,
+    pub resources: Vec<Resource>,
+}
+
+impl LabState {
+    pub fn load(lab: &str) -> Result<Option<LabState>, Error> {
+        let path = paths::lab_state_file(lab);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Other(format!("{}: corrupt state: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Writes the record atomically (tmp + fsync + rename).
+    pub fn save(&self) -> Result<(), Error> {
+        let path = paths::lab_state_file(&self.lab);
+        let dir = path.parent().expect("state file has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&serde_json::to_vec_pretty(self).expect("state serializes"))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Records a resource before it is created.
+    pub fn record(&mut self, r: Resource) -> Result<(), Error> {
+        self.resources.push(r);
+        self.save()
+    }
+
+    /// Replaces the last record (e.g. to add a pid once the process exists).
+    pub fn update_last(&mut self, r: Resource) -> Result<(), Error> {
+        if let Some(last) = self.resources.last_mut() {
+            *last = r;
+        }
+        self.save()
+    }
+
+    pub fn remove_file(&self) -> Result<(), Error> {
+        let path = paths::lab_state_file(&self.lab);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// An exclusive lock on /run/labnet/LAB.lock, held for the whole of an up or down.
+pub struct LabLock {
+    _file: File,
+}
+
+impl LabLock {
+    /// Waits up to `wait` for another up/down of the same lab to finish.
+    pub fn acquire(lab: &str, wait: std::time::Duration) -> Result<LabLock, Error> {
+        let dir = paths::run_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("{lab}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(LabLock { _file: file });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Other(format!(
+                    "another `labnet up` or `down` of lab {lab} holds {}; try again when it has finished",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

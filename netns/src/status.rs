@@ -1,0 +1,179 @@
+//! `labnet status`: each component of the lab as it is on the system, next to what the config
+//! asks for.
+use serde::Serialize;
+
+use crate::config::{Lab, Uplink};
+use crate::lab::{daemon_is_ours, etc_netns_dir, file_matches, resolv_conf, NSSWITCH_CONF};
+use crate::nl::{self, with_netlink};
+use crate::nsfs::{in_netns, netns_exists};
+use crate::state::{LabState, Resource};
+use crate::{nft, paths, wg, Error};
+
+#[derive(Debug, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub lab: String,
+    /// True when every component matches the config.
+    pub ok: bool,
+    pub state_file: String,
+    pub components: Vec<Component>,
+}
+
+impl StatusReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!("lab {}: {}\n", self.lab, if self.ok { "up, matches its config" } else { "NOT as configured" });
+        for c in &self.components {
+            s += &format!("  [{}] {:<14} {}\n", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail);
+        }
+        s
+    }
+}
+
+fn comp(name: &str, ok: bool, detail: impl Into<String>) -> Component {
+    Component { name: name.into(), ok, detail: detail.into() }
+}
+
+struct LinkFacts {
+    exists: bool,
+    up: bool,
+    addrs: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
+pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
+    let st = LabState::load(&lab.name)?;
+    let mut c = vec![];
+    let ns = lab.name.clone();
+    let state_file = paths::lab_state_file(&lab.name).display().to_string();
+    c.push(comp(
+        "state",
+        st.as_ref().is_some_and(|s| s.complete),
+        match &st {
+            None => format!("no {state_file}: the lab is not up"),
+            Some(s) if !s.complete => format!("{state_file}: an `up` did not finish; run `labnet down {}`", lab.name),
+            Some(_) => state_file.clone(),
+        },
+    ));
+    let exists = netns_exists(&ns);
+    c.push(comp("netns", exists, if exists { format!("/run/netns/{ns}") } else { format!("/run/netns/{ns} missing") }));
+    if !exists {
+        return Ok(finish(lab, state_file, c));
+    }
+
+    let mut names = vec!["lo".to_string(), lab.bridge.name.clone()];
+    let uplink_if = match &lab.uplink {
+        Uplink::Wireguard(w) => Some(w.interface.clone()),
+        Uplink::Host(h) => Some(h.lab_interface.clone()),
+        Uplink::None => None,
+    };
+    names.extend(uplink_if.clone());
+    let n2 = names.clone();
+    let (facts, route) = with_netlink(Some(&ns), move |h| async move {
+        let mut out = vec![];
+        for n in &n2 {
+            let m = nl::link_by_name(&h, n).await?;
+            out.push(LinkFacts {
+                exists: m.is_some(),
+                up: m.as_ref().is_some_and(nl::link_is_up),
+                addrs: nl::ipv4_addresses(&h, n).await?,
+            });
+        }
+        let route = match nl::default_route(&h).await? {
+            Some((gw, Some(oif))) => {
+                let name = h.link().get().match_index(oif).execute();
+                use futures::TryStreamExt;
+                let mut name = name;
+                let n = name.try_next().await.ok().flatten().and_then(|m| {
+                    m.attributes.iter().find_map(|a| match a {
+                        rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                });
+                Some((gw, n))
+            }
+            Some((gw, None)) => Some((gw, None)),
+            None => None,
+        };
+        Ok((out, route))
+    })?;
+    c.push(comp("lo", facts[0].up, if facts[0].up { "up" } else { "down" }));
+    let br = &facts[1];
+    let want = (lab.bridge.address.addr, lab.bridge.address.prefix);
+    c.push(comp(
+        "bridge",
+        br.exists && br.up && br.addrs.contains(&want),
+        if !br.exists {
+            format!("{} missing", lab.bridge.name)
+        } else {
+            format!("{} {} addresses {:?} (want {})", lab.bridge.name, if br.up { "up" } else { "DOWN" }, br.addrs.iter().map(|(a, p)| format!("{a}/{p}")).collect::<Vec<_>>(), lab.bridge.address)
+        },
+    ));
+    let fwd = in_netns(Some(&ns), || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map_err(|e| Error::io("ip_forward", e))
+    })?;
+    c.push(comp("ip_forward", fwd.trim() == "1", format!("net.ipv4.ip_forward = {}", fwd.trim())));
+
+    match &lab.uplink {
+        Uplink::None => c.push(comp("uplink", route.is_none(), if route.is_none() { "none (isolated lab)".to_string() } else { format!("unexpected default route {route:?}") })),
+        Uplink::Wireguard(w) => {
+            let f = &facts[2];
+            let want = (w.address.addr, w.address.prefix);
+            c.push(comp("uplink", f.exists && f.up && f.addrs.contains(&want), format!("{} {} {}", w.interface, if f.exists { if f.up { "up" } else { "DOWN" } } else { "missing" }, w.address)));
+            let rok = route.as_ref().is_some_and(|(gw, dev)| *gw == Some(w.gateway) && dev.as_deref() == Some(&w.interface));
+            c.push(comp("route", rok, match &route {
+                Some((gw, dev)) => format!("default via {} dev {} (want via {} dev {})", gw.map(|g| g.to_string()).unwrap_or("-".into()), dev.clone().unwrap_or("-".into()), w.gateway, w.interface),
+                None => format!("no default route (want via {} dev {})", w.gateway, w.interface),
+            }));
+            let userspace = st.as_ref().and_then(|s| s.wg_backend.clone()).as_deref() == Some("userspace");
+            if userspace {
+                let pid = st.as_ref().and_then(|s| s.resources.iter().find_map(|r| match r { Resource::WgUserspace { pid, .. } => *pid, _ => None }));
+                let alive = pid.is_some_and(crate::daemon::process_alive);
+                c.push(comp("wireguard-go", alive, format!("pid {} {}", pid.map(|p| p.to_string()).unwrap_or("-".into()), if alive { "running" } else { "NOT running" })));
+            }
+            match wg::peers(&w.interface, userspace, &ns) {
+                Ok(peers) => {
+                    let p = peers.iter().find(|p| p.public_key == w.peer_public_key);
+                    c.push(comp("wg peer", p.is_some(), match p {
+                        Some(p) => format!("{} endpoint {} latest handshake {}", &p.public_key[..8], p.endpoint.clone().unwrap_or("-".into()), p.last_handshake_secs_ago.map(|s| format!("{s} s ago")).unwrap_or("never".into())),
+                        None => "configured peer missing from the device".into(),
+                    }));
+                }
+                Err(e) => c.push(comp("wg peer", false, e.to_string())),
+            }
+            let table = nft::list_table(Some(&ns), nft::LAB_TABLE)?;
+            let ok = table.as_ref().is_some_and(|t| { let s = t.to_string(); s.contains("masquerade") && s.contains(&format!("\"{}\"", w.interface)) });
+            c.push(comp("nft", ok, if ok { format!("table ip {} masquerades oifname {}", nft::LAB_TABLE, w.interface) } else { format!("table ip {} missing or without the masquerade rule", nft::LAB_TABLE) }));
+        }
+        Uplink::Host(hu) => {
+            let f = &facts[2];
+            c.push(comp("uplink", f.exists && f.up, format!("{} {}", hu.lab_interface, if f.exists { "present" } else { "missing" })));
+            let rok = route.as_ref().is_some_and(|(gw, _)| *gw == Some(hu.host_address.addr));
+            c.push(comp("route", rok, format!("default route {route:?} (want via {})", hu.host_address.addr)));
+            let ok = nft::table_exists(None, &nft::host_table(&lab.name))?;
+            c.push(comp("nft", ok, format!("table ip {} in the host namespace {}", nft::host_table(&lab.name), if ok { "present" } else { "missing" })));
+        }
+    }
+
+    let dir = etc_netns_dir(&lab.name);
+    let rok = file_matches(&dir.join("resolv.conf"), &resolv_conf(lab)) && file_matches(&dir.join("nsswitch.conf"), NSSWITCH_CONF);
+    c.push(comp("resolv.conf", rok, format!("{}/resolv.conf {}", dir.display(), if rok { format!("-> nameserver {}", lab.bridge.address.addr) } else { "missing or changed".into() })));
+
+    if let Some(s) = &st {
+        for r in &s.resources {
+            if let Resource::Daemon { name, pid, exe } = r {
+                let ok = pid.is_some_and(|p| daemon_is_ours(p, exe));
+                c.push(comp(name, ok, format!("pid {} {}", pid.map(|p| p.to_string()).unwrap_or("-".into()), if ok { "running" } else { "NOT running (labnet up restarts it)" })));
+            }
+        }
+    }
+    Ok(finish(lab, state_file, c))
+}
+
+fn finish(lab: &Lab, state_file: String, components: Vec<Component>) -> StatusReport {
+    StatusReport { lab: lab.name.clone(), ok: components.iter().all(|c| c.ok), state_file, components }
+}

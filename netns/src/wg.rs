@@ -1,0 +1,114 @@
+//! The WireGuard uplink. Both backends create the interface in labnet's own namespace, so its
+//! UDP socket keeps the host's connectivity to the bounce box, then move it into the lab:
+//! - kernel: an rtnetlink `wireguard` link, configured over generic netlink;
+//! - userspace (no module, e.g. this CI machine): `wireguard-go IFACE` in the foreground,
+//!   configured through its UAPI socket /var/run/wireguard/IFACE.sock.
+//! The private key goes from its 0600 file to netlink/UAPI only: never argv, never env.
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+use wireguard_control::{Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+
+use crate::config::{read_private_key, Wireguard};
+use crate::Error;
+
+pub const UAPI_DIR: &str = "/var/run/wireguard";
+
+pub fn uapi_socket(iface: &str) -> std::path::PathBuf {
+    Path::new(UAPI_DIR).join(format!("{iface}.sock"))
+}
+
+fn iface_name(name: &str) -> Result<InterfaceName, Error> {
+    name.parse()
+        .map_err(|e| Error::Other(format!("bad WireGuard interface name {name:?}: {e:?}")))
+}
+
+fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
+    let key = read_private_key(&wg.private_key_file).map_err(Error::Other)?;
+    let private = Key::from_base64(&key).map_err(|_| Error::Other(format!("{}: not a WireGuard key", wg.private_key_file.display())))?;
+    let public = Key::from_base64(&wg.peer_public_key)
+        .map_err(|_| Error::Other("uplink.peer_public_key: not a WireGuard key".into()))?;
+    let mut peer = PeerConfigBuilder::new(&public).replace_allowed_ips();
+    for a in &wg.allowed_ips {
+        peer = peer.add_allowed_ip(IpAddr::V4(a.addr), a.prefix);
+    }
+    if let Some(e) = wg.endpoint {
+        peer = peer.set_endpoint(e);
+    }
+    if let Some(k) = wg.persistent_keepalive {
+        peer = peer.set_persistent_keepalive_interval(k);
+    }
+    let mut upd = DeviceUpdate::new().set_private_key(private).replace_peers().add_peer(peer);
+    if let Some(p) = wg.listen_port {
+        upd = upd.set_listen_port(p);
+    }
+    Ok(upd)
+}
+
+/// Configures an existing interface (kernel link or running wireguard-go) from the config.
+pub fn configure(wg: &Wireguard, backend: Backend) -> Result<(), Error> {
+    let name = iface_name(&wg.interface)?;
+    device_update(wg)?
+        .apply(&name, backend)
+        .map_err(|e| Error::Other(format!("configuring WireGuard interface {}: {e}", wg.interface)))
+}
+
+/// Waits for wireguard-go's UAPI socket to accept connections.
+pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration) -> Result<(), Error> {
+    let path = uapi_socket(iface);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Ok(());
+        }
+        if !crate::daemon::process_alive(pid) {
+            return Err(Error::Other(format!("wireguard-go for {iface} exited before its socket {} appeared", path.display())));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!("wireguard-go did not open {} within {timeout:?}", path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The peer's state as the device reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    /// Seconds since the last handshake (None = never).
+    pub last_handshake_secs_ago: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Reads the device from labnet's namespace (kernel) or its UAPI socket (userspace).
+pub fn peers(iface: &str, userspace: bool, lab_ns: &str) -> Result<Vec<PeerStatus>, Error> {
+    let name = iface_name(iface)?;
+    let read = move || -> Result<Vec<PeerStatus>, Error> {
+        let backend = if userspace { Backend::Userspace } else { Backend::Kernel };
+        let dev = Device::get(&name, backend).map_err(|e| Error::Other(format!("reading WireGuard device {name:?}: {e}")))?;
+        Ok(dev
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                public_key: p.config.public_key.to_base64(),
+                endpoint: p.config.endpoint.map(|e| e.to_string()),
+                last_handshake_secs_ago: p
+                    .stats
+                    .last_handshake_time
+                    .filter(|t| *t > SystemTime::UNIX_EPOCH)
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+                rx_bytes: p.stats.rx_bytes,
+                tx_bytes: p.stats.tx_bytes,
+            })
+            .collect())
+    };
+    if userspace {
+        read()
+    } else {
+        // The kernel link lives in the lab namespace after the move: ask netlink there.
+        crate::nsfs::in_netns(Some(lab_ns), read)
+    }
+}
