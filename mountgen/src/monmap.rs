@@ -72,7 +72,7 @@ pub fn parse(input: &str, origin: &str) -> Result<MonMap, Error> {
         return parse_json(&text, origin);
     }
     // A conf is checked first: its "fsid = …" line would also pass for a text dump.
-    if find_conf_mon_host(&text).is_some() {
+    if find_conf_mon_host(&text).is_some() || looks_like_conf(&text) {
         return parse_conf(&text, origin);
     }
     if looks_like_text_dump(&text) {
@@ -94,6 +94,19 @@ fn strip_noise(input: &str) -> String {
         .filter(|l| !l.trim_start().starts_with("dumped monmap epoch"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Section headers or `key = value` lines; a text dump has neither.
+fn looks_like_conf(text: &str) -> bool {
+    text.lines().map(str::trim).any(|l| {
+        (l.starts_with('[') && l.ends_with(']') && !l.contains(':'))
+            || l.split_once('=').is_some_and(|(k, _)| {
+                !k.trim().is_empty()
+                    && k.trim()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || " _-".contains(c))
+            })
+    })
 }
 
 fn looks_like_text_dump(text: &str) -> bool {

@@ -306,7 +306,13 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
             msg: format!("{:?} must start with '/'", req.path),
         });
     }
-    check_token("path", &req.path, &[','])?;
+    // Paths may hold spaces (the kernel takes the source verbatim), but no control characters.
+    if let Some(c) = req.path.chars().find(|c| c.is_control()) {
+        return Err(Error::Request {
+            field: "path".into(),
+            msg: format!("{:?} contains {c:?}", req.path),
+        });
+    }
     for o in &req.options {
         check_token("option", o, &[','])?;
         let key = o.split('=').next().unwrap_or_default();

@@ -82,7 +82,10 @@ pub fn unit_name(path: &str) -> String {
             out.push('-');
         }
         for (j, b) in part.bytes().enumerate() {
-            let plain = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && j > 0);
+            let plain = b.is_ascii_alphanumeric()
+                || b == b':'
+                || b == b'_'
+                || (b == b'.' && (i, j) != (0, 0));
             if plain {
                 out.push(b as char);
             } else {

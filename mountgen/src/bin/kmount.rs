@@ -246,23 +246,24 @@ fn run(a: Args) -> Result<(), String> {
     } else {
         None
     };
-    let name =
-        match (&a.name, &secret_src) {
-            (Some(n), _) => n.strip_prefix("client.").unwrap_or(n).to_string(),
-            (None, Some((t, origin))) => {
-                let clients: Vec<String> = secret::keyring_entities(t)
-                    .into_iter()
-                    .filter_map(|e| e.strip_prefix("client.").map(String::from))
-                    .collect();
-                match clients.as_slice() {
-                    [one] => one.clone(),
-                    _ => return Err(format!(
+    let name = match (&a.name, &secret_src) {
+        (Some(n), _) => n.strip_prefix("client.").unwrap_or(n).to_string(),
+        (None, Some((t, origin))) => {
+            let clients: Vec<String> = secret::keyring_entities(t)
+                .into_iter()
+                .filter_map(|e| e.strip_prefix("client.").map(String::from))
+                .collect();
+            match clients.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(format!(
                         "no --name given and {origin} does not hold exactly one [client.*] section"
-                    )),
+                    ))
                 }
             }
-            (None, None) => return Err("no --name given".into()),
-        };
+        }
+        (None, None) => return Err("no --name given".into()),
+    };
     let secret: Option<Secret> = match &secret_src {
         Some((t, origin)) => Some(
             secret::secret_from_text(t, &format!("client.{name}"), origin)

@@ -1,0 +1,62 @@
+//! Shared helpers for mountgen's integration tests.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ceph-samples")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+pub fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The four captured clusters.
+pub const CLUSTERS: &[&str] = &[
+    "1mon-v1only-msgr2false-127.0.0.1",
+    "1mon-v2only-msgr1false-127.0.0.1-nofs",
+    "1mon-v2v1-127.0.0.1",
+    "3mon-v2v1-127.0.0.1-vstartports",
+];
+
+/// Every kind of address source captured per cluster.
+pub const INPUTS: &[&str] = &[
+    "mon_dump.json",
+    "mon_dump.json-pretty",
+    "mon_dump.txt",
+    "quorum_status.json",
+    "generate-minimal-conf.txt",
+    "ceph.conf",
+];
+
+/// Compares `actual` with the golden file `tests/golden/NAME`; `LABNET_BLESS=1` rewrites it.
+pub fn check_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("LABNET_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden {}: {e} (run with LABNET_BLESS=1 to create)",
+            path.display()
+        )
+    });
+    if expected != actual {
+        panic!(
+            "golden mismatch for {}\n--- expected\n{expected}\n--- actual\n{actual}\n(LABNET_BLESS=1 regenerates)",
+            path.display()
+        );
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
