@@ -99,7 +99,14 @@ fn strip_noise(input: &str) -> String {
 /// Section headers or `key = value` lines; a text dump has neither.
 fn looks_like_conf(text: &str) -> bool {
     text.lines().map(str::trim).any(|l| {
-        (l.starts_with('[') && l.ends_with(']') && !l.contains(':'))
+        l.strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .is_some_and(|sec| {
+                !sec.is_empty()
+                    && sec
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._- ".contains(c))
+            })
             || l.split_once('=').is_some_and(|(k, _)| {
                 !k.trim().is_empty()
                     && k.trim()
@@ -452,8 +459,11 @@ impl MonMap {
             .mons
             .iter()
             .map(|m| match m.addrs.as_slice() {
-                // A lone v1 address is written untyped, like Ceph does.
-                [a] if a.kind == AddrType::V1 => format!("{}/0", a.addr),
+                // A lone v1 address is written untyped, like Ceph does, unless its port
+                // would make it read back as v2.
+                [a] if a.kind == AddrType::V1 && a.addr.port() != addr::PORT_V2 => {
+                    format!("{}/0", a.addr)
+                }
                 [a] => a.ceph_typed(),
                 many => format!(
                     "[{}]",
