@@ -19,7 +19,8 @@ fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> Bounce {
     let ns = format!("{id}bx");
     let (u0, u1, wgb) = (format!("{id}u0"), format!("{id}u1"), format!("{id}wb"));
     // An underlay /30 derived from the pid, so parallel test binaries do not collide.
-    let p = std::process::id();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let p = std::process::id() * 4 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
     let (host_ip, bounce_ip) = (format!("10.231.{a}.{}", b + 1), format!("10.231.{a}.{}", b + 2));
     let lab_key = dir.join("lab.key");
@@ -57,9 +58,9 @@ fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> Bounce {
     // Counters that show which source address reaches the bounce box.
     sh(&format!(
         "ip netns exec {ns} nft -f - <<'EOF'\n\
-         table ip probe {{ chain input {{ type filter hook input priority 0; policy accept;\n\
+         table ip probe {{\n chain input {{\n type filter hook input priority 0; policy accept;\n\
            ip saddr 192.168.20.1 icmp type echo-request counter\n\
-           ip saddr 192.168.0.0/16 icmp type echo-request counter\n }} }}\nEOF"
+           ip saddr 192.168.0.0/24 icmp type echo-request counter\n }}\n }}\nEOF"
     ));
     Bounce {
         ns,
