@@ -265,10 +265,15 @@ fn run(a: Args) -> Result<(), String> {
         (None, None) => return Err("no --name given".into()),
     };
     let secret: Option<Secret> = match &secret_src {
-        Some((t, origin)) => Some(
-            secret::secret_from_text(t, &format!("client.{name}"), origin)
-                .map_err(|e| e.to_string())?,
-        ),
+        Some((t, origin)) => {
+            let entity = format!("client.{name}");
+            let r = if a.keyring.is_some() {
+                secret::keyring_secret(t, &entity, origin)
+            } else {
+                secret::secret_from_text(t, &entity, origin)
+            };
+            Some(r.map_err(|e| e.to_string())?)
+        }
         None => {
             warn("no --keyring/--secret-file/--secret-stdin: mounting without a cephx secret");
             None
