@@ -1,13 +1,395 @@
-//! `labnet vm` (owned by the vm work).
-use anyhow::{bail, Result};
-use clap::Subcommand;
+//! `labnet vm start|run|list|ip|ssh|console|stop`: parse, call the `vm` crate, print.
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+use vm::initramfs::RunCmd;
+use vm::qemu::{Machine, Share};
 
 #[derive(Subcommand)]
 pub enum VmCommand {
-    /// List VMs.
-    List,
+    /// Boot a VM in the lab (tap on the lab bridge, stable MAC + DHCP reservation).
+    Start(StartArgs),
+    /// Boot a throwaway VM with the generated initramfs, run CMD in it, print its output and
+    /// exit with its exit status.
+    Run(RunArgs),
+    /// List the lab's VMs (name, state, pid, MAC, tap, IP, uptime).
+    List(ListArgs),
+    /// Print a VM's leased address.
+    Ip(IpArgs),
+    /// ssh to a VM from inside the lab namespace.
+    Ssh(SshArgs),
+    /// Attach this terminal to a VM's serial console (Ctrl-] detaches).
+    Console(NameArgs),
+    /// Stop a VM (ACPI power-down, then kill after --timeout).
+    Stop(StopArgs),
 }
 
-pub fn run(_c: VmCommand) -> Result<()> {
-    bail!("not implemented yet")
+#[derive(Args, Clone)]
+pub struct LabArgs {
+    /// Lab name (default: the lab of --config, else the embedded default "sepian").
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// Lab config file (only read when the running lab's record does not say).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct BootArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+    /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
+    /// start; run-PID for run).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Kernel image (bzImage). For microvm, a build tree's vmlinux next to
+    /// arch/x86/boot/bzImage is booted instead (PVH, much faster under TCG).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Use this initrd instead of the generated initramfs.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Disk image or block device (virtio-blk) instead of the generated initramfs.
+    #[arg(long)]
+    pub drive: Option<PathBuf>,
+    /// Extra kernel command line (after labnet's console=ttyS0 ...).
+    #[arg(long)]
+    pub append: Option<String>,
+    #[arg(long, default_value = "1G")]
+    pub mem: String,
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// q35 or microvm (default: microvm for the generated initramfs, q35 with --drive/--initrd).
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// auto (KVM only when /dev/kvm really works), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
+    /// Boot a per-VM qcow2 overlay over --drive (the base is never written).
+    #[arg(long)]
+    pub overlay: bool,
+    /// Share a host directory over 9p: DIR[:TAG] (mounted at /mnt/TAG by the generated init).
+    #[arg(long = "share", value_name = "DIR[:TAG]")]
+    pub shares: Vec<String>,
+    /// One image seen through two SCSI paths (same serial/wwn), for dm-multipath tests.
+    #[arg(long)]
+    pub multipath: Option<PathBuf>,
+    /// The guest kernel's modules dir (lib/modules/VERSION): virtio/9p/scsi modules are
+    /// loaded from it (guessed for .../boot/vmlinuz-VERSION).
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+    /// Extra module to load (with its dependencies), e.g. --module ceph.
+    #[arg(long = "module", value_name = "NAME")]
+    pub extra_modules: Vec<String>,
+    /// Add a host file or directory to the generated initramfs: HOST_PATH:/GUEST/PATH.
+    #[arg(long = "add", value_name = "HOST:GUEST")]
+    pub add: Vec<String>,
+    /// The QEMU binary (default: qemu-system-x86_64 in PATH).
+    #[arg(long)]
+    pub qemu: Option<PathBuf>,
+    /// Kill the VM after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub boot: BootArgs,
+    /// Shell command line to run in the guest (generated initramfs), then power off.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// console: attach the serial console to this terminal; file: only log it
+    /// (default: console on a terminal, else file). Always logged to the VM dir.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Return once the VM runs; a detached supervisor stays with it.
+    #[arg(long)]
+    pub daemonize: bool,
+    /// Extra QEMU arguments.
+    #[arg(last = true)]
+    pub qemu_args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub boot: BootArgs,
+    /// Also show the guest's boot console on stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// The command (argv) to run in the guest.
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+#[derive(Args)]
+pub struct IpArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
+    /// Wait up to this many seconds for the lease.
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+}
+
+#[derive(Args)]
+pub struct SshArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
+    /// Remote user.
+    #[arg(long, short = 'l', default_value = "root")]
+    pub user: String,
+    /// Command to run (default: a login shell).
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
+    /// Seconds to wait for the power-down before killing QEMU.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+pub fn run(c: VmCommand) -> Result<()> {
+    match c {
+        VmCommand::Start(a) => start(a),
+        VmCommand::Run(a) => run_cmd(a),
+        VmCommand::List(a) => list(a),
+        VmCommand::Ip(a) => ip(a),
+        VmCommand::Ssh(a) => ssh(a),
+        VmCommand::Console(a) => Ok(vm::manage::console(&lab_name(&a.lab)?, &a.name)?),
+        VmCommand::Stop(a) => {
+            let lab = lab_name(&a.lab)?;
+            let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
+            println!("{}: stopped ({how})", a.name);
+            Ok(())
+        }
+    }
+}
+
+fn lab_name(a: &LabArgs) -> Result<String> {
+    match &a.lab {
+        Some(l) => Ok(l.clone()),
+        None => Ok(netns::Lab::load(None, a.config.as_deref())?.name),
+    }
+}
+
+fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
+    let lab = lab_name(&b.lab)?;
+    let mut o = vm::supervise::Options::new(&lab, &name, &b.kernel);
+    o.config = b.lab.config.clone();
+    o.initrd = b.initrd.clone();
+    o.drive = b.drive.clone();
+    o.append = b.append.clone();
+    o.mem = b.mem.clone();
+    o.cpus = b.cpus;
+    o.machine = match &b.machine {
+        Some(m) => Machine::parse(m)?,
+        None if b.drive.is_some() || b.initrd.is_some() => Machine::Q35,
+        None => Machine::Microvm,
+    };
+    o.accel = vm::accel::Choice::parse(&b.accel)?;
+    o.overlay = b.overlay;
+    o.shares = b.shares.iter().map(|s| Share::parse(s)).collect::<Result<_, _>>()?;
+    o.multipath = b.multipath.clone();
+    o.modules = b.modules.clone();
+    o.extra_modules = b.extra_modules.clone();
+    o.add = b.add.iter().map(|s| vm::initramfs::parse_add(s)).collect::<Result<_, _>>()?;
+    o.qemu = b.qemu.clone();
+    o.timeout = b.timeout.map(Duration::from_secs);
+    Ok(o)
+}
+
+/// The first vmN without a running VM.
+fn default_name(lab: &str) -> String {
+    let taken: Vec<String> = vm::state::list(lab)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.qemu_alive())
+        .map(|s| s.name)
+        .collect();
+    (1..).map(|i| format!("vm{i}")).find(|n| !taken.contains(n)).unwrap()
+}
+
+fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
+    for n in &p.notes {
+        eprintln!("{}: {n}", st.name);
+    }
+    eprintln!(
+        "{}: running in lab {} (qemu pid {}, {} {}); tap {} on {}, mac {}",
+        st.name,
+        st.lab,
+        st.qemu_pid.unwrap_or(0),
+        st.machine,
+        p.accel_reason,
+        st.tap,
+        p.bridge,
+        st.mac
+    );
+    eprintln!(
+        "{}: serial log {}; console: labnet vm console {} --lab {}",
+        st.name,
+        p.spec.serial_log().display(),
+        st.name,
+        st.lab
+    );
+}
+
+fn start(a: StartArgs) -> Result<()> {
+    let lab = lab_name(&a.boot.lab)?;
+    let name = a.boot.name.clone().unwrap_or_else(|| default_name(&lab));
+    let mut o = options(&a.boot, name.clone())?;
+    o.run = a.run.clone().map(RunCmd::Shell);
+    o.extra_qemu = a.qemu_args.clone();
+    if a.daemonize {
+        vm::supervise::precheck(&o)?;
+        // Re-run this command, minus --daemonize and with the name fixed, as the supervisor.
+        let mut args: Vec<std::ffi::OsString> = vec![];
+        let mut after_dashdash = false;
+        for arg in std::env::args_os().skip(1) {
+            if arg == "--" {
+                after_dashdash = true;
+            }
+            if !after_dashdash && arg == "--daemonize" {
+                continue;
+            }
+            args.push(arg.clone());
+            if !after_dashdash && arg == "start" && a.boot.name.is_none() {
+                args.extend(["--name".into(), name.clone().into()]);
+            }
+        }
+        if a.serial.is_none() {
+            let pos = args.iter().position(|x| x == "--").unwrap_or(args.len());
+            args.splice(pos..pos, ["--serial".into(), "file".into()]);
+        }
+        let st = vm::supervise::daemonize(&args, &lab, &name)?;
+        println!(
+            "{}: running in lab {} (qemu pid {}, supervisor pid {}); tap {}, mac {}; serial log {}",
+            st.name,
+            st.lab,
+            st.qemu_pid.unwrap_or(0),
+            st.supervisor_pid,
+            st.tap,
+            st.mac,
+            st.dir.join("serial.log").display()
+        );
+        return Ok(());
+    }
+    let attach = match a.serial.as_deref() {
+        Some("console") => true,
+        Some("file") => false,
+        Some(x) => bail!("--serial {x:?}: expected console or file"),
+        None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+    };
+    let p = vm::supervise::prepare(&o)?;
+    let out = vm::supervise::launch(&p, vm::supervise::Mode::Start { attach_console: attach }, &mut |st| banner(&p, st))?;
+    eprintln!("{name}: {}", out.exit);
+    Ok(())
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let name = a.boot.name.clone().unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let mut o = options(&a.boot, name)?;
+    o.run = Some(RunCmd::Argv(a.cmd.clone()));
+    let p = vm::supervise::prepare(&o)?;
+    let verbose = a.verbose;
+    let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
+        if verbose {
+            banner(&p, st)
+        }
+    })?;
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(out.rc.unwrap_or(255));
+}
+
+/// The active lease of `mac` in the lab, if any.
+fn lease_ip(lab: &str, mac: &str) -> Option<Ipv4Addr> {
+    let leases = dhcpd::leases::load(&netns::paths::state_dir(lab)).ok()?;
+    let now = vm::state::now();
+    leases
+        .into_iter()
+        .filter(|l| l.mac.eq_ignore_ascii_case(mac) && l.state_at(now) == dhcpd::leases::LeaseState::Active)
+        .max_by_key(|l| l.start)
+        .map(|l| l.ip)
+}
+
+fn list(a: ListArgs) -> Result<()> {
+    let lab = lab_name(&a.lab)?;
+    let vms = vm::manage::list(&lab, &|mac| lease_ip(&lab, mac))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&vms)?);
+        return Ok(());
+    }
+    println!("{:<16} {:<8} {:>8} {:<17} {:<15} {:<15} {:>7}", "NAME", "STATE", "PID", "MAC", "TAP", "IP", "UPTIME");
+    for v in vms {
+        println!(
+            "{:<16} {:<8} {:>8} {:<17} {:<15} {:<15} {:>7}",
+            v.name,
+            v.state,
+            v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            v.mac,
+            v.tap,
+            v.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            v.uptime_secs.map(|s| format!("{s}s")).unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
+    let st = vm::manage::load(lab, name)?;
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(ip) = lease_ip(lab, &st.mac) {
+            return Ok(ip);
+        }
+        if t0.elapsed() >= Duration::from_secs(wait) {
+            bail!("{name} ({}) has no active lease in lab {lab}", st.mac);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ip(a: IpArgs) -> Result<()> {
+    let lab = lab_name(&a.lab)?;
+    println!("{}", vm_ip(&lab, &a.name, a.wait)?);
+    Ok(())
+}
+
+fn ssh(a: SshArgs) -> Result<()> {
+    let lab = lab_name(&a.lab)?;
+    let ip = vm_ip(&lab, &a.name, 0)?;
+    let mut args: Vec<String> = [
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+    ]
+    .map(String::from)
+    .into();
+    args.push(format!("{}@{ip}", a.user));
+    args.extend(a.cmd);
+    let rc = vm::manage::exec_in_lab(&lab, "ssh", &args).context("ssh")?;
+    std::process::exit(rc);
 }

@@ -1,1 +1,86 @@
-//! vm: see the crate README / docs.
+//! `labnet vm`: QEMU VMs plugged into a lab.
+//!
+//! The flow, one module per step:
+//! - [`naming`]: VM name checks, the stable MAC and tap name derived from (lab, name);
+//! - [`initramfs`] (+ [`cpio`], [`modules`]): when no `--drive` is given, a busybox initramfs
+//!   with the guest kernel's modules (resolved from modules.dep) and a tiny `/init`;
+//! - [`qemu`]: the QEMU command line as pure data (golden-tested);
+//! - [`tap`]: the tap device, made with TUNSETIFF/TUNSETPERSIST inside the lab namespace and
+//!   attached to the bridge over netlink;
+//! - [`supervise`]: spawns QEMU inside the namespace and stays with it: streams `run` output,
+//!   removes the tap when QEMU ends (however it ends);
+//! - [`manage`]: list / ip / ssh / console / stop for running VMs, from [`state`] files.
+pub mod accel;
+pub mod cpio;
+pub mod initramfs;
+pub mod manage;
+pub mod modules;
+pub mod naming;
+pub mod qemu;
+pub mod qmp;
+pub mod state;
+pub mod supervise;
+pub mod tap;
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("--kernel {path}: {message}")]
+    Kernel { path: String, message: String },
+    #[error("lab {lab:?} is not up: {path} does not exist (run `labnet up {lab}` first)")]
+    LabNotUp { lab: String, path: String },
+    #[error("VM {name:?} is already running in lab {lab:?} (qemu pid {pid}); stop it with `labnet vm stop {name}`")]
+    AlreadyRunning { lab: String, name: String, pid: u32 },
+    #[error("no VM {name:?} in lab {lab:?} ({dir} does not exist)")]
+    NoSuchVm { lab: String, name: String, dir: String },
+    #[error("VM {name:?} is not running")]
+    NotRunning { name: String },
+    #[error("{program} not found{hint}")]
+    MissingProgram { program: String, hint: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::errno::Errno },
+    #[error(transparent)]
+    Net(#[from] netns::Error),
+    #[error(transparent)]
+    Config(#[from] netns::config::ConfigError),
+    #[error("modules: {0}")]
+    Modules(String),
+    #[error("qemu: {0}")]
+    Qemu(String),
+    #[error("QMP {path}: {message}")]
+    Qmp { path: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid { field: field.to_string(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Finds `prog` in $PATH (or takes it as a path when it contains a slash).
+pub fn which(prog: &str) -> Option<std::path::PathBuf> {
+    if prog.contains('/') {
+        let p = std::path::PathBuf::from(prog);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(Into::into))
+        .map(|d| d.join(prog))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

@@ -1,0 +1,62 @@
+//! KVM or TCG. KVM only when it can really run a normal guest: /dev/kvm opens, answers
+//! KVM_GET_API_VERSION with 12, the CPU has VMX/SVM, and the host's KVM is not the PVM
+//! flavour (kvm_pvm: guests hang at the jump into the kernel unless the guest kernel is
+//! PVM-enabled, machine.md §3). When unsure: TCG, with the reason.
+use crate::qemu::Accel;
+use std::os::fd::AsRawFd;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Choice {
+    pub fn parse(s: &str) -> Result<Choice, crate::Error> {
+        match s {
+            "auto" => Ok(Choice::Auto),
+            "kvm" => Ok(Choice::Kvm),
+            "tcg" => Ok(Choice::Tcg),
+            _ => Err(crate::Error::invalid("--accel", format!("{s:?}: expected auto, kvm or tcg"))),
+        }
+    }
+}
+
+/// (accelerator, why) for the given choice.
+pub fn choose(c: Choice) -> (Accel, String) {
+    match c {
+        Choice::Kvm => (Accel::Kvm, "kvm (requested)".into()),
+        Choice::Tcg => (Accel::Tcg, "tcg (requested)".into()),
+        Choice::Auto => match kvm_usable() {
+            Ok(()) => (Accel::Kvm, "kvm (/dev/kvm works)".into()),
+            Err(why) => (Accel::Tcg, format!("tcg, no KVM: {why}")),
+        },
+    }
+}
+
+const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+
+pub fn kvm_usable() -> Result<(), String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| format!("/dev/kvm: {e}"))?;
+    let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
+    if v != 12 {
+        return Err(format!("/dev/kvm: KVM_GET_API_VERSION returned {v}, not 12"));
+    }
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        return Err("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels".into());
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !hw {
+        return Err("the CPU has no vmx/svm flag".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Running VMs: list, stop, console, and stale cleanup (a tap left by a supervisor that was
+//! SIGKILLed is removed the next time anyone looks at that VM).
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::state::{self, Status, VmState};
+use crate::{tap, Error};
+
+/// A VM as `vm list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub mac: String,
+    pub tap: String,
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub uptime_secs: Option<u64>,
+    pub machine: String,
+    pub accel: String,
+}
+
+/// Loads the VM's state; a VM whose QEMU and supervisor are both gone is tidied up
+/// (tap deleted, marked stopped).
+pub fn load(lab: &str, name: &str) -> Result<VmState, Error> {
+    let mut st = VmState::load(lab, name)?.ok_or_else(|| Error::NoSuchVm {
+        lab: lab.into(),
+        name: name.into(),
+        dir: state::vm_dir(lab, name).display().to_string(),
+    })?;
+    tidy(&mut st);
+    Ok(st)
+}
+
+fn tidy(st: &mut VmState) {
+    if st.status != Status::Stopped && !st.qemu_alive() && !st.supervisor_alive() {
+        let _ = tap::delete(&st.lab, &st.tap);
+        st.status = Status::Stopped;
+        st.exit.get_or_insert_with(|| "supervisor gone".into());
+        let _ = st.save();
+    }
+}
+
+/// All VMs of the lab; `ip_of(mac)` looks up the lease.
+pub fn list(lab: &str, ip_of: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -> Result<Vec<VmInfo>, Error> {
+    let mut out = vec![];
+    for mut st in state::list(lab)? {
+        tidy(&mut st);
+        let running = st.status != Status::Stopped && st.qemu_alive();
+        out.push(VmInfo {
+            name: st.name.clone(),
+            state: if running { "running".into() } else { "stopped".into() },
+            pid: if running { st.qemu_pid } else { None },
+            mac: st.mac.clone(),
+            tap: st.tap.clone(),
+            ip: if running { ip_of(&st.mac) } else { None },
+            uptime_secs: running.then(|| st.uptime()),
+            machine: st.machine.clone(),
+            accel: st.accel.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Stops a VM: QMP `system_powerdown` (or `quit` for an initramfs guest, which has no state
+/// to save), SIGKILL after `timeout`; then waits for the supervisor to clean up, or cleans
+/// up itself when there is none. Returns how it ended.
+pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
+    let mut st = load(lab, name)?;
+    if st.status == Status::Stopped || !st.qemu_alive() {
+        let _ = tap::delete(&st.lab, &st.tap);
+        if st.status != Status::Stopped && !st.supervisor_alive() {
+            st.status = Status::Stopped;
+            let _ = st.save();
+        }
+        if st.status == Status::Stopped {
+            return Err(Error::NotRunning { name: name.into() });
+        }
+    }
+    let qmp = st.dir.join("qmp.sock");
+    let how = match crate::qmp::Qmp::connect(&qmp, Duration::from_secs(3)) {
+        Ok(mut q) => {
+            let cmd = if st.generated_initramfs { "quit" } else { "system_powerdown" };
+            q.execute(cmd).map(|_| cmd.to_string()).unwrap_or_else(|e| format!("{cmd} failed: {e}"))
+        }
+        Err(e) => format!("no QMP ({e})"),
+    };
+    let t0 = Instant::now();
+    let mut killed = false;
+    while st.qemu_alive() {
+        if !killed && t0.elapsed() > timeout {
+            if let Some(pid) = st.qemu_pid {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The supervisor removes the tap and marks the state; give it a moment.
+    let t1 = Instant::now();
+    while st.supervisor_alive() && t1.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = tap::delete(&st.lab, &st.tap);
+    if let Ok(Some(mut now)) = VmState::load(lab, name) {
+        if now.status != Status::Stopped {
+            now.status = Status::Stopped;
+            now.exit = Some(if killed { "killed by vm stop".into() } else { format!("stopped by vm stop ({how})") });
+            let _ = now.save();
+        }
+    }
+    Ok(if killed { format!("{how}, then SIGKILL after {} s", timeout.as_secs()) } else { how })
+}
+
+/// `vm console`: connects this terminal to the VM's serial console socket.
+pub fn console(lab: &str, name: &str) -> Result<(), Error> {
+    let st = load(lab, name)?;
+    if st.status == Status::Stopped {
+        return Err(Error::NotRunning { name: name.into() });
+    }
+    eprintln!("[connected to {name}'s console; Ctrl-] detaches]");
+    let r = attach_console_path(&st.dir.join("console.sock"));
+    eprintln!("\r\n[detached]");
+    r
+}
+
+struct RawTerm(Option<nix::sys::termios::Termios>);
+
+impl RawTerm {
+    fn enter() -> RawTerm {
+        use nix::sys::termios::*;
+        let stdin = std::io::stdin();
+        match tcgetattr(&stdin) {
+            Ok(orig) => {
+                let mut raw = orig.clone();
+                cfmakeraw(&mut raw);
+                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+                RawTerm(Some(orig))
+            }
+            Err(_) => RawTerm(None),
+        }
+    }
+}
+
+impl Drop for RawTerm {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        }
+    }
+}
+
+/// Bridges stdin/stdout and the console socket until the socket closes (VM gone) or the
+/// user types Ctrl-] (0x1d).
+pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
+    let mut s = UnixStream::connect(sock).map_err(|e| Error::io(sock, e))?;
+    let _raw = RawTerm::enter();
+    let mut stdout = std::io::stdout();
+    let stdin_fd = std::io::stdin().as_raw_fd();
+    let mut fds = [
+        libc::pollfd { fd: stdin_fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    let mut buf = [0u8; 4096];
+    let mut stdin_open = true;
+    loop {
+        let nfds = if stdin_open { 2 } else { 1 };
+        let (start, n) = if stdin_open { (0, nfds) } else { (1, 1) };
+        let r = unsafe { libc::poll(fds[start..].as_mut_ptr(), n as _, 500) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::io("poll", e));
+        }
+        if fds[1].revents != 0 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                }
+            }
+        }
+        if stdin_open && fds[0].revents != 0 {
+            let n = unsafe { libc::read(stdin_fd, buf.as_mut_ptr() as *mut _, buf.len()) };
+            if n <= 0 {
+                stdin_open = false;
+                continue;
+            }
+            let data = &buf[..n as usize];
+            if let Some(i) = data.iter().position(|&b| b == 0x1d) {
+                let _ = s.write_all(&data[..i]);
+                return Ok(());
+            }
+            if s.write_all(data).is_err() {
+                return Ok(());
+            }
+        }
+        fds[0].revents = 0;
+        fds[1].revents = 0;
+    }
+}
+
+/// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
+pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
+    use std::os::unix::process::CommandExt;
+    let nsp = netns::paths::netns_path(lab);
+    let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp { lab: lab.into(), path: nsp.display().to_string() })?;
+    let bin = crate::which(program).ok_or_else(|| Error::MissingProgram { program: program.into(), hint: " in PATH".into() })?;
+    let fd = ns.as_raw_fd();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args);
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let st = cmd.status().map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    Ok(st.code().unwrap_or(255))
+}

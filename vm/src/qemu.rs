@@ -1,0 +1,346 @@
+//! The QEMU command line, as pure data: everything `labnet vm` decides about a VM ends up
+//! in a [`Spec`], and [`Spec::args`] turns it into argv (golden-tested, no root needed).
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Machine {
+    Q35,
+    Microvm,
+}
+
+impl Machine {
+    pub fn parse(s: &str) -> Result<Machine, crate::Error> {
+        match s {
+            "q35" => Ok(Machine::Q35),
+            "microvm" => Ok(Machine::Microvm),
+            _ => Err(crate::Error::invalid("--machine", format!("{s:?}: expected q35 or microvm"))),
+        }
+    }
+    /// virtio devices sit on virtio-mmio on microvm, on PCI on q35.
+    fn virtio(self, dev: &str) -> String {
+        match self {
+            Machine::Q35 => format!("{dev}-pci"),
+            Machine::Microvm => format!("{dev}-device"),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Q35 => "q35",
+            Machine::Microvm => "microvm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// "raw" or "qcow2"
+    pub format: String,
+}
+
+impl Disk {
+    /// Reads the first bytes to tell qcow2 from raw (block devices are raw).
+    pub fn probe(path: &Path) -> std::io::Result<Disk> {
+        use std::io::Read;
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(path)?;
+        let n = f.read(&mut magic)?;
+        let format = if n == 4 && &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
+        Ok(Disk { path: path.to_path_buf(), format: format.into() })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    pub path: PathBuf,
+    pub tag: String,
+}
+
+impl Share {
+    /// `DIR[:TAG]`; the tag defaults to the directory's base name.
+    pub fn parse(s: &str) -> Result<Share, crate::Error> {
+        let (dir, tag) = match s.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') => (d, Some(t)),
+            _ => (s, None),
+        };
+        let path = std::fs::canonicalize(dir)
+            .map_err(|e| crate::Error::invalid("--share", format!("{dir}: {e}")))?;
+        if !path.is_dir() {
+            return Err(crate::Error::invalid("--share", format!("{dir}: not a directory")));
+        }
+        let tag = tag
+            .map(str::to_string)
+            .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "share".into()));
+        if tag.is_empty() || tag.len() > 31 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(crate::Error::invalid("--share", format!("tag {tag:?}: 1-31 of [A-Za-z0-9._-]")));
+        }
+        Ok(Share { path, tag })
+    }
+}
+
+/// Everything that decides the QEMU command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub qemu: PathBuf,
+    pub name: String,
+    pub machine: Machine,
+    pub accel: Accel,
+    pub mem: String,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// The full kernel command line (see [`cmdline`]).
+    pub append: String,
+    /// The VM's runtime dir: console socket, serial log, QMP socket, pid file.
+    pub dir: PathBuf,
+    pub tap: String,
+    pub mac: String,
+    pub vhost: bool,
+    pub drive: Option<Disk>,
+    pub shares: Vec<Share>,
+    /// (disk, serial, wwn): one file seen through two SCSI paths.
+    pub multipath: Option<(Disk, String, String)>,
+    pub extra: Vec<String>,
+}
+
+/// The kernel command line: serial console, quiet boot, reboot = exit (with -no-reboot),
+/// and for microvm under TCG a fixed TSC frequency (PIT calibration there can hang the boot,
+/// see machine.md); the user's `--append` comes last so it wins.
+pub fn cmdline(machine: Machine, accel: Accel, user: Option<&str>) -> String {
+    let mut a = vec!["console=ttyS0", "panic=-1", "quiet", "loglevel=3"];
+    if machine == Machine::Microvm && accel == Accel::Tcg {
+        a.push("tsc_early_khz=2000000");
+    }
+    let mut s = a.join(" ");
+    if let Some(u) = user.filter(|u| !u.trim().is_empty()) {
+        s.push(' ');
+        s.push_str(u.trim());
+    }
+    s
+}
+
+impl Spec {
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+    pub fn console_sock(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+    pub fn qmp_sock(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let d = |p: &Path| p.display().to_string();
+        let mut a: Vec<String> = vec![];
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&["-name", &format!("{},process=qemu-{}", self.name, self.name)]);
+        match self.machine {
+            // No legacy PIT/PIC: the fastest measured microvm boot (machine.md).
+            Machine::Microvm => push(&["-M", "microvm,pit=off,pic=off"]),
+            Machine::Q35 => push(&["-M", "q35"]),
+        }
+        push(&["-accel", self.accel.as_str()]);
+        if self.accel == Accel::Kvm {
+            push(&["-cpu", "host"]);
+        }
+        push(&["-m", &self.mem, "-smp", &self.cpus.to_string()]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&["-kernel", &d(&self.kernel)]);
+        if let Some(i) = &self.initrd {
+            push(&["-initrd", &d(i)]);
+        }
+        push(&["-append", &self.append]);
+        // The serial console: a socket for `labnet vm console`, logged to a file always.
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                d(&self.console_sock()),
+                d(&self.serial_log())
+            ),
+            "-serial",
+            "chardev:ser0",
+        ]);
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", d(&self.qmp_sock()))]);
+        push(&["-pidfile", &d(&self.pid_file())]);
+        let vhost = if self.vhost { ",vhost=on" } else { "" };
+        push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no{vhost}", self.tap)]);
+        let rom = if self.machine == Machine::Q35 { ",romfile=" } else { "" };
+        push(&["-device", &format!("{},netdev=net0,mac={}{rom}", self.machine.virtio("virtio-net"), self.mac)]);
+        if let Some(disk) = &self.drive {
+            push(&["-drive", &format!("file={},format={},if=none,id=disk0", d(&disk.path), disk.format)]);
+            push(&["-device", &format!("{},drive=disk0", self.machine.virtio("virtio-blk"))]);
+        }
+        for (i, s) in self.shares.iter().enumerate() {
+            push(&["-fsdev", &format!("local,id=fs{i},path={},security_model=none", d(&s.path))]);
+            push(&["-device", &format!("{},fsdev=fs{i},mount_tag={}", self.machine.virtio("virtio-9p"), s.tag)]);
+        }
+        if let Some((disk, serial, wwn)) = &self.multipath {
+            push(&["-device", &format!("{},id=scsi0", self.machine.virtio("virtio-scsi"))]);
+            // Same serial and wwn on both paths, and share-rw so the second path may open the
+            // file for writing too (machine.md §5).
+            for p in 1..=2 {
+                push(&["-drive", &format!("file={},format={},if=none,id=mpath{p}", d(&disk.path), disk.format)]);
+                push(&[
+                    "-device",
+                    &format!("scsi-hd,drive=mpath{p},bus=scsi0.0,serial={serial},wwn={wwn},share-rw=on"),
+                ]);
+            }
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// The command line as one shell-pasteable string (for logs and `--dry-run`).
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.qemu.display().to_string())
+            .chain(self.args())
+            .map(|w| crate::initramfs::shell_quote(&w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Golden-file helper shared by the crate's tests: compares `actual` with
+/// vm/tests/golden/NAME, or rewrites the file when LABNET_BLESS=1.
+#[cfg(test)]
+pub(crate) mod golden {
+    pub fn check(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        if std::env::var_os("LABNET_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with LABNET_BLESS=1 to create it)", path.display()));
+        assert!(
+            want == actual,
+            "{} differs (LABNET_BLESS=1 regenerates):\n--- want\n{want}\n--- got\n{actual}",
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(machine: Machine) -> Spec {
+        Spec {
+            qemu: "qemu-system-x86_64".into(),
+            name: "vm1".into(),
+            machine,
+            accel: Accel::Tcg,
+            mem: "1G".into(),
+            cpus: 2,
+            kernel: "/k/bzImage".into(),
+            initrd: Some("/run/labnet/lab/vms/vm1/initramfs.cpio".into()),
+            append: cmdline(machine, Accel::Tcg, Some("ceph.debug=1")),
+            dir: "/run/labnet/lab/vms/vm1".into(),
+            tap: "tap-vm1".into(),
+            mac: crate::naming::mac_for("lab", "vm1"),
+            vhost: false,
+            drive: None,
+            shares: vec![],
+            multipath: None,
+            extra: vec![],
+        }
+    }
+
+    fn lines(s: &Spec) -> String {
+        // One "-flag value" pair per line keeps the golden diffs readable.
+        let mut out = String::new();
+        for w in s.args() {
+            if w.starts_with('-') && !out.is_empty() {
+                out.push('\n');
+            } else if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&w);
+        }
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn golden_microvm_initramfs() {
+        golden::check("microvm-initramfs.args", &lines(&base(Machine::Microvm)));
+    }
+
+    #[test]
+    fn golden_q35_full() {
+        let mut s = base(Machine::Q35);
+        s.initrd = None;
+        s.append = cmdline(Machine::Q35, Accel::Kvm, Some("root=/dev/vda1 rw"));
+        s.accel = Accel::Kvm;
+        s.vhost = true;
+        s.drive = Some(Disk { path: "/run/labnet/lab/vms/vm1/overlay.qcow2".into(), format: "qcow2".into() });
+        s.shares = vec![Share { path: "/home/dev/linux".into(), tag: "linux".into() }];
+        let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
+        s.multipath = Some((Disk { path: "/images/mp.raw".into(), format: "raw".into() }, serial, wwn));
+        s.extra = vec!["-s".into()];
+        golden::check("q35-overlay-share-multipath.args", &lines(&s));
+    }
+
+    #[test]
+    fn golden_microvm_share_multipath() {
+        let mut s = base(Machine::Microvm);
+        s.shares = vec![Share { path: "/srv/share".into(), tag: "src".into() }];
+        let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
+        s.multipath = Some((Disk { path: "/images/mp.qcow2".into(), format: "qcow2".into() }, serial, wwn));
+        golden::check("microvm-share-multipath.args", &lines(&s));
+    }
+
+    #[test]
+    fn cmdline_rules() {
+        assert!(cmdline(Machine::Microvm, Accel::Tcg, None).contains("tsc_early_khz=2000000"));
+        assert!(!cmdline(Machine::Microvm, Accel::Kvm, None).contains("tsc_early_khz"));
+        assert!(!cmdline(Machine::Q35, Accel::Tcg, None).contains("tsc_early_khz"));
+        assert!(cmdline(Machine::Q35, Accel::Tcg, Some("x=1")).ends_with(" x=1"));
+    }
+
+    #[test]
+    fn share_parsing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Share::parse(&format!("{}:src", d.path().display())).unwrap();
+        assert_eq!(s.tag, "src");
+        let s = Share::parse(&d.path().display().to_string()).unwrap();
+        assert_eq!(s.tag, d.path().file_name().unwrap().to_string_lossy());
+        assert!(Share::parse("/nonexistent:x").unwrap_err().to_string().starts_with("--share: /nonexistent"));
+        assert!(Share::parse(&format!("{}:bad tag", d.path().display())).is_err());
+    }
+
+    #[test]
+    fn disk_probe() {
+        let d = tempfile::tempdir().unwrap();
+        let raw = d.path().join("a.raw");
+        std::fs::write(&raw, [0u8; 512]).unwrap();
+        assert_eq!(Disk::probe(&raw).unwrap().format, "raw");
+        let q = d.path().join("a.qcow2");
+        std::fs::write(&q, b"QFI\xfb\0\0\0\x03").unwrap();
+        assert_eq!(Disk::probe(&q).unwrap().format, "qcow2");
+    }
+}

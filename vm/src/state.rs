@@ -1,0 +1,126 @@
+//! Per-VM runtime state: netns::paths::vms_dir(LAB)/NAME/state.json, next to the serial
+//! log, console and QMP sockets. Written atomically by the supervisor; read by list/stop/ip.
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Starting,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmState {
+    pub name: String,
+    pub lab: String,
+    pub mac: String,
+    pub tap: String,
+    pub machine: String,
+    pub accel: String,
+    pub kernel: String,
+    /// Booted the generated initramfs (no disk): nothing to lose, so stop may just quit.
+    pub generated_initramfs: bool,
+    pub status: Status,
+    pub supervisor_pid: u32,
+    pub qemu_pid: Option<u32>,
+    /// Unix seconds.
+    pub started: u64,
+    /// How QEMU ended, once it did.
+    pub exit: Option<String>,
+    pub dir: PathBuf,
+    pub command_line: String,
+}
+
+pub fn vm_dir(lab: &str, name: &str) -> PathBuf {
+    netns::paths::vms_dir(lab).join(name)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl VmState {
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    pub fn load(lab: &str, name: &str) -> Result<Option<VmState>, Error> {
+        Self::load_dir(&vm_dir(lab, name))
+    }
+
+    pub fn load_dir(dir: &Path) -> Result<Option<VmState>, Error> {
+        let p = Self::file(dir);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Other(format!("{}: corrupt VM state: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    pub fn save(&self) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let p = Self::file(&self.dir);
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("state serializes"))
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+    }
+
+    /// QEMU still runs (and the pid was not reused: its command line names our dir).
+    pub fn qemu_alive(&self) -> bool {
+        self.qemu_pid.is_some_and(|pid| pid_cmdline_contains(pid, &self.dir.display().to_string()))
+    }
+
+    pub fn supervisor_alive(&self) -> bool {
+        self.supervisor_pid != std::process::id() && pid_cmdline_contains(self.supervisor_pid, "vm")
+    }
+
+    pub fn uptime(&self) -> u64 {
+        now().saturating_sub(self.started)
+    }
+}
+
+pub fn pid_cmdline_contains(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).contains(needle))
+        .unwrap_or(false)
+}
+
+/// All VMs with a state dir in the lab, by name.
+pub fn list(lab: &str) -> Result<Vec<VmState>, Error> {
+    let dir = netns::paths::vms_dir(lab);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let mut out = vec![];
+    for e in rd.flatten() {
+        if let Some(s) = VmState::load_dir(&e.path())? {
+            out.push(s);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The DHCP reservation the lab's dhcpd watches (contract in the common brief):
+/// reservations_dir(LAB)/NAME.json = {"vm","mac","hostname"}.
+pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> {
+    let dir = netns::paths::reservations_dir(lab);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let p = dir.join(format!("{name}.json"));
+    let body = serde_json::json!({ "vm": name, "mac": mac, "hostname": name });
+    let tmp = dir.join(format!(".{name}.json.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&body).unwrap()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+}

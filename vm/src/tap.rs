@@ -1,0 +1,97 @@
+//! The VM's tap: created with TUNSETIFF + TUNSETPERSIST on a thread inside the lab namespace
+//! (a tap is born in the opener's namespace; rtnetlink cannot create taps: EOPNOTSUPP),
+//! owned by the invoking user, then attached to the bridge and set up over netlink.
+use std::os::fd::AsRawFd;
+
+use netns::nl;
+
+use crate::Error;
+
+const TUNSETIFF: libc::c_ulong = 0x400454ca;
+const TUNSETPERSIST: libc::c_ulong = 0x400454cb;
+const TUNSETOWNER: libc::c_ulong = 0x400454cc;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// The user to own the tap: $SUDO_UID when run through sudo, else the caller.
+pub fn invoking_uid() -> u32 {
+    std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw())
+}
+
+/// Creates (or re-opens) the persistent tap `name` in namespace `lab`, owned by `owner`,
+/// attached to `bridge` and up.
+pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(Error::invalid("tap", format!("{name:?}: 1-15 bytes")));
+    }
+    let tap = name.to_string();
+    netns::nsfs::in_netns(Some(lab), move || {
+        let sys = |what: &str| {
+            let e = nix::errno::Errno::last();
+            netns::Error::sys(what, e)
+        };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .map_err(|e| netns::Error::io("/dev/net/tun", e))?;
+        let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+        req.name[..tap.len()].copy_from_slice(tap.as_bytes());
+        let fd = f.as_raw_fd();
+        if unsafe { libc::ioctl(fd, TUNSETIFF as _, &req) } < 0 {
+            return Err(sys(&format!("TUNSETIFF {tap}")));
+        }
+        if unsafe { libc::ioctl(fd, TUNSETOWNER as _, owner as libc::c_ulong) } < 0 {
+            return Err(sys(&format!("TUNSETOWNER {tap}")));
+        }
+        if unsafe { libc::ioctl(fd, TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+            return Err(sys(&format!("TUNSETPERSIST {tap}")));
+        }
+        Ok(())
+    })?;
+    let (tap, br) = (name.to_string(), bridge.to_string());
+    let res = nl::with_netlink(Some(lab), move |h| async move {
+        let idx = nl::index_of(&h, &tap).await?;
+        let br_idx = nl::index_of(&h, &br)
+            .await
+            .map_err(|_| netns::Error::Other(format!("bridge {br} does not exist in the lab namespace")))?;
+        h.link()
+            .set(rtnetlink::LinkUnspec::new_with_index(idx).controller(br_idx).up().build())
+            .execute()
+            .await
+            .map_err(nl::nl(format!("attach {tap} to {br}")))
+    });
+    if let Err(e) = res {
+        let _ = delete(lab, name);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Deletes the tap; a missing tap or a lab that is already gone is fine.
+pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
+    if !netns::paths::netns_path(lab).exists() {
+        return Ok(false);
+    }
+    let tap = name.to_string();
+    Ok(nl::with_netlink(Some(lab), move |h| async move { nl::del_link(&h, &tap).await })?)
+}
+
+/// True when the link exists in the lab namespace.
+pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
+    if !netns::paths::netns_path(lab).exists() {
+        return Ok(false);
+    }
+    let tap = name.to_string();
+    Ok(nl::with_netlink(Some(lab), move |h| async move { Ok(nl::link_by_name(&h, &tap).await?.is_some()) })?)
+}
