@@ -1,1 +1,63 @@
-//! dns: see the crate README / docs.
+//! labnet's DNS server for a lab: listens on the bridge address inside the lab's network
+//! namespace, answers the local zone (`lab.` by default: one A record per host in the hosts
+//! file dhcpd writes, PTR records in the bridge subnet's reverse zone) and forwards every
+//! other name to the lab's upstreams with failover, a hard timeout and a TTL-respecting
+//! cache. Built on hickory-server: a [`Catalog`](hickory_server::zone_handler::Catalog) with
+//! in-memory zones for the local names and a forwarder for the root.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dns::Error> {
+//! let cfg = dns::Config {
+//!     listen: "192.168.0.1:53".parse().unwrap(),
+//!     zone: "lab".into(),
+//!     bridge: "192.168.0.1".parse().unwrap(),
+//!     prefix: 24,
+//!     upstreams: vec!["192.168.20.2:53".parse().unwrap()],
+//!     cache_size: 1024,
+//!     timeout: std::time::Duration::from_millis(1500),
+//!     hosts_file: "/var/lib/labnet/sepian/hosts".into(),
+//! };
+//! let bound = dns::server::bind(&cfg)?;
+//! dns::notify::ready();
+//! dns::server::serve(cfg, bound, std::future::pending()).await
+//! # }
+//! ```
+pub mod forward;
+pub mod hosts;
+pub mod notify;
+pub mod server;
+pub mod zone;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {message}")]
+    Config { field: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("dns server stopped: {0}")]
+    Serve(String),
+}
+
+/// What the server needs; `labnet dns` fills it from the lab config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// UDP and TCP listen address (the bridge address, port 53).
+    pub listen: SocketAddr,
+    /// Local zone, e.g. "lab".
+    pub zone: String,
+    /// Bridge address and prefix: the reverse zone(s) come from this subnet.
+    pub bridge: Ipv4Addr,
+    pub prefix: u8,
+    /// Where everything outside the local zones goes; empty = REFUSED for those names.
+    pub upstreams: Vec<SocketAddr>,
+    /// Cached answers (0 = no cache).
+    pub cache_size: usize,
+    /// Deadline for a forwarded query; past it the client gets SERVFAIL.
+    pub timeout: Duration,
+    /// `IP NAME` lines, written by dhcpd; reloaded when it changes.
+    pub hosts_file: PathBuf,
+}

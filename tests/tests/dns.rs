@@ -1,0 +1,659 @@
+//! `labnet dns` end to end, as root: a real upstream (dnsmasq with fixed records) in its own
+//! namespace, the daemon in a "lab" namespace with a bridge, and `dig` in a client namespace
+//! behind the bridge. Every namespace is the test's own and is deleted by the Cleanup guard.
+//!
+//! ```text
+//!  netns U (upstream)            netns L (lab)                           netns C (client)
+//!  dnsmasq 10.77.0.2/29 ──veth── 10.77.0.1/29   BR 192.168.77.1/24 ──veth── 192.168.77.50/24
+//!                                               labnet dns :53                dig / raw sockets
+//! ```
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labnet_tests::*;
+
+const SERVER: &str = "192.168.77.1";
+const UPSTREAM: &str = "10.77.0.2";
+/// On the upstream link, but nobody has it: queries to it vanish (a dead bounce box).
+const BLACKHOLE: &str = "10.77.0.5";
+
+fn skip() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces)");
+        return true;
+    }
+    false
+}
+
+struct Topo {
+    c: Cleanup,
+    dir: PathBuf,
+    lab: String,
+    up: String,
+    cl: String,
+    env: Vec<(String, String)>,
+    upstream_pid: Option<u32>,
+}
+
+impl Topo {
+    fn new(tag: &str) -> Topo {
+        let mut c = Cleanup::default();
+        let base = unique(&format!("dn{tag}"));
+        let (lab, up, cl) = (format!("{base}l"), format!("{base}u"), format!("{base}c"));
+        for ns in [&lab, &up, &cl] {
+            must(Command::new("ip").args(["netns", "add", ns]));
+            c.netns(ns);
+            must(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+        }
+        let dir = temp_dir(&mut c, &base);
+        let script = format!(
+            "set -e
+            ip -n {lab} link add {base}ul type veth peer name {base}u0 netns {up}
+            ip -n {lab} addr add 10.77.0.1/29 dev {base}ul; ip -n {lab} link set {base}ul up
+            ip -n {up} addr add {UPSTREAM}/29 dev {base}u0; ip -n {up} link set {base}u0 up
+            ip -n {lab} link add {base}br type bridge
+            ip -n {lab} addr add {SERVER}/24 dev {base}br; ip -n {lab} link set {base}br up
+            ip -n {lab} link add {base}cb type veth peer name {base}c0 netns {cl}
+            ip -n {lab} link set {base}cb master {base}br up
+            ip -n {cl} addr add 192.168.77.50/24 dev {base}c0; ip -n {cl} link set {base}c0 up"
+        );
+        sh(&script);
+        let env = labnet_env(&dir);
+        Topo {
+            c,
+            dir,
+            lab,
+            up,
+            cl,
+            env,
+            upstream_pid: None,
+        }
+    }
+
+    /// dnsmasq as the authoritative upstream for example.test (fixed records, TTL `ttl`;
+    /// unknown names in example.test are NXDOMAIN), logging every query it gets.
+    fn start_upstream(&mut self, ttl: u32) {
+        let log = self.dir.join("upstream.log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.up,
+                "dnsmasq",
+                "-k",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .arg(format!("--listen-address={UPSTREAM}"))
+            .args([
+                "--bind-interfaces",
+                "--local=/example.test/",
+                "--host-record=www.example.test,10.9.9.9",
+            ])
+            .args([
+                "--host-record=mail.example.test,10.9.9.25",
+                "--txt-record=big.example.test,",
+            ])
+            .arg(format!("--local-ttl={ttl}"))
+            .args(["--user=root", "--group=root", "--pid-file=", "--log-queries"])
+            .arg(format!("--log-facility={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq");
+        self.c.pid(child.id());
+        self.upstream_pid = Some(child.id());
+        // Ready when it answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            // A name of its own, so the tests' query counts stay exact.
+            let o = dig_in(&self.up, UPSTREAM, &["ready.example.test"]);
+            if o.status == "NXDOMAIN" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("upstream dnsmasq did not come up");
+    }
+
+    fn stop_upstream(&mut self) {
+        if let Some(p) = self.upstream_pid.take() {
+            unsafe {
+                libc::kill(p as i32, libc::SIGKILL);
+                libc::waitpid(p as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// How many queries for `name` the upstream has seen.
+    fn upstream_queries(&self, name: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("upstream.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(&format!(": query[A] {name} from")))
+            .count()
+    }
+
+    fn hosts_file(&self) -> PathBuf {
+        self.dir.join("state").join(&self.lab).join("hosts")
+    }
+
+    /// Atomic replace, like dhcpd does it.
+    fn write_hosts(&self, text: &str) {
+        let p = self.hosts_file();
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+
+    /// Writes LAB.toml and starts `labnet dns LAB --enter-netns`; returns once it said READY=1.
+    fn start_dns(&mut self, upstreams: &[&str], cache_size: usize, timeout_ms: u64) -> Daemon {
+        let etc = self.dir.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let ups: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
+        std::fs::write(
+            etc.join(format!("{}.toml", self.lab)),
+            format!(
+                "name = {:?}\n[bridge]\nname = \"br0\"\naddress = \"{SERVER}/24\"\n[dns]\nzone = \"lab\"\nupstreams = [{}]\ncache_size = {cache_size}\ntimeout_ms = {timeout_ms}\n",
+                self.lab,
+                ups.join(", ")
+            ),
+        )
+        .unwrap();
+        let sock_path = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let log = self.dir.join("dns.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(labnet_bin())
+            .args(["dns", &self.lab, "--enter-netns"])
+            .envs(self.env.iter().cloned())
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("labnet dns");
+        self.c.pid(child.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 256];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                    break;
+                }
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "labnet dns exited ({st}) before READY=1:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "labnet dns: no READY=1 within 15 s");
+        }
+        Daemon { child, log }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn assert_alive(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!(
+                "labnet dns died ({st}):\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+    /// SIGTERM must end it with status 0, promptly.
+    fn terminate(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(
+                    st.success(),
+                    "exit after SIGTERM: {st}\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "labnet dns still running 3 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dig {
+    status: String,
+    flags: String,
+    answer: Vec<String>,
+    authority: Vec<String>,
+    elapsed: Duration,
+    raw: String,
+}
+
+impl Dig {
+    /// Answer records as "NAME TYPE DATA" (TTL left out), for exact comparisons.
+    fn answers(&self) -> Vec<String> {
+        self.answer.iter().map(|l| strip_ttl(l)).collect()
+    }
+    fn ttl(&self) -> u32 {
+        self.answer[0].split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+fn strip_ttl(l: &str) -> String {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    // NAME TTL CLASS TYPE DATA...
+    format!("{} {} {}", w[0], w[3], w[4..].join(" "))
+}
+
+/// `dig @server ARGS` run inside netns `ns` (one try, 3 s).
+fn dig_in(ns: &str, server: &str, args: &[&str]) -> Dig {
+    let t = Instant::now();
+    let out = run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "dig",
+            &format!("@{server}"),
+            "+time=3",
+            "+tries=1",
+            "+nocookie",
+        ])
+        .args(args));
+    let elapsed = t.elapsed();
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut d = Dig {
+        status: "NO ANSWER".into(),
+        flags: String::new(),
+        answer: vec![],
+        authority: vec![],
+        elapsed,
+        raw: raw.clone(),
+    };
+    let mut section = "";
+    for line in raw.lines() {
+        if let Some(i) = line.find("status: ") {
+            d.status = line[i + 8..].split(',').next().unwrap().to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            d.flags = rest.split(';').next().unwrap().to_string();
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if line.starts_with(";;") || line.trim().is_empty() {
+            section = "";
+        } else if !line.starts_with(';') {
+            match section {
+                "answer" => d.answer.push(line.to_string()),
+                "authority" => d.authority.push(line.to_string()),
+                _ => {}
+            }
+        }
+    }
+    d
+}
+
+/// Runs `f` on a thread inside netns `ns` (sockets it makes stay in that namespace).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}"
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn ns_inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+/// A minimal A query for `name` with id `id` (RD set), for raw-socket tests.
+fn query_bytes(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.trim_end_matches('.').split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("a");
+    t.start_upstream(300);
+    t.write_hosts("# labnet dhcpd\n192.168.77.100 vm1\n192.168.77.101 vm2\n");
+    let mut d = t.start_dns(&[UPSTREAM], 1024, 1500);
+
+    // Forwarded, over UDP and TCP.
+    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(
+        (r.status.as_str(), r.answers()),
+        ("NOERROR", vec!["www.example.test. A 10.9.9.9".to_string()]),
+        "{}",
+        r.raw
+    );
+    assert!(r.flags.contains("ra"), "recursion available: {}", r.raw);
+    let r = dig_in(&t.cl, SERVER, &["+tcp", "mail.example.test"]);
+    assert_eq!(r.answers(), vec!["mail.example.test. A 10.9.9.25"], "{}", r.raw);
+    assert!(
+        t.upstream_queries("mail.example.test") >= 1,
+        "TCP query was not forwarded"
+    );
+    // Upstream NXDOMAIN passes through.
+    let r = dig_in(&t.cl, SERVER, &["nope.example.test"]);
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
+
+    // The lab zone, from the hosts file: authoritative, never asked upstream.
+    let r = dig_in(&t.cl, SERVER, &["vm1.lab"]);
+    assert_eq!(
+        (r.status.as_str(), r.answers()),
+        ("NOERROR", vec!["vm1.lab. A 192.168.77.100".to_string()]),
+        "{}",
+        r.raw
+    );
+    assert!(r.flags.contains("aa"), "{}", r.raw);
+    // Names are case-insensitive.
+    let r = dig_in(&t.cl, SERVER, &["+tcp", "VM2.LAB"]);
+    assert_eq!(
+        r.answers().join("").to_lowercase(),
+        "vm2.lab. a 192.168.77.101",
+        "{}",
+        r.raw
+    );
+    let r = dig_in(&t.cl, SERVER, &["-x", "192.168.77.101"]);
+    assert_eq!(
+        r.answers(),
+        vec!["101.77.168.192.in-addr.arpa. PTR vm2.lab."],
+        "{}",
+        r.raw
+    );
+    // Unknown in the lab zone: NXDOMAIN with the zone's SOA.
+    let r = dig_in(&t.cl, SERVER, &["nope.lab"]);
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
+    assert!(
+        r.authority.iter().any(|l| l.starts_with("lab.") && l.contains("SOA")),
+        "{}",
+        r.raw
+    );
+    let r = dig_in(&t.cl, SERVER, &["-x", "192.168.77.222"]);
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
+    // A name that exists, another type: NOERROR, no answer.
+    let r = dig_in(&t.cl, SERVER, &["vm1.lab", "AAAA"]);
+    assert_eq!((r.status.as_str(), r.answer.len()), ("NOERROR", 0), "{}", r.raw);
+    let log = std::fs::read_to_string(t.dir.join("upstream.log")).unwrap();
+    assert!(
+        !log.contains(".lab from") && !log.contains("in-addr.arpa from"),
+        "local names went upstream:\n{log}"
+    );
+
+    // dhcpd rewrites the file: picked up without a restart.
+    t.write_hosts("192.168.77.100 vm1\n192.168.77.102 vm3\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = dig_in(&t.cl, SERVER, &["vm3.lab"]);
+        if r.answers() == vec!["vm3.lab. A 192.168.77.102"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vm3.lab not served 5 s after the hosts file changed: {}",
+            r.raw
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(dig_in(&t.cl, SERVER, &["vm2.lab"]).status, "NXDOMAIN");
+    assert_eq!(
+        dig_in(&t.cl, SERVER, &["-x", "192.168.77.102"]).answers(),
+        vec!["102.77.168.192.in-addr.arpa. PTR vm3.lab."]
+    );
+
+    // Only in the lab namespace, only on the bridge address.
+    let lab_ns = ns_inode(Path::new(&format!("/run/netns/{}", t.lab)));
+    assert_eq!(
+        ns_inode(Path::new(&format!("/proc/{}/ns/net", d.pid()))),
+        lab_ns,
+        "daemon not in the lab netns"
+    );
+    assert_ne!(ns_inode(Path::new("/proc/self/ns/net")), lab_ns);
+    // 192.168.77.1:53 in /proc/net/{udp,tcp} notation; the root namespace has no such socket.
+    let needle = "014DA8C0:0035";
+    for f in ["udp", "tcp"] {
+        let root = std::fs::read_to_string(format!("/proc/self/net/{f}")).unwrap();
+        assert!(
+            !root.contains(needle),
+            "a {f} socket on {SERVER}:53 in the root namespace"
+        );
+        let lab = std::fs::read_to_string(format!("/proc/{}/net/{f}", d.pid())).unwrap();
+        assert!(
+            lab.contains(needle),
+            "no {f} socket on {SERVER}:53 in the lab namespace:\n{lab}"
+        );
+    }
+    // From outside the lab (the upstream side), the lab's uplink address answers nothing.
+    let r = dig_in(&t.up, "10.77.0.1", &["www.example.test"]);
+    assert_eq!(r.status, "NO ANSWER", "the lab's uplink address answers DNS: {}", r.raw);
+
+    d.assert_alive();
+    d.terminate();
+}
+
+#[test]
+fn dns_failover_timeout_and_cache_ttl() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("b");
+    t.start_upstream(2);
+    // The first upstream is dead: the answer must still come, well inside the timeout.
+    let d = t.start_dns(&[BLACKHOLE, UPSTREAM], 1024, 1000);
+    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    assert!(r.elapsed < Duration::from_millis(900), "failover took {:?}", r.elapsed);
+    let r = dig_in(&t.cl, SERVER, &["mail.example.test"]);
+    assert_eq!(r.answers(), vec!["mail.example.test. A 10.9.9.25"], "{}", r.raw);
+
+    // Cache: a second query within the TTL is not forwarded; its TTL counts down.
+    let r2 = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(r2.answers(), vec!["www.example.test. A 10.9.9.9"]);
+    assert!(r2.ttl() <= 2, "{}", r2.raw);
+    assert_eq!(
+        t.upstream_queries("www.example.test"),
+        1,
+        "cached answer was forwarded again"
+    );
+
+    // Upstream gone: cached names still answer until their TTL runs out …
+    t.stop_upstream();
+    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(
+        r.answers(),
+        vec!["www.example.test. A 10.9.9.9"],
+        "cache lost within TTL: {}",
+        r.raw
+    );
+    // … others get SERVFAIL within the timeout (1 s), not a hang.
+    let r = dig_in(&t.cl, SERVER, &["other.example.test"]);
+    assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
+    assert!(r.elapsed < Duration::from_millis(1800), "SERVFAIL took {:?}", r.elapsed);
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(r.status, "SERVFAIL", "answered past its TTL: {}", r.raw);
+    assert!(r.elapsed < Duration::from_millis(1800), "SERVFAIL took {:?}", r.elapsed);
+    // TCP too.
+    let r = dig_in(&t.cl, SERVER, &["+tcp", "www.example.test"]);
+    assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
+    d.terminate();
+}
+
+#[test]
+fn dns_cache_off_forwards_every_query() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("c");
+    t.start_upstream(300);
+    let d = t.start_dns(&[UPSTREAM], 0, 1000);
+    for _ in 0..3 {
+        let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+        assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    }
+    assert_eq!(t.upstream_queries("www.example.test"), 3, "cache_size = 0 still cached");
+    d.terminate();
+}
+
+#[test]
+fn dns_survives_bad_input_and_floods() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("d");
+    t.start_upstream(300);
+    t.write_hosts("192.168.77.100 vm1\n");
+    let mut d = t.start_dns(&[UPSTREAM], 1024, 1000);
+    let server: SocketAddr = format!("{SERVER}:53").parse().unwrap();
+
+    let flood_answers = in_netns(&t.cl, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        // Garbage datagrams: empty, short, a header claiming sections that are not there,
+        // a bogus label, a maximal datagram, a response (QR set) sent to the server.
+        let mut header_only = query_bytes(1, "vm1.lab");
+        header_only.truncate(12);
+        let mut bad_label = query_bytes(2, "vm1.lab");
+        bad_label[12] = 0xC0; // compression pointer to itself
+        bad_label[13] = 12;
+        let mut response = query_bytes(3, "vm1.lab");
+        response[2] |= 0x80;
+        let mut qd_lie = query_bytes(4, "vm1.lab");
+        qd_lie[5] = 200;
+        let huge = vec![0x41u8; 65507];
+        let mut huge_query = query_bytes(5, "vm1.lab");
+        huge_query.resize(65000, 0);
+        for p in [
+            vec![],
+            vec![0u8],
+            vec![0xff; 5],
+            header_only,
+            bad_label,
+            response,
+            qd_lie,
+            huge,
+            huge_query,
+        ] {
+            s.send_to(&p, server).unwrap();
+        }
+        // A flood: 5000 queries as fast as the socket goes, then count the answers (a big
+        // receive buffer, so what is counted is the server's doing, not ours).
+        let big: libc::c_int = 16 << 20;
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &big as *const _ as *const libc::c_void,
+                4,
+            );
+        }
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let names = ["vm1.lab", "www.example.test", "nope.lab", "x.example.test"];
+        for i in 0..5000u16 {
+            let _ = s.send_to(&query_bytes(1000 + i, names[i as usize % 4]), server);
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.recv(&mut buf) {
+            if n >= 12 {
+                got += 1;
+            }
+        }
+
+        // TCP: a length prefix with nothing behind it, a frame cut short, a zero-length
+        // frame, garbage in a frame, a huge frame; then a client that just stays silent.
+        let tcp_bad: Vec<Vec<u8>> = vec![
+            vec![0],
+            vec![0, 50, 1, 2, 3],
+            vec![0, 0],
+            {
+                let mut v = vec![0, 20];
+                v.extend_from_slice(&[0xAB; 20]);
+                v
+            },
+            {
+                let mut v = vec![0xff, 0xff];
+                v.extend(std::iter::repeat_n(0u8, 65535));
+                v
+            },
+        ];
+        for p in tcp_bad {
+            if let Ok(mut c) = TcpStream::connect_timeout(&server, Duration::from_secs(2)) {
+                let _ = c.write_all(&p);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut sink = vec![];
+                let _ = c.read_to_end(&mut sink);
+            }
+        }
+        let _idle: Vec<TcpStream> = (0..50)
+            .filter_map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok())
+            .collect();
+
+        // A well-formed query over TCP on a fresh connection still works.
+        let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(2)).unwrap();
+        let q = query_bytes(77, "vm1.lab");
+        let mut frame = (q.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&q);
+        c.write_all(&frame).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+        c.read_exact(&mut resp).unwrap();
+        assert_eq!(&resp[..2], &77u16.to_be_bytes(), "TCP answer id");
+        assert_eq!(resp[3] & 0x0f, 0, "TCP answer rcode");
+        got
+    });
+    eprintln!("flood: {flood_answers} of 5000 answered");
+    // Dropping under a flood is allowed; answering most of it is expected.
+    assert!(
+        flood_answers >= 2500,
+        "only {flood_answers} of 5000 flood queries answered"
+    );
+
+    d.assert_alive();
+    let r = dig_in(&t.cl, SERVER, &["vm1.lab"]);
+    assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
+    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    d.terminate();
+}
