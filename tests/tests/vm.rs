@@ -1,0 +1,180 @@
+//! `labnet vm` end to end, as root, under TCG: a lab from `labnet up`, the Debian 6.1 guest
+//! kernel with the generated initramfs, labnet's dhcpd, and the tap's lifecycle.
+use labnet_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KVER: &str = "6.1.0-56-amd64";
+
+fn kernel() -> (String, String) {
+    let root = Path::new("/var/cache/labnet-kernel");
+    let k = root.join("boot").join(format!("vmlinuz-{KVER}"));
+    let m = root.join("lib/modules").join(KVER);
+    assert!(k.exists() && m.join("modules.dep").exists(), "guest kernel not unpacked (.ci/install-deps.sh)");
+    (k.display().to_string(), m.display().to_string())
+}
+
+struct Lab {
+    id: String,
+    env: Vec<(String, String)>,
+    root: PathBuf,
+}
+
+/// A lab of its own (unique name and bridge, temp LABNET_* dirs), downed on drop.
+fn lab(c: &mut Cleanup, tag: &str, daemons: bool) -> Lab {
+    let id = unique("vm");
+    let root = temp_dir(c, tag);
+    let env = labnet_env(&root);
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.78.0.1/24\"\n\
+             [dhcp]\nrange_start = \"10.78.0.100\"\nrange_end = \"10.78.0.150\"\n"
+        ),
+    )
+    .unwrap();
+    c.labnet(&["down", &id], &env);
+    let mut args = vec!["up", &id, "--config"];
+    let cfgs = cfg.display().to_string();
+    args.push(&cfgs);
+    if !daemons {
+        args.push("--no-daemons");
+    }
+    let up = labnet(&args, &env);
+    assert!(up.status.success(), "{}", text(&up));
+    Lab { id, env, root }
+}
+
+fn taps(lab: &str) -> Vec<String> {
+    sh(&format!("ip -n {lab} -o link show"))
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("tap-"))
+        .collect()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The acceptance path: `vm run` returns the guest command's output and exit status, the
+/// guest's lease (from labnet's dhcpd) carries the VM name, and no tap survives the VM.
+#[test]
+fn vm_run_microvm_gets_lease_and_exit_status() {
+    if !is_root() {
+        eprintln!("skip: needs root (netns, tap, qemu in the lab)");
+        return;
+    }
+    let mut c = Cleanup::default();
+    let l = lab(&mut c, "vmrun", true);
+    let (k, m) = kernel();
+    let name = format!("g{}", &l.id[2..]);
+    let out = run(Command::new("timeout")
+        .args(["120", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &l.id, "--name", &name])
+        .args(["--kernel", &k, "--modules", &m, "--machine", "microvm", "--"])
+        .args(["sh", "-c", "echo hi; exit 3"])
+        .envs(l.env.iter().cloned()));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{}", text(&out));
+
+    // The lease, with the VM's name as hostname and its stable MAC.
+    let leases = labnet(&["leases", &l.id, "--json"], &l.env);
+    assert!(leases.status.success(), "{}", text(&leases));
+    let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(l.root.join("run").join(&l.id).join("vms").join(&name).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let mac = st["mac"].as_str().unwrap();
+    let found = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["hostname"].as_str() == Some(&name))
+        .unwrap_or_else(|| panic!("no lease for {name}: {v}"));
+    assert_eq!(found["mac"].as_str(), Some(mac), "{v}");
+    assert!(found["ip"].as_str().unwrap().starts_with("10.78.0."), "{v}");
+    // The reservation the VM registered for dhcpd.
+    let res = l.root.join("run").join(&l.id).join("reservations").join(format!("{name}.json"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&res).unwrap()).unwrap();
+    assert_eq!(r["mac"].as_str(), Some(mac));
+
+    assert!(taps(&l.id).is_empty(), "tap left behind: {:?}", taps(&l.id));
+    assert_eq!(st["status"], "stopped");
+    let down = labnet(&["down", &l.id], &l.env);
+    assert!(down.status.success(), "{}", text(&down));
+}
+
+/// Bad input fails early and names the problem; a started VM has its tap on the bridge; a
+/// VM that dies (SIGKILL) and a VM that is stopped leave no tap; a name runs only once.
+#[test]
+fn vm_start_stop_lifecycle_and_errors() {
+    if !is_root() {
+        eprintln!("skip: needs root (netns, tap, qemu in the lab)");
+        return;
+    }
+    let mut c = Cleanup::default();
+    let l = lab(&mut c, "vmlife", false);
+    let (k, m) = kernel();
+    let vm = |args: &[&str]| {
+        let mut a = vec!["vm"];
+        a.extend_from_slice(args);
+        labnet(&a, &l.env)
+    };
+    let fails = |args: &[&str], needle: &str| {
+        let o = vm(args);
+        assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+    };
+    fails(&["start", "--lab", &l.id, "--kernel", "/nonexistent/bzImage"], "--kernel /nonexistent/bzImage");
+    fails(&["start", "--lab", "nolab-vmx", "--kernel", &k], "lab \"nolab-vmx\" is not up");
+    fails(&["start", "--lab", &l.id, "--kernel", &k, "--qemu", "/nonexistent/qemu"], "/nonexistent/qemu");
+    fails(&["start", "--lab", &l.id, "--kernel", &k, "--name", "Bad_Name"], "--name:");
+    fails(&["run", "--lab", &l.id, "--kernel", &k, "--modules", "/nonexistent", "--", "true"], "--modules /nonexistent");
+    fails(&["run", "--lab", &l.id, "--kernel", &k, "--modules", &m, "--module", "nosuchmod", "--", "true"], "\"nosuchmod\"");
+
+    let start = |name: &str| {
+        let o = vm(&["start", "--lab", &l.id, "--name", name, "--kernel", &k, "--modules", &m, "--daemonize"]);
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    // 1. A VM that dies: its supervisor removes the tap.
+    start("a");
+    assert_eq!(taps(&l.id), ["tap-a"]);
+    let master = sh(&format!("ip -n {} -o link show tap-a", l.id));
+    assert!(master.contains(&format!("master {}br", l.id)) && master.contains("UP"), "{master}");
+    fails(&["start", "--lab", &l.id, "--name", "a", "--kernel", &k, "--daemonize"], "already running");
+    let list = vm(&["list", "--lab", &l.id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["name"], "a", "{v}");
+    assert_eq!(v[0]["state"], "running", "{v}");
+    assert_eq!(v[0]["tap"], "tap-a", "{v}");
+    let pid = v[0]["pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("the tap of a killed VM to go", 10, || taps(&l.id).is_empty());
+    wait_for("vm list to show it stopped", 10, || {
+        let v: serde_json::Value = serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+        v[0]["state"] == "stopped"
+    });
+
+    // 2. `vm stop`: QEMU ends, the tap goes, the supervisor exits.
+    start("a");
+    assert_eq!(taps(&l.id), ["tap-a"]);
+    let o = vm(&["stop", "a", "--lab", &l.id, "--timeout", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(taps(&l.id).is_empty(), "tap left after stop: {:?}", taps(&l.id));
+    fails(&["stop", "a", "--lab", &l.id], "not running");
+    fails(&["stop", "nosuch", "--lab", &l.id], "no VM \"nosuch\"");
+    // The supervisor (its argv names the lab) has exited.
+    wait_for("the supervisor to exit", 5, || pids_with_arg("labnet", &l.id).is_empty());
+    let down = labnet(&["down", &l.id], &l.env);
+    assert!(down.status.success(), "{}", text(&down));
+}
