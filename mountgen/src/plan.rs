@@ -208,9 +208,39 @@ pub struct MountPlan {
     pub name: String,
     pub fs: Option<String>,
     pub path: String,
+    /// mount(2) `mountflags` from generic options such as `ro` or `noatime`.
+    pub flags: u64,
+    /// Those generic options (and userspace-only ones like `_netdev`) as given: they go on a
+    /// `mount -o` command line, fstab and units, but never into the kernel's data string.
+    pub generic_options: Vec<String>,
     /// Decisions worth telling the user (fallbacks, skipped mons).
     pub notes: Vec<String>,
 }
+
+/// Generic mount options that are mount(2) flags, as mount(8) and mount.ceph translate them:
+/// (name, flags set, flags cleared).
+const FLAG_OPTIONS: &[(&str, u64, u64)] = &[
+    ("ro", libc::MS_RDONLY as u64, 0),
+    ("rw", 0, libc::MS_RDONLY as u64),
+    ("nosuid", libc::MS_NOSUID as u64, 0),
+    ("suid", 0, libc::MS_NOSUID as u64),
+    ("nodev", libc::MS_NODEV as u64, 0),
+    ("dev", 0, libc::MS_NODEV as u64),
+    ("noexec", libc::MS_NOEXEC as u64, 0),
+    ("exec", 0, libc::MS_NOEXEC as u64),
+    ("sync", libc::MS_SYNCHRONOUS as u64, 0),
+    ("async", 0, libc::MS_SYNCHRONOUS as u64),
+    ("noatime", libc::MS_NOATIME as u64, 0),
+    ("nodiratime", libc::MS_NODIRATIME as u64, 0),
+    ("relatime", libc::MS_RELATIME as u64, 0),
+    ("strictatime", libc::MS_STRICTATIME as u64, 0),
+    ("lazytime", libc::MS_LAZYTIME as u64, 0),
+];
+
+/// Options only userspace (mount(8), systemd) understands; mount.ceph drops them too.
+const USERSPACE_OPTIONS: &[&str] = &[
+    "defaults", "auto", "noauto", "_netdev", "nofail", "user", "nouser", "users",
+];
 
 impl MountPlan {
     /// mount(2) data. The secret is `<redacted>` unless `reveal`.
@@ -220,6 +250,12 @@ impl MountPlan {
             .map(|o| o.render(reveal))
             .collect::<Vec<_>>()
             .join(",")
+    }
+    /// What a user passes to `mount -o` (and fstab/units): the data plus generic options.
+    pub fn user_options(&self, reveal: bool) -> String {
+        let mut v: Vec<String> = self.options.iter().map(|o| o.render(reveal)).collect();
+        v.extend(self.generic_options.iter().cloned());
+        v.join(",")
     }
     pub fn has_secret(&self) -> bool {
         self.options.iter().any(|o| o.secret)
@@ -422,7 +458,19 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
             .join(sep)
     };
     let mut options = Vec::new();
-    let extra = req.options.iter().map(|o| match o.split_once('=') {
+    let (mut flags, mut generic_options) = (0u64, Vec::new());
+    let mut kernel_extra = Vec::new();
+    for o in &req.options {
+        if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, ..)| n == o) {
+            flags = (flags | set) & !clear;
+            generic_options.push(o.clone());
+        } else if USERSPACE_OPTIONS.contains(&o.as_str()) {
+            generic_options.push(o.clone());
+        } else {
+            kernel_extra.push(o);
+        }
+    }
+    let extra = kernel_extra.into_iter().map(|o| match o.split_once('=') {
         Some((k, v)) => MountOpt::kv(k, v),
         None => MountOpt {
             key: o.clone(),
@@ -475,6 +523,8 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
         name,
         fs: req.fs.clone(),
         path: req.path.clone(),
+        flags,
+        generic_options,
         notes,
     })
 }

@@ -15,7 +15,7 @@ pub fn shell_quote(s: &str) -> String {
 
 /// `mount -t ceph SOURCE TARGET -o DATA`, shell-quoted.
 pub fn mount_command(plan: &MountPlan, target: &str, reveal: bool) -> String {
-    let data = plan.data(reveal);
+    let data = plan.user_options(reveal);
     let mut cmd = format!(
         "mount -t {} {} {}",
         plan.fstype,
@@ -32,10 +32,15 @@ pub fn mount_command(plan: &MountPlan, target: &str, reveal: bool) -> String {
 /// The mount(2) call as C would spell it.
 pub fn mount_syscall(plan: &MountPlan, target: &str, reveal: bool) -> String {
     format!(
-        "mount({:?}, {:?}, {:?}, 0, {:?})",
+        "mount({:?}, {:?}, {:?}, {}, {:?})",
         plan.source,
         target,
         plan.fstype,
+        if plan.flags == 0 {
+            "0".to_string()
+        } else {
+            format!("{:#x}", plan.flags)
+        },
         plan.data(reveal)
     )
 }
@@ -54,11 +59,13 @@ fn fstab_escape(s: &str) -> String {
 
 /// An /etc/fstab line (`_netdev` so it waits for the network).
 pub fn fstab_line(plan: &MountPlan, target: &str, reveal: bool) -> String {
-    let mut data = plan.data(reveal);
-    if !data.is_empty() {
-        data.push(',');
+    let mut data = plan.user_options(reveal);
+    if !plan.generic_options.iter().any(|o| o == "_netdev") {
+        if !data.is_empty() {
+            data.push(',');
+        }
+        data.push_str("_netdev");
     }
-    data.push_str("_netdev");
     format!(
         "{} {} {} {} 0 0",
         fstab_escape(&plan.source),
@@ -113,7 +120,7 @@ pub fn systemd_unit(plan: &MountPlan, target: &str, reveal: bool) -> String {
     u.push_str(&format!("What={}\n", esc(&plan.source)));
     u.push_str(&format!("Where={}\n", esc(target)));
     u.push_str(&format!("Type={}\n", plan.fstype));
-    let data = plan.data(reveal);
+    let data = plan.user_options(reveal);
     if !data.is_empty() {
         u.push_str(&format!("Options={}\n", esc(&data)));
     }
@@ -128,7 +135,8 @@ pub fn to_json(plan: &MountPlan, target: &str, reveal: bool) -> String {
         "source": plan.source,
         "target": target,
         "fstype": plan.fstype,
-        "flags": 0,
+        "flags": plan.flags,
+        "generic_options": plan.generic_options,
         "data": plan.data(reveal),
         "options": plan.options.iter().map(|o| json!({
             "key": o.key,

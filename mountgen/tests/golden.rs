@@ -159,8 +159,13 @@ fn render_forms() {
         let mut req = MountRequest::new("fs", Some("a"), syntax);
         req.path = "/volumes/t 1".into();
         req.options = PRESET_SEED.iter().map(|s| s.to_string()).collect();
+        // Generic options become flags (or stay userspace-only), never kernel data.
+        req.options
+            .extend(["noatime", "ro", "nofail"].map(String::from));
         req.auth = Auth::Secret(secret_of(c).unwrap());
         let p = plan::build(&map, &req).unwrap();
+        assert_eq!(p.flags, (libc::MS_NOATIME | libc::MS_RDONLY) as u64);
+        assert!(!p.data(false).contains("noatime") && !p.data(false).contains("nofail"));
         let target = "/mnt/ceph-a";
         let s = syntax.as_str();
         check_golden(

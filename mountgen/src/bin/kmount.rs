@@ -455,7 +455,14 @@ fn run(a: Args) -> Result<(), String> {
         }
         return Ok(());
     }
-    sys::mount(&plan.source, &target, plan.fstype, 0, &plan.data(true)).map_err(|e| {
+    sys::mount(
+        &plan.source,
+        &target,
+        plan.fstype,
+        plan.flags,
+        &plan.data(true),
+    )
+    .map_err(|e| {
         let why = sys::explain_mount_errno(&e, plan.fs.as_deref(), &plan.path);
         format!(
             "{}: {e}{}{}",

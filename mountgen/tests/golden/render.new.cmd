@@ -1,1 +1,1 @@
-mount -t ceph 'fs@0d11e97a-bb59-47ec-9a31-a3ee664e88ef.a=/volumes/t 1' /mnt/ceph-a -o 'mon_addr=127.0.0.1:40762/127.0.0.1:40764/127.0.0.1:40766,ms_mode=prefer-crc,name=fs,secret=<redacted>,norequire_active_mds,noshare'
+mount -t ceph 'fs@0d11e97a-bb59-47ec-9a31-a3ee664e88ef.a=/volumes/t 1' /mnt/ceph-a -o 'mon_addr=127.0.0.1:40762/127.0.0.1:40764/127.0.0.1:40766,ms_mode=prefer-crc,name=fs,secret=<redacted>,norequire_active_mds,noshare,noatime,ro,nofail'

@@ -1,1 +1,1 @@
-mount -t ceph '127.0.0.1:40763,127.0.0.1:40765,127.0.0.1:40767:/volumes/t 1' /mnt/ceph-a -o 'name=fs,norequire_active_mds,noshare,secret=<redacted>,mds_namespace=a,fsid=0d11e97a-bb59-47ec-9a31-a3ee664e88ef'
+mount -t ceph '127.0.0.1:40763,127.0.0.1:40765,127.0.0.1:40767:/volumes/t 1' /mnt/ceph-a -o 'name=fs,norequire_active_mds,noshare,secret=<redacted>,mds_namespace=a,fsid=0d11e97a-bb59-47ec-9a31-a3ee664e88ef,noatime,ro,nofail'
