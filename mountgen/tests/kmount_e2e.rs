@@ -252,6 +252,8 @@ fn errors_name_what_is_missing() {
          "--mon-dump: cannot read /nonexistent/dump.json".into()),
         (vec!["--mon-dump-cmd", "echo nope >&2; exit 3", "--name", "fs", "/mnt"],
          "--mon-dump-cmd: `echo nope >&2; exit 3` failed (exit status: 3)".into()),
+        (vec!["--mon-dump-cmd", "exec sleep 30", "--cmd-timeout", "1", "--name", "fs", "/mnt"],
+         "--mon-dump-cmd: `exec sleep 30` still running after 1s; killed (--cmd-timeout)".into()),
         (vec!["--mon-dump-cmd", "echo '{}'", "--name", "fs", "/mnt"],
          "`echo '{}'`: mons: missing".into()),
         (vec!["--mon-dump", &v1, "--name", "fs", "--syntax", "new", "/mnt"],

@@ -5,6 +5,7 @@ use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
 use mountgen::{monmap, render, secret, sys, Secret};
 use std::io::{Read, Write};
 use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: kmount [OPTIONS] MOUNTPOINT
@@ -14,6 +15,7 @@ Monitor map (one of; JSON, json-pretty, quorum_status JSON, text dump or a ceph.
   --mon-dump FILE|-        read it from FILE or stdin
   --mon-dump-cmd CMD       run CMD with /bin/sh -c and read its stdout
                            (e.g. \"ssh host 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'\")
+  --cmd-timeout SECS       kill --mon-dump-cmd/--fs-ls-cmd after SECS (default 60)
 What to mount:
   --name NAME              cephx user, without \"client.\" (default: the only client in --keyring)
   --fs NAME                CephFS name (needed for the new syntax)
@@ -64,10 +66,14 @@ struct Args {
     no_modprobe: bool,
     dry_run: bool,
     show_secret: bool,
+    cmd_timeout: Duration,
 }
 
 fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
-    let mut a = Args::default();
+    let mut a = Args {
+        cmd_timeout: Duration::from_secs(60),
+        ..Args::default()
+    };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
         // Accept --opt=value as well as --opt value.
@@ -111,6 +117,11 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
                     .into())
             }
             "--conf-out" => a.conf_out = Some(val("--conf-out")?),
+            "--cmd-timeout" => {
+                let v = val("--cmd-timeout")?;
+                let secs: u64 = v.parse().map_err(|_| format!("--cmd-timeout: {v:?} is not a number of seconds"))?;
+                a.cmd_timeout = Duration::from_secs(secs);
+            }
             "--debug" => a.debug = true,
             "--no-modprobe" => a.no_modprobe = true,
             "--dry-run" | "-n" => a.dry_run = true,
@@ -126,19 +137,47 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-/// Runs `cmd` with /bin/sh -c and returns its stdout; stderr passes through.
-fn run_cmd(cmd: &str, what: &str) -> Result<String, String> {
-    let out = Command::new("/bin/sh")
+/// Runs `cmd` with /bin/sh -c and returns its stdout; stderr passes through. Killed after
+/// `timeout` (an ssh to a dead host would otherwise hang the guest's boot).
+fn run_cmd(cmd: &str, what: &str, timeout: Duration) -> Result<String, String> {
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| format!("{what}: cannot run /bin/sh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{what}: `{cmd}` failed ({})", out.status));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        stdout.read_to_end(&mut b).map(|_| b)
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what}: `{cmd}` still running after {}s; killed (--cmd-timeout)",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("{what}: waiting for `{cmd}`: {e}")),
+        }
+    };
+    // A grandchild may keep stdout open; the status decides.
+    if !status.success() {
+        return Err(format!("{what}: `{cmd}` failed ({status})"));
     }
-    String::from_utf8(out.stdout).map_err(|_| format!("{what}: `{cmd}` printed non-UTF-8 output"))
+    let out = reader
+        .join()
+        .map_err(|_| format!("{what}: reader thread failed"))?
+        .map_err(|e| format!("{what}: reading output of `{cmd}`: {e}"))?;
+    String::from_utf8(out).map_err(|_| format!("{what}: `{cmd}` printed non-UTF-8 output"))
 }
 
 fn read_input(path: &str, what: &str) -> Result<String, String> {
@@ -164,6 +203,23 @@ impl Ctx {
             println!("{s}");
         } else {
             eprintln!("kmount: {s}");
+        }
+    }
+}
+
+/// Busybox guests usually have no debugfs mounted; dynamic_debug's control file lives there
+/// unless the kernel also offers /proc/dynamic_debug.
+fn ensure_debugfs(ctx: &Ctx) {
+    if sys::DYNDBG_CONTROL
+        .iter()
+        .any(|c| std::path::Path::new(c).exists())
+    {
+        return;
+    }
+    if std::path::Path::new("/sys/kernel/debug").is_dir() {
+        ctx.step("mount(\"debugfs\", \"/sys/kernel/debug\", \"debugfs\", 0, \"\")");
+        if let Err(e) = sys::mount("debugfs", "/sys/kernel/debug", "debugfs", 0, "") {
+            warn(&format!("mounting debugfs on /sys/kernel/debug: {e}"));
         }
     }
 }
@@ -223,7 +279,10 @@ fn run(a: Args) -> Result<(), String> {
                 p.clone()
             },
         ),
-        (None, Some(c)) => (run_cmd(c, "--mon-dump-cmd")?, format!("`{c}`")),
+        (None, Some(c)) => (
+            run_cmd(c, "--mon-dump-cmd", a.cmd_timeout)?,
+            format!("`{c}`"),
+        ),
         (None, None) => {
             return Err("no monitor map: give --mon-dump FILE|- or --mon-dump-cmd CMD".into())
         }
@@ -323,7 +382,7 @@ fn run(a: Args) -> Result<(), String> {
     if let Some(fs) = &plan.fs {
         let ls = match (&a.fs_ls, &a.fs_ls_cmd) {
             (Some(p), _) => Some((read_input(p, "--fs-ls")?, p.clone())),
-            (None, Some(c)) => Some((run_cmd(c, "--fs-ls-cmd")?, format!("`{c}`"))),
+            (None, Some(c)) => Some((run_cmd(c, "--fs-ls-cmd", a.cmd_timeout)?, format!("`{c}`"))),
             (None, None) => None,
         };
         if let Some((t, origin)) = ls {
@@ -416,6 +475,7 @@ fn run(a: Args) -> Result<(), String> {
             let line = format!("module {m} +p");
             ctx.step(&format!("echo '{line}' > dynamic_debug/control"));
             if !ctx.dry {
+                ensure_debugfs(&ctx);
                 let ok = sys::DYNDBG_CONTROL.iter().any(|c| {
                     std::fs::OpenOptions::new()
                         .write(true)
