@@ -195,11 +195,26 @@ fn kernel_config_prints_and_merges() {
     ]);
     assert!(ok);
     assert!(out.starts_with("0 change(s)"), "{out}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn tempfile_dir() -> PathBuf {
+/// A scratch directory removed on drop, also when the test fails.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> TempDir {
     let d = std::env::temp_dir().join(format!("mg-kcfg-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
