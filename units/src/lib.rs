@@ -7,7 +7,7 @@
 //!
 //! | file | role |
 //! |---|---|
-//! | `labnet@.service` | `Type=oneshot`, `RemainAfterExit=yes`: `labnet up --no-daemons %i` / `labnet down %i` |
+//! | `labnet@.service` | `Type=oneshot`, `RemainAfterExit=yes`: `labnet up --no-daemons %i` / `labnet down %i` (ExecStop and ExecStopPost) |
 //! | `labnet-dhcpd@.service` | `Type=notify`: `labnet dhcpd %i` inside `/run/netns/%i` |
 //! | `labnet-dns@.service` | `Type=notify`: `labnet dns %i` inside `/run/netns/%i` |
 //! | `labnet@LAB.service.d/labnet.conf` | per-lab drop-in: description from the config, `--config` |
@@ -300,6 +300,9 @@ RemainAfterExit=yes
 ExecStart={bin} up --no-daemons %i
 # Undoes exactly what `up` recorded in /run/labnet/%i.json.
 ExecStop={bin} down %i
+# ExecStop runs only after a successful start; this also clears what a failed or
+# timed-out `up` left recorded. With nothing recorded it is a no-op.
+ExecStopPost={bin} down %i
 # A userspace WireGuard (wireguard-go) started by `up` lives on in this unit's cgroup.
 # `down` stops it by pid; whatever is left after ExecStop gets SIGTERM, then SIGKILL.
 KillMode=control-group
