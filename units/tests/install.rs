@@ -12,7 +12,10 @@ fn tree(root: &Path) -> Vec<String> {
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             let meta = p.symlink_metadata().unwrap();
             if meta.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
             } else if meta.is_dir() {
                 out.push(format!("{rel}/"));
                 walk(&p, root, out);
@@ -37,7 +40,14 @@ fn install_then_remove_leaves_nothing() {
     let root = tmp.path();
     let files = units::generate(&default_lab(), &opts(Path::new(BIN), None)).unwrap();
     let changes = units::install(root, "sepian", &files, true).unwrap();
-    assert_eq!(changes.iter().filter(|c| matches!(c, units::Change::Wrote(_))).count(), 4, "{changes:?}");
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| matches!(c, units::Change::Wrote(_)))
+            .count(),
+        4,
+        "{changes:?}"
+    );
     let u = "etc/systemd/system";
     assert_eq!(
         tree(root),
@@ -59,11 +69,19 @@ fn install_then_remove_leaves_nothing() {
         let p = unit_dir(root).join(&f.path);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), f.text);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
     // A second install changes nothing.
     let again = units::install(root, "sepian", &files, true).unwrap();
-    assert!(again.iter().all(|c| matches!(c, units::Change::Unchanged(_))), "{again:?}");
+    assert!(
+        again
+            .iter()
+            .all(|c| matches!(c, units::Change::Unchanged(_))),
+        "{again:?}"
+    );
     assert_eq!(units::installed_labs(root).unwrap(), ["sepian"]);
 
     units::remove(root, "sepian").unwrap();
@@ -84,9 +102,16 @@ fn templates_stay_while_another_lab_uses_them() {
 
     units::remove(root, "sepian").unwrap();
     let left = tree(root);
-    assert!(left.iter().any(|p| p.ends_with("/labnet@.service")), "{left:?}");
+    assert!(
+        left.iter().any(|p| p.ends_with("/labnet@.service")),
+        "{left:?}"
+    );
     assert!(!left.iter().any(|p| p.contains("sepian")), "{left:?}");
-    assert!(left.iter().any(|p| p.ends_with("labnet-dns@wglab.service.d/labnet.conf")), "{left:?}");
+    assert!(
+        left.iter()
+            .any(|p| p.ends_with("labnet-dns@wglab.service.d/labnet.conf")),
+        "{left:?}"
+    );
 
     units::remove(root, "wglab").unwrap();
     assert_eq!(tree(root), Vec::<String>::new());
@@ -102,9 +127,13 @@ fn reinstall_without_config_drops_stale_dropins() {
     assert!(dhcpd_dropin.exists());
     let without = units::generate(&wg_lab(), &opts(Path::new(BIN), None)).unwrap();
     let changes = units::install(root, "wglab", &without, false).unwrap();
-    assert!(changes.contains(&units::Change::Removed(dhcpd_dropin.clone())), "{changes:?}");
+    assert!(
+        changes.contains(&units::Change::Removed(dhcpd_dropin.clone())),
+        "{changes:?}"
+    );
     assert!(!dhcpd_dropin.parent().unwrap().exists());
-    let lab_dropin = std::fs::read_to_string(unit_dir(root).join("labnet@wglab.service.d/labnet.conf")).unwrap();
+    let lab_dropin =
+        std::fs::read_to_string(unit_dir(root).join("labnet@wglab.service.d/labnet.conf")).unwrap();
     assert!(!lab_dropin.contains("--config"), "{lab_dropin}");
 }
 
@@ -130,7 +159,10 @@ fn foreign_files_are_never_overwritten_or_removed() {
     std::fs::write(&own, "[Service]\nEnvironment=X=1\n").unwrap();
     std::fs::write(dir.join("labnet-dns@.service.bak"), mine).unwrap();
     units::remove(root, "sepian").unwrap();
-    assert_eq!(std::fs::read_to_string(&own).unwrap(), "[Service]\nEnvironment=X=1\n");
+    assert_eq!(
+        std::fs::read_to_string(&own).unwrap(),
+        "[Service]\nEnvironment=X=1\n"
+    );
     assert!(dir.join("labnet-dns@.service.bak").exists());
     assert!(!dir.join("labnet@sepian.service.d/labnet.conf").exists());
 }

@@ -1,0 +1,374 @@
+//! The privileges the generated daemon units grant are enough, and needed. There is no
+//! systemd as PID 1 here, so the test does what systemd would do with the unit text that
+//! `labnet units print` emits: take ExecStart (the drop-in's override), replace %i and %d,
+//! copy the config into a credentials directory, join NetworkNamespacePath, switch to a
+//! non-root uid keeping exactly AmbientCapabilities within CapabilityBoundingSet, set
+//! no-new-privs, and listen on NOTIFY_SOCKET for READY=1. The lab is built by
+//! `labnet up --no-daemons`, as the lab unit's ExecStart does.
+use labnet_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A uid in systemd's DynamicUser range that no account uses.
+const UID: u32 = 64123;
+
+/// `# ==> /etc/systemd/system/PATH <==` sections of `labnet units print`.
+fn sections(printed: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![];
+    for line in printed.lines() {
+        if let Some(p) = line
+            .strip_prefix("# ==> /etc/systemd/system/")
+            .and_then(|l| l.strip_suffix(" <=="))
+        {
+            out.push((p.to_string(), String::new()));
+        } else if let Some((_, t)) = out.last_mut() {
+            t.push_str(line);
+            t.push('\n');
+        }
+    }
+    out
+}
+
+/// The effective value of KEY across the unit and its drop-ins, in systemd's order: an
+/// empty assignment resets, list settings accumulate, ExecStart takes the last.
+fn setting(texts: &[String], key: &str) -> Vec<String> {
+    let mut vals = vec![];
+    for t in texts {
+        for l in t.lines() {
+            if let Some(v) = l.strip_prefix(&format!("{key}=")) {
+                if v.is_empty() {
+                    vals.clear();
+                } else {
+                    vals.push(v.to_string());
+                }
+            }
+        }
+    }
+    vals
+}
+
+/// Splits an Exec line (our generator only quotes with "..." and escapes \" \\ %% $$).
+fn exec_words(line: &str, subst: &[(&str, &str)]) -> Vec<String> {
+    let mut words = vec![];
+    let mut cur = String::new();
+    let (mut inq, mut any) = (false, false);
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '"' => {
+                inq = !inq;
+                any = true;
+            }
+            '\\' if inq => cur.push(it.next().unwrap()),
+            c if c.is_whitespace() && !inq => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+        .into_iter()
+        .map(|w| {
+            let mut w = w.replace("$$", "$");
+            for (k, v) in subst {
+                w = w.replace(k, v);
+            }
+            w.replace("%%", "%")
+        })
+        .collect()
+}
+
+fn setpriv_caps(caps: &[String]) -> String {
+    let mut s = "-all".to_string();
+    for c in caps.iter().flat_map(|c| c.split_whitespace()) {
+        s.push_str(&format!(
+            ",+{}",
+            c.trim_start_matches("CAP_").to_ascii_lowercase()
+        ));
+    }
+    s
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Starts the unit's ExecStart like systemd would. `caps`: None = the unit's own.
+fn start_like_systemd(
+    c: &mut Cleanup,
+    dir: &Path,
+    env: &[(String, String)],
+    lab: &str,
+    unit: &[String],
+    caps: Option<Vec<String>>,
+    tag: &str,
+) -> (Daemon, UnixDatagram) {
+    let creds = dir.join(format!("creds-{tag}"));
+    std::fs::create_dir_all(&creds).unwrap();
+    let cred = setting(unit, "LoadCredential");
+    assert_eq!(cred.len(), 1, "one credential: {cred:?}");
+    let (id, src) = cred[0].split_once(':').unwrap();
+    let dst = creds.join(id);
+    std::fs::copy(src.replace("%%", "%"), &dst).unwrap();
+    // As systemd: readable by the service user only.
+    std::os::unix::fs::chown(&dst, Some(UID), Some(UID)).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o400)).unwrap();
+
+    let exec = setting(unit, "ExecStart");
+    let argv = exec_words(
+        exec.last().unwrap(),
+        &[("%i", lab), ("%d", creds.to_str().unwrap())],
+    );
+    let ns = setting(unit, "NetworkNamespacePath");
+    assert_eq!(ns, ["/run/netns/%i"]);
+    let ns = ns[0].replace("%i", lab);
+    let bounding = setting(unit, "CapabilityBoundingSet");
+    let ambient = caps.unwrap_or_else(|| setting(unit, "AmbientCapabilities"));
+    assert_eq!(setting(unit, "NoNewPrivileges"), ["yes"]);
+
+    let sock_path = dir.join(format!("notify-{tag}"));
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let log = dir.join(format!("{tag}.log"));
+    let f = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={ns}"))
+        .arg("--")
+        .arg("setpriv")
+        .arg(format!("--reuid={UID}"))
+        .arg(format!("--regid={UID}"))
+        .args(["--clear-groups", "--nnp"])
+        .arg(format!("--bounding-set={}", setpriv_caps(&bounding)))
+        .arg(format!("--inh-caps={}", setpriv_caps(&ambient)))
+        .arg(format!("--ambient-caps={}", setpriv_caps(&ambient)))
+        .arg("--")
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
+    let child = cmd.spawn().unwrap();
+    c.pid(child.id());
+    (Daemon { child, log }, sock)
+}
+
+/// Waits for READY=1, or for the daemon to exit (returns its status).
+fn wait_ready(d: &mut Daemon, sock: &UnixDatagram) -> Result<(), std::process::ExitStatus> {
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+        }
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return Err(st);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no READY=1 within 20 s; log:\n{}",
+            d.log()
+        );
+    }
+}
+
+fn proc_status(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn stop(d: &mut Daemon) -> std::process::ExitStatus {
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Lab {
+    c: Cleanup,
+    dir: PathBuf,
+    lab: String,
+    env: Vec<(String, String)>,
+    printed: Vec<(String, String)>,
+}
+
+impl Lab {
+    fn up() -> Lab {
+        let mut c = Cleanup::default();
+        let id = unique("ut");
+        let lab = id.clone();
+        let dir = temp_dir(&mut c, "units");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = labnet_env(&dir);
+        // The config lives where the sandboxed user could not read it itself (0600 root):
+        // the credential is what makes it readable.
+        let cfg = dir.join("lab.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[dns]\nzone = \"lab\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfgs = cfg.display().to_string();
+        c.netns(&lab);
+        c.labnet(&["down", &lab], &env);
+        let out = labnet(&["up", &lab, "--config", &cfgs, "--no-daemons"], &env);
+        assert!(out.status.success(), "up failed: {}", text(&out));
+        // StateDirectory=labnet/%i: created by systemd, owned by the service user.
+        let state = dir.join("state").join(&lab);
+        std::fs::create_dir_all(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(UID), Some(UID)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = labnet_bin().display().to_string();
+        let out = labnet(
+            &[
+                "units",
+                "print",
+                &lab,
+                "--config",
+                &cfgs,
+                "--labnet-bin",
+                &bin,
+            ],
+            &env,
+        );
+        assert!(out.status.success(), "units print: {}", text(&out));
+        let printed = sections(&String::from_utf8_lossy(&out.stdout));
+        Lab {
+            c,
+            dir,
+            lab,
+            env,
+            printed,
+        }
+    }
+
+    fn unit(&self, template: &str) -> Vec<String> {
+        let dropin = format!(
+            "{}.d/labnet.conf",
+            template.replace("@.", &format!("@{}.", self.lab))
+        );
+        [template.to_string(), dropin]
+            .iter()
+            .map(|p| {
+                self.printed
+                    .iter()
+                    .find(|(q, _)| q == p)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_else(|| panic!("units print has no {p}"))
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn dns_unit_privileges_are_enough_and_needed() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
+        return;
+    }
+    let mut l = Lab::up();
+    let unit = l.unit("labnet-dns@.service");
+    assert_eq!(
+        setting(&unit, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
+    // A name the dhcpd would have written; root-written 0644 like dhcpd's atomic rename.
+    std::fs::write(
+        l.dir.join("state").join(&l.lab).join("hosts"),
+        "192.168.0.77 vmx\n",
+    )
+    .unwrap();
+
+    let (dir, env, lab) = (l.dir.clone(), l.env.clone(), l.lab.clone());
+    let (mut d, sock) = start_like_systemd(&mut l.c, &dir, &env, &lab, &unit, None, "dns");
+    if let Err(st) = wait_ready(&mut d, &sock) {
+        panic!(
+            "dns exited ({st}) before READY=1 under the unit's privileges; log:\n{}",
+            d.log()
+        );
+    }
+    let pid = d.child.id();
+    assert!(
+        proc_status(pid, "Uid").starts_with(&UID.to_string()),
+        "not running as {UID}"
+    );
+    assert_eq!(
+        proc_status(pid, "CapEff"),
+        "0000000000000400",
+        "only CAP_NET_BIND_SERVICE"
+    );
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    let ans = sh(&format!(
+        "ip netns exec {lab} dig +short +time=2 +tries=3 @192.168.0.1 vmx.lab A"
+    ));
+    assert_eq!(ans.trim(), "192.168.0.77", "log:\n{}", d.log());
+    let ptr = sh(&format!(
+        "ip netns exec {lab} dig +short +time=2 +tries=3 @192.168.0.1 -x 192.168.0.77"
+    ));
+    assert_eq!(ptr.trim(), "vmx.lab.", "log:\n{}", d.log());
+    let st = stop(&mut d);
+    assert!(
+        st.success(),
+        "dns did not exit 0 on SIGTERM ({st}); log:\n{}",
+        d.log()
+    );
+
+    // Without the capability the same command cannot bind port 53: the grant is needed,
+    // and the uid switch above was real.
+    let (mut d, sock) =
+        start_like_systemd(&mut l.c, &dir, &env, &lab, &unit, Some(vec![]), "dns-nocap");
+    match wait_ready(&mut d, &sock) {
+        Ok(()) => panic!(
+            "dns got ready on port 53 without CAP_NET_BIND_SERVICE; log:\n{}",
+            d.log()
+        ),
+        Err(st) => assert!(!st.success(), "{st}"),
+    }
+    let log = d.log();
+    assert!(
+        log.to_lowercase().contains("permission denied") || log.contains("EACCES"),
+        "{log}"
+    );
+}
