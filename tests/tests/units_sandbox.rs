@@ -228,6 +228,7 @@ struct Lab {
     dir: PathBuf,
     lab: String,
     env: Vec<(String, String)>,
+    cfg: String,
     printed: Vec<(String, String)>,
 }
 
@@ -280,6 +281,7 @@ impl Lab {
             dir,
             lab,
             env,
+            cfg: cfgs,
             printed,
         }
     }
@@ -362,6 +364,133 @@ fn dns_unit_privileges_are_enough_and_needed() {
     match wait_ready(&mut d, &sock) {
         Ok(()) => panic!(
             "dns got ready on port 53 without CAP_NET_BIND_SERVICE; log:\n{}",
+            d.log()
+        ),
+        Err(st) => assert!(!st.success(), "{st}"),
+    }
+    let log = d.log();
+    assert!(
+        log.to_lowercase().contains("permission denied") || log.contains("EACCES"),
+        "{log}"
+    );
+}
+
+#[test]
+fn dhcpd_unit_privileges_are_enough_and_needed() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
+        return;
+    }
+    let mut l = Lab::up();
+    let unit = l.unit("labnet-dhcpd@.service");
+    assert_eq!(
+        setting(&unit, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE CAP_NET_RAW"]
+    );
+    let (dir, env, lab) = (l.dir.clone(), l.env.clone(), l.lab.clone());
+
+    // A DHCP client behind the lab's bridge, like a VM's NIC on its tap.
+    let cl = format!("{lab}c");
+    must(Command::new("ip").args(["netns", "add", &cl]));
+    l.c.netns(&cl);
+    sh(&format!(
+        "set -e; ip -n {lab} link add {lab}v type veth peer name eth0 netns {cl}
+         ip -n {lab} link set {lab}v master {lab}br up; ip -n {cl} link set lo up; ip -n {cl} link set eth0 address 52:54:00:aa:bb:07 up"
+    ));
+
+    let (mut d, sock) = start_like_systemd(&mut l.c, &dir, &env, &lab, &unit, None, "dhcpd");
+    if let Err(st) = wait_ready(&mut d, &sock) {
+        panic!(
+            "dhcpd exited ({st}) before READY=1 under the unit's privileges; log:\n{}",
+            d.log()
+        );
+    }
+    let pid = d.child.id();
+    assert!(
+        proc_status(pid, "Uid").starts_with(&UID.to_string()),
+        "not running as {UID}"
+    );
+    assert_eq!(
+        proc_status(pid, "CapEff"),
+        "0000000000002400",
+        "only CAP_NET_BIND_SERVICE + CAP_NET_RAW"
+    );
+
+    // udhcpc's script records the address it was given.
+    let script = dir.join("udhcpc.sh");
+    let got = dir.join("udhcpc.ip");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > {}\nexit 0\n",
+            got.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(Command::new("timeout")
+        .args([
+            "20", "ip", "netns", "exec", &cl, "busybox", "udhcpc", "-f", "-q", "-n",
+        ])
+        .args([
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-i",
+            "eth0",
+            "-x",
+            "hostname:vm7",
+            "-s",
+            script.to_str().unwrap(),
+        ]));
+    assert!(
+        out.status.success(),
+        "no lease: {}\ndhcpd log:\n{}",
+        text(&out),
+        d.log()
+    );
+    let ip: std::net::Ipv4Addr = std::fs::read_to_string(&got)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (std::net::Ipv4Addr::new(192, 168, 0, 100)..=std::net::Ipv4Addr::new(192, 168, 0, 199))
+            .contains(&ip),
+        "{ip} outside the pool"
+    );
+    // The lease landed in the StateDirectory, written by the unprivileged daemon.
+    let leases = labnet(&["leases", &lab, "--config", &l.cfg, "--json"], &env);
+    assert!(leases.status.success(), "{}", text(&leases));
+    let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["mac"] == "52:54:00:aa:bb:07" && x["ip"] == ip.to_string()),
+        "{v:#}"
+    );
+    let st = stop(&mut d);
+    assert!(
+        st.success(),
+        "dhcpd did not exit 0 on SIGTERM ({st}); log:\n{}",
+        d.log()
+    );
+
+    // Without capabilities the same command cannot bind port 67.
+    let (mut d, sock) = start_like_systemd(
+        &mut l.c,
+        &dir,
+        &env,
+        &lab,
+        &unit,
+        Some(vec![]),
+        "dhcpd-nocap",
+    );
+    match wait_ready(&mut d, &sock) {
+        Ok(()) => panic!(
+            "dhcpd got ready on port 67 without capabilities; log:\n{}",
             d.log()
         ),
         Err(st) => assert!(!st.success(), "{st}"),
