@@ -98,6 +98,27 @@ fn setpriv_caps(caps: &[String]) -> String {
     s
 }
 
+const READ_ONLY_BUT_STATE: &str = r#"set -e
+STATE=$1; shift
+mount --bind "$STATE" "$STATE"
+awk '{print $5}' /proc/self/mountinfo | while read -r m; do
+  case "$m" in
+    /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$STATE") ;;
+    *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;;
+  esac
+done
+exec "$@"
+"#;
+
+/// True when the process sees `/` mounted read-only (the emulated ProtectSystem=strict).
+fn root_is_read_only(pid: u32) -> bool {
+    let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    mi.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 5 && f[4] == "/" && f[5].split(',').any(|o| o == "ro")
+    })
+}
+
 struct Daemon {
     child: Child,
     log: PathBuf,
@@ -150,25 +171,47 @@ fn start_like_systemd(
 
     let log = dir.join(format!("{tag}.log"));
     let f = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={ns}"))
-        .arg("--")
-        .arg("setpriv")
-        .arg(format!("--reuid={UID}"))
-        .arg(format!("--regid={UID}"))
-        .args(["--clear-groups", "--nnp"])
-        .arg(format!("--bounding-set={}", setpriv_caps(&bounding)))
-        .arg(format!("--inh-caps={}", setpriv_caps(&ambient)))
-        .arg(format!("--ambient-caps={}", setpriv_caps(&ambient)))
-        .arg("--")
-        .args(&argv)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("NOTIFY_SOCKET", &sock_path)
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f);
+    // ProtectSystem=strict + StateDirectory=: in a private mount namespace every mount is
+    // read-only except the state directory (and the API file systems). /var/lib/labnet/LAB
+    // is LABNET_STATE_DIR/LAB here.
+    assert_eq!(setting(unit, "ProtectSystem"), ["strict"]);
+    assert_eq!(setting(unit, "StateDirectory"), ["labnet/%i"]);
+    let state = env
+        .iter()
+        .find(|(k, _)| k == "LABNET_STATE_DIR")
+        .map(|(_, v)| Path::new(v).join(lab))
+        .unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        READ_ONLY_BUT_STATE,
+        "sh",
+    ])
+    .arg(&state)
+    .arg("nsenter")
+    .arg(format!("--net={ns}"))
+    .arg("--")
+    .arg("setpriv")
+    .arg(format!("--reuid={UID}"))
+    .arg(format!("--regid={UID}"))
+    .args(["--clear-groups", "--nnp"])
+    .arg(format!("--bounding-set={}", setpriv_caps(&bounding)))
+    .arg(format!("--inh-caps={}", setpriv_caps(&ambient)))
+    .arg(format!("--ambient-caps={}", setpriv_caps(&ambient)))
+    .arg("--")
+    .args(&argv)
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("NOTIFY_SOCKET", &sock_path)
+    .envs(env.iter().cloned())
+    .stdin(Stdio::null())
+    .stdout(f.try_clone().unwrap())
+    .stderr(f);
     let child = cmd.spawn().unwrap();
     c.pid(child.id());
     (Daemon { child, log }, sock)
@@ -342,6 +385,10 @@ fn dns_unit_privileges_are_enough_and_needed() {
         "only CAP_NET_BIND_SERVICE"
     );
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    assert!(
+        root_is_read_only(pid),
+        "the emulated ProtectSystem=strict did not apply"
+    );
     let ans = sh(&format!(
         "ip netns exec {lab} dig +short +time=2 +tries=3 @192.168.0.1 vmx.lab A"
     ));
