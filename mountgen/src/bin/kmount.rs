@@ -410,6 +410,11 @@ fn run(a: Args) -> Result<(), String> {
                         Ok(s) => warn(&format!("modprobe {m} failed ({s}); continuing")),
                         Err(e) => warn(&format!("modprobe {m}: {e}; continuing")),
                     },
+                    None if m == "gcm" => warn(
+                        "no modprobe in PATH; ms_mode secure needs the kernel's gcm, ghash-generic, \
+                         gf128mul, ctr and aes crypto (built in or insmod'ed), else the mount fails \
+                         after mount_timeout with \"failed to allocate gcm tfm context\" in dmesg",
+                    ),
                     None => warn(&format!("no modprobe in PATH; not loading {m}")),
                 }
             }
@@ -523,7 +528,10 @@ fn run(a: Args) -> Result<(), String> {
         &plan.data(true),
     )
     .map_err(|e| {
-        let why = sys::explain_mount_errno(&e, plan.fs.as_deref(), &plan.path);
+        let mut why = sys::explain_mount_errno(&e, plan.fs.as_deref(), &plan.path);
+        if plan.ms_mode.is_some_and(MsMode::may_encrypt) && e.raw_os_error() == Some(libc::EHOSTUNREACH) {
+            why.push_str("; with ms_mode secure also check dmesg for \"failed to allocate gcm tfm context\" (gcm/ghash/gf128mul modules)");
+        }
         format!(
             "{}: {e}{}{}",
             render::mount_syscall(&plan, &target, a.show_secret),
