@@ -258,3 +258,62 @@ fn isolated_lab_and_bad_config() {
     let st = labnet(&["status", &id], &env);
     assert_eq!(st.status.code(), Some(3), "status of a down lab is not ok: {}", text(&st));
 }
+
+/// `uplink.kind = "host"`: labnet itself runs inside a test namespace playing "the host"
+/// (`nsenter --net`), whose only "real network" is another test namespace with 10.99.99.99.
+/// A client on the lab bridge reaches it through both NATs; down restores the host's sysctl.
+#[test]
+fn host_uplink_nat_inside_a_test_host() {
+    assert!(is_root());
+    let mut c = Cleanup::default();
+    let id = unique("lh");
+    let (host, inet, lab) = (format!("{id}ho"), format!("{id}in"), id.clone());
+    let root = temp_dir(&mut c, "host");
+    let env = labnet_env(&root);
+    c.netns(&host);
+    c.netns(&inet);
+    sh(&format!(
+        "ip netns add {host} && ip netns add {inet} && ip -n {host} link set lo up && ip -n {inet} link set lo up && \
+         ip link add {id}h0 netns {host} type veth peer name {id}i0 netns {inet} && \
+         ip -n {host} addr add 10.66.0.1/30 dev {id}h0 && ip -n {host} link set {id}h0 up && \
+         ip -n {inet} addr add 10.66.0.2/30 dev {id}i0 && ip -n {inet} link set {id}i0 up && \
+         ip -n {inet} addr add 10.99.99.99/32 dev lo && ip -n {host} route add default via 10.66.0.2 && \
+         ip netns exec {inet} nft -f - <<'EOF'\n\
+         table ip probe {{\n chain input {{\n type filter hook input priority 0; policy accept;\n\
+           ip saddr 10.66.0.1 icmp type echo-request counter\n\
+           ip saddr != 10.66.0.1 icmp type echo-request counter\n }}\n }}\nEOF"
+    ));
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!("name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n"),
+    )
+    .unwrap();
+    let in_host = |args: &[&str]| {
+        run(Command::new("nsenter").arg(format!("--net=/run/netns/{host}")).arg(labnet_bin()).args(args).envs(env.iter().cloned()))
+    };
+    let cfgs = cfg.display().to_string();
+    let up = in_host(&["up", &lab, "--config", &cfgs, "--no-daemons"]);
+    assert!(up.status.success(), "{}", text(&up));
+    c.path(format!("/etc/netns/{lab}"));
+    c.netns(&lab);
+    assert_eq!(sh(&format!("ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward")).trim(), "1");
+    let nft = sh(&format!("ip netns exec {host} nft list table ip labnet-{lab}"));
+    assert!(nft.contains(&format!("iifname \"{id}hv\" oifname != \"{id}hv\" masquerade")), "{nft}");
+
+    let cl = client(&mut c, &lab, &id, &format!("{id}br"));
+    let ping = run(Command::new("ip").args(["netns", "exec", &cl, "ping", "-c", "1", "-W", "3", "10.99.99.99"]));
+    assert!(ping.status.success(), "client could not reach the host's network: {}", text(&ping));
+    let out = sh(&format!("ip netns exec {inet} nft list table ip probe"));
+    let counts: Vec<u64> = out.lines().filter_map(|l| l.split("packets ").nth(1)).map(|s| s.split_whitespace().next().unwrap().parse().unwrap()).collect();
+    assert_eq!((counts[0] >= 1, counts[1]), (true, 0), "expected only host-masqueraded sources: {out}");
+    let st = in_host(&["status", &lab, "--config", &cfgs]);
+    assert!(st.status.success(), "{}", text(&st));
+
+    let down = in_host(&["down", &lab]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(sh(&format!("ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward")).trim(), "0", "down must restore ip_forward");
+    assert!(run(Command::new("ip").args(["netns", "exec", &host, "nft", "list", "table", "ip", &format!("labnet-{lab}")])).status.code() != Some(0));
+    assert!(!netns_list().contains(&lab));
+    assert!(sh(&format!("ip -n {host} -o link show")).lines().all(|l| !l.contains(&format!("{id}hv"))), "host veth left behind");
+}
