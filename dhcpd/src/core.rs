@@ -517,7 +517,13 @@ impl Core {
         }
         match req.msg.opts().get(OptionCode::Hostname) {
             Some(DhcpOption::Hostname(h)) => sanitize_hostname(h),
-            _ => None,
+            // Renewals often leave the name out: keep the one the client gave before.
+            _ => self
+                .by_key
+                .get(&req.key)
+                .and_then(|ip| self.leases.get(ip))
+                .filter(|l| lease_key(l) == req.key)
+                .and_then(|l| l.hostname.clone()),
         }
     }
 

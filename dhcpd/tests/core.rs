@@ -359,3 +359,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn renewal_without_hostname_keeps_it() {
+    let mut core = Core::new(cfg(), []);
+    let mut d = req(MessageType::Discover, mac(1), 1);
+    d.opts_mut().insert(DhcpOption::Hostname("Web.example".into()));
+    let ip = reply(&send(&mut core, &d, NOW)).yiaddr();
+    let mut r = req(MessageType::Request, mac(1), 2);
+    r.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
+    r.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+    r.opts_mut().insert(DhcpOption::Hostname("Web.example".into()));
+    assert_eq!(send(&mut core, &r, NOW).records[0].hostname.as_deref(), Some("web"));
+    let mut renew = req(MessageType::Request, mac(1), 3);
+    renew.set_ciaddr(ip);
+    assert_eq!(send(&mut core, &renew, NOW + 60).records[0].hostname.as_deref(), Some("web"));
+    assert_eq!(core.hosts_text(NOW + 60), format!("{ip} web\n"));
+    assert_eq!(core.hosts_text(NOW + 60 + 3600), "", "expired leases leave the hosts file");
+}
