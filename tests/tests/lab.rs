@@ -317,3 +317,54 @@ fn host_uplink_nat_inside_a_test_host() {
     assert!(!netns_list().contains(&lab));
     assert!(sh(&format!("ip -n {host} -o link show")).lines().all(|l| !l.contains(&format!("{id}hv"))), "host veth left behind");
 }
+
+/// Run by hand, `up` leaves a lab that serves DHCP and DNS: a client on the bridge gets a lease
+/// with its hostname, and `ip netns exec LAB` resolves that name through the lab's DNS
+/// (resolv.conf + nsswitch.conf from /etc/netns). `down` stops both daemons.
+#[test]
+fn up_serves_dhcp_and_dns_down_stops_them() {
+    assert!(is_root());
+    let mut c = Cleanup::default();
+    let id = unique("ld");
+    let lab = id.clone();
+    let root = temp_dir(&mut c, "daemons");
+    let env = labnet_env(&root);
+    let cfg = root.join("lab.toml");
+    std::fs::write(&cfg, format!("name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[dns]\nzone = \"lab\"\n")).unwrap();
+    let cfgs = cfg.display().to_string();
+    c.labnet(&["down", &lab], &env);
+    let up = labnet(&["up", &lab, "--config", &cfgs], &env);
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(pids_with_arg("labnet", "dhcpd").iter().filter(|p| cmdline_has(**p, &lab)).count(), 1);
+    assert_eq!(pids_with_arg("labnet", "dns").iter().filter(|p| cmdline_has(**p, &lab)).count(), 1);
+
+    let cl = format!("{id}cl");
+    c.netns(&cl);
+    sh(&format!(
+        "ip netns add {cl} && ip link add {id}c0 netns {cl} type veth peer name {id}cb netns {lab} && \
+         ip -n {lab} link set {id}cb master {id}br up && ip -n {cl} link set {id}c0 up"
+    ));
+    let dh = run(Command::new("ip").args(["netns", "exec", &cl, "busybox", "udhcpc", "-i", &format!("{id}c0"), "-x", "hostname:vmone", "-q", "-n", "-t", "5", "-T", "1", "-s", "/bin/true"]));
+    assert!(String::from_utf8_lossy(&dh.stderr).contains("lease of 192.168.0.100 obtained from 192.168.0.1"), "{}", text(&dh));
+    // The name appears once dhcpd rewrote its hosts file and dns reloaded it.
+    let t = Instant::now();
+    loop {
+        let o = run(Command::new("ip").args(["netns", "exec", &lab, "getent", "hosts", "vmone.lab"]));
+        if String::from_utf8_lossy(&o.stdout).starts_with("192.168.0.100 ") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "vmone.lab never resolved inside the lab: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leases = labnet(&["leases", &lab, "--config", &cfgs, "--json"], &env);
+    assert!(String::from_utf8_lossy(&leases.stdout).contains("vmone"), "{}", text(&leases));
+
+    let down = labnet(&["down", &lab], &env);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(pids_with_arg("labnet", &lab).is_empty(), "lab daemons left running");
+    assert!(!netns_list().contains(&lab));
+}
+
+fn cmdline_has(pid: u32, arg: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|b| b.split(|c| *c == 0).any(|a| a == arg.as_bytes()))
+}
