@@ -548,3 +548,144 @@ fn dhcpd_unit_privileges_are_enough_and_needed() {
         "{log}"
     );
 }
+
+/// Runs one Exec line of the lab unit as systemd would: root, but only the unit's
+/// CapabilityBoundingSet, with no-new-privs; `bounding` overrides the unit's set.
+fn run_lab_exec(
+    unit: &[String],
+    key: &str,
+    lab: &str,
+    env: &[(String, String)],
+    bounding: Option<Vec<String>>,
+) -> std::process::Output {
+    let line = setting(unit, key);
+    let argv = exec_words(
+        line.last().unwrap_or_else(|| panic!("no {key}")),
+        &[("%i", lab)],
+    );
+    assert_eq!(setting(unit, "NoNewPrivileges"), ["yes"]);
+    let bounding = bounding.unwrap_or_else(|| setting(unit, "CapabilityBoundingSet"));
+    run(Command::new("setpriv")
+        .arg("--nnp")
+        .arg(format!("--bounding-set={}", setpriv_caps(&bounding)))
+        .arg("--")
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().cloned()))
+}
+
+#[test]
+fn lab_unit_privileges_are_enough_and_needed() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces)");
+        return;
+    }
+    let mut c = Cleanup::default();
+    let id = unique("ut");
+    let lab = id.clone();
+    let dir = temp_dir(&mut c, "unitlab");
+    let env = labnet_env(&dir);
+    // The key belongs to another user (0600): reading it takes CAP_DAC_READ_SEARCH.
+    let key = dir.join("lab.key");
+    sh(&format!(
+        "umask 077; wg genkey > {k}; chown {UID} {k}",
+        k = key.display()
+    ));
+    let peer = sh("wg genkey | wg pubkey");
+    // Userspace WireGuard (wireguard-go, started by `up` inside the unit); the peer is a
+    // dead loopback port, so nothing leaves the machine.
+    let cfg = dir.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n\
+             [uplink]\nkind = \"wireguard\"\ninterface = \"{id}wg\"\naddress = \"192.168.20.1/24\"\n\
+             private_key_file = \"{}\"\npeer_public_key = \"{}\"\nendpoint = \"127.0.0.1:9\"\nbackend = \"userspace\"\n",
+            key.display(),
+            peer.trim()
+        ),
+    )
+    .unwrap();
+    let cfgs = cfg.display().to_string();
+    c.netns(&lab);
+    c.labnet(&["down", &lab], &env);
+    let bin = labnet_bin().display().to_string();
+    let out = labnet(
+        &[
+            "units",
+            "print",
+            &lab,
+            "--config",
+            &cfgs,
+            "--labnet-bin",
+            &bin,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "units print: {}", text(&out));
+    let printed = sections(&String::from_utf8_lossy(&out.stdout));
+    let get = |p: &str| {
+        printed
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| panic!("no {p}"))
+    };
+    let unit = vec![
+        get("labnet@.service"),
+        get(&format!("labnet@{lab}.service.d/labnet.conf")),
+    ];
+
+    // Without CAP_SYS_ADMIN there is no namespace: the bounding set really bounds.
+    let no_admin = vec!["CAP_NET_ADMIN CAP_DAC_READ_SEARCH".to_string()];
+    let out = run_lab_exec(&unit, "ExecStart", &lab, &env, Some(no_admin));
+    assert!(
+        !out.status.success(),
+        "up worked without CAP_SYS_ADMIN: {}",
+        text(&out)
+    );
+    assert!(!netns_list().contains(&lab));
+    // Without CAP_DAC_READ_SEARCH the key is unreadable.
+    let no_dac = vec!["CAP_NET_ADMIN CAP_SYS_ADMIN".to_string()];
+    let out = run_lab_exec(&unit, "ExecStart", &lab, &env, Some(no_dac));
+    assert!(
+        !out.status.success() && text(&out).contains("private_key_file"),
+        "{}",
+        text(&out)
+    );
+
+    // With the unit's own set: the lab comes up, wireguard-go included, and goes away again.
+    let out = run_lab_exec(&unit, "ExecStart", &lab, &env, None);
+    assert!(
+        out.status.success(),
+        "ExecStart under the unit's privileges: {}",
+        text(&out)
+    );
+    assert!(netns_list().contains(&lab));
+    let addr = sh(&format!("ip -n {lab} -4 -o addr show"));
+    assert!(
+        addr.contains(&format!("{id}wg")) && addr.contains("192.168.20.1/24"),
+        "{addr}"
+    );
+    assert_eq!(
+        pids_with_arg("wireguard-go", &format!("{id}wg")).len(),
+        1,
+        "one wireguard-go for the lab"
+    );
+    let out = run_lab_exec(&unit, "ExecStop", &lab, &env, None);
+    assert!(out.status.success(), "ExecStop: {}", text(&out));
+    assert!(
+        !netns_list().contains(&lab),
+        "namespace left after ExecStop"
+    );
+    assert!(
+        pids_with_arg("wireguard-go", &format!("{id}wg")).is_empty(),
+        "wireguard-go left after ExecStop"
+    );
+    assert!(!Path::new(&format!("/var/run/wireguard/{id}wg.sock")).exists());
+    // ExecStopPost after a clean stop: nothing recorded, nothing to do, success.
+    let out = run_lab_exec(&unit, "ExecStopPost", &lab, &env, None);
+    assert!(out.status.success(), "ExecStopPost: {}", text(&out));
+}

@@ -33,7 +33,10 @@
 //! gives the unit its own mount namespace (`ProtectSystem=`, `ProtectHome=`, `PrivateTmp=`,
 //! `ReadWritePaths=`, ...) would make that bind mount private to the unit (systemd sets up
 //! the unit's mounts as slaves of the host's), so the namespace would vanish for everyone
-//! else. The lab unit therefore runs as root with the host's view, like seed 000's oneshot.
+//! else. The lab unit therefore runs as root with the host's view, like seed 000's oneshot,
+//! but with a capability bounding set of only what `up`/`down` use (`CAP_NET_ADMIN`,
+//! `CAP_SYS_ADMIN`, `CAP_DAC_READ_SEARCH`), `NoNewPrivileges=` and the seccomp-only
+//! switches that need no mount namespace.
 //!
 //! # Userspace WireGuard gets no unit of its own
 //!
@@ -308,6 +311,15 @@ ExecStopPost={bin} down %i
 KillMode=control-group
 TimeoutStartSec=90s
 TimeoutStopSec=30s
+# What `up` and `down` need, and no more: netlink, nftables and the TUN device
+# (NET_ADMIN), making and entering namespaces (SYS_ADMIN), reading a key or config file
+# owned by another user (DAC_READ_SEARCH).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_DAC_READ_SEARCH
+NoNewPrivileges=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+SystemCallArchitectures=native
 # No ProtectSystem=/PrivateTmp=/...: a private mount namespace would hide the bind mount
 # /run/netns/%i that `up` makes from the rest of the system.
 
