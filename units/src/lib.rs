@@ -335,7 +335,8 @@ fn daemon_template(bin: &str, d: Daemon) -> String {
         Daemon::Dhcpd => (
             "DHCP server",
             "CAP_NET_BIND_SERVICE CAP_NET_RAW",
-            "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
+            // A UDP socket bound to the bridge: no packet sockets.
+            "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         ),
         Daemon::Dns => (
             "DNS server",
