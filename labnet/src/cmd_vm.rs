@@ -44,8 +44,7 @@ pub struct BootArgs {
     /// start; run-PID for run).
     #[arg(long)]
     pub name: Option<String>,
-    /// Kernel image (bzImage). For microvm, a build tree's vmlinux next to
-    /// arch/x86/boot/bzImage is booted instead (PVH, much faster under TCG).
+    /// Kernel image (bzImage).
     #[arg(long)]
     pub kernel: PathBuf,
     /// Use this initrd instead of the generated initramfs.
@@ -92,6 +91,11 @@ pub struct BootArgs {
     /// Kill the VM after this many seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// microvm: boot an uncompressed vmlinux through PVH (the build tree's, or one unpacked
+    /// from the bzImage) instead of the bzImage. Experimental: with the Debian 6.1 kernel and
+    /// QEMU 10 under TCG, PVH boots hang at ACPI init once a virtio-mmio device is attached.
+    #[arg(long)]
+    pub pvh: bool,
 }
 
 #[derive(Args)]
@@ -220,6 +224,7 @@ fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
     o.add = b.add.iter().map(|s| vm::initramfs::parse_add(s)).collect::<Result<_, _>>()?;
     o.qemu = b.qemu.clone();
     o.timeout = b.timeout.map(Duration::from_secs);
+    o.pvh = b.pvh;
     Ok(o)
 }
 

@@ -45,7 +45,8 @@ pub fn kvm_usable() -> Result<(), String> {
         .map_err(|e| format!("/dev/kvm: {e}"))?;
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
     if v != 12 {
-        return Err(format!("/dev/kvm: KVM_GET_API_VERSION returned {v}, not 12"));
+        let e = std::io::Error::last_os_error();
+        return Err(format!("/dev/kvm: KVM_GET_API_VERSION returned {v} ({e}), not 12"));
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         return Err("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels".into());

@@ -13,6 +13,7 @@
 pub mod accel;
 pub mod cpio;
 pub mod initramfs;
+pub mod kernel;
 pub mod manage;
 pub mod modules;
 pub mod naming;
