@@ -2,8 +2,9 @@
 //! namespace, answers the local zone (`lab.` by default: one A record per host in the hosts
 //! file dhcpd writes, PTR records in the bridge subnet's reverse zone) and forwards every
 //! other name to the lab's upstreams with failover, a hard timeout and a TTL-respecting
-//! cache. Built on hickory-server: a [`Catalog`](hickory_server::zone_handler::Catalog) with
-//! in-memory zones for the local names and a forwarder for the root.
+//! cache. Built on hickory-server: its [`Server`](hickory_server::Server) does the sockets,
+//! a [`Catalog`](hickory_server::zone_handler::Catalog) of in-memory zones answers the local
+//! names, and [`relay`] forwards the rest.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dns::Error> {
@@ -22,9 +23,10 @@
 //! dns::server::serve(cfg, bound, std::future::pending()).await
 //! # }
 //! ```
-pub mod forward;
+pub mod handler;
 pub mod hosts;
 pub mod notify;
+pub mod relay;
 pub mod server;
 pub mod zone;
 

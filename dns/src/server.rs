@@ -10,7 +10,8 @@ use hickory_server::proto::rr::LowerName;
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use hickory_server::Server;
 
-use crate::forward::BoundedForwarder;
+use crate::handler::LabHandler;
+use crate::relay::Relay;
 use crate::zone::LocalZones;
 use crate::{hosts, Config, Error};
 
@@ -61,21 +62,19 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
 pub async fn serve(cfg: Config, bound: Bound, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let zones = Arc::new(LocalZones::new(&cfg.zone, cfg.bridge, cfg.prefix)?);
     let mut catalog = Catalog::new();
-    if !cfg.upstreams.is_empty() {
-        let fwd = BoundedForwarder::new(&cfg.upstreams, cfg.timeout, cfg.cache_size)?;
-        catalog.upsert(
-            LowerName::from(hickory_server::proto::rr::Name::root()),
-            vec![Arc::new(fwd) as Arc<dyn ZoneHandler>],
-        );
-    }
     // Without upstreams the catalog answers REFUSED for other names: nothing is made up.
-    catalog.upsert(
-        LowerName::from(zones.zone.clone()),
-        vec![zones.forward.clone() as Arc<dyn ZoneHandler>],
-    );
+    let mut local = vec![LowerName::from(zones.zone.clone())];
+    catalog.upsert(local[0].clone(), vec![zones.forward.clone() as Arc<dyn ZoneHandler>]);
     for (name, h) in zones.reverse_names().iter().zip(&zones.reverse) {
+        local.push(LowerName::from(name.clone()));
         catalog.upsert(LowerName::from(name.clone()), vec![h.clone() as Arc<dyn ZoneHandler>]);
     }
+    let relay = if cfg.upstreams.is_empty() {
+        None
+    } else {
+        Some(Relay::new(&cfg.upstreams, cfg.timeout, cfg.cache_size)?)
+    };
+    let handler = LabHandler::new(catalog, local, relay);
 
     // Load the hosts file before the first query is read.
     let mut watcher = HostsWatcher::new(cfg.hosts_file.clone(), cfg.zone.clone());
@@ -87,7 +86,7 @@ pub async fn serve(cfg: Config, bound: Bound, shutdown: impl Future<Output = ()>
         }
     });
 
-    let mut server = Server::new(catalog);
+    let mut server = Server::new(handler);
     server.register_socket(bound.udp);
     server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
 

@@ -1,0 +1,488 @@
+//! Forwarding: the client's query goes to an upstream as it came (only the ID is replaced),
+//! the upstream's answer comes back with its records, flags and TTLs, like dnsmasq does it.
+//!
+//! Why not hickory's `ForwardZoneHandler`: it resolves every name again through
+//! hickory-resolver (a fresh socket per query, its own lookup logic, answers only), which
+//! measured at half of dnsmasq's rate on the bench (`bench/RESULTS.md`). This relay keeps a
+//! few long-lived upstream sockets, matches answers by ID, and caches whole answers.
+//!
+//! - failover: upstreams are tried in turn (the last one that answered first), each try gets
+//!   its share of the deadline; SERVFAIL/REFUSED from one upstream means "ask the next";
+//! - deadline: `timeout` bounds the whole query; past it the client gets SERVFAIL;
+//! - at most [`MAX_IN_FLIGHT`] queries wait on upstreams, the rest get SERVFAIL at once;
+//! - cache: keyed by (name, type, class); positive answers live for their smallest TTL,
+//!   negative ones for the SOA's negative TTL; TTLs count down in served answers; TTL 0 and
+//!   truncated answers are not cached; `cache_size` 0 = no cache.
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Message, Metadata, ResponseCode};
+use hickory_server::proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::Error;
+
+/// Most queries waiting on upstreams at once; beyond that new ones get SERVFAIL at once.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Upstream UDP sockets (each on its own random port).
+const SOCKETS: usize = 4;
+/// Cached answers never live longer than this, whatever the upstream says.
+const MAX_CACHE_TTL: u32 = 86400;
+/// Each try at one upstream gets at least this long (unless the deadline is nearer).
+const MIN_TRY: Duration = Duration::from_millis(250);
+
+type Key = (LowerName, RecordType, DNSClass);
+type Waiters = Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>;
+
+pub struct Relay {
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    socks: Vec<Arc<UdpSocket>>,
+    waiting: Arc<Waiters>,
+    next_sock: AtomicUsize,
+    preferred: AtomicUsize,
+    ids: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+    cache: Option<Mutex<Cache>>,
+    slots: Semaphore,
+}
+
+impl Relay {
+    /// Opens the upstream sockets (needs a tokio runtime) and starts their receive tasks.
+    pub fn new(upstreams: &[SocketAddr], timeout: Duration, cache_size: usize) -> Result<Arc<Self>, Error> {
+        if upstreams.is_empty() {
+            return Err(Error::Config {
+                field: "dns.upstreams".into(),
+                message: "no upstreams".into(),
+            });
+        }
+        let waiting: Arc<Waiters> = Arc::default();
+        let mut socks = Vec::new();
+        for _ in 0..SOCKETS {
+            let bind: SocketAddr = if upstreams[0].is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .unwrap();
+            let s = std::net::UdpSocket::bind(bind)
+                .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                .and_then(UdpSocket::from_std)
+                .map_err(|e| Error::Bind {
+                    addr: format!("udp {bind} (upstream socket)"),
+                    source: e,
+                })?;
+            let s = Arc::new(s);
+            tokio::spawn(receive(s.clone(), waiting.clone()));
+            socks.push(s);
+        }
+        Ok(Arc::new(Relay {
+            upstreams: upstreams.to_vec(),
+            timeout,
+            socks,
+            waiting,
+            next_sock: AtomicUsize::new(0),
+            preferred: AtomicUsize::new(0),
+            ids: AtomicU64::new(0),
+            hasher: Default::default(),
+            cache: (cache_size > 0).then(|| Mutex::new(Cache::new(cache_size))),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+        }))
+    }
+
+    /// Answers `request` (exactly one query, not in a local zone) from the cache or upstream.
+    pub async fn handle<R: ResponseHandler, T: Time>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+        let q = &request.queries.queries()[0];
+        let key: Key = (q.name().clone(), q.query_type(), q.query_class());
+        let edns = response_edns(request);
+
+        if let Some(cache) = &self.cache {
+            let hit = cache.lock().unwrap().get(&key);
+            if let Some((msg, age)) = hit {
+                return respond(request, &msg, age, edns.as_ref(), &mut rh).await;
+            }
+        }
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return servfail(request, edns.as_ref(), &mut rh).await;
+        };
+        let tcp = request.protocol() == Protocol::Tcp;
+        let Some(msg) = self.forward(request.as_slice(), &key, tcp).await else {
+            return servfail(request, edns.as_ref(), &mut rh).await;
+        };
+        let msg = Arc::new(msg);
+        if let (Some(cache), Some(ttl)) = (&self.cache, cache_ttl(&msg)) {
+            cache.lock().unwrap().insert(key, msg.clone(), ttl);
+        }
+        respond(request, &msg, 0, edns.as_ref(), &mut rh).await
+    }
+
+    /// Tries the upstreams in turn until one gives a usable answer or the deadline passes.
+    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<Message> {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.upstreams.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let share = (self.timeout / n as u32).max(MIN_TRY);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let budget = share.min(deadline - now);
+            let upstream = self.upstreams[idx];
+            let got = if tcp {
+                tokio::time::timeout(budget, ask_tcp(upstream, query))
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                self.ask_udp(upstream, query, budget).await
+            };
+            let Some(msg) = got
+                .and_then(|b| Message::from_vec(&b).ok())
+                .filter(|m| same_question(m, key))
+            else {
+                // No (usable) answer: prefer the next upstream from now on.
+                let _ = self
+                    .preferred
+                    .compare_exchange(idx, (idx + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+                continue;
+            };
+            if matches!(
+                msg.metadata.response_code,
+                ResponseCode::ServFail | ResponseCode::Refused
+            ) {
+                last = Some(msg);
+                continue;
+            }
+            self.preferred.store(idx, Ordering::Relaxed);
+            return Some(msg);
+        }
+        last
+    }
+
+    async fn ask_udp(&self, upstream: SocketAddr, query: &[u8], budget: Duration) -> Option<Vec<u8>> {
+        if query.len() < 12 {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        // A random ID that no other waiting query has.
+        let id = {
+            let mut w = self.waiting.lock().unwrap();
+            let mut id;
+            loop {
+                id = self.hasher.hash_one(self.ids.fetch_add(1, Ordering::Relaxed)) as u16;
+                if !w.contains_key(&id) {
+                    break;
+                }
+            }
+            w.insert(id, (upstream, tx));
+            id
+        };
+        let mut out = query.to_vec();
+        out[..2].copy_from_slice(&id.to_be_bytes());
+        let sock = &self.socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % self.socks.len()];
+        let answer = match sock.send_to(&out, upstream).await {
+            Ok(_) => tokio::time::timeout(budget, rx).await.ok().and_then(|r| r.ok()),
+            Err(_) => None,
+        };
+        if answer.is_none() {
+            self.waiting.lock().unwrap().remove(&id);
+        }
+        answer
+    }
+}
+
+/// Hands upstream answers to the query waiting for their ID (and only if they come from the
+/// upstream that query was sent to).
+async fn receive(sock: Arc<UdpSocket>, waiting: Arc<Waiters>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            // ICMP errors and the like surface here; the waiter times out and fails over.
+            continue;
+        };
+        if n < 12 {
+            continue;
+        }
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        let mut w = waiting.lock().unwrap();
+        if w.get(&id).is_some_and(|(from, _)| *from == src) {
+            let (_, tx) = w.remove(&id).unwrap();
+            drop(w);
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    }
+}
+
+async fn ask_tcp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(upstream).await.ok()?;
+    let mut frame = Vec::with_capacity(query.len() + 2);
+    frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    frame.extend_from_slice(query);
+    s.write_all(&frame).await.ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.ok()?;
+    // The ID was the client's; matching is by question (TCP to one upstream, one query).
+    Some(buf)
+}
+
+fn same_question(m: &Message, key: &Key) -> bool {
+    m.metadata.message_type == hickory_server::proto::op::MessageType::Response
+        && m.queries.len() == 1
+        && LowerName::new(m.queries[0].name()) == key.0
+        && m.queries[0].query_type() == key.1
+        && m.queries[0].query_class() == key.2
+}
+
+/// How long an answer may be cached: None = not at all.
+fn cache_ttl(m: &Message) -> Option<u32> {
+    if m.metadata.truncation {
+        return None;
+    }
+    let ttl = match m.metadata.response_code {
+        ResponseCode::NoError if !m.answers.is_empty() => m.answers.iter().map(|r| r.ttl).min()?,
+        ResponseCode::NoError | ResponseCode::NXDomain => m.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })?,
+        _ => return None,
+    };
+    (ttl > 0).then_some(ttl.min(MAX_CACHE_TTL))
+}
+
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().max(512));
+        e.set_version(0);
+        e
+    })
+}
+
+async fn respond<R: ResponseHandler>(
+    request: &Request,
+    msg: &Message,
+    age: u32,
+    edns: Option<&Edns>,
+    rh: &mut R,
+) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.recursion_available = true;
+    meta.response_code = msg.metadata.response_code;
+    meta.truncation = msg.metadata.truncation;
+    let aged = |rs: &[Record]| -> Vec<Record> {
+        rs.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = r.ttl.saturating_sub(age);
+                r
+            })
+            .collect()
+    };
+    let (answers, authorities, additionals);
+    let (a, n, d) = if age == 0 {
+        (&msg.answers[..], &msg.authorities[..], &msg.additionals[..])
+    } else {
+        answers = aged(&msg.answers);
+        authorities = aged(&msg.authorities);
+        additionals = aged(&msg.additionals);
+        (&answers[..], &authorities[..], &additionals[..])
+    };
+    let mut b = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(e) = edns {
+        b.edns(e);
+    }
+    let resp = b.build(meta, a.iter(), n.iter(), std::iter::empty(), d.iter());
+    match rh.send_response(resp).await {
+        Ok(info) => info,
+        Err(_) => failed(request),
+    }
+}
+
+async fn servfail<R: ResponseHandler>(request: &Request, edns: Option<&Edns>, rh: &mut R) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.recursion_available = true;
+    meta.response_code = ResponseCode::ServFail;
+    let mut b = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(e) = edns {
+        b.edns(e);
+    }
+    match rh.send_response(b.build_no_records(meta)).await {
+        Ok(info) => info,
+        Err(_) => failed(request),
+    }
+}
+
+fn failed(request: &Request) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.response_code = ResponseCode::ServFail;
+    hickory_server::proto::op::Header {
+        metadata: meta,
+        counts: Default::default(),
+    }
+    .into()
+}
+
+/// A bounded answer cache; when full, the oldest entry goes first.
+struct Cache {
+    map: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+    cap: usize,
+}
+
+struct Entry {
+    msg: Arc<Message>,
+    stored: Instant,
+    ttl: u32,
+}
+
+impl Cache {
+    fn new(cap: usize) -> Self {
+        Cache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// The answer and its age in whole seconds, if still fresh.
+    fn get(&mut self, key: &Key) -> Option<(Arc<Message>, u32)> {
+        let e = self.map.get(key)?;
+        let age = e.stored.elapsed().as_secs();
+        if age >= e.ttl as u64 {
+            self.map.remove(key);
+            return None;
+        }
+        Some((e.msg.clone(), age as u32))
+    }
+
+    fn insert(&mut self, key: Key, msg: Arc<Message>, ttl: u32) {
+        let entry = Entry {
+            msg,
+            stored: Instant::now(),
+            ttl,
+        };
+        if self.map.insert(key.clone(), entry).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Keys of entries that expired and were removed by get() linger in `order`; trim.
+        if self.order.len() > 2 * self.cap + 16 {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{MessageType, OpCode, Query};
+    use hickory_server::proto::rr::rdata::{A, SOA};
+    use hickory_server::proto::rr::Name;
+
+    fn msg(rcode: ResponseCode, answers: Vec<Record>, authorities: Vec<Record>) -> Message {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = rcode;
+        m.queries.push(Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        m.answers = answers;
+        m.authorities = authorities;
+        m
+    }
+
+    fn a(ttl: u32) -> Record {
+        Record::from_rdata(
+            Name::from_ascii("www.example.test.").unwrap(),
+            ttl,
+            RData::A(A::new(10, 9, 9, 9)),
+        )
+    }
+
+    fn soa(ttl: u32, minimum: u32) -> Record {
+        let n = Name::from_ascii("example.test.").unwrap();
+        Record::from_rdata(n.clone(), ttl, RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, minimum)))
+    }
+
+    #[test]
+    fn cache_ttl_follows_the_answer() {
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NoError, vec![a(300), a(60)], vec![])),
+            Some(60)
+        );
+        assert_eq!(cache_ttl(&msg(ResponseCode::NoError, vec![a(0)], vec![])), None);
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NoError, vec![a(999_999)], vec![])),
+            Some(MAX_CACHE_TTL)
+        );
+        // negative: min(SOA TTL, SOA minimum); without SOA not cached
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NXDomain, vec![], vec![soa(300, 30)])),
+            Some(30)
+        );
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NoError, vec![], vec![soa(20, 30)])),
+            Some(20)
+        );
+        assert_eq!(cache_ttl(&msg(ResponseCode::NXDomain, vec![], vec![])), None);
+        assert_eq!(cache_ttl(&msg(ResponseCode::ServFail, vec![], vec![])), None);
+        let mut tc = msg(ResponseCode::NoError, vec![a(300)], vec![]);
+        tc.metadata.truncation = true;
+        assert_eq!(cache_ttl(&tc), None);
+    }
+
+    #[test]
+    fn cache_is_bounded_and_expires() {
+        let mut c = Cache::new(2);
+        let key = |n: &str| {
+            (
+                LowerName::from(Name::from_ascii(n).unwrap()),
+                RecordType::A,
+                DNSClass::IN,
+            )
+        };
+        let m = Arc::new(msg(ResponseCode::NoError, vec![a(60)], vec![]));
+        c.insert(key("a."), m.clone(), 60);
+        c.insert(key("b."), m.clone(), 60);
+        c.insert(key("c."), m.clone(), 60);
+        assert!(c.get(&key("a.")).is_none(), "oldest entry evicted");
+        assert!(c.get(&key("b.")).is_some() && c.get(&key("c.")).is_some());
+        c.map.get_mut(&key("b.")).unwrap().stored -= Duration::from_secs(61);
+        assert!(c.get(&key("b.")).is_none(), "expired entry served");
+        let (_, age) = {
+            c.map.get_mut(&key("c.")).unwrap().stored -= Duration::from_secs(5);
+            c.get(&key("c.")).unwrap()
+        };
+        assert_eq!(age, 5);
+    }
+
+    #[test]
+    fn question_must_match() {
+        let m = msg(ResponseCode::NoError, vec![], vec![]);
+        let k = |n: &str, t| (LowerName::from(Name::from_ascii(n).unwrap()), t, DNSClass::IN);
+        assert!(same_question(&m, &k("WWW.example.test.", RecordType::A)));
+        assert!(!same_question(&m, &k("www.example.test.", RecordType::AAAA)));
+        assert!(!same_question(&m, &k("other.example.test.", RecordType::A)));
+    }
+}
