@@ -173,6 +173,15 @@ fn wireguard_lab_up_ping_masquerade_down() {
     assert_eq!(f("bounce box").unwrap()["ok"], true, "{v:#}");
     assert_eq!(f("firewall").unwrap()["ok"], true, "{v:#}");
 
+    // With the bounce box's tunnel down, doctor says so in words (and fails).
+    sh(&format!("ip -n {} link set {id}wb down", b.ns));
+    let dr = labnet(&["doctor", &lab, "--config", &cfgs], &env);
+    assert!(!dr.status.success(), "{}", text(&dr));
+    let words = String::from_utf8_lossy(&dr.stdout).to_string();
+    assert!(words.contains("[FAIL] bounce box:") && words.contains("does not answer ping"), "{words}");
+    assert!(words.contains("[FAIL] dns upstream: DNS not answering: 192.168.20.2:53"), "{words}");
+    sh(&format!("ip -n {} link set {id}wb up", b.ns));
+
     // up again: nothing changes.
     let before = sh(&format!("ip -n {lab} -o link show; ip -n {lab} -4 -o addr show"));
     let again = labnet(&["up", &lab, "--config", &cfgs, "--no-daemons"], &env);
