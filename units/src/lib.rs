@@ -26,7 +26,7 @@
 //! the lab comes from a file, that file's path. The drop-ins are also the record of which
 //! labs are installed: `remove LAB` deletes the templates only when no other lab has any.
 //!
-//! # The lab unit is not sandboxed, on purpose
+//! # The lab unit has no mount sandbox, on purpose
 //!
 //! `labnet up` creates the namespace by bind-mounting it on `/run/netns/LAB`, writes
 //! `/etc/netns/LAB/`, and may change the host's nftables and `ip_forward`. Any option that
@@ -51,8 +51,8 @@
 //! stop, `ExecStop=labnet down` stops it by pid (SIGTERM, so it removes its UAPI socket and
 //! TUN); only after ExecStop returns does systemd signal what is left in the cgroup.
 //! `KillMode=control-group` (SIGTERM to every leftover, then SIGKILL) is set explicitly:
-//! with `mixed` or `process` a leftover wireguard-go would get SIGKILL at once or nothing at
-//! all, leaving a stale socket under /var/run/wireguard; with `none` it would outlive the lab.
+//! with `mixed` a leftover wireguard-go would get no SIGTERM, only the final SIGKILL (leaving
+//! a stale socket under /var/run/wireguard); with `process` or `none` it would outlive the lab.
 //! A wireguard-go that dies while the lab is up is reported by `labnet status`/`doctor`;
 //! `systemctl restart labnet@LAB` rebuilds the lab (daemons included, see below).
 //!
@@ -85,6 +85,20 @@
 //!
 //! Every `Exec*=` names the `labnet` binary by the absolute path given to [`generate`]
 //! (the CLI uses the running binary or `--labnet-bin`); nothing refers to a source tree.
+//!
+//! # Requirements and tests
+//!
+//! systemd >= 248 (`LoadCredential=`, the `%d` specifier, `ProtectProc=`); Debian 12 has 252.
+//! The tests check every generated file against goldens (tests/golden, `LABNET_BLESS=1`
+//! rewrites), run `systemd-analyze verify` on real instances (any warning fails), and
+//! install/remove under a temp root. Without systemd as PID 1 the privileges cannot be
+//! tried for real, so tests/tests/units_sandbox.rs does what systemd would with the printed
+//! unit text: each daemon's ExecStart runs in the lab's namespace as a non-root uid with only
+//! the unit's capabilities, no-new-privs, everything read-only but its state directory, the
+//! config as a credential, and READY=1 on NOTIFY_SOCKET; then dns answers a query and dhcpd
+//! leases an address to udhcpc, and without the capabilities neither can bind its port. The
+//! lab unit's ExecStart/ExecStop build and remove a userspace-WireGuard lab under its
+//! bounding set, and fail without CAP_SYS_ADMIN or CAP_DAC_READ_SEARCH.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
