@@ -85,7 +85,8 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{}", text(&out));
 
     // The lease, with the VM's name as hostname and its stable MAC.
-    let leases = labnet(&["leases", &l.id, "--json"], &l.env);
+    let cfg = l.root.join("lab.toml").display().to_string();
+    let leases = labnet(&["leases", &l.id, "--config", &cfg, "--json"], &l.env);
     assert!(leases.status.success(), "{}", text(&leases));
     let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
     let st: serde_json::Value = serde_json::from_slice(
@@ -100,6 +101,8 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
         .find(|x| x["hostname"].as_str() == Some(&name))
         .unwrap_or_else(|| panic!("no lease for {name}: {v}"));
     assert_eq!(found["mac"].as_str(), Some(mac), "{v}");
+    assert_eq!(found["vm"].as_str(), Some(name.as_str()), "{v}");
+    assert_eq!(found["state"].as_str(), Some("active"), "{v}");
     assert!(found["ip"].as_str().unwrap().starts_with("10.78.0."), "{v}");
     // The reservation the VM registered for dhcpd.
     let res = l.root.join("run").join(&l.id).join("reservations").join(format!("{name}.json"));
