@@ -124,7 +124,7 @@ fn vm_start_stop_lifecycle_and_errors() {
         return;
     }
     let mut c = Cleanup::default();
-    let l = lab(&mut c, "vmlife", false);
+    let l = lab(&mut c, "vmlife", true);
     let (k, m) = kernel();
     let vm = |args: &[&str]| {
         let mut a = vec!["vm"];
@@ -168,16 +168,70 @@ fn vm_start_stop_lifecycle_and_errors() {
         v[0]["state"] == "stopped"
     });
 
-    // 2. `vm stop`: QEMU ends, the tap goes, the supervisor exits.
-    start("a");
-    assert_eq!(taps(&l.id), ["tap-a"]);
-    let o = vm(&["stop", "a", "--lab", &l.id, "--timeout", "10"]);
+    // 2. A booted VM with a 9p share, a multipath disk and an added file: it gets a lease
+    //    from labnet's dhcpd (`vm ip`, `vm list`), its console works, `vm stop` ends it and
+    //    the tap goes.
+    let share = l.root.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("f"), "from-the-host\n").unwrap();
+    let mp = l.root.join("mp.raw");
+    std::fs::write(&mp, vec![0u8; 1 << 20]).unwrap();
+    let marker = l.root.join("marker");
+    std::fs::write(&marker, "added-file\n").unwrap();
+    let o = vm(&[
+        "start", "--lab", &l.id, "--name", "b", "--kernel", &k, "--modules", &m, "--daemonize",
+        "--share", &format!("{}:hs", share.display()),
+        "--multipath", &mp.display().to_string(),
+        "--add", &format!("{}:/etc/marker", marker.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(taps(&l.id), ["tap-b"]);
+    let ip = vm(&["ip", "b", "--lab", &l.id, "--wait", "90"]);
+    assert!(ip.status.success(), "{}", text(&ip));
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+    assert!(ip.starts_with("10.78.0."), "{ip}");
+    let v: serde_json::Value = serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+    let b = v.as_array().unwrap().iter().find(|x| x["name"] == "b").unwrap();
+    assert_eq!(b["ip"].as_str(), Some(ip.as_str()), "{v}");
+    // The console: a command typed into the guest's shell, then Ctrl-] to detach.
+    let mut con = Command::new(labnet_bin())
+        .args(["vm", "console", "b", "--lab", &l.id])
+        .envs(l.env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.pid(con.id());
+    {
+        use std::io::Write;
+        let mut stdin = con.stdin.take().unwrap();
+        stdin
+            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; echo CONSOLE-$((40+2))\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+        stdin.write_all(&[0x1d]).unwrap();
+    }
+    let out = con.wait_with_output().unwrap();
+    let text_out = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text_out.contains("CONSOLE-42"), "console: {text_out}");
+    assert!(text_out.contains("from-the-host"), "9p share: {text_out}");
+    assert!(text_out.contains("added-file"), "--add: {text_out}");
+    let wwids: Vec<&str> = text_out.lines().filter(|l| l.starts_with("naa.")).collect();
+    assert_eq!(wwids.len(), 2, "two paths with a wwid: {text_out}");
+    assert_eq!(wwids[0], wwids[1], "same wwid on both paths: {text_out}");
+    let o = vm(&["stop", "b", "--lab", &l.id, "--timeout", "10"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(taps(&l.id).is_empty(), "tap left after stop: {:?}", taps(&l.id));
-    fails(&["stop", "a", "--lab", &l.id], "not running");
+    fails(&["stop", "b", "--lab", &l.id], "not running");
     fails(&["stop", "nosuch", "--lab", &l.id], "no VM \"nosuch\"");
     // The supervisor (its argv names the lab) has exited.
-    wait_for("the supervisor to exit", 5, || pids_with_arg("labnet", &l.id).is_empty());
+    wait_for("the supervisor to exit", 5, || {
+        pids_with_arg("labnet", &l.id).into_iter().all(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            !cmd.split(|c| *c == 0).any(|a| a == b"start")
+        })
+    });
     let down = labnet(&["down", &l.id], &l.env);
     assert!(down.status.success(), "{}", text(&down));
 }
