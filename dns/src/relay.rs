@@ -207,7 +207,8 @@ async fn receive(sock: Arc<UdpSocket>, waiting: Arc<Waiters>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let Ok((n, src)) = sock.recv_from(&mut buf).await else {
-            // ICMP errors and the like surface here; the waiter times out and fails over.
+            // Nothing to hand over; the waiter times out and fails over. Do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         if n < 12 {

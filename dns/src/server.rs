@@ -22,13 +22,13 @@ pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Sockets bound and ready: readiness may be reported once this exists.
 pub struct Bound {
-    udp: tokio::net::UdpSocket,
+    udp: Vec<tokio::net::UdpSocket>,
     tcp: tokio::net::TcpListener,
 }
 
 impl Bound {
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.udp.local_addr().ok()
+        self.udp.first()?.local_addr().ok()
     }
 }
 
@@ -42,19 +42,32 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
     };
     let domain = Domain::for_address(addr);
 
-    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| bind_err("udp", e))?;
-    // A bigger receive queue rides out bursts instead of dropping them.
-    let _ = udp.set_recv_buffer_size(4 << 20);
-    udp.set_nonblocking(true).map_err(|e| bind_err("udp", e))?;
-    udp.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
-    let udp = tokio::net::UdpSocket::from_std(udp.into()).map_err(|e| bind_err("udp", e))?;
-
+    // TCP first: it has no SO_REUSEPORT, so a second server on this address fails here
+    // before its UDP sockets could take a share of the queries.
     let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| bind_err("tcp", e))?;
     tcp.set_reuse_address(true).map_err(|e| bind_err("tcp", e))?;
     tcp.set_nonblocking(true).map_err(|e| bind_err("tcp", e))?;
     tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
     tcp.listen(128).map_err(|e| bind_err("tcp", e))?;
     let tcp = tokio::net::TcpListener::from_std(tcp.into()).map_err(|e| bind_err("tcp", e))?;
+
+    // One UDP socket per core on the same address (SO_REUSEPORT): the kernel spreads clients
+    // over them and hickory reads each one on its own task.
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let mut udp = Vec::new();
+    for _ in 0..n {
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| bind_err("udp", e))?;
+        // A bigger receive queue rides out bursts instead of dropping them.
+        let _ = s.set_recv_buffer_size(4 << 20);
+        s.set_reuse_port(n > 1).map_err(|e| bind_err("udp", e))?;
+        s.set_nonblocking(true).map_err(|e| bind_err("udp", e))?;
+        s.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
+        udp.push(tokio::net::UdpSocket::from_std(s.into()).map_err(|e| bind_err("udp", e))?);
+    }
+
     Ok(Bound { udp, tcp })
 }
 
@@ -87,7 +100,9 @@ pub async fn serve(cfg: Config, bound: Bound, shutdown: impl Future<Output = ()>
     });
 
     let mut server = Server::new(handler);
-    server.register_socket(bound.udp);
+    for s in bound.udp {
+        server.register_socket(s);
+    }
     server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
 
     let token = server.shutdown_token().clone();

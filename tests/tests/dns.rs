@@ -465,6 +465,21 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     let r = dig_in(&t.up, "10.77.0.1", &["www.example.test"]);
     assert_eq!(r.status, "NO ANSWER", "the lab's uplink address answers DNS: {}", r.raw);
 
+    // A second server for the same lab refuses to start instead of sharing the port.
+    let o = run(Command::new(labnet_bin())
+        .args(["dns", &t.lab, "--enter-netns"])
+        .envs(t.env.iter().cloned()));
+    assert!(!o.status.success(), "second labnet dns started: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("cannot listen on tcp {SERVER}:53")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        dig_in(&t.cl, SERVER, &["vm1.lab"]).answers(),
+        vec!["vm1.lab. A 192.168.77.100"]
+    );
+
     d.assert_alive();
     d.terminate();
 }
