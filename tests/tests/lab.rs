@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 struct Bounce {
     ns: String,
-    underlay_host: String,
     endpoint: String,
     bounce_pub: String,
     lab_key: PathBuf,
@@ -64,7 +63,6 @@ fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> Bounce {
     ));
     Bounce {
         ns,
-        underlay_host: u0,
         endpoint: format!("{bounce_ip}:51820"),
         bounce_pub: std::fs::read_to_string(dir.join("bounce.pub")).unwrap().trim().to_string(),
         lab_key,
