@@ -217,11 +217,19 @@ fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
     };
     o.accel = vm::accel::Choice::parse(&b.accel)?;
     o.overlay = b.overlay;
-    o.shares = b.shares.iter().map(|s| Share::parse(s)).collect::<Result<_, _>>()?;
+    o.shares = b
+        .shares
+        .iter()
+        .map(|s| Share::parse(s))
+        .collect::<Result<_, _>>()?;
     o.multipath = b.multipath.clone();
     o.modules = b.modules.clone();
     o.extra_modules = b.extra_modules.clone();
-    o.add = b.add.iter().map(|s| vm::initramfs::parse_add(s)).collect::<Result<_, _>>()?;
+    o.add = b
+        .add
+        .iter()
+        .map(|s| vm::initramfs::parse_add(s))
+        .collect::<Result<_, _>>()?;
     o.qemu = b.qemu.clone();
     o.timeout = b.timeout.map(Duration::from_secs);
     o.pvh = b.pvh;
@@ -236,7 +244,10 @@ fn default_name(lab: &str) -> String {
         .filter(|s| s.qemu_alive())
         .map(|s| s.name)
         .collect();
-    (1..).map(|i| format!("vm{i}")).find(|n| !taken.contains(n)).unwrap()
+    (1..)
+        .map(|i| format!("vm{i}"))
+        .find(|n| !taken.contains(n))
+        .unwrap()
 }
 
 fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
@@ -310,13 +321,23 @@ fn start(a: StartArgs) -> Result<()> {
         None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
     let p = vm::supervise::prepare(&o)?;
-    let out = vm::supervise::launch(&p, vm::supervise::Mode::Start { attach_console: attach }, &mut |st| banner(&p, st))?;
+    let out = vm::supervise::launch(
+        &p,
+        vm::supervise::Mode::Start {
+            attach_console: attach,
+        },
+        &mut |st| banner(&p, st),
+    )?;
     eprintln!("{name}: {}", out.exit);
     Ok(())
 }
 
 fn run_cmd(a: RunArgs) -> Result<()> {
-    let name = a.boot.name.clone().unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let name = a
+        .boot
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
     let mut o = options(&a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     let p = vm::supervise::prepare(&o)?;
@@ -337,7 +358,9 @@ fn lease_ip(lab: &str, mac: &str) -> Option<Ipv4Addr> {
     let now = vm::state::now();
     leases
         .into_iter()
-        .filter(|l| l.mac.eq_ignore_ascii_case(mac) && l.state_at(now) == dhcpd::leases::LeaseState::Active)
+        .filter(|l| {
+            l.mac.eq_ignore_ascii_case(mac) && l.state_at(now) == dhcpd::leases::LeaseState::Active
+        })
         .max_by_key(|l| l.start)
         .map(|l| l.ip)
 }
@@ -349,7 +372,10 @@ fn list(a: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&vms)?);
         return Ok(());
     }
-    println!("{:<16} {:<8} {:>8} {:<17} {:<15} {:<15} {:>7}", "NAME", "STATE", "PID", "MAC", "TAP", "IP", "UPTIME");
+    println!(
+        "{:<16} {:<8} {:>8} {:<17} {:<15} {:<15} {:>7}",
+        "NAME", "STATE", "PID", "MAC", "TAP", "IP", "UPTIME"
+    );
     for v in vms {
         println!(
             "{:<16} {:<8} {:>8} {:<17} {:<15} {:<15} {:>7}",
@@ -359,7 +385,9 @@ fn list(a: ListArgs) -> Result<()> {
             v.mac,
             v.tap,
             v.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-            v.uptime_secs.map(|s| format!("{s}s")).unwrap_or_else(|| "-".into())
+            v.uptime_secs
+                .map(|s| format!("{s}s"))
+                .unwrap_or_else(|| "-".into())
         );
     }
     Ok(())
@@ -389,7 +417,12 @@ fn ssh(a: SshArgs) -> Result<()> {
     let lab = lab_name(&a.lab)?;
     let ip = vm_ip(&lab, &a.name, 0)?;
     let mut args: Vec<String> = [
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
     ]
     .map(String::from)
     .into();

@@ -11,7 +11,10 @@ fn kernel() -> (String, String) {
     let root = Path::new("/var/cache/labnet-kernel");
     let k = root.join("boot").join(format!("vmlinuz-{KVER}"));
     let m = root.join("lib/modules").join(KVER);
-    assert!(k.exists() && m.join("modules.dep").exists(), "guest kernel not unpacked (.ci/install-deps.sh)");
+    assert!(
+        k.exists() && m.join("modules.dep").exists(),
+        "guest kernel not unpacked (.ci/install-deps.sh)"
+    );
     (k.display().to_string(), m.display().to_string())
 }
 
@@ -59,7 +62,10 @@ fn taps(lab: &str) -> Vec<String> {
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -77,12 +83,34 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
     let (k, m) = kernel();
     let name = format!("g{}", &l.id[2..]);
     let out = run(Command::new("timeout")
-        .args(["120", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &l.id, "--name", &name])
-        .args(["--kernel", &k, "--modules", &m, "--machine", "microvm", "--"])
+        .args([
+            "120",
+            labnet_bin().to_str().unwrap(),
+            "vm",
+            "run",
+            "--lab",
+            &l.id,
+            "--name",
+            &name,
+        ])
+        .args([
+            "--kernel",
+            &k,
+            "--modules",
+            &m,
+            "--machine",
+            "microvm",
+            "--",
+        ])
         .args(["sh", "-c", "echo hi; exit 3"])
         .envs(l.env.iter().cloned()));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi\n",
+        "{}",
+        text(&out)
+    );
 
     // The lease, with the VM's name as hostname and its stable MAC.
     let cfg = l.root.join("lab.toml").display().to_string();
@@ -90,7 +118,15 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
     assert!(leases.status.success(), "{}", text(&leases));
     let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
     let st: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(l.root.join("run").join(&l.id).join("vms").join(&name).join("state.json")).unwrap(),
+        &std::fs::read(
+            l.root
+                .join("run")
+                .join(&l.id)
+                .join("vms")
+                .join(&name)
+                .join("state.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mac = st["mac"].as_str().unwrap();
@@ -105,7 +141,12 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
     assert_eq!(found["state"].as_str(), Some("active"), "{v}");
     assert!(found["ip"].as_str().unwrap().starts_with("10.78.0."), "{v}");
     // The reservation the VM registered for dhcpd.
-    let res = l.root.join("run").join(&l.id).join("reservations").join(format!("{name}.json"));
+    let res = l
+        .root
+        .join("run")
+        .join(&l.id)
+        .join("reservations")
+        .join(format!("{name}.json"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&res).unwrap()).unwrap();
     assert_eq!(r["mac"].as_str(), Some(mac));
 
@@ -135,17 +176,81 @@ fn vm_start_stop_lifecycle_and_errors() {
         let o = vm(args);
         assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
     };
-    fails(&["start", "--lab", &l.id, "--kernel", "/nonexistent/bzImage"], "--kernel /nonexistent/bzImage");
-    fails(&["start", "--lab", "nolab-vmx", "--kernel", &k], "lab \"nolab-vmx\" is not up");
-    fails(&["start", "--lab", &l.id, "--kernel", &k, "--qemu", "/nonexistent/qemu"], "/nonexistent/qemu");
-    fails(&["start", "--lab", &l.id, "--kernel", &k, "--name", "Bad_Name"], "--name:");
-    fails(&["run", "--lab", &l.id, "--kernel", &k, "--modules", "/nonexistent", "--", "true"], "--modules /nonexistent");
-    fails(&["run", "--lab", &l.id, "--kernel", &k, "--modules", &m, "--module", "nosuchmod", "--", "true"], "\"nosuchmod\"");
+    fails(
+        &["start", "--lab", &l.id, "--kernel", "/nonexistent/bzImage"],
+        "--kernel /nonexistent/bzImage",
+    );
+    fails(
+        &["start", "--lab", "nolab-vmx", "--kernel", &k],
+        "lab \"nolab-vmx\" is not up",
+    );
+    fails(
+        &[
+            "start",
+            "--lab",
+            &l.id,
+            "--kernel",
+            &k,
+            "--qemu",
+            "/nonexistent/qemu",
+        ],
+        "/nonexistent/qemu",
+    );
+    fails(
+        &[
+            "start", "--lab", &l.id, "--kernel", &k, "--name", "Bad_Name",
+        ],
+        "--name:",
+    );
+    fails(
+        &[
+            "run",
+            "--lab",
+            &l.id,
+            "--kernel",
+            &k,
+            "--modules",
+            "/nonexistent",
+            "--",
+            "true",
+        ],
+        "--modules /nonexistent",
+    );
+    fails(
+        &[
+            "run",
+            "--lab",
+            &l.id,
+            "--kernel",
+            &k,
+            "--modules",
+            &m,
+            "--module",
+            "nosuchmod",
+            "--",
+            "true",
+        ],
+        "\"nosuchmod\"",
+    );
 
     let start = |name: &str| {
-        let o = vm(&["start", "--lab", &l.id, "--name", name, "--kernel", &k, "--modules", &m, "--daemonize"]);
+        let o = vm(&[
+            "start",
+            "--lab",
+            &l.id,
+            "--name",
+            name,
+            "--kernel",
+            &k,
+            "--modules",
+            &m,
+            "--daemonize",
+        ]);
         assert!(o.status.success(), "{}", text(&o));
         o
     };
@@ -153,8 +258,23 @@ fn vm_start_stop_lifecycle_and_errors() {
     start("a");
     assert_eq!(taps(&l.id), ["tap-a"]);
     let master = sh(&format!("ip -n {} -o link show tap-a", l.id));
-    assert!(master.contains(&format!("master {}br", l.id)) && master.contains("UP"), "{master}");
-    fails(&["start", "--lab", &l.id, "--name", "a", "--kernel", &k, "--daemonize"], "already running");
+    assert!(
+        master.contains(&format!("master {}br", l.id)) && master.contains("UP"),
+        "{master}"
+    );
+    fails(
+        &[
+            "start",
+            "--lab",
+            &l.id,
+            "--name",
+            "a",
+            "--kernel",
+            &k,
+            "--daemonize",
+        ],
+        "already running",
+    );
     let list = vm(&["list", "--lab", &l.id, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v[0]["name"], "a", "{v}");
@@ -162,9 +282,12 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert_eq!(v[0]["tap"], "tap-a", "{v}");
     let pid = v[0]["pid"].as_u64().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("the tap of a killed VM to go", 10, || taps(&l.id).is_empty());
+    wait_for("the tap of a killed VM to go", 10, || {
+        taps(&l.id).is_empty()
+    });
     wait_for("vm list to show it stopped", 10, || {
-        let v: serde_json::Value = serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
         v[0]["state"] == "stopped"
     });
 
@@ -179,10 +302,22 @@ fn vm_start_stop_lifecycle_and_errors() {
     let marker = l.root.join("marker");
     std::fs::write(&marker, "added-file\n").unwrap();
     let o = vm(&[
-        "start", "--lab", &l.id, "--name", "b", "--kernel", &k, "--modules", &m, "--daemonize",
-        "--share", &format!("{}:hs", share.display()),
-        "--multipath", &mp.display().to_string(),
-        "--add", &format!("{}:/etc/marker", marker.display()),
+        "start",
+        "--lab",
+        &l.id,
+        "--name",
+        "b",
+        "--kernel",
+        &k,
+        "--modules",
+        &m,
+        "--daemonize",
+        "--share",
+        &format!("{}:hs", share.display()),
+        "--multipath",
+        &mp.display().to_string(),
+        "--add",
+        &format!("{}:/etc/marker", marker.display()),
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(taps(&l.id), ["tap-b"]);
@@ -190,8 +325,14 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert!(ip.status.success(), "{}", text(&ip));
     let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
     assert!(ip.starts_with("10.78.0."), "{ip}");
-    let v: serde_json::Value = serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
-    let b = v.as_array().unwrap().iter().find(|x| x["name"] == "b").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+    let b = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "b")
+        .unwrap();
     assert_eq!(b["ip"].as_str(), Some(ip.as_str()), "{v}");
     // The console: a command typed into the guest's shell, then Ctrl-] to detach.
     let mut con = Command::new(labnet_bin())
@@ -222,7 +363,11 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert_eq!(wwids[0], wwids[1], "same wwid on both paths: {text_out}");
     let o = vm(&["stop", "b", "--lab", &l.id, "--timeout", "10"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(taps(&l.id).is_empty(), "tap left after stop: {:?}", taps(&l.id));
+    assert!(
+        taps(&l.id).is_empty(),
+        "tap left after stop: {:?}",
+        taps(&l.id)
+    );
     fails(&["stop", "b", "--lab", &l.id], "not running");
     fails(&["stop", "nosuch", "--lab", &l.id], "no VM \"nosuch\"");
     // The supervisor (its argv names the lab) has exited.

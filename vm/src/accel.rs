@@ -18,7 +18,10 @@ impl Choice {
             "auto" => Ok(Choice::Auto),
             "kvm" => Ok(Choice::Kvm),
             "tcg" => Ok(Choice::Tcg),
-            _ => Err(crate::Error::invalid("--accel", format!("{s:?}: expected auto, kvm or tcg"))),
+            _ => Err(crate::Error::invalid(
+                "--accel",
+                format!("{s:?}: expected auto, kvm or tcg"),
+            )),
         }
     }
 }
@@ -46,7 +49,9 @@ pub fn kvm_usable() -> Result<(), String> {
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
     if v != 12 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("/dev/kvm: KVM_GET_API_VERSION returned {v} ({e}), not 12"));
+        return Err(format!(
+            "/dev/kvm: KVM_GET_API_VERSION returned {v} ({e}), not 12"
+        ));
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         return Err("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels".into());

@@ -16,7 +16,11 @@ const S_IFCHR: u32 = 0o020000;
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Writer { out, ino: 0, written: 0 }
+        Writer {
+            out,
+            ino: 0,
+            written: 0,
+        }
     }
 
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
@@ -124,6 +128,9 @@ mod tests {
         let list = String::from_utf8_lossy(&o.stdout);
         assert!(list.contains("etc/hostname"), "{list}");
         assert!(list.contains("etc/link -> hostname"), "{list}");
-        assert!(list.lines().next().unwrap().starts_with("drwxr-xr-x"), "{list}");
+        assert!(
+            list.lines().next().unwrap().starts_with("drwxr-xr-x"),
+            "{list}"
+        );
     }
 }

@@ -27,14 +27,21 @@ pub enum RunCmd {
 impl RunCmd {
     pub fn script(&self) -> String {
         match self {
-            RunCmd::Argv(a) => a.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "),
+            RunCmd::Argv(a) => a
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             RunCmd::Shell(s) => s.clone(),
         }
     }
 }
 
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -69,7 +76,10 @@ mount -t tmpfs tmpfs /tmp
 "#,
     );
     s.push_str(&format!("hostname {}\n", shell_quote(&spec.hostname)));
-    s.push_str(&format!("echo {} > /etc/hostname\n", shell_quote(&spec.hostname)));
+    s.push_str(&format!(
+        "echo {} > /etc/hostname\n",
+        shell_quote(&spec.hostname)
+    ));
     if !spec.modules.is_empty() {
         // Optional helpers (crc32c-intel without SSE4.2 under TCG) may refuse to load; the
         // generic fallbacks load next, so a failure is reported but not fatal.
@@ -200,7 +210,24 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
     let mut w = Writer::new(BufWriter::new(f));
     let mut dirs = BTreeSet::new();
     let io = |e| Error::io(out, e);
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "etc/labnet", "proc", "sys", "dev", "run", "tmp", "root", "mnt", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "etc/labnet",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "root",
+        "mnt",
+        "lib",
+        "lib/modules",
+    ] {
         w.dir(d).map_err(io)?;
         dirs.insert(d.to_string());
     }
@@ -210,12 +237,20 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
     let bb = std::fs::read(c.busybox).map_err(|e| Error::io(c.busybox, e))?;
     w.file("bin/busybox", 0o755, &bb).map_err(io)?;
     w.symlink("bin/sh", "busybox").map_err(io)?;
-    w.file("init", 0o755, init_script(c.spec).as_bytes()).map_err(io)?;
-    w.file("etc/labnet/udhcpc.sh", 0o755, UDHCPC_SCRIPT.as_bytes()).map_err(io)?;
+    w.file("init", 0o755, init_script(c.spec).as_bytes())
+        .map_err(io)?;
+    w.file("etc/labnet/udhcpc.sh", 0o755, UDHCPC_SCRIPT.as_bytes())
+        .map_err(io)?;
     if let Some(run) = &c.spec.run {
-        w.file("etc/labnet/run.sh", 0o755, format!("{}\n", run.script()).as_bytes()).map_err(io)?;
+        w.file(
+            "etc/labnet/run.sh",
+            0o755,
+            format!("{}\n", run.script()).as_bytes(),
+        )
+        .map_err(io)?;
     }
-    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
     if let Some(mdir) = c.modules_dir {
         let mut list = String::new();
@@ -228,7 +263,8 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
             list.push_str(m);
             list.push('\n');
         }
-        w.file("etc/labnet/modules", 0o644, list.as_bytes()).map_err(io)?;
+        w.file("etc/labnet/modules", 0o644, list.as_bytes())
+            .map_err(io)?;
     }
     for (host, guest) in c.add {
         add_tree(&mut w, &mut dirs, host, guest.trim_start_matches('/'))?;
@@ -237,7 +273,11 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
     Ok(())
 }
 
-fn mkdirs<W: std::io::Write>(w: &mut Writer<W>, dirs: &mut BTreeSet<String>, file: &str) -> std::io::Result<()> {
+fn mkdirs<W: std::io::Write>(
+    w: &mut Writer<W>,
+    dirs: &mut BTreeSet<String>,
+    file: &str,
+) -> std::io::Result<()> {
     let mut acc = String::new();
     let parts: Vec<&str> = file.split('/').collect();
     for p in &parts[..parts.len().saturating_sub(1)] {
@@ -252,12 +292,20 @@ fn mkdirs<W: std::io::Write>(w: &mut Writer<W>, dirs: &mut BTreeSet<String>, fil
     Ok(())
 }
 
-fn add_tree<W: std::io::Write>(w: &mut Writer<W>, dirs: &mut BTreeSet<String>, host: &Path, guest: &str) -> Result<(), Error> {
+fn add_tree<W: std::io::Write>(
+    w: &mut Writer<W>,
+    dirs: &mut BTreeSet<String>,
+    host: &Path,
+    guest: &str,
+) -> Result<(), Error> {
     let md = std::fs::metadata(host).map_err(|e| Error::io(host, e))?;
     let io = |e| Error::io(host, e);
     if md.is_dir() {
         mkdirs(w, dirs, &format!("{guest}/x")).map_err(io)?;
-        let mut entries: Vec<_> = std::fs::read_dir(host).map_err(io)?.filter_map(|e| e.ok()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(host)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().to_string();
@@ -266,7 +314,8 @@ fn add_tree<W: std::io::Write>(w: &mut Writer<W>, dirs: &mut BTreeSet<String>, h
     } else {
         mkdirs(w, dirs, guest).map_err(io)?;
         let data = std::fs::read(host).map_err(io)?;
-        w.file(guest, md.permissions().mode() & 0o7777, &data).map_err(io)?;
+        w.file(guest, md.permissions().mode() & 0o7777, &data)
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -305,7 +354,10 @@ mod tests {
             run: Some(RunCmd::Argv(vec!["true".into()])),
         };
         crate::qemu::golden::check("init-run.sh", &init_script(&spec));
-        let spec = InitSpec { hostname: "vm2".into(), ..Default::default() };
+        let spec = InitSpec {
+            hostname: "vm2".into(),
+            ..Default::default()
+        };
         crate::qemu::golden::check("init-shell.sh", &init_script(&spec));
     }
 

@@ -48,18 +48,30 @@ pub fn has_pvh_note(b: &[u8]) -> bool {
         return false;
     }
     let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u32at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize);
-    let u64at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()) as usize);
+    let u32at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize)
+    };
+    let u64at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap()) as usize)
+    };
     let (phoff, phentsize, phnum) = (u64at(0x20).unwrap_or(0), u16at(0x36), u16at(0x38));
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         if u32at(ph) != Some(4) {
             continue; // PT_NOTE only
         }
-        let (Some(mut o), Some(size)) = (u64at(ph + 8), u64at(ph + 32)) else { continue };
+        let (Some(mut o), Some(size)) = (u64at(ph + 8), u64at(ph + 32)) else {
+            continue;
+        };
         let end = o.saturating_add(size).min(b.len());
         while o + 12 <= end {
-            let (namesz, descsz, ty) = (u32at(o).unwrap(), u32at(o + 4).unwrap(), u32at(o + 8).unwrap());
+            let (namesz, descsz, ty) = (
+                u32at(o).unwrap(),
+                u32at(o + 4).unwrap(),
+                u32at(o + 8).unwrap(),
+            );
             let name = b.get(o + 12..o + 12 + namesz).unwrap_or(&[]);
             if name == b"Xen\0" && ty == 18 {
                 return true;
@@ -75,13 +87,18 @@ pub fn has_pvh_note(b: &[u8]) -> bool {
 pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, String> {
     let md = std::fs::metadata(kernel).map_err(|e| e.to_string())?;
     let abs = std::fs::canonicalize(kernel).map_err(|e| e.to_string())?;
-    let key = crate::naming::fnv1a(&[&abs.display().to_string(), &md.size().to_string(), &md.mtime().to_string()]);
+    let key = crate::naming::fnv1a(&[
+        &abs.display().to_string(),
+        &md.size().to_string(),
+        &md.mtime().to_string(),
+    ]);
     let out = cache.join(format!("vmlinux-{key:016x}"));
     if out.exists() {
         return Ok(out);
     }
     let b = std::fs::read(kernel).map_err(|e| e.to_string())?;
-    let (payload, tool) = bzimage_payload(&b).ok_or("not a bzImage with a known compressed payload")?;
+    let (payload, tool) =
+        bzimage_payload(&b).ok_or("not a bzImage with a known compressed payload")?;
     let bin = crate::which(tool).ok_or_else(|| format!("{tool} not installed"))?;
     let mut args = vec!["-dc"];
     if tool == "xz" {
@@ -99,7 +116,9 @@ pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, String> {
     let feeder = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let o = child.wait_with_output().map_err(|e| format!("{tool}: {e}"))?;
+    let o = child
+        .wait_with_output()
+        .map_err(|e| format!("{tool}: {e}"))?;
     let _ = feeder.join();
     // gzip exits 2 for the trailing size bytes ("trailing garbage ignored"); judge the output.
     if !has_pvh_note(&o.stdout) {

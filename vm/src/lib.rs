@@ -36,15 +36,25 @@ pub enum Error {
     #[error("VM {name:?} is already running in lab {lab:?} (qemu pid {pid}); stop it with `labnet vm stop {name}`")]
     AlreadyRunning { lab: String, name: String, pid: u32 },
     #[error("no VM {name:?} in lab {lab:?} ({dir} does not exist)")]
-    NoSuchVm { lab: String, name: String, dir: String },
+    NoSuchVm {
+        lab: String,
+        name: String,
+        dir: String,
+    },
     #[error("VM {name:?} is not running")]
     NotRunning { name: String },
     #[error("{program} not found{hint}")]
     MissingProgram { program: String, hint: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
-    Sys { what: String, source: nix::errno::Errno },
+    Sys {
+        what: String,
+        source: nix::errno::Errno,
+    },
     #[error(transparent)]
     Net(#[from] netns::Error),
     #[error(transparent)]
@@ -61,10 +71,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
     pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::Invalid { field: field.to_string(), message: message.into() }
+        Error::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -82,6 +98,7 @@ pub fn which(prog: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(prog))
         .find(|p| {
             use std::os::unix::fs::PermissionsExt;
-            p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
 }

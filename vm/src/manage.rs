@@ -45,14 +45,21 @@ fn tidy(st: &mut VmState) {
 }
 
 /// All VMs of the lab; `ip_of(mac)` looks up the lease.
-pub fn list(lab: &str, ip_of: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -> Result<Vec<VmInfo>, Error> {
+pub fn list(
+    lab: &str,
+    ip_of: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>,
+) -> Result<Vec<VmInfo>, Error> {
     let mut out = vec![];
     for mut st in state::list(lab)? {
         tidy(&mut st);
         let running = st.status != Status::Stopped && st.qemu_alive();
         out.push(VmInfo {
             name: st.name.clone(),
-            state: if running { "running".into() } else { "stopped".into() },
+            state: if running {
+                "running".into()
+            } else {
+                "stopped".into()
+            },
             pid: if running { st.qemu_pid } else { None },
             mac: st.mac.clone(),
             tap: st.tap.clone(),
@@ -83,8 +90,14 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
     let qmp = st.dir.join("qmp.sock");
     let how = match crate::qmp::Qmp::connect(&qmp, Duration::from_secs(3)) {
         Ok(mut q) => {
-            let cmd = if st.generated_initramfs { "quit" } else { "system_powerdown" };
-            q.execute(cmd).map(|_| cmd.to_string()).unwrap_or_else(|e| format!("{cmd} failed: {e}"))
+            let cmd = if st.generated_initramfs {
+                "quit"
+            } else {
+                "system_powerdown"
+            };
+            q.execute(cmd)
+                .map(|_| cmd.to_string())
+                .unwrap_or_else(|e| format!("{cmd} failed: {e}"))
         }
         Err(e) => format!("no QMP ({e})"),
     };
@@ -93,7 +106,10 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
     while st.qemu_alive() {
         if !killed && t0.elapsed() > timeout {
             if let Some(pid) = st.qemu_pid {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             killed = true;
         }
@@ -108,11 +124,19 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
     if let Ok(Some(mut now)) = VmState::load(lab, name) {
         if now.status != Status::Stopped {
             now.status = Status::Stopped;
-            now.exit = Some(if killed { "killed by vm stop".into() } else { format!("stopped by vm stop ({how})") });
+            now.exit = Some(if killed {
+                "killed by vm stop".into()
+            } else {
+                format!("stopped by vm stop ({how})")
+            });
             let _ = now.save();
         }
     }
-    Ok(if killed { format!("{how}, then SIGKILL after {} s", timeout.as_secs()) } else { how })
+    Ok(if killed {
+        format!("{how}, then SIGKILL after {} s", timeout.as_secs())
+    } else {
+        how
+    })
 }
 
 /// `vm console`: connects this terminal to the VM's serial console socket.
@@ -148,7 +172,11 @@ impl RawTerm {
 impl Drop for RawTerm {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }
@@ -161,8 +189,16 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
     let mut stdout = std::io::stdout();
     let stdin_fd = std::io::stdin().as_raw_fd();
     let mut fds = [
-        libc::pollfd { fd: stdin_fd, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: stdin_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let mut buf = [0u8; 4096];
     let mut stdin_open = true;
@@ -210,8 +246,14 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     use std::os::unix::process::CommandExt;
     let nsp = netns::paths::netns_path(lab);
-    let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp { lab: lab.into(), path: nsp.display().to_string() })?;
-    let bin = crate::which(program).ok_or_else(|| Error::MissingProgram { program: program.into(), hint: " in PATH".into() })?;
+    let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp {
+        lab: lab.into(),
+        path: nsp.display().to_string(),
+    })?;
+    let bin = crate::which(program).ok_or_else(|| Error::MissingProgram {
+        program: program.into(),
+        hint: " in PATH".into(),
+    })?;
     let fd = ns.as_raw_fd();
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
@@ -223,6 +265,21 @@ pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Err
             Ok(())
         });
     }
-    let st = cmd.status().map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    let st = cmd
+        .status()
+        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
     Ok(st.code().unwrap_or(255))
+}
+
+/// Stops every running VM of the lab (for `labnet down`: a VM's tap keeps the namespace's
+/// bridge port busy and its QEMU would outlive the lab). Returns (name, outcome) pairs.
+pub fn stop_all(lab: &str, timeout: Duration) -> Vec<(String, Result<String, Error>)> {
+    let mut out = vec![];
+    for mut st in state::list(lab).unwrap_or_default() {
+        tidy(&mut st);
+        if st.status != Status::Stopped && st.qemu_alive() {
+            out.push((st.name.clone(), stop(lab, &st.name, timeout)));
+        }
+    }
+    out
 }

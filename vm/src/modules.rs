@@ -34,12 +34,20 @@ impl ModuleDb {
                 dir.display()
             ))
         })?;
-        let mut db = ModuleDb { dir: dir.to_path_buf(), ..Default::default() };
+        let mut db = ModuleDb {
+            dir: dir.to_path_buf(),
+            ..Default::default()
+        };
         for line in dep.lines() {
-            let Some((m, deps)) = line.split_once(':') else { continue };
+            let Some((m, deps)) = line.split_once(':') else {
+                continue;
+            };
             db.mods.insert(
                 normalize(m),
-                (m.to_string(), deps.split_whitespace().map(normalize).collect()),
+                (
+                    m.to_string(),
+                    deps.split_whitespace().map(normalize).collect(),
+                ),
             );
         }
         if let Ok(s) = std::fs::read_to_string(dir.join("modules.softdep")) {
@@ -48,14 +56,20 @@ impl ModuleDb {
                 if w.next() != Some("softdep") {
                     continue;
                 }
-                let Some(m) = w.next().map(normalize) else { continue };
+                let Some(m) = w.next().map(normalize) else {
+                    continue;
+                };
                 let mut post = false;
                 for t in w {
                     match t {
                         "pre:" => post = false,
                         "post:" => post = true,
                         n => {
-                            let map = if post { &mut db.soft_post } else { &mut db.soft_pre };
+                            let map = if post {
+                                &mut db.soft_post
+                            } else {
+                                &mut db.soft_pre
+                            };
                             map.entry(m.clone()).or_default().push(n.to_string());
                         }
                     }
@@ -68,7 +82,10 @@ impl ModuleDb {
                 if let (Some("alias"), Some(a), Some(m)) = (w.next(), w.next(), w.next()) {
                     // Only plain aliases (crypto-crc32c); device globs are for udev.
                     if !a.contains('*') && !a.contains(':') {
-                        db.aliases.entry(a.to_string()).or_default().push(normalize(m));
+                        db.aliases
+                            .entry(a.to_string())
+                            .or_default()
+                            .push(normalize(m));
                     }
                 }
             }
@@ -96,7 +113,10 @@ impl ModuleDb {
         let mut seen = HashSet::new();
         for w in wanted {
             let n = normalize(w);
-            if !self.mods.contains_key(&n) && !self.builtin.contains(&n) && !self.aliases.contains_key(w.as_str()) {
+            if !self.mods.contains_key(&n)
+                && !self.builtin.contains(&n)
+                && !self.aliases.contains_key(w.as_str())
+            {
                 return Err(Error::Modules(format!(
                     "module {w:?} is neither in {}/modules.dep nor built in",
                     self.dir.display()
@@ -154,13 +174,21 @@ mod tests {
              kernel/arch/x86/crypto/crc32c-intel.ko:\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("modules.softdep"), "# x\nsoftdep libcrc32c pre: crc32c\n").unwrap();
+        std::fs::write(
+            d.path().join("modules.softdep"),
+            "# x\nsoftdep libcrc32c pre: crc32c\n",
+        )
+        .unwrap();
         std::fs::write(
             d.path().join("modules.alias"),
             "alias crc32c crc32c_intel\nalias crc32c crc32c_generic\nalias pci:v00001AF4d* virtio_pci\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("modules.builtin"), "kernel/drivers/tty/serial/8250/8250.ko\n").unwrap();
+        std::fs::write(
+            d.path().join("modules.builtin"),
+            "kernel/drivers/tty/serial/8250/8250.ko\n",
+        )
+        .unwrap();
         d
     }
 
@@ -168,7 +196,9 @@ mod tests {
     fn deps_first_then_module() {
         let d = fake();
         let db = ModuleDb::load(d.path()).unwrap();
-        let order = db.resolve(&["virtio_mmio".into(), "virtio-net".into()]).unwrap();
+        let order = db
+            .resolve(&["virtio_mmio".into(), "virtio-net".into()])
+            .unwrap();
         assert_eq!(
             order,
             [
@@ -189,7 +219,11 @@ mod tests {
         let order = db.resolve(&["libcrc32c".into()]).unwrap();
         assert_eq!(
             order,
-            ["kernel/arch/x86/crypto/crc32c-intel.ko", "kernel/crypto/crc32c_generic.ko", "kernel/lib/libcrc32c.ko"]
+            [
+                "kernel/arch/x86/crypto/crc32c-intel.ko",
+                "kernel/crypto/crc32c_generic.ko",
+                "kernel/lib/libcrc32c.ko"
+            ]
         );
     }
 
@@ -200,7 +234,9 @@ mod tests {
         assert!(db.resolve(&["8250".into()]).unwrap().is_empty());
         let e = db.resolve(&["ceph".into()]).unwrap_err().to_string();
         assert!(e.contains("\"ceph\"") && e.contains("modules.dep"), "{e}");
-        let e = ModuleDb::load(Path::new("/nonexistent")).unwrap_err().to_string();
+        let e = ModuleDb::load(Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--modules /nonexistent"), "{e}");
     }
 
@@ -217,7 +253,15 @@ mod tests {
         let names: Vec<String> = order.iter().map(|p| normalize(p)).collect();
         assert_eq!(
             names,
-            ["netfs", "fscache", "crc32c_intel", "crc32c_generic", "libcrc32c", "libceph", "ceph"]
+            [
+                "netfs",
+                "fscache",
+                "crc32c_intel",
+                "crc32c_generic",
+                "libcrc32c",
+                "libceph",
+                "ceph"
+            ]
         );
     }
 }

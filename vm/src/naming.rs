@@ -23,7 +23,9 @@ pub fn fnv1a(parts: &[&str]) -> u64 {
 pub fn check_name(name: &str) -> Result<(), crate::Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -31,7 +33,9 @@ pub fn check_name(name: &str) -> Result<(), crate::Error> {
     } else {
         Err(crate::Error::invalid(
             "--name",
-            format!("{name:?} is not a valid VM name (1-63 of a-z, 0-9, '-'; it becomes the hostname)"),
+            format!(
+                "{name:?} is not a valid VM name (1-63 of a-z, 0-9, '-'; it becomes the hostname)"
+            ),
         ))
     }
 }
@@ -40,7 +44,12 @@ pub fn check_name(name: &str) -> Result<(), crate::Error> {
 /// with the low 24 bits from hash(lab, name).
 pub fn mac_for(lab: &str, name: &str) -> String {
     let h = fnv1a(&[lab, name]);
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 8) as u8, h as u8)
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (h >> 16) as u8,
+        (h >> 8) as u8,
+        h as u8
+    )
 }
 
 /// The tap's name inside the lab namespace: `tap-NAME` when it fits IFNAMSIZ (15 bytes),
@@ -57,7 +66,10 @@ pub fn tap_for(lab: &str, name: &str) -> String {
 /// SCSI serial / NAA wwn for a multipath disk: the same for both paths, stable per VM.
 pub fn multipath_ids(lab: &str, name: &str) -> (String, String) {
     let h = fnv1a(&[lab, name, "multipath"]);
-    (format!("LABNET{:08X}", h as u32), format!("0x5000c500{:08x}", (h >> 32) as u32))
+    (
+        format!("LABNET{:08X}", h as u32),
+        format!("0x5000c500{:08x}", (h >> 32) as u32),
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ impl Machine {
         match s {
             "q35" => Ok(Machine::Q35),
             "microvm" => Ok(Machine::Microvm),
-            _ => Err(crate::Error::invalid("--machine", format!("{s:?}: expected q35 or microvm"))),
+            _ => Err(crate::Error::invalid(
+                "--machine",
+                format!("{s:?}: expected q35 or microvm"),
+            )),
         }
     }
     /// virtio devices sit on virtio-mmio on microvm, on PCI on q35.
@@ -63,8 +66,15 @@ impl Disk {
         let mut magic = [0u8; 4];
         let mut f = std::fs::File::open(path)?;
         let n = f.read(&mut magic)?;
-        let format = if n == 4 && &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
-        Ok(Disk { path: path.to_path_buf(), format: format.into() })
+        let format = if n == 4 && &magic == b"QFI\xfb" {
+            "qcow2"
+        } else {
+            "raw"
+        };
+        Ok(Disk {
+            path: path.to_path_buf(),
+            format: format.into(),
+        })
     }
 }
 
@@ -84,13 +94,26 @@ impl Share {
         let path = std::fs::canonicalize(dir)
             .map_err(|e| crate::Error::invalid("--share", format!("{dir}: {e}")))?;
         if !path.is_dir() {
-            return Err(crate::Error::invalid("--share", format!("{dir}: not a directory")));
+            return Err(crate::Error::invalid(
+                "--share",
+                format!("{dir}: not a directory"),
+            ));
         }
-        let tag = tag
-            .map(str::to_string)
-            .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "share".into()));
-        if tag.is_empty() || tag.len() > 31 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(crate::Error::invalid("--share", format!("tag {tag:?}: 1-31 of [A-Za-z0-9._-]")));
+        let tag = tag.map(str::to_string).unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "share".into())
+        });
+        if tag.is_empty()
+            || tag.len() > 31
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(crate::Error::invalid(
+                "--share",
+                format!("tag {tag:?}: 1-31 of [A-Za-z0-9._-]"),
+            ));
         }
         Ok(Share { path, tag })
     }
@@ -155,7 +178,10 @@ impl Spec {
         let d = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = vec![];
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        push(&["-name", &format!("{},process=qemu-{}", self.name, self.name)]);
+        push(&[
+            "-name",
+            &format!("{},process=qemu-{}", self.name, self.name),
+        ]);
         match self.machine {
             // No legacy PIT/PIC: the fastest measured microvm boot (machine.md).
             Machine::Microvm => push(&["-M", "microvm,pit=off,pic=off"]),
@@ -166,7 +192,13 @@ impl Spec {
             push(&["-cpu", "host"]);
         }
         push(&["-m", &self.mem, "-smp", &self.cpus.to_string()]);
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         push(&["-kernel", &d(&self.kernel)]);
         if let Some(i) = &self.initrd {
             push(&["-initrd", &d(i)]);
@@ -183,29 +215,81 @@ impl Spec {
             "-serial",
             "chardev:ser0",
         ]);
-        push(&["-qmp", &format!("unix:{},server=on,wait=off", d(&self.qmp_sock()))]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", d(&self.qmp_sock())),
+        ]);
         push(&["-pidfile", &d(&self.pid_file())]);
         let vhost = if self.vhost { ",vhost=on" } else { "" };
-        push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no{vhost}", self.tap)]);
-        let rom = if self.machine == Machine::Q35 { ",romfile=" } else { "" };
-        push(&["-device", &format!("{},netdev=net0,mac={}{rom}", self.machine.virtio("virtio-net"), self.mac)]);
+        push(&[
+            "-netdev",
+            &format!(
+                "tap,id=net0,ifname={},script=no,downscript=no{vhost}",
+                self.tap
+            ),
+        ]);
+        let rom = if self.machine == Machine::Q35 {
+            ",romfile="
+        } else {
+            ""
+        };
+        push(&[
+            "-device",
+            &format!(
+                "{},netdev=net0,mac={}{rom}",
+                self.machine.virtio("virtio-net"),
+                self.mac
+            ),
+        ]);
         if let Some(disk) = &self.drive {
-            push(&["-drive", &format!("file={},format={},if=none,id=disk0", d(&disk.path), disk.format)]);
-            push(&["-device", &format!("{},drive=disk0", self.machine.virtio("virtio-blk"))]);
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format={},if=none,id=disk0",
+                    d(&disk.path),
+                    disk.format
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!("{},drive=disk0", self.machine.virtio("virtio-blk")),
+            ]);
         }
         for (i, s) in self.shares.iter().enumerate() {
-            push(&["-fsdev", &format!("local,id=fs{i},path={},security_model=none", d(&s.path))]);
-            push(&["-device", &format!("{},fsdev=fs{i},mount_tag={}", self.machine.virtio("virtio-9p"), s.tag)]);
+            push(&[
+                "-fsdev",
+                &format!("local,id=fs{i},path={},security_model=none", d(&s.path)),
+            ]);
+            push(&[
+                "-device",
+                &format!(
+                    "{},fsdev=fs{i},mount_tag={}",
+                    self.machine.virtio("virtio-9p"),
+                    s.tag
+                ),
+            ]);
         }
         if let Some((disk, serial, wwn)) = &self.multipath {
-            push(&["-device", &format!("{},id=scsi0", self.machine.virtio("virtio-scsi"))]);
+            push(&[
+                "-device",
+                &format!("{},id=scsi0", self.machine.virtio("virtio-scsi")),
+            ]);
             // Same serial and wwn on both paths, and share-rw so the second path may open the
             // file for writing too (machine.md §5).
             for p in 1..=2 {
-                push(&["-drive", &format!("file={},format={},if=none,id=mpath{p}", d(&disk.path), disk.format)]);
+                push(&[
+                    "-drive",
+                    &format!(
+                        "file={},format={},if=none,id=mpath{p}",
+                        d(&disk.path),
+                        disk.format
+                    ),
+                ]);
                 push(&[
                     "-device",
-                    &format!("scsi-hd,drive=mpath{p},bus=scsi0.0,serial={serial},wwn={wwn},share-rw=on"),
+                    &format!(
+                        "scsi-hd,drive=mpath{p},bus=scsi0.0,serial={serial},wwn={wwn},share-rw=on"
+                    ),
                 ]);
             }
         }
@@ -228,14 +312,20 @@ impl Spec {
 #[cfg(test)]
 pub(crate) mod golden {
     pub fn check(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
         if std::env::var_os("LABNET_BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, actual).unwrap();
             return;
         }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with LABNET_BLESS=1 to create it)", path.display()));
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with LABNET_BLESS=1 to create it)",
+                path.display()
+            )
+        });
         assert!(
             want == actual,
             "{} differs (LABNET_BLESS=1 regenerates):\n--- want\n{want}\n--- got\n{actual}",
@@ -297,10 +387,23 @@ mod tests {
         s.append = cmdline(Machine::Q35, Accel::Kvm, Some("root=/dev/vda1 rw"));
         s.accel = Accel::Kvm;
         s.vhost = true;
-        s.drive = Some(Disk { path: "/run/labnet/lab/vms/vm1/overlay.qcow2".into(), format: "qcow2".into() });
-        s.shares = vec![Share { path: "/home/dev/linux".into(), tag: "linux".into() }];
+        s.drive = Some(Disk {
+            path: "/run/labnet/lab/vms/vm1/overlay.qcow2".into(),
+            format: "qcow2".into(),
+        });
+        s.shares = vec![Share {
+            path: "/home/dev/linux".into(),
+            tag: "linux".into(),
+        }];
         let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
-        s.multipath = Some((Disk { path: "/images/mp.raw".into(), format: "raw".into() }, serial, wwn));
+        s.multipath = Some((
+            Disk {
+                path: "/images/mp.raw".into(),
+                format: "raw".into(),
+            },
+            serial,
+            wwn,
+        ));
         s.extra = vec!["-s".into()];
         golden::check("q35-overlay-share-multipath.args", &lines(&s));
     }
@@ -308,9 +411,19 @@ mod tests {
     #[test]
     fn golden_microvm_share_multipath() {
         let mut s = base(Machine::Microvm);
-        s.shares = vec![Share { path: "/srv/share".into(), tag: "src".into() }];
+        s.shares = vec![Share {
+            path: "/srv/share".into(),
+            tag: "src".into(),
+        }];
         let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
-        s.multipath = Some((Disk { path: "/images/mp.qcow2".into(), format: "qcow2".into() }, serial, wwn));
+        s.multipath = Some((
+            Disk {
+                path: "/images/mp.qcow2".into(),
+                format: "qcow2".into(),
+            },
+            serial,
+            wwn,
+        ));
         golden::check("microvm-share-multipath.args", &lines(&s));
     }
 
@@ -329,7 +442,10 @@ mod tests {
         assert_eq!(s.tag, "src");
         let s = Share::parse(&d.path().display().to_string()).unwrap();
         assert_eq!(s.tag, d.path().file_name().unwrap().to_string_lossy());
-        assert!(Share::parse("/nonexistent:x").unwrap_err().to_string().starts_with("--share: /nonexistent"));
+        assert!(Share::parse("/nonexistent:x")
+            .unwrap_err()
+            .to_string()
+            .starts_with("--share: /nonexistent"));
         assert!(Share::parse(&format!("{}:bad tag", d.path().display())).is_err());
     }
 

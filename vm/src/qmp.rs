@@ -15,11 +15,19 @@ pub struct Qmp {
 impl Qmp {
     /// Connects, reads the greeting and leaves capabilities negotiation mode.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, Error> {
-        let err = |m: String| Error::Qmp { path: path.display().to_string(), message: m };
+        let err = |m: String| Error::Qmp {
+            path: path.display().to_string(),
+            message: m,
+        };
         let s = UnixStream::connect(path).map_err(|e| err(e.to_string()))?;
-        s.set_read_timeout(Some(timeout)).map_err(|e| err(e.to_string()))?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| err(e.to_string()))?;
         let r = BufReader::new(s.try_clone().map_err(|e| err(e.to_string()))?);
-        let mut q = Qmp { path: path.to_path_buf(), w: s, r };
+        let mut q = Qmp {
+            path: path.to_path_buf(),
+            w: s,
+            r,
+        };
         let greeting = q.read_msg()?;
         if greeting.get("QMP").is_none() {
             return Err(err(format!("unexpected greeting {greeting}")));
@@ -30,7 +38,10 @@ impl Qmp {
 
     fn read_msg(&mut self) -> Result<serde_json::Value, Error> {
         let mut line = String::new();
-        let n = self.r.read_line(&mut line).map_err(|e| self.err(e.to_string()))?;
+        let n = self
+            .r
+            .read_line(&mut line)
+            .map_err(|e| self.err(e.to_string()))?;
         if n == 0 {
             return Err(self.err("connection closed".into()));
         }
@@ -38,13 +49,18 @@ impl Qmp {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Qmp { path: self.path.display().to_string(), message }
+        Error::Qmp {
+            path: self.path.display().to_string(),
+            message,
+        }
     }
 
     /// Runs a command without arguments and returns its "return" value (events are skipped).
     pub fn execute(&mut self, cmd: &str) -> Result<serde_json::Value, Error> {
         let msg = format!("{{\"execute\":\"{cmd}\"}}\n");
-        self.w.write_all(msg.as_bytes()).map_err(|e| self.err(e.to_string()))?;
+        self.w
+            .write_all(msg.as_bytes())
+            .map_err(|e| self.err(e.to_string()))?;
         loop {
             let m = self.read_msg()?;
             if let Some(r) = m.get("return") {

@@ -70,14 +70,18 @@ impl VmState {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let p = Self::file(&self.dir);
         let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("state serializes"))
-            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("state serializes"),
+        )
+        .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
     }
 
     /// QEMU still runs (and the pid was not reused: its command line names our dir).
     pub fn qemu_alive(&self) -> bool {
-        self.qemu_pid.is_some_and(|pid| pid_cmdline_contains(pid, &self.dir.display().to_string()))
+        self.qemu_pid
+            .is_some_and(|pid| pid_cmdline_contains(pid, &self.dir.display().to_string()))
     }
 
     pub fn supervisor_alive(&self) -> bool {
@@ -121,6 +125,7 @@ pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> 
     let p = dir.join(format!("{name}.json"));
     let body = serde_json::json!({ "vm": name, "mac": mac, "hostname": name });
     let tmp = dir.join(format!(".{name}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&body).unwrap()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&body).unwrap())
+        .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
 }

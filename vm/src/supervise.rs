@@ -95,7 +95,12 @@ pub struct Prepared {
 /// exists), else from the lab's config.
 pub fn resolve_bridge(lab: &str, config: Option<&Path>) -> Result<String, Error> {
     if let Ok(Some(st)) = netns::state::LabState::load(lab) {
-        if let Some(b) = st.config.as_ref().and_then(|c| c.pointer("/bridge/name")).and_then(|v| v.as_str()) {
+        if let Some(b) = st
+            .config
+            .as_ref()
+            .and_then(|c| c.pointer("/bridge/name"))
+            .and_then(|v| v.as_str())
+        {
             return Ok(b.to_string());
         }
     }
@@ -113,7 +118,10 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
             hint: " in PATH (apt-get install qemu-system-x86)".into(),
         })?,
     };
-    let kerr = |m: String| Error::Kernel { path: o.kernel.display().to_string(), message: m };
+    let kerr = |m: String| Error::Kernel {
+        path: o.kernel.display().to_string(),
+        message: m,
+    };
     let md = std::fs::metadata(&o.kernel).map_err(|e| kerr(e.to_string()))?;
     if !md.is_file() {
         return Err(kerr("not a regular file".into()));
@@ -124,24 +132,40 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
     }
     let nsp = netns::paths::netns_path(&o.lab);
     if !nsp.exists() {
-        return Err(Error::LabNotUp { lab: o.lab.clone(), path: nsp.display().to_string() });
+        return Err(Error::LabNotUp {
+            lab: o.lab.clone(),
+            path: nsp.display().to_string(),
+        });
     }
     if let Some(st) = VmState::load(&o.lab, &o.name)? {
         if st.qemu_alive() {
-            return Err(Error::AlreadyRunning { lab: o.lab.clone(), name: o.name.clone(), pid: st.qemu_pid.unwrap_or(0) });
+            return Err(Error::AlreadyRunning {
+                lab: o.lab.clone(),
+                name: o.name.clone(),
+                pid: st.qemu_pid.unwrap_or(0),
+            });
         }
     }
     if o.cpus == 0 {
         return Err(Error::invalid("--cpus", "must be at least 1"));
     }
     if o.run.is_some() && (o.drive.is_some() || o.initrd.is_some()) {
-        return Err(Error::invalid("--run", "runs a command through the generated initramfs; not with --drive or --initrd"));
+        return Err(Error::invalid(
+            "--run",
+            "runs a command through the generated initramfs; not with --drive or --initrd",
+        ));
     }
     if !o.add.is_empty() && (o.drive.is_some() || o.initrd.is_some()) {
-        return Err(Error::invalid("--add", "adds files to the generated initramfs; not with --drive or --initrd"));
+        return Err(Error::invalid(
+            "--add",
+            "adds files to the generated initramfs; not with --drive or --initrd",
+        ));
     }
     if o.overlay && o.drive.is_none() {
-        return Err(Error::invalid("--overlay", "needs --drive (the base image)"));
+        return Err(Error::invalid(
+            "--overlay",
+            "needs --drive (the base image)",
+        ));
     }
     Ok(qemu)
 }
@@ -161,11 +185,20 @@ pub fn build_tree_vmlinux(kernel: &Path) -> Option<PathBuf> {
 /// `.../lib/modules/VER` (an unpacked package) or `/lib/modules/VER`.
 pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
     let fname = kernel.file_name()?.to_str()?;
-    let ver = fname.strip_prefix("vmlinuz-").or_else(|| fname.strip_prefix("bzImage-"))?;
-    let parent = std::fs::canonicalize(kernel).ok()?.parent()?.parent()?.to_path_buf();
-    [parent.join("lib/modules").join(ver), PathBuf::from("/lib/modules").join(ver)]
-        .into_iter()
-        .find(|d| d.join("modules.dep").exists())
+    let ver = fname
+        .strip_prefix("vmlinuz-")
+        .or_else(|| fname.strip_prefix("bzImage-"))?;
+    let parent = std::fs::canonicalize(kernel)
+        .ok()?
+        .parent()?
+        .parent()?
+        .to_path_buf();
+    [
+        parent.join("lib/modules").join(ver),
+        PathBuf::from("/lib/modules").join(ver),
+    ]
+    .into_iter()
+    .find(|d| d.join("modules.dep").exists())
 }
 
 /// Validates the options and decides the QEMU command line; builds the initramfs (or the
@@ -175,7 +208,14 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let bridge = resolve_bridge(&o.lab, o.config.as_deref())?;
     let dir = state::vm_dir(&o.lab, &o.name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    for f in ["console.sock", "qmp.sock", "serial.log", "qemu.pid", "qemu.log", "state.json"] {
+    for f in [
+        "console.sock",
+        "qmp.sock",
+        "serial.log",
+        "qemu.pid",
+        "qemu.log",
+        "state.json",
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     let mut notes = vec![];
@@ -183,15 +223,23 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let mut kernel = o.kernel.clone();
     if o.machine == Machine::Microvm && o.pvh {
         if let Some(v) = build_tree_vmlinux(&o.kernel) {
-            notes.push(format!("booting {} (PVH) instead of the bzImage: no in-guest decompression", v.display()));
+            notes.push(format!(
+                "booting {} (PVH) instead of the bzImage: no in-guest decompression",
+                v.display()
+            ));
             kernel = v;
         } else {
             match crate::kernel::vmlinux_for(&o.kernel, &netns::paths::run_dir().join("kernels")) {
                 Ok(v) => {
-                    notes.push(format!("booting {} (PVH, unpacked from the bzImage) instead of the bzImage", v.display()));
+                    notes.push(format!(
+                        "booting {} (PVH, unpacked from the bzImage) instead of the bzImage",
+                        v.display()
+                    ));
                     kernel = v;
                 }
-                Err(why) => notes.push(format!("booting the bzImage as is (no PVH vmlinux: {why})")),
+                Err(why) => {
+                    notes.push(format!("booting the bzImage as is (no PVH vmlinux: {why})"))
+                }
             }
         }
     }
@@ -200,8 +248,10 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let drive = match &o.drive {
         None => None,
         Some(base) => {
-            let base_abs = std::fs::canonicalize(base).map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
-            let disk = Disk::probe(&base_abs).map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
+            let base_abs = std::fs::canonicalize(base)
+                .map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
+            let disk = Disk::probe(&base_abs)
+                .map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
             if o.overlay {
                 Some(make_overlay(&o.lab, &o.name, &disk, &mut notes)?)
             } else {
@@ -212,8 +262,10 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let multipath = match &o.multipath {
         None => None,
         Some(f) => {
-            let abs = std::fs::canonicalize(f).map_err(|e| Error::invalid("--multipath", format!("{}: {e}", f.display())))?;
-            let disk = Disk::probe(&abs).map_err(|e| Error::invalid("--multipath", format!("{}: {e}", f.display())))?;
+            let abs = std::fs::canonicalize(f)
+                .map_err(|e| Error::invalid("--multipath", format!("{}: {e}", f.display())))?;
+            let disk = Disk::probe(&abs)
+                .map_err(|e| Error::invalid("--multipath", format!("{}: {e}", f.display())))?;
             let (serial, wwn) = naming::multipath_ids(&o.lab, &o.name);
             Some((disk, serial, wwn))
         }
@@ -259,12 +311,20 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
 
 /// The per-VM qcow2 overlay (durable: state_dir(LAB)/vms/NAME/overlay.qcow2), created once
 /// over the base and reused by later starts, so the VM keeps its disk; the base is only read.
-fn make_overlay(lab: &str, name: &str, base: &Disk, notes: &mut Vec<String>) -> Result<Disk, Error> {
+fn make_overlay(
+    lab: &str,
+    name: &str,
+    base: &Disk,
+    notes: &mut Vec<String>,
+) -> Result<Disk, Error> {
     let dir = netns::paths::state_dir(lab).join("vms").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let ov = dir.join("overlay.qcow2");
     if ov.exists() {
-        notes.push(format!("reusing overlay {} (delete it to start over from the base)", ov.display()));
+        notes.push(format!(
+            "reusing overlay {} (delete it to start over from the base)",
+            ov.display()
+        ));
     } else {
         let qemu_img = crate::which("qemu-img").ok_or_else(|| Error::MissingProgram {
             program: "qemu-img".into(),
@@ -278,11 +338,24 @@ fn make_overlay(lab: &str, name: &str, base: &Disk, notes: &mut Vec<String>) -> 
             .output()
             .map_err(|e| Error::io("qemu-img", e))?;
         if !out.status.success() {
-            return Err(Error::invalid("--overlay", format!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::invalid(
+                "--overlay",
+                format!(
+                    "qemu-img create: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
         }
-        notes.push(format!("overlay {} over {}", ov.display(), base.path.display()));
+        notes.push(format!(
+            "overlay {} over {}",
+            ov.display(),
+            base.path.display()
+        ));
     }
-    Ok(Disk { path: ov, format: "qcow2".into() })
+    Ok(Disk {
+        path: ov,
+        format: "qcow2".into(),
+    })
 }
 
 fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(), Error> {
@@ -292,7 +365,10 @@ fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(
         None => {
             let g = guess_modules_dir(&o.kernel);
             if let Some(d) = &g {
-                notes.push(format!("using modules from {} (pass --modules to choose)", d.display()));
+                notes.push(format!(
+                    "using modules from {} (pass --modules to choose)",
+                    d.display()
+                ));
             }
             g
         }
@@ -315,17 +391,29 @@ fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(
         wanted.extend(o.extra_modules.iter().cloned());
         modules = db.resolve(&wanted)?;
     } else if !o.extra_modules.is_empty() {
-        return Err(Error::invalid("--module", "needs --modules DIR (the guest kernel's lib/modules/VERSION)"));
+        return Err(Error::invalid(
+            "--module",
+            "needs --modules DIR (the guest kernel's lib/modules/VERSION)",
+        ));
     }
     let spec = InitSpec {
         hostname: o.name.clone(),
         modules,
-        shares: o.shares.iter().map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag))).collect(),
+        shares: o
+            .shares
+            .iter()
+            .map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag)))
+            .collect(),
         run: o.run.clone(),
     };
     initramfs::build(
         out,
-        &initramfs::Contents { busybox: &busybox, spec: &spec, modules_dir: mdir.as_deref(), add: &o.add },
+        &initramfs::Contents {
+            busybox: &busybox,
+            spec: &spec,
+            modules_dir: mdir.as_deref(),
+            add: &o.add,
+        },
     )
 }
 
@@ -362,7 +450,11 @@ fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
 
 /// Spawns QEMU and supervises it until it ends. `on_started` runs once QEMU is up (the
 /// state file says running): the CLI prints its banner there.
-pub fn launch(p: &Prepared, mode: Mode, on_started: &mut dyn FnMut(&VmState)) -> Result<Outcome, Error> {
+pub fn launch(
+    p: &Prepared,
+    mode: Mode,
+    on_started: &mut dyn FnMut(&VmState),
+) -> Result<Outcome, Error> {
     let spec = &p.spec;
     // Stop signals become events of the loop below (sigtimedwait), not process death: the tap
     // must be removed whatever happens. Blocked before any thread starts so all inherit it.
@@ -432,7 +524,11 @@ pub fn launch(p: &Prepared, mode: Mode, on_started: &mut dyn FnMut(&VmState)) ->
     if let Mode::Run { .. } = mode {
         if outcome.rc.is_none() {
             let tail = tail_lines(&spec.serial_log(), 15);
-            let why = if outcome.timed_out { "timed out" } else { "ended" };
+            let why = if outcome.timed_out {
+                "timed out"
+            } else {
+                "ended"
+            };
             return Err(Error::Qemu(format!(
                 "the guest {why} without reporting the command's exit status ({}); last console lines:\n{tail}",
                 outcome.exit
@@ -469,18 +565,26 @@ fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Error::Qemu(format!("{}: {e}", spec.qemu.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Qemu(format!("{}: {e}", spec.qemu.display())))?;
     drop(ns);
     // QEMU is up once its QMP socket exists; an early exit is a configuration error.
     let t0 = Instant::now();
     while !spec.qmp_sock().exists() {
         if let Ok(Some(s)) = child.try_wait() {
-            return Err(Error::Qemu(format!("exited at startup ({s}):\n{}", tail_lines(&log, 20))));
+            return Err(Error::Qemu(format!(
+                "exited at startup ({s}):\n{}",
+                tail_lines(&log, 20)
+            )));
         }
         if t0.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Qemu(format!("no QMP socket after 30 s:\n{}", tail_lines(&log, 20))));
+            return Err(Error::Qemu(format!(
+                "no QMP socket after 30 s:\n{}",
+                tail_lines(&log, 20)
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -488,7 +592,9 @@ fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
 }
 
 pub fn tail_lines(p: &Path, n: usize) -> String {
-    let s = std::fs::read(p).map(|b| String::from_utf8_lossy(&b).replace('\r', "")).unwrap_or_default();
+    let s = std::fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -558,21 +664,36 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
     let spec = &p.spec;
     let set = sigset(&STOP_SIGNALS);
     let t0 = Instant::now();
-    let mut tail = RunTail { file: None, buf: vec![], in_output: false, pending_newline: false, rc: None, verbose: false };
+    let mut tail = RunTail {
+        file: None,
+        buf: vec![],
+        in_output: false,
+        pending_newline: false,
+        rc: None,
+        verbose: false,
+    };
     if let Mode::Run { verbose } = mode {
         tail.verbose = verbose;
     }
     let mut console = None;
-    if let Mode::Start { attach_console: true } = mode {
+    if let Mode::Start {
+        attach_console: true,
+    } = mode
+    {
         let sock = spec.console_sock();
-        console = Some(std::thread::spawn(move || crate::manage::attach_console_path(&sock)));
+        console = Some(std::thread::spawn(move || {
+            crate::manage::attach_console_path(&sock)
+        }));
     }
     let mut stop_started: Option<Instant> = None;
     let mut marker_seen_at: Option<Instant> = None;
     let mut timed_out = false;
     let mut stdout = std::io::stdout();
     loop {
-        if let Some(s) = child.try_wait().map_err(|e| Error::Qemu(format!("wait: {e}")))? {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| Error::Qemu(format!("wait: {e}")))?
+        {
             if let Mode::Run { .. } = mode {
                 tail.poll(&spec.serial_log(), &mut stdout);
             }
@@ -580,9 +701,16 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
                 // QEMU closed the socket; the console thread restores the terminal and ends.
                 let _ = c.join();
             }
-            return Ok(Outcome { rc: tail.rc, exit: format!("qemu {s}"), timed_out });
+            return Ok(Outcome {
+                rc: tail.rc,
+                exit: format!("qemu {s}"),
+                timed_out,
+            });
         }
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
         if sig > 0 && stop_started.is_none() {
             stop_started = Some(Instant::now());
@@ -614,7 +742,11 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
 /// a disk guest gets an ACPI power button press.
 pub fn request_stop(spec: &Spec, generated_initramfs: bool) {
     if let Ok(mut q) = crate::qmp::Qmp::connect(&spec.qmp_sock(), Duration::from_secs(2)) {
-        let _ = q.execute(if generated_initramfs { "quit" } else { "system_powerdown" });
+        let _ = q.execute(if generated_initramfs {
+            "quit"
+        } else {
+            "system_powerdown"
+        });
     }
 }
 
@@ -627,14 +759,19 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
     let log = dir.join("supervisor.log");
     let f = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(f.try_clone().map_err(|e| Error::io(&log, e))?).stderr(f);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().map_err(|e| Error::io(&log, e))?)
+        .stderr(f);
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Error::Other(format!("spawn supervisor: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Other(format!("spawn supervisor: {e}")))?;
     let pid = child.id();
     let t0 = Instant::now();
     loop {
@@ -649,10 +786,16 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
                 f.seek(SeekFrom::Start(0))?;
                 f.read_to_string(&mut msg)
             });
-            return Err(Error::Other(format!("the VM supervisor exited ({s}): {}", msg.trim())));
+            return Err(Error::Other(format!(
+                "the VM supervisor exited ({s}): {}",
+                msg.trim()
+            )));
         }
         if t0.elapsed() > Duration::from_secs(120) {
-            return Err(Error::Other(format!("the VM did not start within 120 s; see {}", log.display())));
+            return Err(Error::Other(format!(
+                "the VM did not start within 120 s; see {}",
+                log.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -45,7 +45,11 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
             .write(true)
             .open("/dev/net/tun")
             .map_err(|e| netns::Error::io("/dev/net/tun", e))?;
-        let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: IFF_TAP | IFF_NO_PI,
+            _pad: [0; 22],
+        };
         req.name[..tap.len()].copy_from_slice(tap.as_bytes());
         let fd = f.as_raw_fd();
         if unsafe { libc::ioctl(fd, TUNSETIFF as _, &req) } < 0 {
@@ -62,11 +66,16 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
     let (tap, br) = (name.to_string(), bridge.to_string());
     let res = nl::with_netlink(Some(lab), move |h| async move {
         let idx = nl::index_of(&h, &tap).await?;
-        let br_idx = nl::index_of(&h, &br)
-            .await
-            .map_err(|_| netns::Error::Other(format!("bridge {br} does not exist in the lab namespace")))?;
+        let br_idx = nl::index_of(&h, &br).await.map_err(|_| {
+            netns::Error::Other(format!("bridge {br} does not exist in the lab namespace"))
+        })?;
         h.link()
-            .set(rtnetlink::LinkUnspec::new_with_index(idx).controller(br_idx).up().build())
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(idx)
+                    .controller(br_idx)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl::nl(format!("attach {tap} to {br}")))
@@ -84,7 +93,9 @@ pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    Ok(nl::with_netlink(Some(lab), move |h| async move { nl::del_link(&h, &tap).await })?)
+    Ok(nl::with_netlink(Some(lab), move |h| async move {
+        nl::del_link(&h, &tap).await
+    })?)
 }
 
 /// True when the link exists in the lab namespace.
@@ -93,5 +104,7 @@ pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    Ok(nl::with_netlink(Some(lab), move |h| async move { Ok(nl::link_by_name(&h, &tap).await?.is_some()) })?)
+    Ok(nl::with_netlink(Some(lab), move |h| async move {
+        Ok(nl::link_by_name(&h, &tap).await?.is_some())
+    })?)
 }
