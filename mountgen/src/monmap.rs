@@ -459,9 +459,9 @@ impl MonMap {
             .mons
             .iter()
             .map(|m| match m.addrs.as_slice() {
-                // A lone v1 address is written untyped, like Ceph does, unless its port
-                // would make it read back as v2.
-                [a] if a.kind == AddrType::V1 && a.addr.port() != addr::PORT_V2 => {
+                // Ceph writes a lone v1 address on the default port untyped (readable by
+                // pre-Nautilus clients), everything else typed.
+                [a] if a.kind == AddrType::V1 && a.addr.port() == addr::PORT_V1 => {
                     format!("{}/0", a.addr)
                 }
                 [a] => a.ceph_typed(),

@@ -140,6 +140,32 @@ fn quorum_filter() {
         .contains("no monitor of the map is in quorum"));
 }
 
+/// A real dump taken after mon.c was killed: quorum [0,1].
+#[test]
+fn real_degraded_quorum() {
+    let c = "3mon-v1only-msgr2false-192.168.251.1-vstartports-monc-down";
+    for input in ["mon_dump.json", "quorum_status.json"] {
+        let map = monmap::parse(&read_fixture(&format!("{c}.{input}")), input).unwrap();
+        assert_eq!(map.quorum, Some(vec![0, 1]), "{input}");
+        let mut req = MountRequest::new("fs", Some("a"), Syntax::New);
+        let all = plan::build(&map, &req).unwrap();
+        assert_eq!(all.mon_addrs.len(), 3);
+        req.quorum_only = true;
+        let p = plan::build(&map, &req).unwrap();
+        assert_eq!(
+            p.data(false),
+            "mon_addr=192.168.251.1:40763/192.168.251.1:40765,name=fs"
+        );
+        assert_eq!(
+            p.notes,
+            [
+                "mon.c is not in quorum; left out",
+                "no v2 address in the map: using v1 addresses without ms_mode"
+            ]
+        );
+    }
+}
+
 #[test]
 fn keys_and_fs_errors() {
     let kr = read_fixture("3mon-v2v1-127.0.0.1-vstartports.auth_get_client.fs.keyring");

@@ -77,7 +77,9 @@ fn old_syntax_matches_mount_ceph() {
     let key = "AQBA6gJrg6vLCxAAmVZt5mv+oD2Qc+Vxz8OrUg==";
     let mut compared = 0;
     for c in CLUSTERS {
-        for input in ["ceph.conf", "generate-minimal-conf.txt"] {
+        // One conf per cluster keeps this quick (mount.ceph starts a whole CephContext);
+        // golden::formats_agree shows the other formats give the same plans.
+        for input in ["generate-minimal-conf.txt"] {
             let conf = fixture(&format!("{c}.{input}"));
             let map = monmap::parse(&std::fs::read_to_string(&conf).unwrap(), input).unwrap();
             for mode in std::iter::once(None).chain(MsMode::ALL.into_iter().map(Some)) {
@@ -120,6 +122,7 @@ fn old_syntax_matches_mount_ceph() {
             }
         }
     }
-    // v2v1 clusters: all 6 modes; v1-only: default + legacy; v2-only: 4 v2 modes; ×2 inputs.
-    assert_eq!(compared, 2 * (6 + 6 + 2 + 4), "comparisons made");
+    // v2v1 clusters (3): all 6 modes; v1-only (2): default + legacy; v2-only: the 4 v2
+    // modes.
+    assert_eq!(compared, 3 * 6 + 2 * 2 + 4, "comparisons made");
 }

@@ -20,6 +20,11 @@ pub const CLUSTERS: &[&str] = &[
     "1mon-v2only-msgr1false-127.0.0.1-nofs",
     "1mon-v2v1-127.0.0.1",
     "3mon-v2v1-127.0.0.1-vstartports",
+    // Captured by the mountgen work with the same cluster-up.sh (IP=fd00:6d67::1, and
+    // NMONS=3 MSGR=1 IP=192.168.251.1, each in its own pb-mgv netns); both were also mounted
+    // from a TCG guest with kmount (new and old syntax).
+    "1mon-v2v1-fd00-6d67--1-ipv6",
+    "3mon-v1only-msgr2false-192.168.251.1-vstartports",
 ];
 
 /// Every kind of address source captured per cluster.
