@@ -40,6 +40,26 @@
 //!
 //! (`--target` must be given so build scripts and proc-macros are not linked crt-static.
 //! kmount resolves no host names, so glibc's static NSS caveat does not apply.)
+//!
+//! In a guest, seed 000's kmount.sh becomes:
+//!
+//! ```text
+//! kmount --mon-dump-cmd "ssh HOST 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'" \
+//!        --keyring /etc/ceph/keyring --name fs --fs a --preset seed --ms-mode crc \
+//!        --conf-out /etc/ceph/ceph.conf --debug /mnt
+//! ```
+//!
+//! Steps, each printed by `--dry-run` instead of done: read the map (file, stdin or command),
+//! read the secret (keyring, key file or stdin; never argv), pick the syntax (the ceph
+//! module's `mount_syntax_v2` parameter, else kernel ≥ 5.17), `modprobe ceph` unless
+//! /proc/filesystems has it (and `gcm` for the secure modes), add_key(2) "ceph"/`client.NAME`
+//! into the process keyring and pass `key=client.NAME` (falling back to `secret=` with a
+//! warning when the key type is missing), write the minimal ceph.conf, enable dynamic debug,
+//! create the mount point, mount(2). Errors name what is missing (no v2 address for
+//! ms_mode=crc, fsid mismatch, unreadable key, no such fs with `--fs-ls`).
+//!
+//! Measured in a TCG guest (Debian 6.1, busybox): ms_mode secure/prefer-secure needs the
+//! crypto modules gf128mul, ghash-generic, ctr, gcm (aes is built in there).
 pub mod addr;
 pub mod kconfig;
 pub mod monmap;

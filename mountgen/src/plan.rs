@@ -219,6 +219,7 @@ pub struct MountPlan {
 
 /// Generic mount options that are mount(2) flags, as mount(8) and mount.ceph translate them:
 /// (name, flags set, flags cleared).
+#[allow(clippy::unnecessary_cast)] // c_ulong is u64 only on 64-bit targets
 const FLAG_OPTIONS: &[(&str, u64, u64)] = &[
     ("ro", libc::MS_RDONLY as u64, 0),
     ("rw", 0, libc::MS_RDONLY as u64),
