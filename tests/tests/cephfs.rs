@@ -1,0 +1,355 @@
+//! Seed 000 end to end, under TCG: a guest in a labnet lab mounts a real CephFS with kmount.
+//!
+//! Layout (the seed's main one): a "bounce box" namespace holds the other end of the lab's
+//! WireGuard uplink at 192.168.20.2, and on that address a single-host Ceph 16 cluster
+//! (tests/fixtures/ceph-cluster.sh), a DNS server that knows `cephhost.test` (dnsmasq), and an
+//! HTTP server (busybox httpd) with the cluster's `ceph mon dump` and client.fs keyring. The
+//! guest gets its lease from labnet dhcpd, resolves `cephhost.test` through labnet dns (which
+//! forwards to the WireGuard peer), fetches the keyring and the mon dump over HTTP and mounts
+//! CephFS with kmount (new device syntax, key in the kernel keyring). The host side then
+//! reads the written file back from the data pool with `rados`.
+use labnet_tests::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KVER: &str = "6.1.0-56-amd64";
+const BOUNCE_IP: &str = "192.168.20.2";
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ceph-cluster.sh")
+}
+
+/// The static kmount the guest runs (its busybox initramfs has no libc), built with the
+/// command documented in mountgen's crate docs. mountgen's own test builds the same thing
+/// into the same target dir, so in a `cargo test --workspace` run one of the two finds it
+/// fresh; from scratch it is mountgen + serde_json + thiserror + libc, a few seconds.
+fn static_kmount() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(&cargo)
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--release", "-p", "mountgen", "--bin", "kmount", "--target", "x86_64-unknown-linux-gnu"]));
+    assert!(out.status.success(), "static kmount build failed: {}", text(&out));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+/// Stops the cluster (by the pid files the fixture wrote) when dropped.
+struct Cluster {
+    dir: PathBuf,
+    ns: String,
+}
+
+impl Cluster {
+    fn up(dir: &Path, ns: &str) -> Cluster {
+        let c = Cluster { dir: dir.to_path_buf(), ns: ns.to_string() };
+        let t = Instant::now();
+        let out = run(Command::new("timeout")
+            .arg("90")
+            .arg(fixture())
+            .arg("up")
+            .env("CEPH_DIR", dir)
+            .env("CEPH_NETNS", ns)
+            .env("CEPH_ADDR", BOUNCE_IP)
+            .env("CEPH_STOP_GRACE", "3"));
+        assert!(out.status.success(), "ceph cluster did not come up: {}", text(&out));
+        eprintln!("cephfs: cluster up in {:.1} s", t.elapsed().as_secs_f64());
+        c
+    }
+
+    /// `ceph ARGS` / `rados ARGS` as client.admin inside the bounce namespace.
+    fn cli(&self, prog: &str, args: &[&str]) -> std::process::Output {
+        run(Command::new("timeout")
+            .args(["30", "ip", "netns", "exec", &self.ns, prog])
+            .args(args)
+            .env("CEPH_CONF", self.dir.join("ceph.conf")))
+    }
+
+    fn must(&self, prog: &str, args: &[&str]) -> Vec<u8> {
+        let o = self.cli(prog, args);
+        assert!(o.status.success(), "{prog} {args:?}: {}", text(&o));
+        o.stdout
+    }
+
+    /// The pids of the daemons the fixture started.
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_dir(self.dir.join("run"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn down(&self) -> std::process::Output {
+        run(Command::new("timeout").arg("60").arg(fixture()).arg("down").env("CEPH_DIR", &self.dir).env("CEPH_STOP_GRACE", "3"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// The bounce box: a namespace behind a veth underlay running wireguard-go with
+/// 192.168.20.2/24, peer = the lab (192.168.20.1). Returns (namespace, endpoint, its pubkey).
+fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> (String, String, String) {
+    let ns = format!("{id}bx");
+    let (u0, u1, wgb) = (format!("{id}u0"), format!("{id}u1"), format!("{id}wb"));
+    // A /30 underlay derived from the pid: parallel test binaries do not collide.
+    let p = std::process::id();
+    let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
+    let (host_ip, bounce_ip) = (format!("10.232.{a}.{}", b + 1), format!("10.232.{a}.{}", b + 2));
+    sh(&format!(
+        "umask 077; cd {d} && wg genkey > lab.key && wg pubkey < lab.key > lab.pub && wg genkey > bounce.key && wg pubkey < bounce.key > bounce.pub",
+        d = dir.display()
+    ));
+    c.netns(&ns);
+    c.link(&u0);
+    sh(&format!(
+        "ip netns add {ns} && ip -n {ns} link set lo up && ip link add {u0} type veth peer name {u1} netns {ns} && \
+         ip addr add {host_ip}/30 dev {u0} && ip link set {u0} up && ip -n {ns} addr add {bounce_ip}/30 dev {u1} && ip -n {ns} link set {u1} up"
+    ));
+    let log = std::fs::File::create(dir.join("wgb.log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, "wireguard-go", &wgb])
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.pid(child.id());
+    let sock = format!("/var/run/wireguard/{wgb}.sock");
+    c.path(&sock);
+    wait_for("bounce wireguard-go", 10, || Path::new(&sock).exists());
+    sh(&format!(
+        "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
+         ip -n {ns} addr add {BOUNCE_IP}/24 dev {wgb} && ip -n {ns} link set {wgb} up",
+        d = dir.display()
+    ));
+    let key = std::fs::read_to_string(dir.join("bounce.pub")).unwrap().trim().to_string();
+    (ns, format!("{bounce_ip}:51820"), key)
+}
+
+/// Starts a long-running helper inside `ns`, killed by pid on cleanup.
+fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
+    let f = std::fs::File::create(log).unwrap();
+    // `ip netns exec` execs the program: the pid is the helper's own.
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    c.pid(child.id());
+    child.id()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (our own exited child not yet reaped) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+#[test]
+fn guest_mounts_cephfs_through_the_lab() {
+    if !is_root() {
+        eprintln!("skip: needs root (namespaces, WireGuard, Ceph daemons, QEMU)");
+        return;
+    }
+    let t_test = Instant::now();
+    let kernel = format!("/var/cache/labnet-kernel/boot/vmlinuz-{KVER}");
+    let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
+    assert!(Path::new(&modules).join("modules.dep").exists(), "guest kernel not unpacked (.ci/install-deps.sh)");
+    let kmount = static_kmount();
+
+    let mut c = Cleanup::default();
+    let id = unique("cf");
+    let lab = id.clone();
+    let root = temp_dir(&mut c, "cephfs");
+    let env = labnet_env(&root);
+    let (bns, endpoint, bounce_pub) = bounce(&mut c, &root, &id);
+
+    // The cluster at 192.168.20.2 inside the bounce box. Declared after `c`: dropped (down)
+    // before the namespaces go.
+    let cluster = Cluster::up(&root.join("ceph"), &bns);
+    let fsid = {
+        let v: serde_json::Value = serde_json::from_slice(&cluster.must("ceph", &["mon", "dump", "--format=json"])).unwrap();
+        v["fsid"].as_str().unwrap().to_string()
+    };
+
+    // What the guest fetches "from the cluster host": the mon dump and the client's keyring,
+    // as `ceph` writes them, served over HTTP; and a DNS server that knows the host's name.
+    let www = root.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("mon_dump.json"), cluster.must("ceph", &["mon", "dump", "--format=json"])).unwrap();
+    std::fs::write(www.join("fs.keyring"), cluster.must("ceph", &["auth", "get", "client.fs"])).unwrap();
+    let www_s = www.display().to_string();
+    let httpd = spawn_in(&mut c, &bns, &root.join("httpd.log"), &["busybox", "httpd", "-f", "-p", &format!("{BOUNCE_IP}:8080"), "-h", &www_s]);
+    let dnsmasq = spawn_in(
+        &mut c,
+        &bns,
+        &root.join("dnsmasq.log"),
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &format!("--listen-address={BOUNCE_IP}"),
+            &format!("--address=/cephhost.test/{BOUNCE_IP}"),
+            "--pid-file=",
+            "--user=root",
+        ],
+    );
+
+    // The lab, WireGuard uplink to the bounce box; its dns forwards to the peer (:53).
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[dns]\nzone = \"lab\"\n\
+             [uplink]\nkind = \"wireguard\"\ninterface = \"{id}wl\"\naddress = \"192.168.20.1/24\"\n\
+             private_key_file = \"{}\"\npeer_public_key = \"{bounce_pub}\"\nendpoint = \"{endpoint}\"\nallowed_ips = [\"0.0.0.0/0\"]\n",
+            root.join("lab.key").display()
+        ),
+    )
+    .unwrap();
+    let cfgs = cfg.display().to_string();
+    c.labnet(&["down", &lab], &env);
+    let up = labnet(&["up", &lab, "--config", &cfgs], &env);
+    assert!(up.status.success(), "labnet up: {}", text(&up));
+    // From the lab itself the name resolves through labnet dns → the WireGuard peer.
+    wait_for("cephhost.test to resolve in the lab", 15, || {
+        let o = run(Command::new("ip").args(["netns", "exec", &lab, "getent", "hosts", "cephhost.test"]));
+        String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
+    });
+
+    // The guest: lease, DNS, fetch, mount, write, read, unmount.
+    let vm = format!("c{}", &id[2..]);
+    let guest = format!(
+        "set -e\n\
+         wget -qO /tmp/fs.keyring http://cephhost.test:8080/fs.keyring\n\
+         kmount --mon-dump-cmd 'wget -qO- http://cephhost.test:8080/mon_dump.json' --cmd-timeout 20 \
+           --keyring /tmp/fs.keyring --name fs --fs a --mountpoint /mnt\n\
+         echo \"MOUNTED uptime=$(cut -d' ' -f1 /proc/uptime)\"\n\
+         grep ' /mnt ceph ' /proc/mounts\n\
+         echo 'hello from {vm}' > /mnt/f\n\
+         cat /mnt/f\n\
+         echo \"INODE $(stat -c %i /mnt/f)\"\n\
+         umount /mnt\n\
+         echo UNMOUNTED\n"
+    );
+    let t_run = Instant::now();
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", "90", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &lab, "--name", &vm])
+        .args(["--kernel", &kernel, "--modules", &modules, "--module", "ceph"])
+        .arg("--add")
+        .arg(format!("{}:/bin/kmount", kmount.display()))
+        .args(["--", "sh", "-c", &guest])
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+        s
+    });
+    let mut lines = vec![];
+    let mut mounted_after = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("MOUNTED") && mounted_after.is_none() {
+            mounted_after = Some(t_run.elapsed());
+        }
+        lines.push(line);
+    }
+    let status = child.wait().unwrap();
+    let total = t_run.elapsed();
+    let out = lines.join("\n");
+    let err = err_thread.join().unwrap();
+    let ctx = format!("status {status}\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(status.code(), Some(0), "guest run failed: {ctx}");
+
+    let mounted_after = mounted_after.unwrap_or_else(|| panic!("no MOUNTED line: {ctx}"));
+    let uptime = lines.iter().find_map(|l| l.strip_prefix("MOUNTED uptime=")).unwrap_or("?").to_string();
+    eprintln!(
+        "cephfs: vm run → CephFS mounted: {:.2} s (guest uptime at mount {uptime} s); whole vm run {:.2} s (TCG)",
+        mounted_after.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    // New device syntax with the cluster's fsid, the key from the kernel keyring.
+    let mline = lines.iter().find(|l| l.contains(" /mnt ceph ")).unwrap_or_else(|| panic!("no ceph mount: {ctx}"));
+    assert!(mline.starts_with(&format!("fs@{fsid}.a=/ /mnt ceph ")), "{mline}");
+    assert!(mline.contains("name=fs") && mline.contains(&format!("mon_addr={BOUNCE_IP}:3300")), "{mline}");
+    // kmount put the key into the guest's kernel keyring and passed key=client.fs.
+    assert!(out.contains(&format!("mount(\"fs@{fsid}.a=/\", \"/mnt\", \"ceph\", 0, \"mon_addr={BOUNCE_IP}:3300,ms_mode=prefer-crc,name=fs,key=client.fs\")")), "{ctx}");
+    assert!(lines.iter().any(|l| l == &format!("hello from {vm}")), "{ctx}");
+    assert_eq!(lines.last().map(String::as_str), Some("UNMOUNTED"), "{ctx}");
+    let key = std::fs::read_to_string(www.join("fs.keyring")).unwrap();
+    let secret = key.lines().find_map(|l| l.trim().strip_prefix("key = ")).unwrap();
+    assert!(!out.contains(secret) && !err.contains(secret), "the secret leaked into the output");
+
+    // The lease, with the VM's name.
+    let leases = labnet(&["leases", &lab, "--config", &cfgs, "--json"], &env);
+    assert!(leases.status.success(), "{}", text(&leases));
+    let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
+    let lease = v.as_array().unwrap().iter().find(|x| x["hostname"].as_str() == Some(&vm));
+    let lease = lease.unwrap_or_else(|| panic!("no lease for {vm}: {v}"));
+    assert!(lease["ip"].as_str().unwrap().starts_with("192.168.0."), "{lease}");
+
+    // The host side: the file's first object in the data pool holds what the guest wrote.
+    let ino: u64 = lines.iter().find_map(|l| l.strip_prefix("INODE ")).and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| panic!("{ctx}"));
+    let obj = format!("{ino:x}.00000000");
+    let data = cluster.must("rados", &["-p", "cephfs.a.data", "get", &obj, "-"]);
+    assert_eq!(String::from_utf8_lossy(&data), format!("hello from {vm}\n"), "object {obj}");
+    // And the name: once the MDS journal is flushed, the root dirfrag has the dentry "f".
+    cluster.must("ceph", &["tell", "mds.a", "flush", "journal"]);
+    let keys = String::from_utf8_lossy(&cluster.must("rados", &["-p", "cephfs.a.meta", "listomapkeys", "1.00000000"])).into_owned();
+    assert!(keys.lines().any(|k| k == "f_head"), "root dir entries: {keys}");
+
+    // Teardown in order, then nothing of ours is left.
+    let down = labnet(&["down", &lab], &env);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(!netns_list().contains(&lab), "lab namespace left behind");
+    let daemons = cluster.pids();
+    assert_eq!(daemons.len(), 4, "ceph pid files (mon, mgr, osd, mds): {daemons:?}");
+    let cd = cluster.down();
+    assert!(cd.status.success(), "cluster down: {}", text(&cd));
+    for p in daemons {
+        assert!(!alive(p), "ceph daemon {p} still running after down");
+    }
+    assert!(!cluster.dir.exists(), "cluster dir left behind");
+    drop(cluster);
+    drop(c);
+    for p in [httpd, dnsmasq] {
+        assert!(!alive(p), "helper {p} still running");
+    }
+    for n in [&lab, &bns] {
+        assert!(!netns_list().contains(n), "netns {n} left behind");
+    }
+    assert!(root_links().iter().all(|l| !l.starts_with(&id)), "links left behind");
+    eprintln!("cephfs: guest output:\n{out}");
+    eprintln!("cephfs: whole test {:.1} s", t_test.elapsed().as_secs_f64());
+}
