@@ -32,6 +32,7 @@ fn skip() -> bool {
 
 struct Topo {
     c: Cleanup,
+    base: String,
     dir: PathBuf,
     lab: String,
     up: String,
@@ -66,6 +67,7 @@ impl Topo {
         let env = labnet_env(&dir);
         Topo {
             c,
+            base,
             dir,
             lab,
             up,
@@ -161,27 +163,37 @@ impl Topo {
         std::fs::write(
             etc.join(format!("{}.toml", self.lab)),
             format!(
-                "name = {:?}\n[bridge]\nname = \"br0\"\naddress = \"{SERVER}/24\"\n[dns]\nzone = \"lab\"\nupstreams = [{}]\ncache_size = {cache_size}\ntimeout_ms = {timeout_ms}\n",
+                "name = {:?}\n[bridge]\nname = {:?}\naddress = \"{SERVER}/24\"\n[dns]\nzone = \"lab\"\nupstreams = [{}]\ncache_size = {cache_size}\ntimeout_ms = {timeout_ms}\n",
                 self.lab,
+                self.bridge(),
                 ups.join(", ")
             ),
         )
         .unwrap();
-        let sock_path = self.dir.join("notify.sock");
+        self.spawn_ready("dns")
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.base)
+    }
+
+    /// Starts `labnet WHAT LAB --enter-netns` (dns, dhcpd) and waits for its READY=1.
+    fn spawn_ready(&mut self, what: &str) -> Daemon {
+        let sock_path = self.dir.join(format!("notify-{what}.sock"));
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let log = self.dir.join("dns.log");
+        let log = self.dir.join(format!("{what}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(labnet_bin())
-            .args(["dns", &self.lab, "--enter-netns"])
+            .args([what, &self.lab, "--enter-netns"])
             .envs(self.env.iter().cloned())
             .env("NOTIFY_SOCKET", &sock_path)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("labnet dns");
+            .expect("labnet");
         self.c.pid(child.id());
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = [0u8; 256];
@@ -193,11 +205,11 @@ impl Topo {
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(
-                    "labnet dns exited ({st}) before READY=1:\n{}",
+                    "labnet {what} exited ({st}) before READY=1:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "labnet dns: no READY=1 within 15 s");
+            assert!(Instant::now() < deadline, "labnet {what}: no READY=1 within 15 s");
         }
         Daemon { child, log }
     }
@@ -233,7 +245,7 @@ impl Daemon {
                 );
                 return;
             }
-            assert!(Instant::now() < deadline, "labnet dns still running 3 s after SIGTERM");
+            assert!(Instant::now() < deadline, "still running 3 s after SIGTERM");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -670,5 +682,89 @@ fn dns_survives_bad_input_and_floods() {
     assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    d.terminate();
+}
+
+/// The whole path a VM takes: a DHCP lease from `labnet dhcpd` with a hostname, then its name
+/// (and address) resolve through `labnet dns`, with no restart of either.
+#[test]
+fn dns_resolves_a_dhcp_lease_by_name() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("e");
+    t.start_upstream(300);
+    let mut d = t.start_dns(&[UPSTREAM], 1024, 1000);
+    assert_eq!(dig_in(&t.cl, SERVER, &["dhvm.lab"]).status, "NXDOMAIN");
+    let mut dh = t.spawn_ready("dhcpd");
+
+    // udhcpc with a hostname; its hook records the lease (and leaves the interface alone).
+    let events = t.dir.join("udhcpc.events");
+    let script = t.dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 ip=$ip dns=$dns domain=$domain\" >> {}\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let iface = format!("{}c0", t.base);
+    let o = run(Command::new("ip")
+        .args(["netns", "exec", &t.cl, "busybox", "udhcpc", "-q", "-n", "-i", &iface])
+        .args([
+            "-s",
+            script.to_str().unwrap(),
+            "-x",
+            "hostname:dhvm",
+            "-t",
+            "5",
+            "-T",
+            "1",
+        ]));
+    let ev = std::fs::read_to_string(&events).unwrap_or_default();
+    let bound = ev
+        .lines()
+        .find(|l| l.starts_with("bound"))
+        .unwrap_or_else(|| panic!("no lease: {}\n{ev}", text(&o)));
+    let ip = bound
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ip="))
+        .unwrap()
+        .to_string();
+    // DHCP points the client at this server and this zone.
+    assert!(
+        bound.contains(&format!("dns={SERVER}")) && bound.contains("domain=lab"),
+        "{bound}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = dig_in(&t.cl, SERVER, &["dhvm.lab"]);
+        if r.answers() == vec![format!("dhvm.lab. A {ip}")] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dhvm.lab does not resolve to {ip} 5 s after the lease: {}",
+            r.raw
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = ip.split('.').collect::<Vec<_>>();
+    let r = dig_in(&t.cl, SERVER, &["-x", &ip]);
+    assert_eq!(
+        r.answers(),
+        vec![format!(
+            "{}.{}.{}.{}.in-addr.arpa. PTR dhvm.lab.",
+            o[3], o[2], o[1], o[0]
+        )],
+        "{}",
+        r.raw
+    );
+    dh.assert_alive();
+    d.assert_alive();
+    dh.terminate();
     d.terminate();
 }
