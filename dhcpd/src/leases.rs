@@ -22,6 +22,12 @@
 //! the file from the good records (the bad lines are kept aside in `leases.log.corrupt`).
 //! Compaction writes the live state to `leases.log.tmp`, fsyncs it and renames it over
 //! `leases.log`, so a reader always sees a complete file.
+//!
+//! The file is preallocated: after the last record it holds NUL bytes (a few MiB, written,
+//! not sparse), and the log ends at the first NUL. Appending then overwrites blocks that are
+//! already allocated without changing the file size, so the fsync before each ACK flushes
+//! data only, not a filesystem journal commit; the file grows by another block of NULs
+//! when the space runs out.
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -158,6 +164,9 @@ impl ParsedLog {
 
 /// Parses a whole log. Err(first line) when the header is wrong (an empty file is fine).
 pub(crate) fn parse_log(bytes: &[u8]) -> Result<ParsedLog, String> {
+    // The log ends at its first NUL: the rest is preallocated space (records never contain
+    // NUL, JSON escapes control characters).
+    let bytes = &bytes[..data_len(bytes)];
     let mut out = ParsedLog::default();
     let mut pos = 0;
     let mut first = true;
@@ -195,6 +204,11 @@ pub(crate) fn parse_log(bytes: &[u8]) -> Result<ParsedLog, String> {
         pos = next;
     }
     Ok(out)
+}
+
+/// Length of the log data: everything before the first NUL byte.
+pub(crate) fn data_len(bytes: &[u8]) -> usize {
+    bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())
 }
 
 fn parse_record(line: &[u8]) -> Option<Lease> {
@@ -296,6 +310,18 @@ mod tests {
         assert_eq!(p.records.len(), 1);
         assert_eq!(p.bad.len(), 1);
         assert_eq!(p.records[0].ip, Ipv4Addr::new(10, 0, 0, 2));
+    }
+
+    #[test]
+    fn preallocated_nul_tail_ends_the_log() {
+        let mut text = format!("{HEADER}\n").into_bytes();
+        text.extend_from_slice(encode_record(&lease([10, 0, 0, 1], LeaseState::Active)).as_bytes());
+        let torn = encode_record(&lease([10, 0, 0, 2], LeaseState::Active));
+        text.extend_from_slice(&torn.as_bytes()[..30]);
+        text.extend_from_slice(&[0u8; 4096]);
+        let p = parse_log(&text).unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(p.bad, vec![(text.len() - 4096 - 30, text.len() - 4096)]);
     }
 
     #[test]

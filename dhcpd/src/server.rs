@@ -139,6 +139,7 @@ impl Server {
         let mut buf = vec![0u8; 4096];
         let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut last_drop_log = now_secs();
+        let (mut log_sec, mut logged, mut suppressed) = (0u64, 0u32, 0u64);
         tokio::pin!(shutdown);
         loop {
             let (n, from) = tokio::select! {
@@ -157,7 +158,20 @@ impl Server {
             match out {
                 Ok(o) => {
                     if let Some(l) = o.log {
-                        log!("{l}");
+                        // At most 20 lines a second: pool exhaustion under a flood must not
+                        // turn into a log flood.
+                        if now != log_sec {
+                            if suppressed > 0 {
+                                log!("({suppressed} more log lines suppressed)");
+                            }
+                            (log_sec, logged, suppressed) = (now, 0, 0);
+                        }
+                        if logged < 20 {
+                            logged += 1;
+                            log!("{l}");
+                        } else {
+                            suppressed += 1;
+                        }
                     }
                     if o.records.is_empty() {
                         if let Some(r) = o.reply {

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -19,6 +20,37 @@ use std::thread::JoinHandle;
 
 use crate::core::Reply;
 use crate::leases::{encode_record, log_path, parse_log, Lease, HEADER};
+
+/// Preallocation step: the log is kept this much ahead of its data, filled with NULs.
+const PREALLOC: u64 = 4 << 20;
+
+/// The log file: data up to `off`, NULs (already written, so allocated) up to `cap`.
+struct LogFile {
+    file: File,
+    off: u64,
+    cap: u64,
+}
+
+impl LogFile {
+    /// Writes `buf` at the end of the data, growing the NUL area first if it is too small.
+    /// Not durable until [`LogFile::sync`].
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let end = self.off + buf.len() as u64;
+        if end > self.cap {
+            let new_cap = end + PREALLOC;
+            let zeros = vec![0u8; (new_cap - self.cap) as usize];
+            self.file.write_all_at(&zeros, self.cap)?;
+            self.cap = new_cap;
+        }
+        self.file.write_all_at(buf, self.off)?;
+        self.off = end;
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
 use crate::Error;
 
 /// A batch element: records to make durable, then a reply to send.
@@ -36,7 +68,7 @@ enum Msg {
 /// The opened, recovered lease log, ready to be handed to its writer thread.
 pub struct LeaseLog {
     dir: PathBuf,
-    file: File,
+    file: LogFile,
     state: BTreeMap<Ipv4Addr, Lease>,
     records_in_file: usize,
 }
@@ -52,11 +84,13 @@ fn fsync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
 }
 
-/// Writes `leases` as a fresh log to `leases.log.tmp`, fsynced; returns it open for append.
-fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Result<(File, usize), Error> {
+/// Writes `leases` as a fresh, preallocated log to `leases.log.tmp`, fsynced; returns it
+/// and the number of records.
+fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Result<(LogFile, usize), Error> {
     let tmp = dir.join("leases.log.tmp");
-    let mut f = OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
+        .read(true)
         .write(true)
         .truncate(true)
         .open(&tmp)
@@ -67,8 +101,9 @@ fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Re
         buf.push_str(&encode_record(l));
         n += 1;
     }
-    f.write_all(buf.as_bytes()).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
+    let mut f = LogFile { file, off: 0, cap: 0 };
+    f.append(buf.as_bytes()).map_err(|e| io(&tmp, e))?;
+    f.file.sync_all().map_err(|e| io(&tmp, e))?;
     Ok((f, n))
 }
 
@@ -205,7 +240,7 @@ where
     L: Fn(String),
 {
     let path = log_path(&log.dir);
-    let mut compaction: Option<(JoinHandle<Result<(File, usize), Error>>, Vec<u8>)> = None;
+    let mut compaction: Option<(JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>)> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut replies: Vec<Reply> = vec![];
     let mut syncs: Vec<mpsc::Sender<()>> = vec![];
@@ -234,7 +269,7 @@ where
         }
         if n > 0 {
             // The replies wait for this: an ACK is only sent for a lease that is on disk.
-            match log.file.write_all(&buf).and_then(|_| log.file.sync_data()) {
+            match log.file.append(&buf).and_then(|_| log.file.sync()) {
                 Ok(()) => {
                     log.records_in_file += n;
                     if let Some((_, pending)) = compaction.as_mut() {
@@ -260,8 +295,8 @@ where
                 .join()
                 .unwrap_or_else(|_| Err(Error::Config("compaction thread panicked".into())))
                 .and_then(|(mut f, k)| {
-                    f.write_all(&pending).map_err(|e| io(&path, e))?;
-                    f.sync_data().map_err(|e| io(&path, e))?;
+                    f.append(&pending).map_err(|e| io(&path, e))?;
+                    f.sync().map_err(|e| io(&path, e))?;
                     install_snapshot(&log.dir)?;
                     Ok((f, k))
                 });
@@ -333,7 +368,8 @@ mod tests {
             let last = (30_000..30_100).rev().find(|i| lease(*i).ip == l.ip).unwrap();
             assert_eq!(l.start, last as u64, "{l:?}");
         }
-        let lines = std::fs::read_to_string(log_path(dir.path())).unwrap().lines().count();
+        let bytes = std::fs::read(log_path(dir.path())).unwrap();
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count();
         assert!(lines < 20_000, "log was never compacted: {lines} lines");
     }
 
@@ -346,8 +382,11 @@ mod tests {
         let (log, w) = LeaseLog::open(dir.path()).unwrap();
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(log.leases().count(), 1);
-        let clean = std::fs::read_to_string(log_path(dir.path())).unwrap();
-        assert_eq!(clean, format!("{HEADER}\n{}", encode_record(&lease(1))));
+        let clean = std::fs::read(log_path(dir.path())).unwrap();
+        let want = format!("{HEADER}\n{}", encode_record(&lease(1)));
+        assert_eq!(&clean[..want.len()], want.as_bytes());
+        assert!(clean[want.len()..].iter().all(|&b| b == 0), "preallocated with NULs");
+        assert!(clean.len() as u64 >= PREALLOC);
         assert!(dir.path().join("leases.log.corrupt").exists());
     }
 

@@ -437,10 +437,12 @@ fn dhcpd_kill9_after_acks_loses_no_lease() {
     acked.sort();
     acked.dedup();
     assert_eq!(acked.len(), N, "{acked:?}");
-    // A torn write at the tail (as a crash mid-append leaves) must not cost the rest.
+    // A torn write at the tail (as a crash mid-append leaves) must not cost the rest. The
+    // log is preallocated with NULs; its data ends at the first NUL.
     let path = lab.state().join("leases.log");
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    std::io::Write::write_all(&mut f, b"{\"ip\":\"10.77.0.149\",\"mac\":\"52:54").unwrap();
+    let end = std::fs::read(&path).unwrap().iter().position(|&b| b == 0).expect("preallocated tail");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"{\"ip\":\"10.77.0.149\",\"mac\":\"52:54", end as u64).unwrap();
     drop(f);
 
     let leases = lab.leases();
