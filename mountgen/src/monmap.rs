@@ -228,6 +228,8 @@ pub fn parse_json(input: &str, origin: &str) -> Result<MonMap, Error> {
                 }
             }
         }
+        // 0.0.0.0:0/0 is Ceph's "no address yet" (a mon added but never started).
+        addrs.retain(|a| !a.addr.ip().is_unspecified());
         if addrs.is_empty() {
             return Err(field(&f, format!("mon.{name} has no address")));
         }
@@ -408,9 +410,10 @@ fn noname(i: usize) -> String {
     format!("noname-{s}")
 }
 
+/// Drops duplicates and Ceph's "no address yet" (0.0.0.0:0/0).
 fn dedup(addrs: Vec<MonAddr>) -> Vec<MonAddr> {
     let mut out: Vec<MonAddr> = Vec::new();
-    for a in addrs {
+    for a in addrs.into_iter().filter(|a| !a.addr.ip().is_unspecified()) {
         if !out.contains(&a) {
             out.push(a);
         }
@@ -423,6 +426,12 @@ fn finish(map: MonMap, origin: &str) -> Result<MonMap, Error> {
         return Err(Error::Input {
             origin: origin.into(),
             msg: "no monitors found".into(),
+        });
+    }
+    if let Some(m) = map.mons.iter().find(|m| m.addrs.is_empty()) {
+        return Err(Error::Input {
+            origin: origin.into(),
+            msg: format!("mon.{} has no address", m.name),
         });
     }
     if let Some(f) = &map.fsid {
