@@ -319,6 +319,7 @@ fn real_run_traced_as_root() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     let mnt = dir.path().join("mnt");
+    let conf = dir.path().join("etc/ceph/ceph.conf");
     let dump = f(&format!("{C3}.mon_dump.json"));
     let kr = f(&format!("{C3}.auth_get_client.fs.keyring"));
     // mount_timeout bounds the attempt should a ceph module be present (nothing listens there).
@@ -341,6 +342,8 @@ fn real_run_traced_as_root() {
             "-o",
             "mount_timeout=2",
         ])
+        .arg("--conf-out")
+        .arg(&conf)
         .arg(&mnt)
         .output()
         .expect("strace (apt-get install strace; .ci/install-deps.sh installs it)");
@@ -383,4 +386,8 @@ fn real_run_traced_as_root() {
     assert!(!o.status.success());
     assert!(err.contains("kmount: error: mount(\"fs@"), "{err}");
     assert!(mnt.is_dir(), "mount point was not created");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        read_fixture(&format!("{C3}.generate-minimal-conf.txt"))
+    );
 }
