@@ -529,3 +529,35 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        for (rel, want) in [
+            ("6.1.0-56-amd64", Syntax::New),
+            ("5.17.0", Syntax::New),
+            ("5.16.20-arch1", Syntax::Old),
+            ("4.19.0-26-amd64", Syntax::Old),
+            ("6.18.44-fc-v782", Syntax::New),
+            ("10.0", Syntax::New),
+        ] {
+            assert_eq!(syntax_for_kernel(rel).unwrap(), want, "{rel}");
+        }
+        assert!(syntax_for_kernel("linux")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read a version from \"linux\""));
+        assert!(syntax_for_kernel("6").is_err());
+    }
+
+    #[test]
+    fn ms_mode_names_roundtrip() {
+        for m in MsMode::ALL {
+            assert_eq!(m.as_str().parse::<MsMode>().unwrap(), m);
+        }
+        assert!("CRC".parse::<MsMode>().is_err());
+    }
+}

@@ -277,6 +277,53 @@ fn errors_name_what_is_missing() {
 }
 
 #[test]
+fn mon_host_instead_of_a_dump() {
+    let o = kmount(
+        &[
+            "--dry-run",
+            "--mon-host",
+            "[v2:[fd00::1]:3300/0,v1:[fd00::1]:6789/0] 10.0.0.2",
+            "--fsid",
+            FSID3,
+            "--name",
+            "fs",
+            "--fs",
+            "a",
+            "--syntax",
+            "new",
+            "/mnt",
+        ],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("\"mon_addr=[fd00::1]:3300/10.0.0.2:3300,ms_mode=prefer-crc,name=fs\""),
+        "{out}"
+    );
+    let o = kmount(
+        &[
+            "--dry-run",
+            "--mon-host",
+            "10.0.0.2",
+            "--name",
+            "fs",
+            "--fs",
+            "a",
+            "--syntax",
+            "new",
+            "/mnt",
+        ],
+        None,
+    );
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("no fsid: the input has none and no --fsid was given"),
+        "{err}"
+    );
+}
+
+#[test]
 fn help_lists_the_interface() {
     let o = kmount(&["--help"], None);
     let (out, _) = text(&o);

@@ -15,6 +15,8 @@ Monitor map (one of; JSON, json-pretty, quorum_status JSON, text dump or a ceph.
   --mon-dump FILE|-        read it from FILE or stdin
   --mon-dump-cmd CMD       run CMD with /bin/sh -c and read its stdout
                            (e.g. \"ssh host 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'\")
+  --mon-host ADDRS          a mon_host value instead, e.g. \"[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0]\"
+                           (then give --fsid for the new syntax)
   --cmd-timeout SECS       kill --mon-dump-cmd/--fs-ls-cmd after SECS (default 60)
 What to mount:
   --name NAME              cephx user, without \"client.\" (default: the only client in --keyring)
@@ -47,6 +49,7 @@ Extras:
 struct Args {
     mon_dump: Option<String>,
     mon_dump_cmd: Option<String>,
+    mon_host: Option<String>,
     name: Option<String>,
     fs: Option<String>,
     path: Option<String>,
@@ -91,6 +94,7 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
             "-h" | "--help" => return Ok(None),
             "--mon-dump" => a.mon_dump = Some(val("--mon-dump")?),
             "--mon-dump-cmd" => a.mon_dump_cmd = Some(val("--mon-dump-cmd")?),
+            "--mon-host" => a.mon_host = Some(val("--mon-host")?),
             "--name" => a.name = Some(val("--name")?),
             "--fs" => a.fs = Some(val("--fs")?),
             "--path" => a.path = Some(val("--path")?),
@@ -269,25 +273,41 @@ fn run(a: Args) -> Result<(), String> {
     }
 
     // 1. The monitor map.
-    let (text, origin) = match (&a.mon_dump, &a.mon_dump_cmd) {
-        (Some(_), Some(_)) => return Err("give only one of --mon-dump and --mon-dump-cmd".into()),
-        (Some(p), None) => (
-            read_input(p, "--mon-dump")?,
-            if p == "-" {
-                "stdin".to_string()
-            } else {
-                p.clone()
-            },
-        ),
-        (None, Some(c)) => (
-            run_cmd(c, "--mon-dump-cmd", a.cmd_timeout)?,
-            format!("`{c}`"),
-        ),
-        (None, None) => {
-            return Err("no monitor map: give --mon-dump FILE|- or --mon-dump-cmd CMD".into())
-        }
+    let sources = [
+        a.mon_dump.is_some(),
+        a.mon_dump_cmd.is_some(),
+        a.mon_host.is_some(),
+    ];
+    if sources.iter().filter(|b| **b).count() > 1 {
+        return Err("give only one of --mon-dump, --mon-dump-cmd and --mon-host".into());
+    }
+    let (map, origin) = if let Some(p) = &a.mon_dump {
+        let origin = if p == "-" {
+            "stdin".to_string()
+        } else {
+            p.clone()
+        };
+        (
+            monmap::parse(&read_input(p, "--mon-dump")?, &origin),
+            origin,
+        )
+    } else if let Some(c) = &a.mon_dump_cmd {
+        let origin = format!("`{c}`");
+        (
+            monmap::parse(&run_cmd(c, "--mon-dump-cmd", a.cmd_timeout)?, &origin),
+            origin,
+        )
+    } else if let Some(h) = &a.mon_host {
+        (
+            monmap::parse_mon_host(h, "--mon-host"),
+            "--mon-host".to_string(),
+        )
+    } else {
+        return Err(
+            "no monitor map: give --mon-dump FILE|-, --mon-dump-cmd CMD or --mon-host ADDRS".into(),
+        );
     };
-    let map = monmap::parse(&text, &origin).map_err(|e| e.to_string())?;
+    let map = map.map_err(|e| e.to_string())?;
     ctx.step(&format!(
         "# mon map from {origin} ({}): {} mon(s), fsid {}",
         map.format.as_str(),
