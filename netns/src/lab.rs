@@ -409,3 +409,17 @@ fn find_by_cmdline(exe: &str) -> Vec<u32> {
 pub fn file_matches(path: &Path, expected: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s == expected)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn etc_netns_files_golden() {
+        let lab = crate::Lab::embedded_default();
+        let text = format!("# resolv.conf\n{}# nsswitch.conf\n{}", super::resolv_conf(&lab), super::NSSWITCH_CONF);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/etc-netns-sepian.txt");
+        if std::env::var_os("LABNET_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "LABNET_BLESS=1 regenerates {}", path.display());
+    }
+}
