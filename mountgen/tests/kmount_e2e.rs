@@ -261,6 +261,7 @@ fn errors_name_what_is_missing() {
         (vec!["--mon-dump", &v1, "--keyring", "/nonexistent/k", "--fs", "a", "/mnt"],
          "--keyring: cannot read /nonexistent/k".into()),
         (vec!["--mon-dump", &v1, "--name", "fs", "--fs", "a"], "no mount point given".into()),
+        (vec!["--mon-dump", "-", "--secret-stdin", "--name", "fs", "/mnt"], "only one input can come from stdin".into()),
         (vec!["--mon-dump", &v1, "--name", "fs", "--ms-mode", "fast", "/mnt"],
          "--ms-mode: ms_mode: \"fast\" is not one of legacy, crc, secure, prefer-crc, prefer-secure".into()),
     ];

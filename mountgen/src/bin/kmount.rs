@@ -260,8 +260,16 @@ fn run(a: Args) -> Result<(), String> {
         .mountpoint
         .clone()
         .ok_or("no mount point given (MOUNTPOINT or --mountpoint)")?;
-    if a.secret_stdin && (a.mon_dump.as_deref() == Some("-") || a.keyring.as_deref() == Some("-")) {
-        return Err("--secret-stdin and --mon-dump - cannot both read stdin".into());
+    let dash = |o: &Option<String>| o.as_deref() == Some("-");
+    let stdin_readers = [
+        dash(&a.mon_dump),
+        dash(&a.keyring),
+        dash(&a.secret_file),
+        dash(&a.fs_ls),
+        a.secret_stdin,
+    ];
+    if stdin_readers.iter().filter(|b| **b).count() > 1 {
+        return Err("only one input can come from stdin (--mon-dump -, --keyring -, --secret-file -, --fs-ls -, --secret-stdin)".into());
     }
     if [a.keyring.is_some(), a.secret_file.is_some(), a.secret_stdin]
         .iter()
