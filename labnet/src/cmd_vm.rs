@@ -41,7 +41,7 @@ pub struct BootArgs {
     #[command(flatten)]
     pub lab: LabArgs,
     /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
-    /// start; run-PID for run).
+    /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
     /// Kernel image (bzImage).
@@ -236,17 +236,15 @@ fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
     Ok(o)
 }
 
-/// The first vmN without a running VM.
-fn default_name(lab: &str) -> String {
-    let taken: Vec<String> = vm::state::list(lab)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.qemu_alive())
-        .map(|s| s.name)
-        .collect();
+/// The first PREFIX<N> without a running VM. Names (and so MACs and leases) are reused, so
+/// repeated anonymous runs do not use up the DHCP range.
+fn default_name(lab: &str, prefix: &str) -> String {
     (1..)
-        .map(|i| format!("vm{i}"))
-        .find(|n| !taken.contains(n))
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| {
+            // Free: nobody holds its lock (a VM being prepared holds it before it has state).
+            matches!(vm::state::try_lock(lab, n), Ok(Some(_)))
+        })
         .unwrap()
 }
 
@@ -276,7 +274,11 @@ fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
 
 fn start(a: StartArgs) -> Result<()> {
     let lab = lab_name(&a.boot.lab)?;
-    let name = a.boot.name.clone().unwrap_or_else(|| default_name(&lab));
+    let name = a
+        .boot
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&lab, "vm"));
     let mut o = options(&a.boot, name.clone())?;
     o.run = a.run.clone().map(RunCmd::Shell);
     o.extra_qemu = a.qemu_args.clone();
@@ -333,13 +335,13 @@ fn start(a: StartArgs) -> Result<()> {
 }
 
 fn run_cmd(a: RunArgs) -> Result<()> {
-    let name = a
-        .boot
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let name = match &a.boot.name {
+        Some(n) => n.clone(),
+        None => default_name(&lab_name(&a.boot.lab)?, "run"),
+    };
     let mut o = options(&a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
+    o.ephemeral = a.boot.name.is_none();
     let p = vm::supervise::prepare(&o)?;
     let verbose = a.verbose;
     let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
@@ -352,14 +354,17 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     std::process::exit(out.rc.unwrap_or(255));
 }
 
-/// The active lease of `mac` in the lab, if any.
-fn lease_ip(lab: &str, mac: &str) -> Option<Ipv4Addr> {
+/// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
+/// from the VM's previous boot does not count.
+fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
     let leases = dhcpd::leases::load(&netns::paths::state_dir(lab)).ok()?;
     let now = vm::state::now();
     leases
         .into_iter()
         .filter(|l| {
-            l.mac.eq_ignore_ascii_case(mac) && l.state_at(now) == dhcpd::leases::LeaseState::Active
+            l.mac.eq_ignore_ascii_case(mac)
+                && l.start >= since
+                && l.state_at(now) == dhcpd::leases::LeaseState::Active
         })
         .max_by_key(|l| l.start)
         .map(|l| l.ip)
@@ -367,7 +372,7 @@ fn lease_ip(lab: &str, mac: &str) -> Option<Ipv4Addr> {
 
 fn list(a: ListArgs) -> Result<()> {
     let lab = lab_name(&a.lab)?;
-    let vms = vm::manage::list(&lab, &|mac| lease_ip(&lab, mac))?;
+    let vms = vm::manage::list(&lab, &|mac, since| lease_ip(&lab, mac, since))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&vms)?);
         return Ok(());
@@ -397,7 +402,7 @@ fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
     let t0 = std::time::Instant::now();
     loop {
-        if let Some(ip) = lease_ip(lab, &st.mac) {
+        if let Some(ip) = lease_ip(lab, &st.mac, st.started) {
             return Ok(ip);
         }
         if t0.elapsed() >= Duration::from_secs(wait) {

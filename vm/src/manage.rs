@@ -44,10 +44,10 @@ fn tidy(st: &mut VmState) {
     }
 }
 
-/// All VMs of the lab; `ip_of(mac)` looks up the lease.
+/// All VMs of the lab; `ip_of(mac, since)` looks up a lease granted since the VM started.
 pub fn list(
     lab: &str,
-    ip_of: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>,
+    ip_of: &dyn Fn(&str, u64) -> Option<std::net::Ipv4Addr>,
 ) -> Result<Vec<VmInfo>, Error> {
     let mut out = vec![];
     for mut st in state::list(lab)? {
@@ -63,7 +63,11 @@ pub fn list(
             pid: if running { st.qemu_pid } else { None },
             mac: st.mac.clone(),
             tap: st.tap.clone(),
-            ip: if running { ip_of(&st.mac) } else { None },
+            ip: if running {
+                ip_of(&st.mac, st.started)
+            } else {
+                None
+            },
             uptime_secs: running.then(|| st.uptime()),
             machine: st.machine.clone(),
             accel: st.accel.clone(),

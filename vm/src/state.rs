@@ -129,3 +129,23 @@ pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> 
         .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
 }
+
+/// Takes the VM's lock (vm_dir/lock, flock): held by the supervisor for the VM's whole life,
+/// so two starts of one name cannot race. `Ok(None)`: someone else holds it.
+pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
+    use std::os::fd::AsRawFd;
+    let dir = vm_dir(lab, name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let p = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| Error::io(&p, e))?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(f))
+    } else {
+        Ok(None)
+    }
+}

@@ -47,6 +47,9 @@ pub struct Options {
     pub pvh: bool,
     /// Kill the VM after this long (run mode: a hung guest must not hang the caller).
     pub timeout: Option<Duration>,
+    /// A throwaway VM (`vm run` without --name): its directory is removed when it ended
+    /// with the command's status read (kept for a look at serial.log otherwise).
+    pub ephemeral: bool,
 }
 
 impl Options {
@@ -74,6 +77,7 @@ impl Options {
             qemu: None,
             pvh: false,
             timeout: None,
+            ephemeral: false,
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct Prepared {
     pub notes: Vec<String>,
     pub generated_initramfs: bool,
     pub timeout: Option<Duration>,
+    pub ephemeral: bool,
+    /// The VM's lock, held until this is dropped (after the supervisor's cleanup).
+    pub lock: std::fs::File,
 }
 
 /// The bridge VMs plug into: from the record `labnet up` wrote (the bridge that really
@@ -137,8 +144,9 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
             path: nsp.display().to_string(),
         });
     }
+    let busy = state::try_lock(&o.lab, &o.name)?.is_none();
     if let Some(st) = VmState::load(&o.lab, &o.name)? {
-        if st.qemu_alive() {
+        if busy || st.qemu_alive() {
             return Err(Error::AlreadyRunning {
                 lab: o.lab.clone(),
                 name: o.name.clone(),
@@ -205,6 +213,11 @@ pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
 /// overlay) in the VM's directory.
 pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let qemu_bin = precheck(o)?;
+    let lock = state::try_lock(&o.lab, &o.name)?.ok_or_else(|| Error::AlreadyRunning {
+        lab: o.lab.clone(),
+        name: o.name.clone(),
+        pid: 0,
+    })?;
     let bridge = resolve_bridge(&o.lab, o.config.as_deref())?;
     let dir = state::vm_dir(&o.lab, &o.name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -306,6 +319,8 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         notes,
         generated_initramfs: generated,
         timeout: o.timeout,
+        ephemeral: o.ephemeral,
+        lock,
     })
 }
 
@@ -520,6 +535,9 @@ pub fn launch(
     });
     let _ = st.save();
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if p.ephemeral && outcome.as_ref().is_ok_and(|o| o.rc.is_some()) {
+        let _ = std::fs::remove_dir_all(&spec.dir);
+    }
     let outcome = outcome?;
     if let Mode::Run { .. } = mode {
         if outcome.rc.is_none() {
