@@ -291,6 +291,65 @@ fn vm_start_stop_lifecycle_and_errors() {
         v[0]["state"] == "stopped"
     });
 
+    // SIGTERM to a foreground `vm run`: it stops QEMU, removes the tap, and fails.
+    let mut fg = Command::new(labnet_bin())
+        .args([
+            "vm",
+            "run",
+            "--lab",
+            &l.id,
+            "--name",
+            "c",
+            "--kernel",
+            &k,
+            "--modules",
+            &m,
+        ])
+        .args(["--", "sleep", "1000"])
+        .envs(l.env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.pid(fg.id());
+    wait_for("tap-c", 30, || taps(&l.id).contains(&"tap-c".to_string()));
+    let qemu_pid = {
+        let st = l.root.join("run").join(&l.id).join("vms/c/state.json");
+        wait_for("qemu of c", 30, || {
+            std::fs::read(&st)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["qemu_pid"].is_u64())
+        });
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&st).unwrap()).unwrap();
+        v["qemu_pid"].as_u64().unwrap() as i32
+    };
+    unsafe { libc::kill(fg.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = fg.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "vm run ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !status.success(),
+        "vm run killed by SIGTERM reported success"
+    );
+    assert!(
+        taps(&l.id).is_empty(),
+        "tap left after SIGTERM: {:?}",
+        taps(&l.id)
+    );
+    assert!(
+        unsafe { libc::kill(qemu_pid, 0) } != 0,
+        "qemu {qemu_pid} still runs after its supervisor got SIGTERM"
+    );
+
     // 2. A booted VM with a 9p share, a multipath disk and an added file: it gets a lease
     //    from labnet's dhcpd (`vm ip`, `vm list`), its console works, `vm stop` ends it and
     //    the tap goes.
