@@ -39,5 +39,10 @@ macro_rules! log {
 pub async fn run(cfg: ServerConfig) -> Result<(), Error> {
     let server = server::Server::bind(cfg)?;
     daemon::sd_notify("READY=1")?;
-    server.run(daemon::shutdown_signal()).await
+    server
+        .run(async {
+            daemon::shutdown_signal().await;
+            let _ = daemon::sd_notify("STOPPING=1");
+        })
+        .await
 }

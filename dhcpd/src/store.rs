@@ -240,7 +240,9 @@ where
     L: Fn(String),
 {
     let path = log_path(&log.dir);
-    let mut compaction: Option<(JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>)> = None;
+    // A running compaction: the snapshot writer, and what was appended since it started.
+    type Compaction = (JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>);
+    let mut compaction: Option<Compaction> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut replies: Vec<Reply> = vec![];
     let mut syncs: Vec<mpsc::Sender<()>> = vec![];
