@@ -15,7 +15,7 @@ Monitor map (one of; JSON, json-pretty, quorum_status JSON, text dump or a ceph.
   --mon-dump FILE|-        read it from FILE or stdin
   --mon-dump-cmd CMD       run CMD with /bin/sh -c and read its stdout
                            (e.g. \"ssh host 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'\")
-  --mon-host ADDRS          a mon_host value instead, e.g. \"[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0]\"
+  --mon-host ADDRS         a mon_host value instead, e.g. \"[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0]\"
                            (then give --fsid for the new syntax)
   --cmd-timeout SECS       kill --mon-dump-cmd/--fs-ls-cmd after SECS (default 60)
 What to mount:
