@@ -56,7 +56,7 @@ impl Cluster {
             .env("CEPH_DIR", dir)
             .env("CEPH_NETNS", ns)
             .env("CEPH_ADDR", BOUNCE_IP)
-            .env("CEPH_STOP_GRACE", "3"));
+            );
         assert!(out.status.success(), "ceph cluster did not come up: {}", text(&out));
         eprintln!("cephfs: cluster up in {:.1} s", t.elapsed().as_secs_f64());
         c
@@ -89,7 +89,7 @@ impl Cluster {
     }
 
     fn down(&self) -> std::process::Output {
-        run(Command::new("timeout").arg("60").arg(fixture()).arg("down").env("CEPH_DIR", &self.dir).env("CEPH_STOP_GRACE", "3"))
+        run(Command::new("timeout").arg("60").arg(fixture()).arg("down").env("CEPH_DIR", &self.dir))
     }
 }
 
@@ -179,6 +179,7 @@ fn guest_mounts_cephfs_through_the_lab() {
     let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
     assert!(Path::new(&modules).join("modules.dep").exists(), "guest kernel not unpacked (.ci/install-deps.sh)");
     let kmount = static_kmount();
+    eprintln!("cephfs: static kmount ready after {:.1} s", t_test.elapsed().as_secs_f64());
 
     let mut c = Cleanup::default();
     let id = unique("cf");
@@ -243,10 +244,13 @@ fn guest_mounts_cephfs_through_the_lab() {
         String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
     });
 
+    eprintln!("cephfs: lab up, name resolves, after {:.1} s", t_test.elapsed().as_secs_f64());
     // The guest: lease, DNS, fetch, mount, write, read, unmount.
     let vm = format!("c{}", &id[2..]);
     let guest = format!(
         "set -e\n\
+         echo \"START uptime=$(cut -d' ' -f1 /proc/uptime)\"\n\
+         dmesg | grep -m1 'labnet-init: lease'\n\
          wget -qO /tmp/fs.keyring http://cephhost.test:8080/fs.keyring\n\
          kmount --mon-dump-cmd 'wget -qO- http://cephhost.test:8080/mon_dump.json' --cmd-timeout 20 \
            --keyring /tmp/fs.keyring --name fs --fs a --mountpoint /mnt\n\
@@ -261,7 +265,7 @@ fn guest_mounts_cephfs_through_the_lab() {
     let t_run = Instant::now();
     let mut child = Command::new("timeout")
         .args(["-k", "5", "90", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &lab, "--name", &vm])
-        .args(["--kernel", &kernel, "--modules", &modules, "--module", "ceph"])
+        .args(["--kernel", &kernel, "--modules", &modules, "--module", "ceph", "-v"])
         .arg("--add")
         .arg(format!("{}:/bin/kmount", kmount.display()))
         .args(["--", "sh", "-c", &guest])
@@ -271,10 +275,18 @@ fn guest_mounts_cephfs_through_the_lab() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    // With -v the guest's console comes on stderr: its first line dates the kernel's start.
     let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
-        s
+        let (mut s, mut first) = (String::new(), None);
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            first.get_or_insert_with(|| t_run.elapsed());
+            if std::env::var_os("CEPHFS_TIMELINE").is_some() {
+                eprintln!("[{:6.2}] {l}", t_run.elapsed().as_secs_f64());
+            }
+            s.push_str(&l);
+            s.push('\n');
+        }
+        (s, first)
     });
     let mut lines = vec![];
     let mut mounted_after = None;
@@ -288,16 +300,27 @@ fn guest_mounts_cephfs_through_the_lab() {
     let status = child.wait().unwrap();
     let total = t_run.elapsed();
     let out = lines.join("\n");
-    let err = err_thread.join().unwrap();
+    let (err, first_console) = err_thread.join().unwrap();
     let ctx = format!("status {status}\nstdout:\n{out}\nstderr:\n{err}");
     assert_eq!(status.code(), Some(0), "guest run failed: {ctx}");
 
     let mounted_after = mounted_after.unwrap_or_else(|| panic!("no MOUNTED line: {ctx}"));
-    let uptime = lines.iter().find_map(|l| l.strip_prefix("MOUNTED uptime=")).unwrap_or("?").to_string();
+    let up_at = |p: &str| lines.iter().find_map(|l| l.strip_prefix(p)?.trim().parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let (start, mounted) = (up_at("START uptime="), up_at("MOUNTED uptime="));
+    let lease = lines
+        .iter()
+        .find(|l| l.contains("labnet-init: lease"))
+        .and_then(|l| l.trim_start_matches('[').split(']').next()?.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
     eprintln!(
-        "cephfs: vm run → CephFS mounted: {:.2} s (guest uptime at mount {uptime} s); whole vm run {:.2} s (TCG)",
+        "cephfs: vm run → CephFS mounted: {:.2} s; whole vm run {:.2} s (TCG). Breakdown: QEMU running after {:.2} s, \
+         guest clock starts ~{:.2} s (bzImage unpacked), in guest uptime: lease {lease:.2} s, command starts {start:.2} s, \
+         mounted {mounted:.2} s (kmount incl. 2 HTTP fetches over DNS + WireGuard: {:.2} s)",
         mounted_after.as_secs_f64(),
-        total.as_secs_f64()
+        total.as_secs_f64(),
+        first_console.unwrap_or_default().as_secs_f64(),
+        mounted_after.as_secs_f64() - mounted,
+        mounted - start
     );
     // New device syntax with the cluster's fsid, the key from the kernel keyring.
     let mline = lines.iter().find(|l| l.contains(" /mnt ceph ")).unwrap_or_else(|| panic!("no ceph mount: {ctx}"));
@@ -329,6 +352,7 @@ fn guest_mounts_cephfs_through_the_lab() {
     let keys = String::from_utf8_lossy(&cluster.must("rados", &["-p", "cephfs.a.meta", "listomapkeys", "1.00000000"])).into_owned();
     assert!(keys.lines().any(|k| k == "f_head"), "root dir entries: {keys}");
 
+    eprintln!("cephfs: host-side checks done after {:.1} s", t_test.elapsed().as_secs_f64());
     // Teardown in order, then nothing of ours is left.
     let down = labnet(&["down", &lab], &env);
     assert!(down.status.success(), "{}", text(&down));
