@@ -377,3 +377,71 @@ fn guest_mounts_cephfs_through_the_lab() {
     eprintln!("cephfs: guest output:\n{out}");
     eprintln!("cephfs: whole test {:.1} s", t_test.elapsed().as_secs_f64());
 }
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+}
+
+/// The fixture's `down` after an `up` killed half-way (the mon already daemonized): it stops
+/// that mon, leaves alone a process whose pid sits in a pid file but is no ceph daemon, and
+/// removes the state dir.
+#[test]
+fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
+    if !is_root() {
+        eprintln!("skip: needs root (namespace, Ceph daemons)");
+        return;
+    }
+    let mut c = Cleanup::default();
+    let id = unique("cf");
+    let ns = format!("{id}fx");
+    c.netns(&ns);
+    sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+    let root = temp_dir(&mut c, "cephfx");
+    let dir = root.join("ceph");
+    let mut up = {
+        use std::os::unix::process::CommandExt;
+        Command::new(fixture())
+            .arg("up")
+            .env("CEPH_DIR", &dir)
+            .env("CEPH_NETNS", &ns)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let pgid = up.id() as i32;
+    let pidfile = dir.join("run/mon.a.pid");
+    let t = Instant::now();
+    let mon: u32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            if comm(p) == "ceph-mon" {
+                break p;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = up.wait();
+            panic!("mon.a never started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Kill the script and whatever it runs right now (its own process group); the mon has
+    // left that group (daemonized), as after a crash or Ctrl-C.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = up.wait();
+    let cluster = Cluster { dir: dir.clone(), ns: ns.clone() };
+    assert!(alive(mon), "the mon should have outlived the script");
+
+    // A stale pid file pointing at an unrelated process.
+    let mut decoy = Command::new("sleep").arg("60").spawn().unwrap();
+    c.pid(decoy.id());
+    std::fs::write(dir.join("run/osd.7.pid"), format!("{}\n", decoy.id())).unwrap();
+
+    let out = cluster.down();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!alive(mon), "down left mon.a (pid {mon}) running");
+    assert!(decoy.try_wait().unwrap().is_none(), "down killed a process that is not its ceph daemon");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    drop(cluster);
+}
