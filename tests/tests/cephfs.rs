@@ -31,9 +31,24 @@ fn static_kmount() -> PathBuf {
     let out = run(Command::new(&cargo)
         .current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "-p", "mountgen", "--bin", "kmount", "--target", "x86_64-unknown-linux-gnu"]));
-    assert!(out.status.success(), "static kmount build failed: {}", text(&out));
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "mountgen",
+            "--bin",
+            "kmount",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ]));
+    assert!(
+        out.status.success(),
+        "static kmount build failed: {}",
+        text(&out)
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
     assert!(bin.exists(), "{} missing after the build", bin.display());
     bin
@@ -47,7 +62,10 @@ struct Cluster {
 
 impl Cluster {
     fn up(dir: &Path, ns: &str) -> Cluster {
-        let c = Cluster { dir: dir.to_path_buf(), ns: ns.to_string() };
+        let c = Cluster {
+            dir: dir.to_path_buf(),
+            ns: ns.to_string(),
+        };
         let t = Instant::now();
         let out = run(Command::new("timeout")
             .arg("90")
@@ -55,9 +73,12 @@ impl Cluster {
             .arg("up")
             .env("CEPH_DIR", dir)
             .env("CEPH_NETNS", ns)
-            .env("CEPH_ADDR", BOUNCE_IP)
-            );
-        assert!(out.status.success(), "ceph cluster did not come up: {}", text(&out));
+            .env("CEPH_ADDR", BOUNCE_IP));
+        assert!(
+            out.status.success(),
+            "ceph cluster did not come up: {}",
+            text(&out)
+        );
         eprintln!("cephfs: cluster up in {:.1} s", t.elapsed().as_secs_f64());
         c
     }
@@ -89,7 +110,11 @@ impl Cluster {
     }
 
     fn down(&self) -> std::process::Output {
-        run(Command::new("timeout").arg("60").arg(fixture()).arg("down").env("CEPH_DIR", &self.dir))
+        run(Command::new("timeout")
+            .arg("60")
+            .arg(fixture())
+            .arg("down")
+            .env("CEPH_DIR", &self.dir))
     }
 }
 
@@ -107,7 +132,10 @@ fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> (String, String, String) {
     // A /30 underlay derived from the pid: parallel test binaries do not collide.
     let p = std::process::id();
     let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
-    let (host_ip, bounce_ip) = (format!("10.232.{a}.{}", b + 1), format!("10.232.{a}.{}", b + 2));
+    let (host_ip, bounce_ip) = (
+        format!("10.232.{a}.{}", b + 1),
+        format!("10.232.{a}.{}", b + 2),
+    );
     sh(&format!(
         "umask 077; cd {d} && wg genkey > lab.key && wg pubkey < lab.key > lab.pub && wg genkey > bounce.key && wg pubkey < bounce.key > bounce.pub",
         d = dir.display()
@@ -135,7 +163,10 @@ fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> (String, String, String) {
          ip -n {ns} addr add {BOUNCE_IP}/24 dev {wgb} && ip -n {ns} link set {wgb} up",
         d = dir.display()
     ));
-    let key = std::fs::read_to_string(dir.join("bounce.pub")).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(dir.join("bounce.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     (ns, format!("{bounce_ip}:51820"), key)
 }
 
@@ -158,14 +189,23 @@ fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn alive(pid: u32) -> bool {
     // A zombie (our own exited child not yet reaped) counts as gone.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 #[test]
@@ -177,9 +217,15 @@ fn guest_mounts_cephfs_through_the_lab() {
     let t_test = Instant::now();
     let kernel = format!("/var/cache/labnet-kernel/boot/vmlinuz-{KVER}");
     let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
-    assert!(Path::new(&modules).join("modules.dep").exists(), "guest kernel not unpacked (.ci/install-deps.sh)");
+    assert!(
+        Path::new(&modules).join("modules.dep").exists(),
+        "guest kernel not unpacked (.ci/install-deps.sh)"
+    );
     let kmount = static_kmount();
-    eprintln!("cephfs: static kmount ready after {:.1} s", t_test.elapsed().as_secs_f64());
+    eprintln!(
+        "cephfs: static kmount ready after {:.1} s",
+        t_test.elapsed().as_secs_f64()
+    );
 
     let mut c = Cleanup::default();
     let id = unique("cf");
@@ -192,7 +238,9 @@ fn guest_mounts_cephfs_through_the_lab() {
     // before the namespaces go.
     let cluster = Cluster::up(&root.join("ceph"), &bns);
     let fsid = {
-        let v: serde_json::Value = serde_json::from_slice(&cluster.must("ceph", &["mon", "dump", "--format=json"])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&cluster.must("ceph", &["mon", "dump", "--format=json"]))
+                .unwrap();
         v["fsid"].as_str().unwrap().to_string()
     };
 
@@ -200,10 +248,31 @@ fn guest_mounts_cephfs_through_the_lab() {
     // as `ceph` writes them, served over HTTP; and a DNS server that knows the host's name.
     let www = root.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("mon_dump.json"), cluster.must("ceph", &["mon", "dump", "--format=json"])).unwrap();
-    std::fs::write(www.join("fs.keyring"), cluster.must("ceph", &["auth", "get", "client.fs"])).unwrap();
+    std::fs::write(
+        www.join("mon_dump.json"),
+        cluster.must("ceph", &["mon", "dump", "--format=json"]),
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("fs.keyring"),
+        cluster.must("ceph", &["auth", "get", "client.fs"]),
+    )
+    .unwrap();
     let www_s = www.display().to_string();
-    let httpd = spawn_in(&mut c, &bns, &root.join("httpd.log"), &["busybox", "httpd", "-f", "-p", &format!("{BOUNCE_IP}:8080"), "-h", &www_s]);
+    let httpd = spawn_in(
+        &mut c,
+        &bns,
+        &root.join("httpd.log"),
+        &[
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &format!("{BOUNCE_IP}:8080"),
+            "-h",
+            &www_s,
+        ],
+    );
     let dnsmasq = spawn_in(
         &mut c,
         &bns,
@@ -240,11 +309,21 @@ fn guest_mounts_cephfs_through_the_lab() {
     assert!(up.status.success(), "labnet up: {}", text(&up));
     // From the lab itself the name resolves through labnet dns → the WireGuard peer.
     wait_for("cephhost.test to resolve in the lab", 15, || {
-        let o = run(Command::new("ip").args(["netns", "exec", &lab, "getent", "hosts", "cephhost.test"]));
+        let o = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &lab,
+            "getent",
+            "hosts",
+            "cephhost.test",
+        ]));
         String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
     });
 
-    eprintln!("cephfs: lab up, name resolves, after {:.1} s", t_test.elapsed().as_secs_f64());
+    eprintln!(
+        "cephfs: lab up, name resolves, after {:.1} s",
+        t_test.elapsed().as_secs_f64()
+    );
     // The guest: lease, DNS, fetch, mount, write, read, unmount.
     let vm = format!("c{}", &id[2..]);
     let guest = format!(
@@ -264,8 +343,27 @@ fn guest_mounts_cephfs_through_the_lab() {
     );
     let t_run = Instant::now();
     let mut child = Command::new("timeout")
-        .args(["-k", "5", "90", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &lab, "--name", &vm])
-        .args(["--kernel", &kernel, "--modules", &modules, "--module", "ceph", "-v"])
+        .args([
+            "-k",
+            "5",
+            "90",
+            labnet_bin().to_str().unwrap(),
+            "vm",
+            "run",
+            "--lab",
+            &lab,
+            "--name",
+            &vm,
+        ])
+        .args([
+            "--kernel",
+            &kernel,
+            "--modules",
+            &modules,
+            "--module",
+            "ceph",
+            "-v",
+        ])
         .arg("--add")
         .arg(format!("{}:/bin/kmount", kmount.display()))
         .args(["--", "sh", "-c", &guest])
@@ -305,12 +403,24 @@ fn guest_mounts_cephfs_through_the_lab() {
     assert_eq!(status.code(), Some(0), "guest run failed: {ctx}");
 
     let mounted_after = mounted_after.unwrap_or_else(|| panic!("no MOUNTED line: {ctx}"));
-    let up_at = |p: &str| lines.iter().find_map(|l| l.strip_prefix(p)?.trim().parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let up_at = |p: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(p)?.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     let (start, mounted) = (up_at("START uptime="), up_at("MOUNTED uptime="));
     let lease = lines
         .iter()
         .find(|l| l.contains("labnet-init: lease"))
-        .and_then(|l| l.trim_start_matches('[').split(']').next()?.trim().parse::<f64>().ok())
+        .and_then(|l| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(f64::NAN);
     eprintln!(
         "cephfs: vm run → CephFS mounted: {:.2} s; whole vm run {:.2} s (TCG). Breakdown: QEMU running after {:.2} s, \
@@ -323,42 +433,89 @@ fn guest_mounts_cephfs_through_the_lab() {
         mounted - start
     );
     // New device syntax with the cluster's fsid, the key from the kernel keyring.
-    let mline = lines.iter().find(|l| l.contains(" /mnt ceph ")).unwrap_or_else(|| panic!("no ceph mount: {ctx}"));
-    assert!(mline.starts_with(&format!("fs@{fsid}.a=/ /mnt ceph ")), "{mline}");
-    assert!(mline.contains("name=fs") && mline.contains(&format!("mon_addr={BOUNCE_IP}:3300")), "{mline}");
+    let mline = lines
+        .iter()
+        .find(|l| l.contains(" /mnt ceph "))
+        .unwrap_or_else(|| panic!("no ceph mount: {ctx}"));
+    assert!(
+        mline.starts_with(&format!("fs@{fsid}.a=/ /mnt ceph ")),
+        "{mline}"
+    );
+    assert!(
+        mline.contains("name=fs") && mline.contains(&format!("mon_addr={BOUNCE_IP}:3300")),
+        "{mline}"
+    );
     // kmount put the key into the guest's kernel keyring and passed key=client.fs.
     assert!(out.contains(&format!("mount(\"fs@{fsid}.a=/\", \"/mnt\", \"ceph\", 0, \"mon_addr={BOUNCE_IP}:3300,ms_mode=prefer-crc,name=fs,key=client.fs\")")), "{ctx}");
-    assert!(lines.iter().any(|l| l == &format!("hello from {vm}")), "{ctx}");
+    assert!(
+        lines.iter().any(|l| l == &format!("hello from {vm}")),
+        "{ctx}"
+    );
     assert_eq!(lines.last().map(String::as_str), Some("UNMOUNTED"), "{ctx}");
     let key = std::fs::read_to_string(www.join("fs.keyring")).unwrap();
-    let secret = key.lines().find_map(|l| l.trim().strip_prefix("key = ")).unwrap();
-    assert!(!out.contains(secret) && !err.contains(secret), "the secret leaked into the output");
+    let secret = key
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key = "))
+        .unwrap();
+    assert!(
+        !out.contains(secret) && !err.contains(secret),
+        "the secret leaked into the output"
+    );
 
     // The lease, with the VM's name.
     let leases = labnet(&["leases", &lab, "--config", &cfgs, "--json"], &env);
     assert!(leases.status.success(), "{}", text(&leases));
     let v: serde_json::Value = serde_json::from_slice(&leases.stdout).unwrap();
-    let lease = v.as_array().unwrap().iter().find(|x| x["hostname"].as_str() == Some(&vm));
+    let lease = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["hostname"].as_str() == Some(&vm));
     let lease = lease.unwrap_or_else(|| panic!("no lease for {vm}: {v}"));
-    assert!(lease["ip"].as_str().unwrap().starts_with("192.168.0."), "{lease}");
+    assert!(
+        lease["ip"].as_str().unwrap().starts_with("192.168.0."),
+        "{lease}"
+    );
 
     // The host side: the file's first object in the data pool holds what the guest wrote.
-    let ino: u64 = lines.iter().find_map(|l| l.strip_prefix("INODE ")).and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| panic!("{ctx}"));
+    let ino: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("INODE "))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{ctx}"));
     let obj = format!("{ino:x}.00000000");
     let data = cluster.must("rados", &["-p", "cephfs.a.data", "get", &obj, "-"]);
-    assert_eq!(String::from_utf8_lossy(&data), format!("hello from {vm}\n"), "object {obj}");
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        format!("hello from {vm}\n"),
+        "object {obj}"
+    );
     // And the name: once the MDS journal is flushed, the root dirfrag has the dentry "f".
     cluster.must("ceph", &["tell", "mds.a", "flush", "journal"]);
-    let keys = String::from_utf8_lossy(&cluster.must("rados", &["-p", "cephfs.a.meta", "listomapkeys", "1.00000000"])).into_owned();
-    assert!(keys.lines().any(|k| k == "f_head"), "root dir entries: {keys}");
+    let keys = String::from_utf8_lossy(&cluster.must(
+        "rados",
+        &["-p", "cephfs.a.meta", "listomapkeys", "1.00000000"],
+    ))
+    .into_owned();
+    assert!(
+        keys.lines().any(|k| k == "f_head"),
+        "root dir entries: {keys}"
+    );
 
-    eprintln!("cephfs: host-side checks done after {:.1} s", t_test.elapsed().as_secs_f64());
+    eprintln!(
+        "cephfs: host-side checks done after {:.1} s",
+        t_test.elapsed().as_secs_f64()
+    );
     // Teardown in order, then nothing of ours is left.
     let down = labnet(&["down", &lab], &env);
     assert!(down.status.success(), "{}", text(&down));
     assert!(!netns_list().contains(&lab), "lab namespace left behind");
     let daemons = cluster.pids();
-    assert_eq!(daemons.len(), 4, "ceph pid files (mon, mgr, osd, mds): {daemons:?}");
+    assert_eq!(
+        daemons.len(),
+        4,
+        "ceph pid files (mon, mgr, osd, mds): {daemons:?}"
+    );
     let cd = cluster.down();
     assert!(cd.status.success(), "cluster down: {}", text(&cd));
     for p in daemons {
@@ -373,13 +530,19 @@ fn guest_mounts_cephfs_through_the_lab() {
     for n in [&lab, &bns] {
         assert!(!netns_list().contains(n), "netns {n} left behind");
     }
-    assert!(root_links().iter().all(|l| !l.starts_with(&id)), "links left behind");
+    assert!(
+        root_links().iter().all(|l| !l.starts_with(&id)),
+        "links left behind"
+    );
     eprintln!("cephfs: guest output:\n{out}");
     eprintln!("cephfs: whole test {:.1} s", t_test.elapsed().as_secs_f64());
 }
 
 fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// The fixture's `down` after an `up` killed half-way (the mon already daemonized): it stops
@@ -414,7 +577,10 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
     let pidfile = dir.join("run/mon.a.pid");
     let t = Instant::now();
     let mon: u32 = loop {
-        if let Some(p) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             if comm(p) == "ceph-mon" {
                 break p;
             }
@@ -430,7 +596,10 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
     // left that group (daemonized), as after a crash or Ctrl-C.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = up.wait();
-    let cluster = Cluster { dir: dir.clone(), ns: ns.clone() };
+    let cluster = Cluster {
+        dir: dir.clone(),
+        ns: ns.clone(),
+    };
     assert!(alive(mon), "the mon should have outlived the script");
 
     // A stale pid file pointing at an unrelated process.
@@ -441,7 +610,10 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
     let out = cluster.down();
     assert!(out.status.success(), "{}", text(&out));
     assert!(!alive(mon), "down left mon.a (pid {mon}) running");
-    assert!(decoy.try_wait().unwrap().is_none(), "down killed a process that is not its ceph daemon");
+    assert!(
+        decoy.try_wait().unwrap().is_none(),
+        "down killed a process that is not its ceph daemon"
+    );
     assert!(!dir.exists(), "{} left behind", dir.display());
     drop(cluster);
 }
