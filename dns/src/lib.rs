@@ -19,8 +19,7 @@
 //!     hosts_file: "/var/lib/labnet/sepian/hosts".into(),
 //! };
 //! let bound = dns::server::bind(&cfg)?;
-//! dns::notify::ready();
-//! dns::server::serve(cfg, bound, std::future::pending()).await
+//! dns::server::serve(cfg, bound, || { dns::notify::ready(); }, std::future::pending()).await
 //! # }
 //! ```
 pub mod handler;

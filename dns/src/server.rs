@@ -20,7 +20,7 @@ pub const HOSTS_POLL: Duration = Duration::from_millis(250);
 /// A TCP client that sends nothing for this long is dropped.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// Sockets bound and ready: readiness may be reported once this exists.
+/// Sockets bound (queries queue in the kernel until [`serve`] reads them).
 pub struct Bound {
     udp: Vec<tokio::net::UdpSocket>,
     tcp: tokio::net::TcpListener,
@@ -71,8 +71,14 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
     Ok(Bound { udp, tcp })
 }
 
-/// Serves until `shutdown` completes.
-pub async fn serve(cfg: Config, bound: Bound, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Serves until `shutdown` completes. `ready` runs once the zones are loaded and the sockets
+/// are handed to the server (the place for sd_notify READY=1).
+pub async fn serve(
+    cfg: Config,
+    bound: Bound,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let zones = Arc::new(LocalZones::new(&cfg.zone, cfg.bridge, cfg.prefix)?);
     let mut catalog = Catalog::new();
     // Without upstreams the catalog answers REFUSED for other names: nothing is made up.
@@ -104,6 +110,7 @@ pub async fn serve(cfg: Config, bound: Bound, shutdown: impl Future<Output = ()>
         server.register_socket(s);
     }
     server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
+    ready();
 
     let token = server.shutdown_token().clone();
     let result = tokio::select! {

@@ -63,14 +63,21 @@ pub fn dns(a: DnsArgs) -> Result<()> {
             cfg.timeout,
             cfg.hosts_file.display()
         );
-        dns::notify::ready();
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
         };
-        dns::server::serve(cfg, bound, shutdown).await?;
+        dns::server::serve(
+            cfg,
+            bound,
+            || {
+                dns::notify::ready();
+            },
+            shutdown,
+        )
+        .await?;
         dns::notify::notify("STOPPING=1");
         Ok::<_, anyhow::Error>(())
     })?;
