@@ -402,7 +402,7 @@ fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
     let t0 = std::time::Instant::now();
     loop {
-        if let Some(ip) = lease_ip(lab, &st.mac, st.started) {
+        if let Some(ip) = vm::manage::lease_of(&st, &|mac, since| lease_ip(lab, mac, since)) {
             return Ok(ip);
         }
         if t0.elapsed() >= Duration::from_secs(wait) {

@@ -147,7 +147,8 @@ bound|renew)
 	: > /etc/resolv.conf
 	[ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
 	for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
-	[ "$1" = bound ] && echo "labnet-init: lease $ip on $interface" >/dev/kmsg
+	# On the console: `labnet vm ip` takes it as proof that *this* boot has the lease.
+	[ "$1" = bound ] && echo "labnet-init: lease $ip on $interface" >/dev/console
 	;;
 esac
 exit 0

@@ -44,6 +44,18 @@ fn tidy(st: &mut VmState) {
     }
 }
 
+/// The address the guest itself reported on its console in this boot (the generated
+/// initramfs prints `labnet-init: lease IP on eth0`; serial.log starts empty each boot).
+pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
+    let log = std::fs::read(st.dir.join("serial.log")).ok()?;
+    let log = String::from_utf8_lossy(&log);
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("labnet-init: lease ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ip| ip.parse().ok())
+}
+
 /// All VMs of the lab; `ip_of(mac, since)` looks up a lease granted since the VM started.
 pub fn list(
     lab: &str,
@@ -63,17 +75,27 @@ pub fn list(
             pid: if running { st.qemu_pid } else { None },
             mac: st.mac.clone(),
             tap: st.tap.clone(),
-            ip: if running {
-                ip_of(&st.mac, st.started)
-            } else {
-                None
-            },
+            ip: if running { lease_of(&st, ip_of) } else { None },
             uptime_secs: running.then(|| st.uptime()),
             machine: st.machine.clone(),
             accel: st.accel.clone(),
         });
     }
     Ok(out)
+}
+
+/// The VM's address in this boot: an active dhcpd lease for its MAC granted since it
+/// started (`ip_of(mac, since)`), and for the generated initramfs also the one the guest
+/// reported (lease times have 1 s resolution; the previous boot's lease may share the second).
+pub fn lease_of(
+    st: &VmState,
+    ip_of: &dyn Fn(&str, u64) -> Option<std::net::Ipv4Addr>,
+) -> Option<std::net::Ipv4Addr> {
+    let ip = ip_of(&st.mac, st.started)?;
+    if st.generated_initramfs && guest_reported_lease(st) != Some(ip) {
+        return None;
+    }
+    Some(ip)
 }
 
 /// Stops a VM: QMP `system_powerdown` (or `quit` for an initramfs guest, which has no state
