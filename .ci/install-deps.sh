@@ -19,7 +19,7 @@ $apt -qq update
 $apt -qq install -y --no-install-recommends \
   iproute2 nftables wireguard-go wireguard-tools busybox-static cpio kmod iputils-ping procps \
   isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
-  ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace >/dev/null
+  ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace xz-utils >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
 if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   mkdir -p "$KDIR"
