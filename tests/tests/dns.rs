@@ -98,10 +98,9 @@ impl Topo {
                 "--local=/example.test/",
                 "--host-record=www.example.test,10.9.9.9",
             ])
-            .args([
-                "--host-record=mail.example.test,10.9.9.25",
-                "--txt-record=big.example.test,",
-            ])
+            .args(["--host-record=mail.example.test,10.9.9.25"])
+            // 6 strings of 200 bytes: an answer too big for a 512-byte (no EDNS) UDP reply.
+            .arg(format!("--txt-record=big.example.test,{}", big_txt().join(",")))
             .arg(format!("--local-ttl={ttl}"))
             .args(["--user=root", "--group=root", "--pid-file=", "--log-queries"])
             .arg(format!("--log-facility={}", log.display()))
@@ -346,6 +345,12 @@ fn ns_inode(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }
 
+fn big_txt() -> Vec<String> {
+    (b'a'..=b'f')
+        .map(|c| String::from_utf8(vec![c; 200]).unwrap())
+        .collect()
+}
+
 /// A minimal A query for `name` with id `id` (RD set), for raw-socket tests.
 fn query_bytes(id: u16, name: &str) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
@@ -383,6 +388,22 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         t.upstream_queries("mail.example.test") >= 1,
         "TCP query was not forwarded"
     );
+    // Too big for UDP without EDNS: truncated (TC) over UDP, whole over TCP.
+    let r = dig_in(&t.cl, SERVER, &["+noedns", "+ignore", "big.example.test", "TXT"]);
+    assert!(
+        r.flags.split_whitespace().any(|f| f == "tc"),
+        "no TC on a 1.2 kB answer over UDP: {}",
+        r.raw
+    );
+    let r = dig_in(&t.cl, SERVER, &["+noedns", "big.example.test", "TXT"]);
+    let want: Vec<String> = big_txt().iter().map(|s| format!("\"{s}\"")).collect();
+    assert_eq!(
+        r.answers(),
+        vec![format!("big.example.test. TXT {}", want.join(" "))],
+        "{}",
+        r.raw
+    );
+    assert!(r.raw.contains("(TCP)"), "dig did not retry over TCP: {}", r.raw);
     // Upstream NXDOMAIN passes through.
     let r = dig_in(&t.cl, SERVER, &["nope.example.test"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
@@ -766,5 +787,27 @@ fn dns_resolves_a_dhcp_lease_by_name() {
     dh.assert_alive();
     d.assert_alive();
     dh.terminate();
+    d.terminate();
+}
+
+/// A lab without upstreams (isolated, no WireGuard) answers its own zone and refuses the
+/// rest: nothing outside the zone is ever made up locally.
+#[test]
+fn dns_without_upstreams_refuses_other_names() {
+    if skip() {
+        return;
+    }
+    let mut t = Topo::new("f");
+    t.write_hosts("192.168.77.100 vm1\n");
+    let d = t.start_dns(&[], 1024, 1000);
+    assert_eq!(
+        dig_in(&t.cl, SERVER, &["vm1.lab"]).answers(),
+        vec!["vm1.lab. A 192.168.77.100"]
+    );
+    for name in ["www.example.test", "lab.example.test", "com"] {
+        let r = dig_in(&t.cl, SERVER, &[name]);
+        assert_eq!((r.status.as_str(), r.answer.len()), ("REFUSED", 0), "{name}: {}", r.raw);
+        assert!(r.elapsed < Duration::from_secs(1), "{name} took {:?}", r.elapsed);
+    }
     d.terminate();
 }
