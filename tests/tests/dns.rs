@@ -141,6 +141,13 @@ impl Topo {
             .count()
     }
 
+    fn upstream_queries_of(&self, name: &str, qtype: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("upstream.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(&format!(": query[{qtype}] {name} from")))
+            .count()
+    }
+
     fn hosts_file(&self) -> PathBuf {
         self.dir.join("state").join(&self.lab).join("hosts")
     }
@@ -404,6 +411,19 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         r.raw
     );
     assert!(r.raw.contains("(TCP)"), "dig did not retry over TCP: {}", r.raw);
+    // Now cached whole: served to a UDP client without EDNS it must be truncated again.
+    let r = dig_in(&t.cl, SERVER, &["+noedns", "+ignore", "big.example.test", "TXT"]);
+    assert!(
+        r.flags.split_whitespace().any(|f| f == "tc"),
+        "cached 1.2 kB answer sent without TC: {}",
+        r.raw
+    );
+    // Upstream saw: UDP (TC), then dig's second try over UDP (TC) and TCP; not the last one.
+    assert_eq!(
+        t.upstream_queries_of("big.example.test", "TXT"),
+        3,
+        "last query not from the cache"
+    );
     // Upstream NXDOMAIN passes through.
     let r = dig_in(&t.cl, SERVER, &["nope.example.test"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
