@@ -543,19 +543,36 @@ fn dns_failover_timeout_and_cache_ttl() {
         return;
     }
     let mut t = Topo::new("b");
-    t.start_upstream(2);
+    t.start_upstream(3);
     // The first upstream is dead: the answer must still come, well inside the timeout.
     let d = t.start_dns(&[BLACKHOLE, UPSTREAM], 1024, 1000);
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
-    assert!(r.elapsed < Duration::from_millis(900), "failover took {:?}", r.elapsed);
+    // An answer at all means failover happened inside the server's 1 s deadline (past it the
+    // client gets SERVFAIL); the wall-clock bound is loose because CI machines are busy.
+    let qt = r
+        .raw
+        .lines()
+        .find(|l| l.starts_with(";; Query time"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!("failover: {:?} wall, {qt}", r.elapsed);
+    assert!(r.elapsed < Duration::from_millis(2500), "failover took {:?}", r.elapsed);
     let r = dig_in(&t.cl, SERVER, &["mail.example.test"]);
     assert_eq!(r.answers(), vec!["mail.example.test. A 10.9.9.25"], "{}", r.raw);
 
     // Cache: a second query within the TTL is not forwarded; its TTL counts down.
     let r2 = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r2.answers(), vec!["www.example.test. A 10.9.9.9"]);
-    assert!(r2.ttl() <= 2, "{}", r2.raw);
+    assert!(r2.ttl() <= 3, "{}", r2.raw);
+    std::thread::sleep(Duration::from_millis(1100));
+    let r3 = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    assert!(
+        r3.ttl() < r2.ttl() || r3.ttl() <= 1,
+        "TTL does not count down: {} then {}",
+        r2.ttl(),
+        r3.ttl()
+    );
     assert_eq!(
         t.upstream_queries("www.example.test"),
         1,
@@ -571,14 +588,14 @@ fn dns_failover_timeout_and_cache_ttl() {
         "cache lost within TTL: {}",
         r.raw
     );
-    // … others get SERVFAIL within the timeout (1 s), not a hang.
+    // … others get SERVFAIL after the 1 s timeout, well before dig's own 3 s: never a hang.
     let r = dig_in(&t.cl, SERVER, &["other.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
-    assert!(r.elapsed < Duration::from_millis(1800), "SERVFAIL took {:?}", r.elapsed);
-    std::thread::sleep(Duration::from_millis(2500));
+    assert!(r.elapsed < Duration::from_millis(2500), "SERVFAIL took {:?}", r.elapsed);
+    std::thread::sleep(Duration::from_millis(3500));
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "answered past its TTL: {}", r.raw);
-    assert!(r.elapsed < Duration::from_millis(1800), "SERVFAIL took {:?}", r.elapsed);
+    assert!(r.elapsed < Duration::from_millis(2500), "SERVFAIL took {:?}", r.elapsed);
     // TCP too.
     let r = dig_in(&t.cl, SERVER, &["+tcp", "www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
