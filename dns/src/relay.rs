@@ -47,7 +47,7 @@ type Waiters = Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>;
 pub struct Relay {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
-    socks: Vec<Arc<UdpSocket>>,
+    socks: [Vec<Arc<UdpSocket>>; 2],
     waiting: Arc<Waiters>,
     next_sock: AtomicUsize,
     preferred: AtomicUsize,
@@ -67,21 +67,25 @@ impl Relay {
             });
         }
         let waiting: Arc<Waiters> = Arc::default();
-        let mut socks = Vec::new();
-        for _ in 0..SOCKETS {
-            let bind: SocketAddr = if upstreams[0].is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-                .parse()
-                .unwrap();
-            let s = std::net::UdpSocket::bind(bind)
-                .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                .and_then(UdpSocket::from_std)
-                .map_err(|e| Error::Bind {
-                    addr: format!("udp {bind} (upstream socket)"),
-                    source: e,
-                })?;
-            let s = Arc::new(s);
-            tokio::spawn(receive(s.clone(), waiting.clone()));
-            socks.push(s);
+        // SOCKETS sockets per address family in use (index 0: IPv4, 1: IPv6).
+        let mut socks: [Vec<Arc<UdpSocket>>; 2] = Default::default();
+        for v6 in [false, true] {
+            if !upstreams.iter().any(|u| u.is_ipv6() == v6) {
+                continue;
+            }
+            for _ in 0..SOCKETS {
+                let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+                let s = std::net::UdpSocket::bind(bind)
+                    .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                    .and_then(UdpSocket::from_std)
+                    .map_err(|e| Error::Bind {
+                        addr: format!("udp {bind} (upstream socket)"),
+                        source: e,
+                    })?;
+                let s = Arc::new(s);
+                tokio::spawn(receive(s.clone(), waiting.clone()));
+                socks[v6 as usize].push(s);
+            }
         }
         Ok(Arc::new(Relay {
             upstreams: upstreams.to_vec(),
@@ -189,7 +193,8 @@ impl Relay {
         };
         let mut out = query.to_vec();
         out[..2].copy_from_slice(&id.to_be_bytes());
-        let sock = &self.socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % self.socks.len()];
+        let socks = &self.socks[upstream.is_ipv6() as usize];
+        let sock = &socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % socks.len()];
         let answer = match sock.send_to(&out, upstream).await {
             Ok(_) => tokio::time::timeout(budget, rx).await.ok().and_then(|r| r.ok()),
             Err(_) => None,

@@ -21,6 +21,7 @@ const SERVER: &str = "192.168.77.1";
 const UPSTREAM: &str = "10.77.0.2";
 /// On the upstream link, but nobody has it: queries to it vanish (a dead bounce box).
 const BLACKHOLE: &str = "10.77.0.5";
+const UPSTREAM6: &str = "fd77::2";
 
 fn skip() -> bool {
     if !is_root() {
@@ -57,6 +58,8 @@ impl Topo {
             ip -n {lab} link add {base}ul type veth peer name {base}u0 netns {up}
             ip -n {lab} addr add 10.77.0.1/29 dev {base}ul; ip -n {lab} link set {base}ul up
             ip -n {up} addr add {UPSTREAM}/29 dev {base}u0; ip -n {up} link set {base}u0 up
+            ip -n {lab} addr add fd77::1/64 dev {base}ul nodad
+            ip -n {up} addr add {UPSTREAM6}/64 dev {base}u0 nodad
             ip -n {lab} link add {base}br type bridge
             ip -n {lab} addr add {SERVER}/24 dev {base}br; ip -n {lab} link set {base}br up
             ip -n {lab} link add {base}cb type veth peer name {base}c0 netns {cl}
@@ -92,7 +95,7 @@ impl Topo {
                 "--no-resolv",
                 "--no-hosts",
             ])
-            .arg(format!("--listen-address={UPSTREAM}"))
+            .arg(format!("--listen-address={UPSTREAM},{UPSTREAM6}"))
             .args([
                 "--bind-interfaces",
                 "--local=/example.test/",
@@ -544,8 +547,8 @@ fn dns_failover_timeout_and_cache_ttl() {
     }
     let mut t = Topo::new("b");
     t.start_upstream(3);
-    // The first upstream is dead: the answer must still come, well inside the timeout.
-    let d = t.start_dns(&[BLACKHOLE, UPSTREAM], 1024, 1000);
+    // The first upstream is dead: the answer must still come from the second (over IPv6).
+    let d = t.start_dns(&[BLACKHOLE, UPSTREAM6], 1024, 1000);
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
     // An answer at all means failover happened inside the server's 1 s deadline (past it the
@@ -609,12 +612,18 @@ fn dns_cache_off_forwards_every_query() {
     }
     let mut t = Topo::new("c");
     t.start_upstream(300);
-    let d = t.start_dns(&[UPSTREAM], 0, 1000);
+    // Over IPv6 this time (the upstream listens on both).
+    let d = t.start_dns(&[UPSTREAM6], 0, 1000);
     for _ in 0..3 {
         let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
         assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
     }
     assert_eq!(t.upstream_queries("www.example.test"), 3, "cache_size = 0 still cached");
+    let log = std::fs::read_to_string(t.dir.join("upstream.log")).unwrap();
+    assert!(
+        log.contains("query[A] www.example.test from fd77::1"),
+        "not forwarded over IPv6:\n{log}"
+    );
     d.terminate();
 }
 
