@@ -140,6 +140,7 @@ impl Server {
         let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut last_drop_log = now_secs();
         let (mut log_sec, mut logged, mut suppressed) = (0u64, 0u32, 0u64);
+        let mut last_recv_err: Option<String> = None;
         tokio::pin!(shutdown);
         loop {
             let (n, from) = tokio::select! {
@@ -147,12 +148,18 @@ impl Server {
                 r = sock.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        log!("receive: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // E.g. the bridge went away: say so once, keep trying quietly.
+                        let msg = e.to_string();
+                        if last_recv_err.as_ref() != Some(&msg) {
+                            log!("receive on {}: {msg} (retrying)", cfg.interface);
+                            last_recv_err = Some(msg);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
             };
+            last_recv_err = None;
             let now = now_secs();
             let out = core.lock().expect("core").handle(&buf[..n], now);
             match out {
