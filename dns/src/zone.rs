@@ -199,6 +199,55 @@ mod tests {
         );
     }
 
+    /// Record names of one type in a zone handler.
+    async fn names_of(h: &InMemoryZoneHandler, t: hickory_server::proto::rr::RecordType) -> Vec<String> {
+        let recs = h.records().await;
+        let mut v: Vec<String> = recs
+            .values()
+            .filter(|rs| rs.record_type() == t)
+            .flat_map(|rs| {
+                rs.records_without_rrsigs()
+                    .map(|r| format!("{} {}", r.name, r.data))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn replace_fills_forward_and_the_right_reverse_zone() {
+        use hickory_server::proto::rr::RecordType;
+        let z = LocalZones::new("lab", "10.0.2.1".parse().unwrap(), 23).unwrap();
+        let h = |ip: &str, n: &str| HostEntry {
+            ip: ip.parse().unwrap(),
+            name: n.into(),
+        };
+        let n = z
+            .replace(&[h("10.0.2.5", "a"), h("10.0.3.7", "b"), h("172.16.0.1", "c")])
+            .await;
+        assert_eq!(n, 3);
+        assert_eq!(
+            names_of(&z.forward, RecordType::A).await,
+            vec!["a.lab. 10.0.2.5", "b.lab. 10.0.3.7", "c.lab. 172.16.0.1"]
+        );
+        assert_eq!(
+            names_of(&z.reverse[0], RecordType::PTR).await,
+            vec!["5.2.0.10.in-addr.arpa. a.lab."]
+        );
+        assert_eq!(
+            names_of(&z.reverse[1], RecordType::PTR).await,
+            vec!["7.3.0.10.in-addr.arpa. b.lab."]
+        );
+        // A second load replaces everything (b is gone) and bumps the SOA serial.
+        let serial = z.forward.serial().await;
+        z.replace(&[h("10.0.2.5", "a")]).await;
+        assert_eq!(names_of(&z.forward, RecordType::A).await, vec!["a.lab. 10.0.2.5"]);
+        assert!(names_of(&z.reverse[1], RecordType::PTR).await.is_empty());
+        assert!(z.forward.serial().await > serial);
+        assert_eq!(names_of(&z.reverse[1], RecordType::SOA).await.len(), 1, "SOA kept");
+    }
+
     #[test]
     fn zone_names() {
         assert_eq!(zone_name("lab").unwrap().to_string(), "lab.");
