@@ -455,6 +455,9 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         "{}",
         r.raw
     );
+    // From the lab namespace itself (`ip netns exec LAB ssh vm1.lab` via /etc/netns/LAB/resolv.conf).
+    let r = dig_in(&t.lab, SERVER, &["vm1.lab"]);
+    assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
     // Unknown in the lab zone: NXDOMAIN with the zone's SOA.
     let r = dig_in(&t.cl, SERVER, &["nope.lab"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
