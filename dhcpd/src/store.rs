@@ -1,9 +1,10 @@
 //! The lease log writer: group commit and background compaction (format: [`crate::leases`]).
 //!
-//! One thread owns the file. It takes every job queued since its last write, appends all
-//! their records in one write, fsyncs once (fdatasync), and only then sends the replies that
-//! waited on them. While one fsync runs, new requests pile up and share the next one, so the
-//! cost of durability is per batch, not per lease.
+//! One thread owns the file. It takes every job queued since its last write and appends all
+//! their records in one write; one of two fsync threads then fdatasyncs the file and only
+//! then sends the replies that waited on that batch. While the fsyncs run, new requests pile
+//! up and share the next one, so the cost of durability is per batch, not per lease; with
+//! two fsync threads a batch need not wait for the previous batch's fsync to finish.
 //!
 //! When the log holds many more records than live addresses, a second thread writes a
 //! snapshot of the live state to `leases.log.tmp` and fsyncs it, while the writer keeps
@@ -15,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::core::Reply;
@@ -26,7 +27,7 @@ const PREALLOC: u64 = 4 << 20;
 
 /// The log file: data up to `off`, NULs (already written, so allocated) up to `cap`.
 struct LogFile {
-    file: File,
+    file: Arc<File>,
     off: u64,
     cap: u64,
 }
@@ -101,7 +102,7 @@ fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Re
         buf.push_str(&encode_record(l));
         n += 1;
     }
-    let mut f = LogFile { file, off: 0, cap: 0 };
+    let mut f = LogFile { file: Arc::new(file), off: 0, cap: 0 };
     f.append(buf.as_bytes()).map_err(|e| io(&tmp, e))?;
     f.file.sync_all().map_err(|e| io(&tmp, e))?;
     Ok((f, n))
@@ -175,8 +176,8 @@ impl LeaseLog {
     /// `log` reports write errors.
     pub fn spawn<S, L>(self, send: S, log: L) -> Store
     where
-        S: FnMut(&Reply) + Send + 'static,
-        L: Fn(String) + Send + 'static,
+        S: Fn(&Reply) + Send + Sync + 'static,
+        L: Fn(String) + Send + Sync + 'static,
     {
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -234,18 +235,81 @@ const COMPACT_MIN_GARBAGE: usize = 10_000;
 const COMPACT_RATIO: usize = 4;
 const MAX_BATCH: usize = 4096;
 
-fn writer<S, L>(mut log: LeaseLog, rx: mpsc::Receiver<Msg>, mut send: S, report: L)
+/// One batch handed from the writer to a syncer: fsync `file`, then answer.
+struct SyncJob {
+    file: Arc<File>,
+    replies: Vec<Reply>,
+}
+
+/// Jobs handed to syncers and not finished yet (replies not all sent).
+#[derive(Default)]
+struct InFlight {
+    n: Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl InFlight {
+    fn add(&self) {
+        *self.n.lock().expect("in-flight") += 1;
+    }
+    fn done(&self) {
+        let mut n = self.n.lock().expect("in-flight");
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+    fn wait_idle(&self) {
+        let mut n = self.n.lock().expect("in-flight");
+        while *n > 0 {
+            n = self.idle.wait(n).expect("in-flight");
+        }
+    }
+}
+
+/// fsyncs run on `SYNCERS` threads so that a batch written while another batch's fsync is
+/// still running does not wait for it (a later fdatasync also covers everything written
+/// before it started, so each batch's replies only wait for their own).
+const SYNCERS: usize = 2;
+
+fn writer<S, L>(mut log: LeaseLog, rx: mpsc::Receiver<Msg>, send: S, report: L)
 where
-    S: FnMut(&Reply),
-    L: Fn(String),
+    S: Fn(&Reply) + Send + Sync + 'static,
+    L: Fn(String) + Send + Sync + 'static,
 {
     let path = log_path(&log.dir);
+    let send = Arc::new(send);
+    let report = Arc::new(report);
+    // Rendezvous: when every syncer is busy the writer waits, and requests pile up into the
+    // next batch (group commit).
+    let (sync_tx, sync_rx) = mpsc::sync_channel::<SyncJob>(0);
+    let sync_rx = Arc::new(Mutex::new(sync_rx));
+    let in_flight = Arc::new(InFlight::default());
+    let syncers: Vec<JoinHandle<()>> = (0..SYNCERS)
+        .map(|i| {
+            let (rx, send, report, path) = (sync_rx.clone(), send.clone(), report.clone(), path.clone());
+            let in_flight = in_flight.clone();
+            std::thread::Builder::new()
+                .name(format!("dhcpd-fsync{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock().map(|r| r.recv()) {
+                        Ok(Ok(j)) => j,
+                        _ => break,
+                    };
+                    match job.file.sync_data() {
+                        // The replies wait for this: an ACK is only sent for a lease on disk.
+                        Ok(()) => job.replies.iter().for_each(|r| send(r)),
+                        Err(e) => report(format!("{}: fsync failed, {} repl(ies) not sent: {e}", path.display(), job.replies.len())),
+                    }
+                    in_flight.done();
+                })
+                .expect("spawn fsync thread")
+        })
+        .collect();
     // A running compaction: the snapshot writer, and what was appended since it started.
     type Compaction = (JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>);
     let mut compaction: Option<Compaction> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut replies: Vec<Reply> = vec![];
-    let mut syncs: Vec<mpsc::Sender<()>> = vec![];
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -256,6 +320,8 @@ where
         }
         buf.clear();
         let mut n = 0;
+        let mut replies = vec![];
+        let mut syncs = vec![];
         for m in batch {
             match m {
                 Msg::Job(j) => {
@@ -270,8 +336,7 @@ where
             }
         }
         if n > 0 {
-            // The replies wait for this: an ACK is only sent for a lease that is on disk.
-            match log.file.append(&buf).and_then(|_| log.file.sync()) {
+            match log.file.append(&buf) {
                 Ok(()) => {
                     log.records_in_file += n;
                     if let Some((_, pending)) = compaction.as_mut() {
@@ -284,11 +349,21 @@ where
                 }
             }
         }
-        for r in replies.drain(..) {
-            send(&r);
+        let job = SyncJob {
+            file: log.file.file.clone(),
+            replies,
+        };
+        in_flight.add();
+        if sync_tx.send(job).is_err() {
+            in_flight.done();
+            report("lease fsync threads are gone".into());
         }
-        for s in syncs.drain(..) {
-            let _ = s.send(());
+        if !syncs.is_empty() {
+            // Everything before this point is fsynced and answered once no job is in flight.
+            in_flight.wait_idle();
+            for s in syncs {
+                let _ = s.send(());
+            }
         }
         // Finish a compaction whose snapshot is written.
         if compaction.as_ref().is_some_and(|(h, _)| h.is_finished()) {
@@ -320,6 +395,10 @@ where
             let h = std::thread::spawn(move || write_snapshot(&dir, snap.iter()));
             compaction = Some((h, Vec::new()));
         }
+    }
+    drop(sync_tx);
+    for h in syncers {
+        let _ = h.join();
     }
     // Shutting down: let a running compaction finish writing its temp file, but keep the
     // (complete, fsynced) log as it is.
@@ -373,6 +452,35 @@ mod tests {
         let bytes = std::fs::read(log_path(dir.path())).unwrap();
         let lines = bytes.iter().filter(|&&b| b == b'\n').count();
         assert!(lines < 20_000, "log was never compacted: {lines} lines");
+    }
+
+    #[test]
+    fn every_reply_sent_once_after_its_record_is_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = LeaseLog::open(dir.path()).unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (s2, d2) = (sent.clone(), dir.path().to_path_buf());
+        let store = log.spawn(
+            move |r: &Reply| {
+                // The record of the lease this reply announces is already in the file.
+                let ip = Ipv4Addr::from(u32::from_be_bytes(r.bytes[..4].try_into().unwrap()));
+                assert!(load(&d2).unwrap().iter().any(|l| l.ip == ip), "{ip} not on disk yet");
+                s2.fetch_add(1, Ordering::SeqCst);
+            },
+            |e| panic!("{e}"),
+        );
+        for i in 0..200u32 {
+            let l = lease(i);
+            let reply = Reply {
+                bytes: u32::from(l.ip).to_be_bytes().to_vec(),
+                dest: "255.255.255.255:68".parse().unwrap(),
+                kind: dhcproto::v4::MessageType::Ack,
+            };
+            store.submit(Job { records: vec![l], reply: Some(reply) });
+        }
+        store.sync();
+        assert_eq!(sent.load(Ordering::SeqCst), 200);
     }
 
     #[test]
