@@ -101,9 +101,15 @@ pub fn process_alive(pid: u32) -> bool {
         return false;
     }
     // Zombies of processes that are not our children linger until their parent reaps them.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(false)
+    // The leader of a killed multi-threaded process (wireguard-go) turns zombie while its
+    // other threads still exit and hold its files (the UAPI socket): alive until all are done.
+    let running = |stat: &str| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| running(&s))
+        }),
+        Err(_) => false,
+    }
 }
 
 /// The process's executable name (comm), used to make sure a recorded pid still belongs to
@@ -125,20 +131,22 @@ pub fn process_cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// SIGTERM, then SIGKILL after `grace`. Returns when the process is gone.
+/// SIGTERM, then SIGKILL after `grace` (zero grace: SIGKILL at once). Returns when the
+/// process is gone.
 pub fn kill_and_wait(pid: u32, grace: Duration) {
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let first = if grace.is_zero() { libc::SIGKILL } else { libc::SIGTERM };
+    unsafe { libc::kill(pid as i32, first) };
     let deadline = Instant::now() + grace;
     while process_alive(pid) {
         if Instant::now() > deadline {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             let hard = Instant::now() + Duration::from_secs(2);
             while process_alive(pid) && Instant::now() < hard {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             }
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

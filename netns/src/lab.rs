@@ -338,14 +338,34 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
             with_netlink(None, move |h| async move { nl::del_link(&h, &n).await }).map(|_| ())
         }
         Resource::WgUserspace { iface, pid } => {
-            let mut pids = daemon::find_processes("wireguard-go", iface);
-            if let Some(p) = pid {
-                if daemon::process_alive(*p) && daemon::process_comm(*p).as_deref() == Some("wireguard-go") && !pids.contains(p) {
-                    pids.push(*p);
+            // A SIGKILL of `up` can land between fork and exec of wireguard-go, so a
+            // recorded pid may still be labnet's copy, and an unrecorded one shows up only
+            // once it has exec'd: keep looking until two checks in a row find nothing.
+            // SIGKILL: wireguard-go's graceful exit takes ~40 ms and only removes what is
+            // removed here anyway (its socket; the TUN dies with its file descriptor).
+            let deadline = std::time::Instant::now() + Duration::from_millis(500);
+            let mut quiet = 0;
+            while quiet < 2 && std::time::Instant::now() < deadline {
+                let mut pids = daemon::find_processes("wireguard-go", iface);
+                let mut pending = false;
+                if let Some(p) = pid {
+                    if daemon::process_alive(*p) {
+                        if daemon::process_comm(*p).as_deref() == Some("wireguard-go") {
+                            if !pids.contains(p) {
+                                pids.push(*p);
+                            }
+                        } else {
+                            pending = daemon::process_cmdline(*p).iter().any(|a| a == "up");
+                        }
+                    }
                 }
-            }
-            for p in pids {
-                daemon::kill_and_wait(p, Duration::from_secs(3));
+                for p in &pids {
+                    daemon::kill_and_wait(*p, Duration::ZERO);
+                }
+                quiet = if pids.is_empty() && !pending { quiet + 1 } else { 0 };
+                if quiet < 2 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
             let sock = wg::uapi_socket(iface);
             if std::os::unix::net::UnixStream::connect(&sock).is_err() {
@@ -355,14 +375,10 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
             let n = iface.clone();
             with_netlink(None, move |h| async move { nl::del_link(&h, &n).await }).map(|_| ())
         }
-        Resource::NftTable { netns, name, .. } => {
-            if let Some(ns) = netns {
-                if !netns_exists(ns) {
-                    return Ok(());
-                }
-            }
-            nft::delete_table(netns.as_deref(), name)
-        }
+        // A table inside the lab goes with the lab's namespace (undone right after, since it
+        // was recorded first); only a table in labnet's own namespace needs deleting.
+        Resource::NftTable { netns: Some(_), .. } => Ok(()),
+        Resource::NftTable { netns: None, name, .. } => nft::delete_table(None, name),
         Resource::Sysctl { path, old } => write_sysctl(path, old),
         Resource::Dir { path } => match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),

@@ -109,7 +109,8 @@ fn assert_no_trace(lab: &str, id: &str, env: &[(String, String)], root: &Path) {
     let links: Vec<String> = root_links().into_iter().filter(|l| l.starts_with(id) && !l.starts_with(&format!("{id}u"))).collect();
     assert!(links.is_empty(), "links left behind: {links:?}");
     assert!(pids_with_arg("wireguard-go", &format!("{id}wl")).is_empty(), "wireguard-go left running");
-    assert!(!Path::new(&format!("/var/run/wireguard/{id}wl.sock")).exists(), "UAPI socket left behind");
+    let sock = format!("/var/run/wireguard/{id}wl.sock");
+    assert!(!Path::new(&sock).exists(), "UAPI socket left behind: {}", sh(&format!("ls -la {sock}; ps -eo pid,ppid,stat,args | grep -v grep | grep {id}wl || true")));
     assert!(!Path::new(&format!("/etc/netns/{lab}")).exists(), "/etc/netns/{lab} left behind");
     assert!(!root.join("run").join(format!("{lab}.json")).exists(), "state file left behind");
     let _ = env;
