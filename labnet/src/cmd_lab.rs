@@ -51,7 +51,12 @@ pub fn load(lab: Option<&str>, config: Option<&std::path::Path>) -> Result<Lab> 
 /// The argv of a lab daemon as `up` starts it: this same binary, entering the namespace.
 fn daemon_argv(sub: &str, lab: &Lab, config: Option<&std::path::Path>) -> Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find the labnet binary")?;
-    let mut argv = vec![exe.display().to_string(), sub.into(), lab.name.clone(), "--enter-netns".into()];
+    let mut argv = vec![
+        exe.display().to_string(),
+        sub.into(),
+        lab.name.clone(),
+        "--enter-netns".into(),
+    ];
     if let Some(c) = config {
         let abs = std::fs::canonicalize(c).with_context(|| format!("{}", c.display()))?;
         argv.extend(["--config".into(), abs.display().to_string()]);
@@ -64,7 +69,10 @@ pub fn up(a: UpArgs) -> Result<()> {
     let mut opts = UpOptions::default();
     if !a.no_daemons {
         for sub in ["dhcpd", "dns"] {
-            opts.daemons.push(DaemonSpec { name: sub.into(), argv: daemon_argv(sub, &lab, a.config.as_deref())? });
+            opts.daemons.push(DaemonSpec {
+                name: sub.into(),
+                argv: daemon_argv(sub, &lab, a.config.as_deref())?,
+            });
         }
     }
     let t = std::time::Instant::now();
@@ -77,8 +85,14 @@ pub fn up(a: UpArgs) -> Result<()> {
             uplink_words(&lab),
             t.elapsed().as_millis()
         ),
-        UpOutcome::AlreadyUp { restarted } if restarted.is_empty() => println!("lab {} is already up; nothing changed", lab.name),
-        UpOutcome::AlreadyUp { restarted } => println!("lab {} was up; restarted {}", lab.name, restarted.join(", ")),
+        UpOutcome::AlreadyUp { restarted } if restarted.is_empty() => {
+            println!("lab {} is already up; nothing changed", lab.name)
+        }
+        UpOutcome::AlreadyUp { restarted } => println!(
+            "lab {} was up; restarted {}",
+            lab.name,
+            restarted.join(", ")
+        ),
     }
     Ok(())
 }
@@ -86,7 +100,9 @@ pub fn up(a: UpArgs) -> Result<()> {
 fn uplink_words(lab: &Lab) -> String {
     match &lab.uplink {
         netns::Uplink::None => ", isolated (no uplink)".into(),
-        netns::Uplink::Wireguard(w) => format!(", default route via {} on {}", w.gateway, w.interface),
+        netns::Uplink::Wireguard(w) => {
+            format!(", default route via {} on {}", w.gateway, w.interface)
+        }
         netns::Uplink::Host(h) => format!(", NAT to the host via {}", h.host_interface),
     }
 }
@@ -98,7 +114,10 @@ pub fn down(a: DownArgs) -> Result<()> {
     };
     match netns::lab::down(&name).with_context(|| format!("labnet down {name}"))? {
         DownOutcome::Removed => println!("lab {name} is down"),
-        DownOutcome::NotUp => println!("lab {name} is not up (no {}); nothing to do", netns::paths::lab_state_file(&name).display()),
+        DownOutcome::NotUp => println!(
+            "lab {name} is not up (no {}); nothing to do",
+            netns::paths::lab_state_file(&name).display()
+        ),
     }
     Ok(())
 }

@@ -19,13 +19,29 @@ fn unknown_lab_names_the_missing_file() {
     let out = labnet(&["status", "nosuchlab"], &dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("no config for lab \"nosuchlab\": {}/nosuchlab.toml does not exist", dir.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no config for lab \"nosuchlab\": {}/nosuchlab.toml does not exist",
+            dir.display()
+        )),
+        "{err}"
+    );
 
-    std::fs::write(dir.join("bad.toml"), "name = \"bad\"\n[dhcp]\nlease_secs = \"long\"\n").unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        "name = \"bad\"\n[dhcp]\nlease_secs = \"long\"\n",
+    )
+    .unwrap();
     let out = labnet(&["up", "bad"], &dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}/bad.toml", dir.display())) && err.contains("lease_secs"), "{err}");
-    assert!(!dir.join("run").join("bad.json").exists(), "a bad config must not leave state");
+    assert!(
+        err.contains(&format!("{}/bad.toml", dir.display())) && err.contains("lease_secs"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("run").join("bad.json").exists(),
+        "a bad config must not leave state"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

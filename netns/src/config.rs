@@ -351,8 +351,8 @@ impl Lab {
 /// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
 /// through the UAPI socket / netlink.
 pub fn read_private_key(path: &Path) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let key = text.trim();
     if !is_base64_key(key) {
         return Err(format!(
@@ -393,28 +393,55 @@ impl V<'_> {
             message: message.into(),
         }
     }
-    fn cidr(&self, field: &str, v: Option<&String>, default: Option<&str>) -> Result<Ipv4Cidr, ConfigError> {
+    fn cidr(
+        &self,
+        field: &str,
+        v: Option<&String>,
+        default: Option<&str>,
+    ) -> Result<Ipv4Cidr, ConfigError> {
         let s = match (v, default) {
             (Some(s), _) => s.as_str(),
             (None, Some(d)) => d,
-            (None, None) => return Err(self.err(field, "missing; expected an IPv4 address with prefix, like 192.168.20.1/24")),
+            (None, None) => {
+                return Err(self.err(
+                    field,
+                    "missing; expected an IPv4 address with prefix, like 192.168.20.1/24",
+                ))
+            }
         };
         let c = Ipv4Cidr::parse(s).ok_or_else(|| {
-            self.err(field, format!("expected an IPv4 address with prefix, like 192.168.0.1/24, got {s:?}"))
+            self.err(
+                field,
+                format!("expected an IPv4 address with prefix, like 192.168.0.1/24, got {s:?}"),
+            )
         })?;
         if c.prefix == 0 || c.prefix > 30 {
-            return Err(self.err(field, format!("prefix /{} leaves no room for hosts; expected /1 to /30", c.prefix)));
+            return Err(self.err(
+                field,
+                format!(
+                    "prefix /{} leaves no room for hosts; expected /1 to /30",
+                    c.prefix
+                ),
+            ));
         }
         Ok(c)
     }
     fn ip(&self, field: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
-        s.trim()
-            .parse()
-            .map_err(|_| self.err(field, format!("expected an IPv4 address like 192.168.0.100, got {s:?}")))
+        s.trim().parse().map_err(|_| {
+            self.err(
+                field,
+                format!("expected an IPv4 address like 192.168.0.100, got {s:?}"),
+            )
+        })
     }
     fn ifname(&self, field: &str, s: &str) -> Result<String, ConfigError> {
         if !valid_ifname(s) {
-            return Err(self.err(field, format!("{s:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or spaces)")));
+            return Err(self.err(
+                field,
+                format!(
+                    "{s:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or spaces)"
+                ),
+            ));
         }
         Ok(s.to_string())
     }
@@ -425,20 +452,40 @@ impl RawLab {
         let v = V { file };
         let name = match (self.name, lab) {
             (Some(n), Some(l)) if n != l => {
-                return Err(v.err("name", format!("the file names lab {n:?} but lab {l:?} was asked for")))
+                return Err(v.err(
+                    "name",
+                    format!("the file names lab {n:?} but lab {l:?} was asked for"),
+                ))
             }
             (Some(n), _) => n,
             (None, Some(l)) => l.to_string(),
-            (None, None) => return Err(v.err("name", "missing; expected the lab (namespace) name, like \"sepian\"")),
+            (None, None) => {
+                return Err(v.err(
+                    "name",
+                    "missing; expected the lab (namespace) name, like \"sepian\"",
+                ))
+            }
         };
         if !valid_lab_name(&name) {
-            return Err(v.err("name", format!("{name:?} is not a valid lab name (letters, digits, '-' and '_', at most 32)")));
+            return Err(v.err(
+                "name",
+                format!(
+                    "{name:?} is not a valid lab name (letters, digits, '-' and '_', at most 32)"
+                ),
+            ));
         }
 
-        let rb = self.bridge.unwrap_or(RawBridge { name: None, address: None });
+        let rb = self.bridge.unwrap_or(RawBridge {
+            name: None,
+            address: None,
+        });
         let bridge = Bridge {
             name: v.ifname("bridge.name", rb.name.as_deref().unwrap_or("br0"))?,
-            address: v.cidr("bridge.address", rb.address.as_ref(), Some("192.168.0.1/24"))?,
+            address: v.cidr(
+                "bridge.address",
+                rb.address.as_ref(),
+                Some("192.168.0.1/24"),
+            )?,
         };
 
         let uplink = match self.uplink {
@@ -446,7 +493,12 @@ impl RawLab {
             Some(u) => validate_uplink(&v, u, &name, &bridge)?,
         };
 
-        let rd = self.dhcp.unwrap_or(RawDhcp { range_start: None, range_end: None, lease_secs: None, reservations: None });
+        let rd = self.dhcp.unwrap_or(RawDhcp {
+            range_start: None,
+            range_end: None,
+            lease_secs: None,
+            reservations: None,
+        });
         let net = bridge.address;
         let default_start = Ipv4Addr::from(u32::from(net.network()) + 100.min(!net.mask() - 1));
         let range_start = match &rd.range_start {
@@ -455,51 +507,113 @@ impl RawLab {
         };
         let range_end = match &rd.range_end {
             Some(s) => v.ip("dhcp.range_end", s)?,
-            None => Ipv4Addr::from((u32::from(range_start) + 99).min(u32::from(net.broadcast()) - 1)),
+            None => {
+                Ipv4Addr::from((u32::from(range_start) + 99).min(u32::from(net.broadcast()) - 1))
+            }
         };
-        for (field, ip) in [("dhcp.range_start", range_start), ("dhcp.range_end", range_end)] {
+        for (field, ip) in [
+            ("dhcp.range_start", range_start),
+            ("dhcp.range_end", range_end),
+        ] {
             if !net.contains(ip) || ip == net.network() || ip == net.broadcast() {
-                return Err(v.err(field, format!("{ip} is not a host address in the bridge subnet {}/{}", net.network(), net.prefix)));
+                return Err(v.err(
+                    field,
+                    format!(
+                        "{ip} is not a host address in the bridge subnet {}/{}",
+                        net.network(),
+                        net.prefix
+                    ),
+                ));
             }
         }
         if u32::from(range_end) < u32::from(range_start) {
-            return Err(v.err("dhcp.range_end", format!("{range_end} is below dhcp.range_start {range_start}")));
+            return Err(v.err(
+                "dhcp.range_end",
+                format!("{range_end} is below dhcp.range_start {range_start}"),
+            ));
         }
         if (u32::from(range_start)..=u32::from(range_end)).contains(&u32::from(net.addr)) {
-            return Err(v.err("dhcp.range_start", format!("the range {range_start}-{range_end} contains the bridge address {}", net.addr)));
+            return Err(v.err(
+                "dhcp.range_start",
+                format!(
+                    "the range {range_start}-{range_end} contains the bridge address {}",
+                    net.addr
+                ),
+            ));
         }
         let lease_secs = rd.lease_secs.unwrap_or(43200);
         if lease_secs < 60 {
-            return Err(v.err("dhcp.lease_secs", format!("{lease_secs} is too short; expected at least 60 seconds")));
+            return Err(v.err(
+                "dhcp.lease_secs",
+                format!("{lease_secs} is too short; expected at least 60 seconds"),
+            ));
         }
         let mut reservations = Vec::new();
         for (i, r) in rd.reservations.unwrap_or_default().into_iter().enumerate() {
             let f = |k: &str| format!("dhcp.reservations[{i}].{k}");
-            let mac = parse_mac(&r.mac).ok_or_else(|| v.err(&f("mac"), format!("expected a MAC like 52:54:00:12:34:56, got {:?}", r.mac)))?;
+            let mac = parse_mac(&r.mac).ok_or_else(|| {
+                v.err(
+                    &f("mac"),
+                    format!("expected a MAC like 52:54:00:12:34:56, got {:?}", r.mac),
+                )
+            })?;
             let ip = match &r.ip {
                 Some(s) => {
                     let ip = v.ip(&f("ip"), s)?;
                     if !net.contains(ip) || ip == net.addr {
-                        return Err(v.err(&f("ip"), format!("{ip} is not a free host address in the bridge subnet")));
+                        return Err(v.err(
+                            &f("ip"),
+                            format!("{ip} is not a free host address in the bridge subnet"),
+                        ));
                     }
                     Some(ip)
                 }
                 None => None,
             };
-            reservations.push(Reservation { mac, ip, hostname: r.hostname });
+            reservations.push(Reservation {
+                mac,
+                ip,
+                hostname: r.hostname,
+            });
         }
 
-        let rdns = self.dns.unwrap_or(RawDns { zone: None, upstreams: None, cache_size: None, timeout_ms: None });
-        let zone = rdns.zone.unwrap_or_else(|| "lab".into()).trim_end_matches('.').to_string();
-        if zone.is_empty() || !zone.split('.').all(|l| !l.is_empty() && l.len() < 64 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
-            return Err(v.err("dns.zone", format!("{zone:?} is not a DNS name like \"lab\"")));
+        let rdns = self.dns.unwrap_or(RawDns {
+            zone: None,
+            upstreams: None,
+            cache_size: None,
+            timeout_ms: None,
+        });
+        let zone = rdns
+            .zone
+            .unwrap_or_else(|| "lab".into())
+            .trim_end_matches('.')
+            .to_string();
+        if zone.is_empty()
+            || !zone.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() < 64
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+        {
+            return Err(v.err(
+                "dns.zone",
+                format!("{zone:?} is not a DNS name like \"lab\""),
+            ));
         }
         let mut upstreams = Vec::new();
         for (i, u) in rdns.upstreams.unwrap_or_default().iter().enumerate() {
             let sa = u
                 .parse::<SocketAddr>()
-                .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| v.err(&format!("dns.upstreams[{i}]"), format!("expected an IP address or IP:PORT, got {u:?}")))?;
+                .or_else(|_| {
+                    u.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    v.err(
+                        &format!("dns.upstreams[{i}]"),
+                        format!("expected an IP address or IP:PORT, got {u:?}"),
+                    )
+                })?;
             upstreams.push(sa);
         }
         let dns = Dns {
@@ -513,7 +627,12 @@ impl RawLab {
             source: file.to_string(),
             bridge,
             uplink,
-            dhcp: Dhcp { range_start, range_end, lease_secs, reservations },
+            dhcp: Dhcp {
+                range_start,
+                range_end,
+                lease_secs,
+                reservations,
+            },
             dns,
         })
     }
@@ -524,15 +643,29 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
     match kind.as_str() {
         "none" => Ok(Uplink::None),
         "host" => {
-            let host_address = v.cidr("uplink.host_address", u.host_address.as_ref(), Some("10.253.0.1/30"))?;
-            let lab_address = v.cidr("uplink.lab_address", u.lab_address.as_ref(), Some("10.253.0.2/30"))?;
+            let host_address = v.cidr(
+                "uplink.host_address",
+                u.host_address.as_ref(),
+                Some("10.253.0.1/30"),
+            )?;
+            let lab_address = v.cidr(
+                "uplink.lab_address",
+                u.lab_address.as_ref(),
+                Some("10.253.0.2/30"),
+            )?;
             if !host_address.contains(lab_address.addr) || host_address.addr == lab_address.addr {
                 return Err(v.err("uplink.lab_address", format!("{lab_address} must be another address in the subnet of uplink.host_address {host_address}")));
             }
             let default_host = format!("lnh-{}", truncate(lab, 11));
             Ok(Uplink::Host(HostUplink {
-                host_interface: v.ifname("uplink.host_interface", u.host_interface.as_deref().unwrap_or(&default_host))?,
-                lab_interface: v.ifname("uplink.lab_interface", u.lab_interface.as_deref().unwrap_or("uplink0"))?,
+                host_interface: v.ifname(
+                    "uplink.host_interface",
+                    u.host_interface.as_deref().unwrap_or(&default_host),
+                )?,
+                lab_interface: v.ifname(
+                    "uplink.lab_interface",
+                    u.lab_interface.as_deref().unwrap_or("uplink0"),
+                )?,
                 host_address,
                 lab_address,
             }))
@@ -542,30 +675,65 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
             if let Some(conf) = u.conf.clone() {
                 merge_wg_quick(v, &conf, &mut u)?;
             }
-            let interface = v.ifname("uplink.interface", u.interface.as_deref().unwrap_or(&format!("wg-{}", truncate(lab, 12))))?;
+            let interface = v.ifname(
+                "uplink.interface",
+                u.interface
+                    .as_deref()
+                    .unwrap_or(&format!("wg-{}", truncate(lab, 12))),
+            )?;
             if interface == bridge.name {
                 return Err(v.err("uplink.interface", "must differ from bridge.name"));
             }
             let address = v.cidr("uplink.address", u.address.as_ref(), None)?;
             let private_key_file = PathBuf::from(u.private_key_file.ok_or_else(|| {
-                v.err("uplink.private_key_file", "missing; expected the path of a file holding the private key (chmod 600)")
+                v.err(
+                    "uplink.private_key_file",
+                    "missing; expected the path of a file holding the private key (chmod 600)",
+                )
             })?);
-            let peer_public_key = u.peer_public_key.ok_or_else(|| v.err("uplink.peer_public_key", "missing; expected the bounce box's public key (44 base64 characters)"))?;
+            let peer_public_key = u.peer_public_key.ok_or_else(|| {
+                v.err(
+                    "uplink.peer_public_key",
+                    "missing; expected the bounce box's public key (44 base64 characters)",
+                )
+            })?;
             if !is_base64_key(peer_public_key.trim()) {
-                return Err(v.err("uplink.peer_public_key", "expected a WireGuard public key: 44 base64 characters ending in '='"));
+                return Err(v.err(
+                    "uplink.peer_public_key",
+                    "expected a WireGuard public key: 44 base64 characters ending in '='",
+                ));
             }
             let endpoint = match &u.endpoint {
                 None => None,
                 Some(e) => Some(
                     e.to_socket_addrs()
                         .ok()
-                        .and_then(|mut a| a.find(|a| a.is_ipv4()).or_else(|| e.to_socket_addrs().ok()?.next()))
-                        .ok_or_else(|| v.err("uplink.endpoint", format!("expected HOST:PORT of the bounce box, got {e:?}")))?,
+                        .and_then(|mut a| {
+                            a.find(|a| a.is_ipv4())
+                                .or_else(|| e.to_socket_addrs().ok()?.next())
+                        })
+                        .ok_or_else(|| {
+                            v.err(
+                                "uplink.endpoint",
+                                format!("expected HOST:PORT of the bounce box, got {e:?}"),
+                            )
+                        })?,
                 ),
             };
             let mut allowed_ips = Vec::new();
-            for (i, a) in u.allowed_ips.clone().unwrap_or_else(|| vec!["0.0.0.0/0".into()]).iter().enumerate() {
-                let c = Ipv4Cidr::parse(a).ok_or_else(|| v.err(&format!("uplink.allowed_ips[{i}]"), format!("expected an IPv4 CIDR like 0.0.0.0/0, got {a:?}")))?;
+            for (i, a) in u
+                .allowed_ips
+                .clone()
+                .unwrap_or_else(|| vec!["0.0.0.0/0".into()])
+                .iter()
+                .enumerate()
+            {
+                let c = Ipv4Cidr::parse(a).ok_or_else(|| {
+                    v.err(
+                        &format!("uplink.allowed_ips[{i}]"),
+                        format!("expected an IPv4 CIDR like 0.0.0.0/0, got {a:?}"),
+                    )
+                })?;
                 allowed_ips.push(c);
             }
             let gateway = match &u.gateway {
@@ -573,18 +741,30 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
                 // The seed's layout: .1 is us, the bounce box is the other host of a /24 … take .2 (or .1 if we are not .1).
                 None => {
                     let base = u32::from(address.network());
-                    let guess = if u32::from(address.addr) == base + 2 { base + 1 } else { base + 2 };
+                    let guess = if u32::from(address.addr) == base + 2 {
+                        base + 1
+                    } else {
+                        base + 2
+                    };
                     Ipv4Addr::from(guess)
                 }
             };
             if !address.contains(gateway) || gateway == address.addr {
-                return Err(v.err("uplink.gateway", format!("{gateway} must be the peer's address inside {address}")));
+                return Err(v.err(
+                    "uplink.gateway",
+                    format!("{gateway} must be the peer's address inside {address}"),
+                ));
             }
             let backend = match u.backend.as_deref().unwrap_or("auto") {
                 "auto" => WgBackend::Auto,
                 "kernel" => WgBackend::Kernel,
                 "userspace" => WgBackend::Userspace,
-                other => return Err(v.err("uplink.backend", format!("expected \"auto\", \"kernel\" or \"userspace\", got {other:?}"))),
+                other => {
+                    return Err(v.err(
+                        "uplink.backend",
+                        format!("expected \"auto\", \"kernel\" or \"userspace\", got {other:?}"),
+                    ))
+                }
             };
             Ok(Uplink::Wireguard(Wireguard {
                 interface,
@@ -599,7 +779,10 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
                 backend,
             }))
         }
-        other => Err(v.err("uplink.kind", format!("expected \"none\", \"wireguard\" or \"host\", got {other:?}"))),
+        other => Err(v.err(
+            "uplink.kind",
+            format!("expected \"none\", \"wireguard\" or \"host\", got {other:?}"),
+        )),
     }
 }
 
@@ -607,7 +790,8 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
 /// read from there: keys stay in their own 0600 file, named by PrivateKeyFile or
 /// uplink.private_key_file).
 fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| v.err("uplink.conf", format!("cannot read {path}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| v.err("uplink.conf", format!("cannot read {path}: {e}")))?;
     let mut section = String::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -619,16 +803,25 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
             continue;
         }
         let Some((k, val)) = line.split_once('=') else {
-            return Err(v.err("uplink.conf", format!("{path}:{}: expected KEY = VALUE", n + 1)));
+            return Err(v.err(
+                "uplink.conf",
+                format!("{path}:{}: expected KEY = VALUE", n + 1),
+            ));
         };
         let (k, val) = (k.trim().to_ascii_lowercase(), val.trim().to_string());
         match (section.as_str(), k.as_str()) {
             ("interface", "address") => {
-                u.address.get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
+                u.address
+                    .get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
             }
             ("interface", "listenport") => {
                 if u.listen_port.is_none() {
-                    u.listen_port = Some(val.parse().map_err(|_| v.err("uplink.conf", format!("{path}:{}: ListenPort {val:?} is not a port", n + 1)))?);
+                    u.listen_port = Some(val.parse().map_err(|_| {
+                        v.err(
+                            "uplink.conf",
+                            format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
+                        )
+                    })?);
                 }
             }
             ("interface", "privatekey") => {
@@ -641,7 +834,8 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
                 u.endpoint.get_or_insert(val);
             }
             ("peer", "allowedips") => {
-                u.allowed_ips.get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
+                u.allowed_ips
+                    .get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
             }
             ("peer", "persistentkeepalive") => {
                 if u.persistent_keepalive.is_none() {
@@ -751,16 +945,23 @@ mod tests {
             "f", None,
         )
         .unwrap();
-        let Uplink::Wireguard(wg) = &lab.uplink else { panic!() };
+        let Uplink::Wireguard(wg) = &lab.uplink else {
+            panic!()
+        };
         assert_eq!(wg.gateway, Ipv4Addr::new(192, 168, 20, 2));
         assert_eq!(wg.interface, "wg-x");
-        assert_eq!(lab.effective_upstreams(), vec!["192.168.20.2:53".parse().unwrap()]);
+        assert_eq!(
+            lab.effective_upstreams(),
+            vec!["192.168.20.2:53".parse().unwrap()]
+        );
     }
 
     #[test]
     fn lab_name_mismatch() {
         assert_eq!(
-            parse("name = \"a\"\n", "f.toml", Some("b")).unwrap_err().to_string(),
+            parse("name = \"a\"\n", "f.toml", Some("b"))
+                .unwrap_err()
+                .to_string(),
             "f.toml: name: the file names lab \"a\" but lab \"b\" was asked for"
         );
     }
@@ -798,12 +999,21 @@ mod tests {
         std::fs::write(&conf, "[Interface]\nAddress = 192.168.20.1/24\n\n[Peer]\nPublicKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nEndpoint = 127.0.0.1:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n").unwrap();
         let text = format!("name = \"x\"\n[uplink]\nkind = \"wireguard\"\nconf = \"{}\"\nprivate_key_file = \"/k\"\n", conf.display());
         let lab = parse(&text, "f.toml", None).unwrap();
-        let Uplink::Wireguard(wg) = &lab.uplink else { panic!() };
+        let Uplink::Wireguard(wg) = &lab.uplink else {
+            panic!()
+        };
         assert_eq!(wg.address.to_string(), "192.168.20.1/24");
         assert_eq!(wg.persistent_keepalive, Some(25));
         assert_eq!(wg.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
-        std::fs::write(&conf, "[Interface]\nPrivateKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        std::fs::write(
+            &conf,
+            "[Interface]\nPrivateKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        )
+        .unwrap();
         let e = parse(&text, "f.toml", None).unwrap_err().to_string();
-        assert!(e.contains("uplink.conf") && e.contains("PrivateKey inline is refused"), "{e}");
+        assert!(
+            e.contains("uplink.conf") && e.contains("PrivateKey inline is refused"),
+            "{e}"
+        );
     }
 }

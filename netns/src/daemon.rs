@@ -11,7 +11,11 @@ use crate::Error;
 
 /// Spawns `argv` detached (new session, stdin /dev/null, stdout+stderr appended to `log`)
 /// and returns its pid.
-pub fn spawn_detached(argv: &[String], envs: &[(String, String)], log: &Path) -> Result<u32, Error> {
+pub fn spawn_detached(
+    argv: &[String],
+    envs: &[(String, String)],
+    log: &Path,
+) -> Result<u32, Error> {
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| Error::Other("empty daemon command".into()))?;
@@ -103,11 +107,18 @@ pub fn process_alive(pid: u32) -> bool {
     // Zombies of processes that are not our children linger until their parent reaps them.
     // The leader of a killed multi-threaded process (wireguard-go) turns zombie while its
     // other threads still exit and hold its files (the UAPI socket): alive until all are done.
-    let running = |stat: &str| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+    let running = |stat: &str| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    };
     match std::fs::read_dir(format!("/proc/{pid}/task")) {
-        Ok(tasks) => tasks.flatten().any(|t| {
-            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| running(&s))
-        }),
+        Ok(tasks) => tasks
+            .flatten()
+            .any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| running(&s))),
         Err(_) => false,
     }
 }
@@ -134,7 +145,11 @@ pub fn process_cmdline(pid: u32) -> Vec<String> {
 /// SIGTERM, then SIGKILL after `grace` (zero grace: SIGKILL at once). Returns when the
 /// process is gone.
 pub fn kill_and_wait(pid: u32, grace: Duration) {
-    let first = if grace.is_zero() { libc::SIGKILL } else { libc::SIGTERM };
+    let first = if grace.is_zero() {
+        libc::SIGKILL
+    } else {
+        libc::SIGTERM
+    };
     unsafe { libc::kill(pid as i32, first) };
     let deadline = Instant::now() + grace;
     while process_alive(pid) {

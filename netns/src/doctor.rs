@@ -28,22 +28,39 @@ impl DoctorReport {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         for f in &self.findings {
-            s += &format!("[{}] {}: {}\n", if f.ok { " ok " } else { "FAIL" }, f.check, f.words);
+            s += &format!(
+                "[{}] {}: {}\n",
+                if f.ok { " ok " } else { "FAIL" },
+                f.check,
+                f.words
+            );
         }
-        s += if self.ok { "verdict: the lab looks healthy\n" } else { "verdict: see the FAIL lines above\n" };
+        s += if self.ok {
+            "verdict: the lab looks healthy\n"
+        } else {
+            "verdict: see the FAIL lines above\n"
+        };
         s
     }
 }
 
 fn finding(check: &str, ok: bool, words: impl Into<String>) -> Finding {
-    Finding { check: check.into(), ok, words: words.into() }
+    Finding {
+        check: check.into(),
+        ok,
+        words: words.into(),
+    }
 }
 
 pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
     let mut f = vec![];
     let ns = lab.name.clone();
     if !netns_exists(&ns) {
-        f.push(finding("lab", false, format!("lab {ns} is not up: run `labnet up {ns}`")));
+        f.push(finding(
+            "lab",
+            false,
+            format!("lab {ns} is not up: run `labnet up {ns}`"),
+        ));
         return Ok(report(lab, f));
     }
     let st = LabState::load(&ns)?;
@@ -52,7 +69,11 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
     // 1. Route and handshake to the bounce box.
     let mut path_ok = true;
     match &lab.uplink {
-        Uplink::None => f.push(finding("bounce box", true, "isolated lab (uplink none): nothing to reach")),
+        Uplink::None => f.push(finding(
+            "bounce box",
+            true,
+            "isolated lab (uplink none): nothing to reach",
+        )),
         Uplink::Host(h) => {
             let ok = ping(&ns, h.host_address.addr, None)?;
             path_ok = ok;
@@ -91,9 +112,16 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
     f.push(finding("lab dns", ok, if ok { format!("labnet dns answers on {lab_dns}") } else { format!("DNS not answering: nothing answers on {lab_dns}; `labnet up {ns}` restarts the lab's dns daemon") }));
 
     // 3. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
-    let fwd = in_netns(Some(&ns), || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map_err(|e| Error::io("ip_forward", e)))?;
+    let fwd = in_netns(Some(&ns), || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .map_err(|e| Error::io("ip_forward", e))
+    })?;
     if fwd.trim() != "1" {
-        f.push(finding("forwarding", false, "firewall on the path: net.ipv4.ip_forward is 0 inside the lab, VMs cannot get out"));
+        f.push(finding(
+            "forwarding",
+            false,
+            "firewall on the path: net.ipv4.ip_forward is 0 inside the lab, VMs cannot get out",
+        ));
     }
     if let Uplink::Wireguard(w) = &lab.uplink {
         if !nft::table_exists(Some(&ns), nft::LAB_TABLE)? {
@@ -113,16 +141,22 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
 }
 
 fn report(lab: &Lab, findings: Vec<Finding>) -> DoctorReport {
-    DoctorReport { lab: lab.name.clone(), ok: findings.iter().all(|f| f.ok), findings }
+    DoctorReport {
+        lab: lab.name.clone(),
+        ok: findings.iter().all(|f| f.ok),
+        findings,
+    }
 }
 
 /// One ICMP echo from inside the lab (raw socket: root; new namespaces disable ping sockets).
 pub fn ping(ns: &str, to: Ipv4Addr, from: Option<Ipv4Addr>) -> Result<bool, Error> {
     in_netns(Some(ns), move || {
         use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| Error::io("icmp socket", e))?;
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+            .map_err(|e| Error::io("icmp socket", e))?;
         if let Some(src) = from {
-            s.bind(&SocketAddr::from((src, 0)).into()).map_err(|e| Error::io("icmp bind", e))?;
+            s.bind(&SocketAddr::from((src, 0)).into())
+                .map_err(|e| Error::io("icmp bind", e))?;
         }
         let id = (std::process::id() & 0xffff) as u16;
         let mut pkt = vec![8u8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
@@ -136,12 +170,26 @@ pub fn ping(ns: &str, to: Ipv4Addr, from: Option<Ipv4Addr>) -> Result<bool, Erro
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
         while Instant::now() < deadline {
-            s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).ok();
-            let Ok((n, addr)) = s.recv_from(&mut buf) else { return Ok(false) };
-            let b: Vec<u8> = buf[..n].iter().map(|x| unsafe { x.assume_init() }).collect();
+            s.set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .ok();
+            let Ok((n, addr)) = s.recv_from(&mut buf) else {
+                return Ok(false);
+            };
+            let b: Vec<u8> = buf[..n]
+                .iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
             let ihl = ((b.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
             let src = addr.as_socket_ipv4().map(|a| *a.ip());
-            if b.len() >= ihl + 8 && b[ihl] == 0 && src == Some(to) && u16::from_be_bytes([b[ihl + 4], b[ihl + 5]]) == id {
+            if b.len() >= ihl + 8
+                && b[ihl] == 0
+                && src == Some(to)
+                && u16::from_be_bytes([b[ihl + 4], b[ihl + 5]]) == id
+            {
                 return Ok(true);
             }
         }
@@ -166,11 +214,31 @@ pub fn dns_answers(ns: &str, server: SocketAddr) -> Result<bool, Error> {
         let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("udp socket", e))?;
         s.set_read_timeout(Some(Duration::from_secs(1))).ok();
         let id: u16 = 0x4c4e;
-        let q = [(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+        let q = [
+            (id >> 8) as u8,
+            id as u8,
+            1,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            2,
+            0,
+            1,
+        ];
         if s.send_to(&q, server).is_err() {
             return Ok(false);
         }
         let mut buf = [0u8; 1500];
-        Ok(matches!(s.recv_from(&mut buf), Ok((n, from)) if n >= 12 && from == server && buf[0..2] == q[0..2] && buf[2] & 0x80 != 0))
+        Ok(
+            matches!(s.recv_from(&mut buf), Ok((n, from)) if n >= 12 && from == server && buf[0..2] == q[0..2] && buf[2] & 0x80 != 0),
+        )
     })
 }

@@ -32,7 +32,9 @@ pub struct UpOptions {
 pub enum UpOutcome {
     Created,
     /// The lab was up already; lists daemons that had died and were started again.
-    AlreadyUp { restarted: Vec<String> },
+    AlreadyUp {
+        restarted: Vec<String>,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -84,7 +86,9 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
         }
         Err(e) => {
             if let Err(u) = undo(&mut st) {
-                return Err(Error::Other(format!("{e}; and undoing the partial lab failed too: {u}")));
+                return Err(Error::Other(format!(
+                    "{e}; and undoing the partial lab failed too: {u}"
+                )));
             }
             Err(e)
         }
@@ -133,7 +137,9 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
         nl::set_up(&h, &br).await
     })?;
     // The lab routes between its bridge and its uplink.
-    nsfs::in_netns(Some(&ns), || write_sysctl("/proc/sys/net/ipv4/ip_forward", "1"))?;
+    nsfs::in_netns(Some(&ns), || {
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    })?;
 
     match &lab.uplink {
         Uplink::None => {}
@@ -146,34 +152,63 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
                 nl::set_up(&h, &iface).await?;
                 nl::add_default_route(&h, &iface, gw).await
             })?;
-            st.record(Resource::NftTable { netns: Some(ns.clone()), family: "ip".into(), name: nft::LAB_TABLE.into() })?;
+            st.record(Resource::NftTable {
+                netns: Some(ns.clone()),
+                family: "ip".into(),
+                name: nft::LAB_TABLE.into(),
+            })?;
             nft::apply(Some(&ns), nft::lab_masquerade(&w.interface))?;
         }
         Uplink::Host(hu) => {
-            st.record(Resource::RootLink { name: hu.host_interface.clone() })?;
-            let nsfile = File::open(nsfs::netns_path(&ns)).map_err(|e| Error::io(nsfs::netns_path(&ns), e))?;
-            let (hi, li, ha) = (hu.host_interface.clone(), hu.lab_interface.clone(), hu.host_address);
+            st.record(Resource::RootLink {
+                name: hu.host_interface.clone(),
+            })?;
+            let nsfile = File::open(nsfs::netns_path(&ns))
+                .map_err(|e| Error::io(nsfs::netns_path(&ns), e))?;
+            let (hi, li, ha) = (
+                hu.host_interface.clone(),
+                hu.lab_interface.clone(),
+                hu.host_address,
+            );
             with_netlink(None, move |h| async move {
                 nl::add_veth(&h, &hi, &li).await?;
                 nl::move_to_netns(&h, &li, nsfile.as_raw_fd()).await?;
                 nl::add_address(&h, &hi, ha.addr, ha.prefix).await?;
                 nl::set_up(&h, &hi).await
             })?;
-            let (li, la, gw) = (hu.lab_interface.clone(), hu.lab_address, hu.host_address.addr);
+            let (li, la, gw) = (
+                hu.lab_interface.clone(),
+                hu.lab_address,
+                hu.host_address.addr,
+            );
             with_netlink(Some(&ns), move |h| async move {
                 nl::add_address(&h, &li, la.addr, la.prefix).await?;
                 nl::set_up(&h, &li).await?;
                 nl::add_default_route(&h, &li, gw).await
             })?;
-            st.record(Resource::NftTable { netns: Some(ns.clone()), family: "ip".into(), name: nft::LAB_TABLE.into() })?;
+            st.record(Resource::NftTable {
+                netns: Some(ns.clone()),
+                family: "ip".into(),
+                name: nft::LAB_TABLE.into(),
+            })?;
             nft::apply(Some(&ns), nft::lab_masquerade(&hu.lab_interface))?;
             let path = "/proc/sys/net/ipv4/ip_forward";
-            let old = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?.trim().to_string();
+            let old = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(path, e))?
+                .trim()
+                .to_string();
             if old != "1" {
-                st.record(Resource::Sysctl { path: path.into(), old })?;
+                st.record(Resource::Sysctl {
+                    path: path.into(),
+                    old,
+                })?;
                 write_sysctl(path, "1")?;
             }
-            st.record(Resource::NftTable { netns: None, family: "ip".into(), name: nft::host_table(&ns) })?;
+            st.record(Resource::NftTable {
+                netns: None,
+                family: "ip".into(),
+                name: nft::host_table(&ns),
+            })?;
             nft::apply(None, nft::host_masquerade(&ns, &hu.host_interface))?;
         }
     }
@@ -187,14 +222,23 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
 }
 
 /// Creates, configures and moves the WireGuard interface. Returns true for userspace.
-fn make_wireguard(lab: &Lab, w: &crate::config::Wireguard, st: &mut LabState) -> Result<bool, Error> {
+fn make_wireguard(
+    lab: &Lab,
+    w: &crate::config::Wireguard,
+    st: &mut LabState,
+) -> Result<bool, Error> {
     let ns = lab.name.clone();
     let iface = w.interface.clone();
     let mut userspace = w.backend == WgBackend::Userspace;
     if !userspace {
-        st.record(Resource::RootLink { name: iface.clone() })?;
+        st.record(Resource::RootLink {
+            name: iface.clone(),
+        })?;
         let i = iface.clone();
-        let made = with_netlink(None, move |h| async move { nl::add_wireguard(&h, &i).await })?;
+        let made = with_netlink(
+            None,
+            move |h| async move { nl::add_wireguard(&h, &i).await },
+        )?;
         if made {
             let wc = w.clone();
             nsfs::in_netns(None, move || wg::configure(&wc, Backend::Kernel))?;
@@ -210,17 +254,30 @@ fn make_wireguard(lab: &Lab, w: &crate::config::Wireguard, st: &mut LabState) ->
         }
     }
     if userspace {
-        st.record(Resource::WgUserspace { iface: iface.clone(), pid: None })?;
+        st.record(Resource::WgUserspace {
+            iface: iface.clone(),
+            pid: None,
+        })?;
         let argv = vec![wireguard_go(), iface.clone()];
         // Foreground mode gives labnet the real pid (no daemonizing fork to chase).
         let envs = vec![("WG_PROCESS_FOREGROUND".to_string(), "1".to_string())];
-        let pid = daemon::spawn_detached(&argv, &envs, &paths::lab_run_dir(&ns).join("wireguard-go.log"))?;
-        st.update_last(Resource::WgUserspace { iface: iface.clone(), pid: Some(pid) })?;
+        let pid = daemon::spawn_detached(
+            &argv,
+            &envs,
+            &paths::lab_run_dir(&ns).join("wireguard-go.log"),
+        )?;
+        st.update_last(Resource::WgUserspace {
+            iface: iface.clone(),
+            pid: Some(pid),
+        })?;
         wg::wait_for_uapi(&iface, pid, Duration::from_secs(5))?;
         wg::configure(w, Backend::Userspace)?;
     }
-    let nsfile = File::open(nsfs::netns_path(&ns)).map_err(|e| Error::io(nsfs::netns_path(&ns), e))?;
-    with_netlink(None, move |h| async move { nl::move_to_netns(&h, &iface, nsfile.as_raw_fd()).await })?;
+    let nsfile =
+        File::open(nsfs::netns_path(&ns)).map_err(|e| Error::io(nsfs::netns_path(&ns), e))?;
+    with_netlink(None, move |h| async move {
+        nl::move_to_netns(&h, &iface, nsfile.as_raw_fd()).await
+    })?;
     Ok(userspace)
 }
 
@@ -241,7 +298,8 @@ pub fn resolv_conf(lab: &Lab) -> String {
 }
 
 /// Keeps lookups inside the lab off the host's resolver (no systemd-resolved, no mdns).
-pub const NSSWITCH_CONF: &str = "# Written by labnet: lab lookups use only /etc/hosts and the lab's DNS.\nhosts: files dns\n";
+pub const NSSWITCH_CONF: &str =
+    "# Written by labnet: lab lookups use only /etc/hosts and the lab's DNS.\nhosts: files dns\n";
 
 fn write_etc_netns(lab: &Lab, st: &mut LabState) -> Result<(), Error> {
     let dir = etc_netns_dir(&lab.name);
@@ -249,7 +307,10 @@ fn write_etc_netns(lab: &Lab, st: &mut LabState) -> Result<(), Error> {
         st.record(Resource::Dir { path: dir.clone() })?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
-    for (name, text) in [("resolv.conf", resolv_conf(lab)), ("nsswitch.conf", NSSWITCH_CONF.to_string())] {
+    for (name, text) in [
+        ("resolv.conf", resolv_conf(lab)),
+        ("nsswitch.conf", NSSWITCH_CONF.to_string()),
+    ] {
         let path = dir.join(name);
         let saved = if path.exists() {
             let saved = dir.join(format!("{name}.labnet-saved"));
@@ -257,7 +318,10 @@ fn write_etc_netns(lab: &Lab, st: &mut LabState) -> Result<(), Error> {
         } else {
             None
         };
-        st.record(Resource::File { path: path.clone(), saved: saved.clone() })?;
+        st.record(Resource::File {
+            path: path.clone(),
+            saved: saved.clone(),
+        })?;
         if let Some(s) = &saved {
             std::fs::rename(&path, s).map_err(|e| Error::io(&path, e))?;
         }
@@ -267,23 +331,49 @@ fn write_etc_netns(lab: &Lab, st: &mut LabState) -> Result<(), Error> {
 }
 
 fn start_daemon(ns: &str, d: &DaemonSpec, st: &mut LabState) -> Result<(), Error> {
-    st.record(Resource::Daemon { name: d.name.clone(), pid: None, exe: d.argv.join("\0") })?;
+    st.record(Resource::Daemon {
+        name: d.name.clone(),
+        pid: None,
+        exe: d.argv.join("\0"),
+    })?;
     let dir = paths::lab_run_dir(ns);
-    let pid = daemon::spawn_notify(&d.name, &d.argv, &dir.join(format!("{}.log", d.name)), &dir, DAEMON_READY)?;
-    st.update_last(Resource::Daemon { name: d.name.clone(), pid: Some(pid), exe: d.argv.join("\0") })
+    let pid = daemon::spawn_notify(
+        &d.name,
+        &d.argv,
+        &dir.join(format!("{}.log", d.name)),
+        &dir,
+        DAEMON_READY,
+    )?;
+    st.update_last(Resource::Daemon {
+        name: d.name.clone(),
+        pid: Some(pid),
+        exe: d.argv.join("\0"),
+    })
 }
 
 fn restart_dead_daemons(st: &mut LabState) -> Result<Vec<String>, Error> {
     let mut restarted = vec![];
     for i in 0..st.resources.len() {
-        let Resource::Daemon { name, pid, exe } = st.resources[i].clone() else { continue };
+        let Resource::Daemon { name, pid, exe } = st.resources[i].clone() else {
+            continue;
+        };
         if pid.is_some_and(|p| daemon_is_ours(p, &exe)) {
             continue;
         }
         let argv: Vec<String> = exe.split('\0').map(String::from).collect();
         let dir = paths::lab_run_dir(&st.lab);
-        let pid = daemon::spawn_notify(&name, &argv, &dir.join(format!("{name}.log")), &dir, DAEMON_READY)?;
-        st.resources[i] = Resource::Daemon { name: name.clone(), pid: Some(pid), exe };
+        let pid = daemon::spawn_notify(
+            &name,
+            &argv,
+            &dir.join(format!("{name}.log")),
+            &dir,
+            DAEMON_READY,
+        )?;
+        st.resources[i] = Resource::Daemon {
+            name: name.clone(),
+            pid: Some(pid),
+            exe,
+        };
         st.save()?;
         restarted.push(name);
     }
@@ -326,7 +416,10 @@ pub fn undo(st: &mut LabState) -> Result<(), Error> {
         st.resources = failed;
         st.complete = false;
         st.save()?;
-        Err(Error::Other(format!("could not remove everything: {}", errors.join("; "))))
+        Err(Error::Other(format!(
+            "could not remove everything: {}",
+            errors.join("; ")
+        )))
     }
 }
 
@@ -362,7 +455,11 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
                 for p in &pids {
                     daemon::kill_and_wait(*p, Duration::ZERO);
                 }
-                quiet = if pids.is_empty() && !pending { quiet + 1 } else { 0 };
+                quiet = if pids.is_empty() && !pending {
+                    quiet + 1
+                } else {
+                    0
+                };
                 if quiet < 2 {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -378,7 +475,9 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
         // A table inside the lab goes with the lab's namespace (undone right after, since it
         // was recorded first); only a table in labnet's own namespace needs deleting.
         Resource::NftTable { netns: Some(_), .. } => Ok(()),
-        Resource::NftTable { netns: None, name, .. } => nft::delete_table(None, name),
+        Resource::NftTable {
+            netns: None, name, ..
+        } => nft::delete_table(None, name),
         Resource::Sysctl { path, old } => write_sysctl(path, old),
         Resource::Dir { path } => match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),
@@ -401,7 +500,11 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
             Ok(())
         }
         Resource::Daemon { pid, exe, .. } => {
-            let mut pids: Vec<u32> = pid.iter().copied().filter(|p| daemon_is_ours(*p, exe)).collect();
+            let mut pids: Vec<u32> = pid
+                .iter()
+                .copied()
+                .filter(|p| daemon_is_ours(*p, exe))
+                .collect();
             if pid.is_none() {
                 pids.extend(find_by_cmdline(exe));
             }
@@ -414,7 +517,9 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
 }
 
 fn find_by_cmdline(exe: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|p| daemon::process_cmdline(*p).join("\0") == exe)
@@ -431,11 +536,21 @@ mod tests {
     #[test]
     fn etc_netns_files_golden() {
         let lab = crate::Lab::embedded_default();
-        let text = format!("# resolv.conf\n{}# nsswitch.conf\n{}", super::resolv_conf(&lab), super::NSSWITCH_CONF);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/etc-netns-sepian.txt");
+        let text = format!(
+            "# resolv.conf\n{}# nsswitch.conf\n{}",
+            super::resolv_conf(&lab),
+            super::NSSWITCH_CONF
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/etc-netns-sepian.txt");
         if std::env::var_os("LABNET_BLESS").is_some() {
             std::fs::write(&path, &text).unwrap();
         }
-        assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "LABNET_BLESS=1 regenerates {}", path.display());
+        assert_eq!(
+            text,
+            std::fs::read_to_string(&path).unwrap(),
+            "LABNET_BLESS=1 regenerates {}",
+            path.display()
+        );
     }
 }

@@ -112,7 +112,12 @@ pub async fn add_veth(h: &Handle, name: &str, peer: &str) -> Result<(), Error> {
 
 /// Creates a kernel WireGuard link. `Ok(false)` when the kernel has no WireGuard support.
 pub async fn add_wireguard(h: &Handle, name: &str) -> Result<bool, Error> {
-    match h.link().add(LinkWireguard::new(name).build()).execute().await {
+    match h
+        .link()
+        .add(LinkWireguard::new(name).build())
+        .execute()
+        .await
+    {
         Ok(()) => Ok(true),
         Err(e) if is_errno(&e, libc::EOPNOTSUPP) || is_errno(&e, libc::EINVAL) => Ok(false),
         Err(e) => Err(nl(format!("create wireguard link {name}"))(e)),
@@ -154,7 +159,11 @@ pub async fn ipv4_addresses(h: &Handle, name: &str) -> Result<Vec<(Ipv4Addr, u8)
         return Ok(vec![]);
     };
     let mut out = vec![];
-    let mut s = h.address().get().set_link_index_filter(link.header.index).execute();
+    let mut s = h
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute();
     while let Some(m) = s.try_next().await.map_err(nl("list addresses"))? {
         for a in &m.attributes {
             if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {

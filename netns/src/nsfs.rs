@@ -40,11 +40,23 @@ fn is_netns_fd(f: &File) -> bool {
 fn prepare_run_dir() -> Result<(), Error> {
     std::fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| Error::io(NETNS_RUN_DIR, e))?;
     let shared = |_: ()| {
-        mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>)
+        mount(
+            None::<&str>,
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
     };
     if shared(()).is_err() {
-        mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| Error::sys("bind-mount /run/netns", e))?;
+        mount(
+            Some(NETNS_RUN_DIR),
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("bind-mount /run/netns", e))?;
         shared(()).map_err(|e| Error::sys("make /run/netns shared", e))?;
     }
     Ok(())
@@ -62,8 +74,14 @@ pub fn create_netns(name: &str) -> Result<(), Error> {
     let target = path.clone();
     let res = std::thread::spawn(move || -> Result<(), Error> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("unshare(CLONE_NEWNET)", e))?;
-        mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys("bind-mount the new namespace", e))
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("bind-mount the new namespace", e))
     })
     .join()
     .expect("netns thread panicked");
@@ -104,7 +122,8 @@ pub fn in_netns<T: Send + 'static>(
     };
     std::thread::spawn(move || {
         if let Some(file) = file {
-            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns into the lab", e))?;
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns into the lab", e))?;
         }
         f()
     })

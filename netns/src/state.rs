@@ -21,15 +21,26 @@ pub enum Resource {
     /// A wireguard-go process serving IFACE (UAPI socket /var/run/wireguard/IFACE.sock).
     WgUserspace { iface: String, pid: Option<u32> },
     /// An nftables table (in the lab namespace, or labnet's own when `netns` is None).
-    NftTable { netns: Option<String>, family: String, name: String },
+    NftTable {
+        netns: Option<String>,
+        family: String,
+        name: String,
+    },
     /// A sysctl labnet changed in its own namespace; `old` is restored by down.
     Sysctl { path: String, old: String },
     /// A directory labnet created.
     Dir { path: PathBuf },
     /// A file labnet wrote; `saved` holds the previous file's copy to restore, if there was one.
-    File { path: PathBuf, saved: Option<PathBuf> },
+    File {
+        path: PathBuf,
+        saved: Option<PathBuf>,
+    },
     /// A daemon labnet started (dhcpd, dns) with its pid; `exe` guards against pid reuse.
-    Daemon { name: String, pid: Option<u32>, exe: String },
+    Daemon {
+        name: String,
+        pid: Option<u32>,
+        exe: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

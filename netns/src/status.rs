@@ -27,16 +27,33 @@ pub struct StatusReport {
 
 impl StatusReport {
     pub fn to_text(&self) -> String {
-        let mut s = format!("lab {}: {}\n", self.lab, if self.ok { "up, matches its config" } else { "NOT as configured" });
+        let mut s = format!(
+            "lab {}: {}\n",
+            self.lab,
+            if self.ok {
+                "up, matches its config"
+            } else {
+                "NOT as configured"
+            }
+        );
         for c in &self.components {
-            s += &format!("  [{}] {:<14} {}\n", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail);
+            s += &format!(
+                "  [{}] {:<14} {}\n",
+                if c.ok { " ok " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
         }
         s
     }
 }
 
 fn comp(name: &str, ok: bool, detail: impl Into<String>) -> Component {
-    Component { name: name.into(), ok, detail: detail.into() }
+    Component {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
 struct LinkFacts {
@@ -55,12 +72,23 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         st.as_ref().is_some_and(|s| s.complete),
         match &st {
             None => format!("no {state_file}: the lab is not up"),
-            Some(s) if !s.complete => format!("{state_file}: an `up` did not finish; run `labnet down {}`", lab.name),
+            Some(s) if !s.complete => format!(
+                "{state_file}: an `up` did not finish; run `labnet down {}`",
+                lab.name
+            ),
             Some(_) => state_file.clone(),
         },
     ));
     let exists = netns_exists(&ns);
-    c.push(comp("netns", exists, if exists { format!("/run/netns/{ns}") } else { format!("/run/netns/{ns} missing") }));
+    c.push(comp(
+        "netns",
+        exists,
+        if exists {
+            format!("/run/netns/{ns}")
+        } else {
+            format!("/run/netns/{ns} missing")
+        },
+    ));
     if !exists {
         return Ok(finish(lab, state_file, c));
     }
@@ -101,7 +129,11 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         };
         Ok((out, route))
     })?;
-    c.push(comp("lo", facts[0].up, if facts[0].up { "up" } else { "down" }));
+    c.push(comp(
+        "lo",
+        facts[0].up,
+        if facts[0].up { "up" } else { "down" },
+    ));
     let br = &facts[1];
     let want = (lab.bridge.address.addr, lab.bridge.address.prefix);
     c.push(comp(
@@ -110,64 +142,211 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         if !br.exists {
             format!("{} missing", lab.bridge.name)
         } else {
-            format!("{} {} addresses {:?} (want {})", lab.bridge.name, if br.up { "up" } else { "DOWN" }, br.addrs.iter().map(|(a, p)| format!("{a}/{p}")).collect::<Vec<_>>(), lab.bridge.address)
+            format!(
+                "{} {} addresses {:?} (want {})",
+                lab.bridge.name,
+                if br.up { "up" } else { "DOWN" },
+                br.addrs
+                    .iter()
+                    .map(|(a, p)| format!("{a}/{p}"))
+                    .collect::<Vec<_>>(),
+                lab.bridge.address
+            )
         },
     ));
     let fwd = in_netns(Some(&ns), || {
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map_err(|e| Error::io("ip_forward", e))
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .map_err(|e| Error::io("ip_forward", e))
     })?;
-    c.push(comp("ip_forward", fwd.trim() == "1", format!("net.ipv4.ip_forward = {}", fwd.trim())));
+    c.push(comp(
+        "ip_forward",
+        fwd.trim() == "1",
+        format!("net.ipv4.ip_forward = {}", fwd.trim()),
+    ));
 
     match &lab.uplink {
-        Uplink::None => c.push(comp("uplink", route.is_none(), if route.is_none() { "none (isolated lab)".to_string() } else { format!("unexpected default route {route:?}") })),
+        Uplink::None => c.push(comp(
+            "uplink",
+            route.is_none(),
+            if route.is_none() {
+                "none (isolated lab)".to_string()
+            } else {
+                format!("unexpected default route {route:?}")
+            },
+        )),
         Uplink::Wireguard(w) => {
             let f = &facts[2];
             let want = (w.address.addr, w.address.prefix);
-            c.push(comp("uplink", f.exists && f.up && f.addrs.contains(&want), format!("{} {} {}", w.interface, if f.exists { if f.up { "up" } else { "DOWN" } } else { "missing" }, w.address)));
-            let rok = route.as_ref().is_some_and(|(gw, dev)| *gw == Some(w.gateway) && dev.as_deref() == Some(&w.interface));
-            c.push(comp("route", rok, match &route {
-                Some((gw, dev)) => format!("default via {} dev {} (want via {} dev {})", gw.map(|g| g.to_string()).unwrap_or("-".into()), dev.clone().unwrap_or("-".into()), w.gateway, w.interface),
-                None => format!("no default route (want via {} dev {})", w.gateway, w.interface),
-            }));
-            let userspace = st.as_ref().and_then(|s| s.wg_backend.clone()).as_deref() == Some("userspace");
+            c.push(comp(
+                "uplink",
+                f.exists && f.up && f.addrs.contains(&want),
+                format!(
+                    "{} {} {}",
+                    w.interface,
+                    if f.exists {
+                        if f.up {
+                            "up"
+                        } else {
+                            "DOWN"
+                        }
+                    } else {
+                        "missing"
+                    },
+                    w.address
+                ),
+            ));
+            let rok = route.as_ref().is_some_and(|(gw, dev)| {
+                *gw == Some(w.gateway) && dev.as_deref() == Some(&w.interface)
+            });
+            c.push(comp(
+                "route",
+                rok,
+                match &route {
+                    Some((gw, dev)) => format!(
+                        "default via {} dev {} (want via {} dev {})",
+                        gw.map(|g| g.to_string()).unwrap_or("-".into()),
+                        dev.clone().unwrap_or("-".into()),
+                        w.gateway,
+                        w.interface
+                    ),
+                    None => format!(
+                        "no default route (want via {} dev {})",
+                        w.gateway, w.interface
+                    ),
+                },
+            ));
+            let userspace =
+                st.as_ref().and_then(|s| s.wg_backend.clone()).as_deref() == Some("userspace");
             if userspace {
-                let pid = st.as_ref().and_then(|s| s.resources.iter().find_map(|r| match r { Resource::WgUserspace { pid, .. } => *pid, _ => None }));
+                let pid = st.as_ref().and_then(|s| {
+                    s.resources.iter().find_map(|r| match r {
+                        Resource::WgUserspace { pid, .. } => *pid,
+                        _ => None,
+                    })
+                });
                 let alive = pid.is_some_and(crate::daemon::process_alive);
-                c.push(comp("wireguard-go", alive, format!("pid {} {}", pid.map(|p| p.to_string()).unwrap_or("-".into()), if alive { "running" } else { "NOT running" })));
+                c.push(comp(
+                    "wireguard-go",
+                    alive,
+                    format!(
+                        "pid {} {}",
+                        pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                        if alive { "running" } else { "NOT running" }
+                    ),
+                ));
             }
             match wg::peers(&w.interface, userspace, &ns) {
                 Ok(peers) => {
                     let p = peers.iter().find(|p| p.public_key == w.peer_public_key);
-                    c.push(comp("wg peer", p.is_some(), match p {
-                        Some(p) => format!("{} endpoint {} latest handshake {}", &p.public_key[..8], p.endpoint.clone().unwrap_or("-".into()), p.last_handshake_secs_ago.map(|s| format!("{s} s ago")).unwrap_or("never".into())),
-                        None => "configured peer missing from the device".into(),
-                    }));
+                    c.push(comp(
+                        "wg peer",
+                        p.is_some(),
+                        match p {
+                            Some(p) => format!(
+                                "{} endpoint {} latest handshake {}",
+                                &p.public_key[..8],
+                                p.endpoint.clone().unwrap_or("-".into()),
+                                p.last_handshake_secs_ago
+                                    .map(|s| format!("{s} s ago"))
+                                    .unwrap_or("never".into())
+                            ),
+                            None => "configured peer missing from the device".into(),
+                        },
+                    ));
                 }
                 Err(e) => c.push(comp("wg peer", false, e.to_string())),
             }
             let table = nft::list_table(Some(&ns), nft::LAB_TABLE)?;
-            let ok = table.as_ref().is_some_and(|t| { let s = t.to_string(); s.contains("masquerade") && s.contains(&format!("\"{}\"", w.interface)) });
-            c.push(comp("nft", ok, if ok { format!("table ip {} masquerades oifname {}", nft::LAB_TABLE, w.interface) } else { format!("table ip {} missing or without the masquerade rule", nft::LAB_TABLE) }));
+            let ok = table.as_ref().is_some_and(|t| {
+                let s = t.to_string();
+                s.contains("masquerade") && s.contains(&format!("\"{}\"", w.interface))
+            });
+            c.push(comp(
+                "nft",
+                ok,
+                if ok {
+                    format!(
+                        "table ip {} masquerades oifname {}",
+                        nft::LAB_TABLE,
+                        w.interface
+                    )
+                } else {
+                    format!(
+                        "table ip {} missing or without the masquerade rule",
+                        nft::LAB_TABLE
+                    )
+                },
+            ));
         }
         Uplink::Host(hu) => {
             let f = &facts[2];
-            c.push(comp("uplink", f.exists && f.up, format!("{} {}", hu.lab_interface, if f.exists { "present" } else { "missing" })));
-            let rok = route.as_ref().is_some_and(|(gw, _)| *gw == Some(hu.host_address.addr));
-            c.push(comp("route", rok, format!("default route {route:?} (want via {})", hu.host_address.addr)));
+            c.push(comp(
+                "uplink",
+                f.exists && f.up,
+                format!(
+                    "{} {}",
+                    hu.lab_interface,
+                    if f.exists { "present" } else { "missing" }
+                ),
+            ));
+            let rok = route
+                .as_ref()
+                .is_some_and(|(gw, _)| *gw == Some(hu.host_address.addr));
+            c.push(comp(
+                "route",
+                rok,
+                format!(
+                    "default route {route:?} (want via {})",
+                    hu.host_address.addr
+                ),
+            ));
             let ok = nft::table_exists(None, &nft::host_table(&lab.name))?;
-            c.push(comp("nft", ok, format!("table ip {} in the host namespace {}", nft::host_table(&lab.name), if ok { "present" } else { "missing" })));
+            c.push(comp(
+                "nft",
+                ok,
+                format!(
+                    "table ip {} in the host namespace {}",
+                    nft::host_table(&lab.name),
+                    if ok { "present" } else { "missing" }
+                ),
+            ));
         }
     }
 
     let dir = etc_netns_dir(&lab.name);
-    let rok = file_matches(&dir.join("resolv.conf"), &resolv_conf(lab)) && file_matches(&dir.join("nsswitch.conf"), NSSWITCH_CONF);
-    c.push(comp("resolv.conf", rok, format!("{}/resolv.conf {}", dir.display(), if rok { format!("-> nameserver {}", lab.bridge.address.addr) } else { "missing or changed".into() })));
+    let rok = file_matches(&dir.join("resolv.conf"), &resolv_conf(lab))
+        && file_matches(&dir.join("nsswitch.conf"), NSSWITCH_CONF);
+    c.push(comp(
+        "resolv.conf",
+        rok,
+        format!(
+            "{}/resolv.conf {}",
+            dir.display(),
+            if rok {
+                format!("-> nameserver {}", lab.bridge.address.addr)
+            } else {
+                "missing or changed".into()
+            }
+        ),
+    ));
 
     if let Some(s) = &st {
         for r in &s.resources {
             if let Resource::Daemon { name, pid, exe } = r {
                 let ok = pid.is_some_and(|p| daemon_is_ours(p, exe));
-                c.push(comp(name, ok, format!("pid {} {}", pid.map(|p| p.to_string()).unwrap_or("-".into()), if ok { "running" } else { "NOT running (labnet up restarts it)" })));
+                c.push(comp(
+                    name,
+                    ok,
+                    format!(
+                        "pid {} {}",
+                        pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                        if ok {
+                            "running"
+                        } else {
+                            "NOT running (labnet up restarts it)"
+                        }
+                    ),
+                ));
             }
         }
     }
@@ -175,5 +354,10 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
 }
 
 fn finish(lab: &Lab, state_file: String, components: Vec<Component>) -> StatusReport {
-    StatusReport { lab: lab.name.clone(), ok: components.iter().all(|c| c.ok), state_file, components }
+    StatusReport {
+        lab: lab.name.clone(),
+        ok: components.iter().all(|c| c.ok),
+        state_file,
+        components,
+    }
 }

@@ -25,7 +25,12 @@ fn iface_name(name: &str) -> Result<InterfaceName, Error> {
 
 fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
     let key = read_private_key(&wg.private_key_file).map_err(Error::Other)?;
-    let private = Key::from_base64(&key).map_err(|_| Error::Other(format!("{}: not a WireGuard key", wg.private_key_file.display())))?;
+    let private = Key::from_base64(&key).map_err(|_| {
+        Error::Other(format!(
+            "{}: not a WireGuard key",
+            wg.private_key_file.display()
+        ))
+    })?;
     let public = Key::from_base64(&wg.peer_public_key)
         .map_err(|_| Error::Other("uplink.peer_public_key: not a WireGuard key".into()))?;
     let mut peer = PeerConfigBuilder::new(&public).replace_allowed_ips();
@@ -38,7 +43,10 @@ fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
     if let Some(k) = wg.persistent_keepalive {
         peer = peer.set_persistent_keepalive_interval(k);
     }
-    let mut upd = DeviceUpdate::new().set_private_key(private).replace_peers().add_peer(peer);
+    let mut upd = DeviceUpdate::new()
+        .set_private_key(private)
+        .replace_peers()
+        .add_peer(peer);
     if let Some(p) = wg.listen_port {
         upd = upd.set_listen_port(p);
     }
@@ -48,9 +56,12 @@ fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
 /// Configures an existing interface (kernel link or running wireguard-go) from the config.
 pub fn configure(wg: &Wireguard, backend: Backend) -> Result<(), Error> {
     let name = iface_name(&wg.interface)?;
-    device_update(wg)?
-        .apply(&name, backend)
-        .map_err(|e| Error::Other(format!("configuring WireGuard interface {}: {e}", wg.interface)))
+    device_update(wg)?.apply(&name, backend).map_err(|e| {
+        Error::Other(format!(
+            "configuring WireGuard interface {}: {e}",
+            wg.interface
+        ))
+    })
 }
 
 /// Waits for wireguard-go's UAPI socket to accept connections.
@@ -62,10 +73,16 @@ pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration) -> Result<(), Err
             return Ok(());
         }
         if !crate::daemon::process_alive(pid) {
-            return Err(Error::Other(format!("wireguard-go for {iface} exited before its socket {} appeared", path.display())));
+            return Err(Error::Other(format!(
+                "wireguard-go for {iface} exited before its socket {} appeared",
+                path.display()
+            )));
         }
         if Instant::now() > deadline {
-            return Err(Error::Other(format!("wireguard-go did not open {} within {timeout:?}", path.display())));
+            return Err(Error::Other(format!(
+                "wireguard-go did not open {} within {timeout:?}",
+                path.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -86,8 +103,13 @@ pub struct PeerStatus {
 pub fn peers(iface: &str, userspace: bool, lab_ns: &str) -> Result<Vec<PeerStatus>, Error> {
     let name = iface_name(iface)?;
     let read = move || -> Result<Vec<PeerStatus>, Error> {
-        let backend = if userspace { Backend::Userspace } else { Backend::Kernel };
-        let dev = Device::get(&name, backend).map_err(|e| Error::Other(format!("reading WireGuard device {name:?}: {e}")))?;
+        let backend = if userspace {
+            Backend::Userspace
+        } else {
+            Backend::Kernel
+        };
+        let dev = Device::get(&name, backend)
+            .map_err(|e| Error::Other(format!("reading WireGuard device {name:?}: {e}")))?;
         Ok(dev
             .peers
             .iter()

@@ -3,13 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).
 pub fn labnet_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("labnet");
-    assert!(bin.exists(), "{} not built; run the tests with `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
@@ -42,7 +47,8 @@ fn base36(mut n: u32) -> String {
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns stdout.
@@ -93,7 +99,10 @@ impl Cleanup {
     }
     /// Runs `labnet ARGS` (e.g. `down LAB`) with ENV at cleanup time.
     pub fn labnet(&mut self, args: &[&str], env: &[(String, String)]) {
-        self.actions.push(Action::Labnet(args.iter().map(|s| s.to_string()).collect(), env.to_vec()));
+        self.actions.push(Action::Labnet(
+            args.iter().map(|s| s.to_string()).collect(),
+            env.to_vec(),
+        ));
     }
 }
 
@@ -133,15 +142,26 @@ pub fn temp_dir(c: &mut Cleanup, tag: &str) -> PathBuf {
 /// Environment that keeps a test's labnet state out of /run/labnet and /var/lib/labnet.
 pub fn labnet_env(root: &Path) -> Vec<(String, String)> {
     vec![
-        ("LABNET_RUN_DIR".into(), root.join("run").display().to_string()),
-        ("LABNET_STATE_DIR".into(), root.join("state").display().to_string()),
-        ("LABNET_CONFIG_DIR".into(), root.join("etc").display().to_string()),
+        (
+            "LABNET_RUN_DIR".into(),
+            root.join("run").display().to_string(),
+        ),
+        (
+            "LABNET_STATE_DIR".into(),
+            root.join("state").display().to_string(),
+        ),
+        (
+            "LABNET_CONFIG_DIR".into(),
+            root.join("etc").display().to_string(),
+        ),
     ]
 }
 
 /// `labnet ARGS` with ENV.
 pub fn labnet(args: &[&str], env: &[(String, String)]) -> Output {
-    run(Command::new(labnet_bin()).args(args).envs(env.iter().cloned()))
+    run(Command::new(labnet_bin())
+        .args(args)
+        .envs(env.iter().cloned()))
 }
 
 pub fn text(o: &Output) -> String {
@@ -164,19 +184,110 @@ pub fn root_links() -> Vec<String> {
 
 pub fn netns_list() -> Vec<String> {
     let out = must(Command::new("ip").args(["netns", "list"]));
-    out.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
 }
 
 /// Pids whose command line has `needle` as one of its arguments.
 pub fn pids_with_arg(prog: &str, needle: &str) -> Vec<u32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<String> = cmd.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|c| *c == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         if args.first().is_some_and(|a| a.ends_with(prog)) && args.iter().any(|a| a == needle) {
             out.push(pid);
         }
     }
     out
+}
+
+/// A test "bounce box" (seed 000's sepia-bounce VM): its own namespace behind a veth underlay
+/// from the test's namespace, running wireguard-go at 192.168.20.2/24 whose peer is the lab
+/// (192.168.20.1/32), with nft counters of the echo requests it receives by source.
+pub struct Bounce {
+    pub ns: String,
+    /// The bounce box's WireGuard endpoint on the underlay (IP:51820).
+    pub endpoint: String,
+    pub bounce_pub: String,
+    /// The lab's private key file (0600) for `uplink.private_key_file`.
+    pub lab_key: PathBuf,
+    /// wireguard-go's interface in the bounce namespace.
+    pub wg: String,
+}
+
+/// Builds the bounce box named after `id`; everything goes into `c` for removal. `octet` keeps
+/// the underlay 10.OCTET.x.y/30 of different test files apart.
+pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
+    let ns = format!("{id}bx");
+    let (u0, u1, wgb) = (format!("{id}u0"), format!("{id}u1"), format!("{id}wb"));
+    // An underlay /30 derived from the pid, so parallel test binaries do not collide.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let p = std::process::id() * 4 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
+    let (host_ip, bounce_ip) = (
+        format!("10.{octet}.{a}.{}", b + 1),
+        format!("10.{octet}.{a}.{}", b + 2),
+    );
+    let lab_key = dir.join("lab.key");
+    sh(&format!(
+        "umask 077; wg genkey > {d}/lab.key; wg pubkey < {d}/lab.key > {d}/lab.pub; wg genkey > {d}/bounce.key; wg pubkey < {d}/bounce.key > {d}/bounce.pub",
+        d = dir.display()
+    ));
+    c.netns(&ns);
+    c.link(&u0);
+    sh(&format!(
+        "ip netns add {ns} && ip -n {ns} link set lo up && ip link add {u0} type veth peer name {u1} netns {ns} && \
+         ip addr add {host_ip}/30 dev {u0} && ip link set {u0} up && ip -n {ns} addr add {bounce_ip}/30 dev {u1} && ip -n {ns} link set {u1} up"
+    ));
+    let log = std::fs::File::create(dir.join("wgb.log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, "wireguard-go", &wgb])
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.pid(child.id());
+    let sock = format!("/var/run/wireguard/{wgb}.sock");
+    c.path(&sock);
+    let t = Instant::now();
+    while !Path::new(&sock).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "bounce wireguard-go did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sh(&format!(
+        "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
+         ip -n {ns} addr add 192.168.20.2/24 dev {wgb} && ip -n {ns} link set {wgb} up",
+        d = dir.display()
+    ));
+    // Counters that show which source address reaches the bounce box.
+    sh(&format!(
+        "ip netns exec {ns} nft -f - <<'EOF'\n\
+         table ip probe {{\n chain input {{\n type filter hook input priority 0; policy accept;\n\
+           ip saddr 192.168.20.1 icmp type echo-request counter\n\
+           ip saddr 192.168.0.0/24 icmp type echo-request counter\n }}\n }}\nEOF"
+    ));
+    Bounce {
+        ns,
+        endpoint: format!("{bounce_ip}:51820"),
+        bounce_pub: std::fs::read_to_string(dir.join("bounce.pub"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        lab_key,
+        wg: wgb,
+    }
 }

@@ -124,52 +124,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The bounce box: a namespace behind a veth underlay running wireguard-go with
-/// 192.168.20.2/24, peer = the lab (192.168.20.1). Returns (namespace, endpoint, its pubkey).
-fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> (String, String, String) {
-    let ns = format!("{id}bx");
-    let (u0, u1, wgb) = (format!("{id}u0"), format!("{id}u1"), format!("{id}wb"));
-    // A /30 underlay derived from the pid: parallel test binaries do not collide.
-    let p = std::process::id();
-    let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
-    let (host_ip, bounce_ip) = (
-        format!("10.232.{a}.{}", b + 1),
-        format!("10.232.{a}.{}", b + 2),
-    );
-    sh(&format!(
-        "umask 077; cd {d} && wg genkey > lab.key && wg pubkey < lab.key > lab.pub && wg genkey > bounce.key && wg pubkey < bounce.key > bounce.pub",
-        d = dir.display()
-    ));
-    c.netns(&ns);
-    c.link(&u0);
-    sh(&format!(
-        "ip netns add {ns} && ip -n {ns} link set lo up && ip link add {u0} type veth peer name {u1} netns {ns} && \
-         ip addr add {host_ip}/30 dev {u0} && ip link set {u0} up && ip -n {ns} addr add {bounce_ip}/30 dev {u1} && ip -n {ns} link set {u1} up"
-    ));
-    let log = std::fs::File::create(dir.join("wgb.log")).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "wireguard-go", &wgb])
-        .env("WG_PROCESS_FOREGROUND", "1")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    c.pid(child.id());
-    let sock = format!("/var/run/wireguard/{wgb}.sock");
-    c.path(&sock);
-    wait_for("bounce wireguard-go", 10, || Path::new(&sock).exists());
-    sh(&format!(
-        "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
-         ip -n {ns} addr add {BOUNCE_IP}/24 dev {wgb} && ip -n {ns} link set {wgb} up",
-        d = dir.display()
-    ));
-    let key = std::fs::read_to_string(dir.join("bounce.pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    (ns, format!("{bounce_ip}:51820"), key)
-}
-
 /// Starts a long-running helper inside `ns`, killed by pid on cleanup.
 fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
     let f = std::fs::File::create(log).unwrap();
@@ -232,7 +186,13 @@ fn guest_mounts_cephfs_through_the_lab() {
     let lab = id.clone();
     let root = temp_dir(&mut c, "cephfs");
     let env = labnet_env(&root);
-    let (bns, endpoint, bounce_pub) = bounce(&mut c, &root, &id);
+    // The bounce box (shared fixture in tests/src/lib.rs), underlay 10.232.x.y/30.
+    let Bounce {
+        ns: bns,
+        endpoint,
+        bounce_pub,
+        ..
+    } = bounce(&mut c, &root, &id, 232);
 
     // The cluster at 192.168.20.2 inside the bounce box. Declared after `c`: dropped (down)
     // before the namespaces go.

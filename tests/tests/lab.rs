@@ -2,72 +2,9 @@
 //! namespace with wireguard-go at 192.168.20.2, joined to the test's namespace by a veth
 //! underlay, like seed 000's sepia-bounce VM.
 use labnet_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Bounce {
-    ns: String,
-    endpoint: String,
-    bounce_pub: String,
-    lab_key: PathBuf,
-}
-
-/// Builds the bounce box; everything goes into `c` for removal.
-fn bounce(c: &mut Cleanup, dir: &Path, id: &str) -> Bounce {
-    let ns = format!("{id}bx");
-    let (u0, u1, wgb) = (format!("{id}u0"), format!("{id}u1"), format!("{id}wb"));
-    // An underlay /30 derived from the pid, so parallel test binaries do not collide.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let p = std::process::id() * 4 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let (a, b) = ((p >> 6) & 0xff, (p & 0x3f) * 4);
-    let (host_ip, bounce_ip) = (format!("10.231.{a}.{}", b + 1), format!("10.231.{a}.{}", b + 2));
-    let lab_key = dir.join("lab.key");
-    sh(&format!(
-        "umask 077; wg genkey > {d}/lab.key; wg pubkey < {d}/lab.key > {d}/lab.pub; wg genkey > {d}/bounce.key; wg pubkey < {d}/bounce.key > {d}/bounce.pub",
-        d = dir.display()
-    ));
-    c.netns(&ns);
-    c.link(&u0);
-    sh(&format!(
-        "ip netns add {ns} && ip -n {ns} link set lo up && ip link add {u0} type veth peer name {u1} netns {ns} && \
-         ip addr add {host_ip}/30 dev {u0} && ip link set {u0} up && ip -n {ns} addr add {bounce_ip}/30 dev {u1} && ip -n {ns} link set {u1} up"
-    ));
-    let log = std::fs::File::create(dir.join("wgb.log")).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "wireguard-go", &wgb])
-        .env("WG_PROCESS_FOREGROUND", "1")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    c.pid(child.id());
-    let sock = format!("/var/run/wireguard/{wgb}.sock");
-    c.path(&sock);
-    let t = Instant::now();
-    while !Path::new(&sock).exists() {
-        assert!(t.elapsed() < Duration::from_secs(5), "bounce wireguard-go did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    sh(&format!(
-        "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
-         ip -n {ns} addr add 192.168.20.2/24 dev {wgb} && ip -n {ns} link set {wgb} up",
-        d = dir.display()
-    ));
-    // Counters that show which source address reaches the bounce box.
-    sh(&format!(
-        "ip netns exec {ns} nft -f - <<'EOF'\n\
-         table ip probe {{\n chain input {{\n type filter hook input priority 0; policy accept;\n\
-           ip saddr 192.168.20.1 icmp type echo-request counter\n\
-           ip saddr 192.168.0.0/24 icmp type echo-request counter\n }}\n }}\nEOF"
-    ));
-    Bounce {
-        ns,
-        endpoint: format!("{bounce_ip}:51820"),
-        bounce_pub: std::fs::read_to_string(dir.join("bounce.pub")).unwrap().trim().to_string(),
-        lab_key,
-    }
-}
 
 /// (masqueraded, unmasqueraded) echo requests counted on the bounce box.
 fn bounce_counters(ns: &str) -> (u64, u64) {
@@ -105,14 +42,35 @@ fn client(c: &mut Cleanup, lab: &str, id: &str, bridge: &str) -> String {
 
 /// Asserts nothing of the lab is left: namespace, links, wireguard-go, socket, files.
 fn assert_no_trace(lab: &str, id: &str, env: &[(String, String)], root: &Path) {
-    assert!(!netns_list().contains(&lab.to_string()), "netns {lab} left behind");
-    let links: Vec<String> = root_links().into_iter().filter(|l| l.starts_with(id) && !l.starts_with(&format!("{id}u"))).collect();
+    assert!(
+        !netns_list().contains(&lab.to_string()),
+        "netns {lab} left behind"
+    );
+    let links: Vec<String> = root_links()
+        .into_iter()
+        .filter(|l| l.starts_with(id) && !l.starts_with(&format!("{id}u")))
+        .collect();
     assert!(links.is_empty(), "links left behind: {links:?}");
-    assert!(pids_with_arg("wireguard-go", &format!("{id}wl")).is_empty(), "wireguard-go left running");
+    assert!(
+        pids_with_arg("wireguard-go", &format!("{id}wl")).is_empty(),
+        "wireguard-go left running"
+    );
     let sock = format!("/var/run/wireguard/{id}wl.sock");
-    assert!(!Path::new(&sock).exists(), "UAPI socket left behind: {}", sh(&format!("ls -la {sock}; ps -eo pid,ppid,stat,args | grep -v grep | grep {id}wl || true")));
-    assert!(!Path::new(&format!("/etc/netns/{lab}")).exists(), "/etc/netns/{lab} left behind");
-    assert!(!root.join("run").join(format!("{lab}.json")).exists(), "state file left behind");
+    assert!(
+        !Path::new(&sock).exists(),
+        "UAPI socket left behind: {}",
+        sh(&format!(
+            "ls -la {sock}; ps -eo pid,ppid,stat,args | grep -v grep | grep {id}wl || true"
+        ))
+    );
+    assert!(
+        !Path::new(&format!("/etc/netns/{lab}")).exists(),
+        "/etc/netns/{lab} left behind"
+    );
+    assert!(
+        !root.join("run").join(format!("{lab}.json")).exists(),
+        "state file left behind"
+    );
     let _ = env;
 }
 
@@ -124,7 +82,7 @@ fn wireguard_lab_up_ping_masquerade_down() {
     let lab = id.clone();
     let root = temp_dir(&mut c, "lab");
     let env = labnet_env(&root);
-    let b = bounce(&mut c, &root, &id);
+    let b = bounce(&mut c, &root, &id, 231);
     let cfg = root.join("lab.toml");
     std::fs::write(&cfg, wg_lab_config(&lab, &id, &b)).unwrap();
     let cfgs = cfg.display().to_string();
@@ -132,29 +90,75 @@ fn wireguard_lab_up_ping_masquerade_down() {
 
     let out = labnet(&["up", &lab, "--config", &cfgs, "--no-daemons"], &env);
     assert!(out.status.success(), "up failed: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("lab {lab} is up")), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("lab {lab} is up")),
+        "{}",
+        text(&out)
+    );
 
     // The uplink as the seed builds it, checked with ip/wg.
     let addr = sh(&format!("ip -n {lab} -4 -o addr show"));
-    assert!(addr.contains(&format!("{id}wl")) && addr.contains("192.168.20.1/24"), "{addr}");
-    assert!(addr.contains(&format!("{id}br")) && addr.contains("192.168.0.1/24"), "{addr}");
+    assert!(
+        addr.contains(&format!("{id}wl")) && addr.contains("192.168.20.1/24"),
+        "{addr}"
+    );
+    assert!(
+        addr.contains(&format!("{id}br")) && addr.contains("192.168.0.1/24"),
+        "{addr}"
+    );
     let route = sh(&format!("ip -n {lab} route show default"));
-    assert!(route.contains(&format!("default via 192.168.20.2 dev {id}wl")), "{route}");
-    assert_eq!(sh(&format!("ip netns exec {lab} cat /proc/sys/net/ipv4/ip_forward")).trim(), "1");
+    assert!(
+        route.contains(&format!("default via 192.168.20.2 dev {id}wl")),
+        "{route}"
+    );
+    assert_eq!(
+        sh(&format!(
+            "ip netns exec {lab} cat /proc/sys/net/ipv4/ip_forward"
+        ))
+        .trim(),
+        "1"
+    );
     let nft = sh(&format!("ip netns exec {lab} nft list table ip labnet"));
-    assert!(nft.contains(&format!("oifname \"{id}wl\" masquerade")), "{nft}");
+    assert!(
+        nft.contains(&format!("oifname \"{id}wl\" masquerade")),
+        "{nft}"
+    );
     let resolv = std::fs::read_to_string(format!("/etc/netns/{lab}/resolv.conf")).unwrap();
     assert!(resolv.contains("nameserver 192.168.0.1"), "{resolv}");
     let nss = std::fs::read_to_string(format!("/etc/netns/{lab}/nsswitch.conf")).unwrap();
-    assert!(nss.contains("hosts: files dns") && !nss.contains("resolve"), "{nss}");
-    assert_eq!(pids_with_arg("wireguard-go", &format!("{id}wl")).len(), 1, "one wireguard-go for the lab");
+    assert!(
+        nss.contains("hosts: files dns") && !nss.contains("resolve"),
+        "{nss}"
+    );
+    assert_eq!(
+        pids_with_arg("wireguard-go", &format!("{id}wl")).len(),
+        1,
+        "one wireguard-go for the lab"
+    );
 
     // A VM-like client on the bridge reaches the bounce box, masqueraded to 192.168.20.1.
     let cl = client(&mut c, &lab, &id, &format!("{id}br"));
-    let ping = run(Command::new("ip").args(["netns", "exec", &cl, "ping", "-c", "2", "-W", "3", "192.168.20.2"]));
-    assert!(ping.status.success(), "client ping through the tunnel failed: {}", text(&ping));
+    let ping = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &cl,
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "3",
+        "192.168.20.2",
+    ]));
+    assert!(
+        ping.status.success(),
+        "client ping through the tunnel failed: {}",
+        text(&ping)
+    );
     let (masq, raw) = bounce_counters(&b.ns);
-    assert!(masq >= 1, "bounce box saw no echo from 192.168.20.1 (masq={masq}, raw={raw})");
+    assert!(
+        masq >= 1,
+        "bounce box saw no echo from 192.168.20.1 (masq={masq}, raw={raw})"
+    );
     assert_eq!(raw, 0, "bounce box saw unmasqueraded lab sources");
 
     // status: everything matches, the peer has handshaken.
@@ -162,13 +166,29 @@ fn wireguard_lab_up_ping_masquerade_down() {
     assert!(st.status.success(), "status: {}", text(&st));
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v:#}");
-    let peer = v["components"].as_array().unwrap().iter().find(|c| c["name"] == "wg peer").unwrap();
-    assert!(peer["detail"].as_str().unwrap().contains(" s ago"), "{peer}");
+    let peer = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "wg peer")
+        .unwrap();
+    assert!(
+        peer["detail"].as_str().unwrap().contains(" s ago"),
+        "{peer}"
+    );
 
     // doctor: the path, the firewall check (bridge-sourced traffic) pass.
     let dr = labnet(&["doctor", &lab, "--config", &cfgs, "--json"], &env);
-    let v: serde_json::Value = serde_json::from_slice(&dr.stdout).unwrap_or_else(|_| panic!("{}", text(&dr)));
-    let f = |n: &str| v["findings"].as_array().unwrap().iter().find(|x| x["check"] == n).cloned();
+    let v: serde_json::Value =
+        serde_json::from_slice(&dr.stdout).unwrap_or_else(|_| panic!("{}", text(&dr)));
+    let f = |n: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["check"] == n)
+            .cloned()
+    };
     assert_eq!(f("bounce box").unwrap()["ok"], true, "{v:#}");
     assert_eq!(f("firewall").unwrap()["ok"], true, "{v:#}");
 
@@ -177,24 +197,48 @@ fn wireguard_lab_up_ping_masquerade_down() {
     let dr = labnet(&["doctor", &lab, "--config", &cfgs], &env);
     assert!(!dr.status.success(), "{}", text(&dr));
     let words = String::from_utf8_lossy(&dr.stdout).to_string();
-    assert!(words.contains("[FAIL] bounce box:") && words.contains("does not answer ping"), "{words}");
-    assert!(words.contains("[FAIL] dns upstream: DNS not answering: 192.168.20.2:53"), "{words}");
+    assert!(
+        words.contains("[FAIL] bounce box:") && words.contains("does not answer ping"),
+        "{words}"
+    );
+    assert!(
+        words.contains("[FAIL] dns upstream: DNS not answering: 192.168.20.2:53"),
+        "{words}"
+    );
     sh(&format!("ip -n {} link set {id}wb up", b.ns));
 
     // up again: nothing changes.
-    let before = sh(&format!("ip -n {lab} -o link show; ip -n {lab} -4 -o addr show"));
+    let before = sh(&format!(
+        "ip -n {lab} -o link show; ip -n {lab} -4 -o addr show"
+    ));
     let again = labnet(&["up", &lab, "--config", &cfgs, "--no-daemons"], &env);
     assert!(again.status.success(), "{}", text(&again));
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already up"), "{}", text(&again));
-    assert_eq!(before, sh(&format!("ip -n {lab} -o link show; ip -n {lab} -4 -o addr show")));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already up"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        before,
+        sh(&format!(
+            "ip -n {lab} -o link show; ip -n {lab} -4 -o addr show"
+        ))
+    );
 
     // down removes everything of the lab, and only that: the client's namespace stays.
     let down = labnet(&["down", &lab], &env);
     assert!(down.status.success(), "{}", text(&down));
     assert_no_trace(&lab, &id, &env, &root);
-    assert!(netns_list().contains(&cl), "down removed a namespace it did not create");
+    assert!(
+        netns_list().contains(&cl),
+        "down removed a namespace it did not create"
+    );
     let down2 = labnet(&["down", &lab], &env);
-    assert!(down2.status.success() && String::from_utf8_lossy(&down2.stdout).contains("not up"), "{}", text(&down2));
+    assert!(
+        down2.status.success() && String::from_utf8_lossy(&down2.stdout).contains("not up"),
+        "{}",
+        text(&down2)
+    );
 }
 
 #[test]
@@ -205,7 +249,7 @@ fn sigkill_during_up_then_down_leaves_nothing() {
     let lab = id.clone();
     let root = temp_dir(&mut c, "kill");
     let env = labnet_env(&root);
-    let b = bounce(&mut c, &root, &id);
+    let b = bounce(&mut c, &root, &id, 231);
     let cfg = root.join("lab.toml");
     std::fs::write(&cfg, wg_lab_config(&lab, &id, &b)).unwrap();
     let cfgs = cfg.display().to_string();
@@ -223,7 +267,11 @@ fn sigkill_during_up_then_down_leaves_nothing() {
         let _ = child.kill();
         let _ = child.wait();
         let down = labnet(&["down", &lab], &env);
-        assert!(down.status.success(), "down after SIGKILL at {delay_ms} ms: {}", text(&down));
+        assert!(
+            down.status.success(),
+            "down after SIGKILL at {delay_ms} ms: {}",
+            text(&down)
+        );
         assert_no_trace(&lab, &id, &env, &root);
     }
     // And the lab still comes up cleanly afterwards.
@@ -243,28 +291,56 @@ fn isolated_lab_and_bad_config() {
     let env = labnet_env(&root);
     // A broken config: the error names file and field, and nothing is created.
     let bad = root.join("bad.toml");
-    std::fs::write(&bad, format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1\"\n")).unwrap();
+    std::fs::write(
+        &bad,
+        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1\"\n"),
+    )
+    .unwrap();
     let out = labnet(&["up", &id, "--config", &bad.display().to_string()], &env);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}: bridge.address: expected an IPv4 address with prefix", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: bridge.address: expected an IPv4 address with prefix",
+            bad.display()
+        )),
+        "{err}"
+    );
     assert!(!netns_list().contains(&id));
 
     // A config in LABNET_CONFIG_DIR/LAB.toml, isolated uplink.
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc").join(format!("{id}.toml")), format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.77.0.1/24\"\n")).unwrap();
+    std::fs::write(
+        root.join("etc").join(format!("{id}.toml")),
+        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.77.0.1/24\"\n"),
+    )
+    .unwrap();
     c.labnet(&["down", &id], &env);
     let up = labnet(&["up", &id, "--no-daemons"], &env);
     assert!(up.status.success(), "{}", text(&up));
     let st = labnet(&["status", &id], &env);
     assert!(st.status.success(), "{}", text(&st));
-    assert!(String::from_utf8_lossy(&st.stdout).contains("none (isolated lab)"), "{}", text(&st));
-    assert!(sh(&format!("ip -n {id} route show default")).trim().is_empty(), "isolated lab has a default route");
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("none (isolated lab)"),
+        "{}",
+        text(&st)
+    );
+    assert!(
+        sh(&format!("ip -n {id} route show default"))
+            .trim()
+            .is_empty(),
+        "isolated lab has a default route"
+    );
     let down = labnet(&["down", &id], &env);
     assert!(down.status.success(), "{}", text(&down));
     assert!(!netns_list().contains(&id));
     let st = labnet(&["status", &id], &env);
-    assert_eq!(st.status.code(), Some(3), "status of a down lab is not ok: {}", text(&st));
+    assert_eq!(
+        st.status.code(),
+        Some(3),
+        "status of a down lab is not ok: {}",
+        text(&st)
+    );
 }
 
 /// `uplink.kind = "host"`: labnet itself runs inside a test namespace playing "the host"
@@ -298,32 +374,97 @@ fn host_uplink_nat_inside_a_test_host() {
     )
     .unwrap();
     let in_host = |args: &[&str]| {
-        run(Command::new("nsenter").arg(format!("--net=/run/netns/{host}")).arg(labnet_bin()).args(args).envs(env.iter().cloned()))
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host}"))
+            .arg(labnet_bin())
+            .args(args)
+            .envs(env.iter().cloned()))
     };
     let cfgs = cfg.display().to_string();
     let up = in_host(&["up", &lab, "--config", &cfgs, "--no-daemons"]);
     assert!(up.status.success(), "{}", text(&up));
     c.path(format!("/etc/netns/{lab}"));
     c.netns(&lab);
-    assert_eq!(sh(&format!("ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward")).trim(), "1");
-    let nft = sh(&format!("ip netns exec {host} nft list table ip labnet-{lab}"));
-    assert!(nft.contains(&format!("iifname \"{id}hv\" oifname != \"{id}hv\" masquerade")), "{nft}");
+    assert_eq!(
+        sh(&format!(
+            "ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward"
+        ))
+        .trim(),
+        "1"
+    );
+    let nft = sh(&format!(
+        "ip netns exec {host} nft list table ip labnet-{lab}"
+    ));
+    assert!(
+        nft.contains(&format!(
+            "iifname \"{id}hv\" oifname != \"{id}hv\" masquerade"
+        )),
+        "{nft}"
+    );
 
     let cl = client(&mut c, &lab, &id, &format!("{id}br"));
-    let ping = run(Command::new("ip").args(["netns", "exec", &cl, "ping", "-c", "1", "-W", "3", "10.99.99.99"]));
-    assert!(ping.status.success(), "client could not reach the host's network: {}", text(&ping));
+    let ping = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &cl,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "10.99.99.99",
+    ]));
+    assert!(
+        ping.status.success(),
+        "client could not reach the host's network: {}",
+        text(&ping)
+    );
     let out = sh(&format!("ip netns exec {inet} nft list table ip probe"));
-    let counts: Vec<u64> = out.lines().filter_map(|l| l.split("packets ").nth(1)).map(|s| s.split_whitespace().next().unwrap().parse().unwrap()).collect();
-    assert_eq!((counts[0] >= 1, counts[1]), (true, 0), "expected only host-masqueraded sources: {out}");
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split("packets ").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        (counts[0] >= 1, counts[1]),
+        (true, 0),
+        "expected only host-masqueraded sources: {out}"
+    );
     let st = in_host(&["status", &lab, "--config", &cfgs]);
     assert!(st.status.success(), "{}", text(&st));
 
     let down = in_host(&["down", &lab]);
     assert!(down.status.success(), "{}", text(&down));
-    assert_eq!(sh(&format!("ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward")).trim(), "0", "down must restore ip_forward");
-    assert!(run(Command::new("ip").args(["netns", "exec", &host, "nft", "list", "table", "ip", &format!("labnet-{lab}")])).status.code() != Some(0));
+    assert_eq!(
+        sh(&format!(
+            "ip netns exec {host} cat /proc/sys/net/ipv4/ip_forward"
+        ))
+        .trim(),
+        "0",
+        "down must restore ip_forward"
+    );
+    assert!(
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &host,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            &format!("labnet-{lab}")
+        ]))
+        .status
+        .code()
+            != Some(0)
+    );
     assert!(!netns_list().contains(&lab));
-    assert!(sh(&format!("ip -n {host} -o link show")).lines().all(|l| !l.contains(&format!("{id}hv"))), "host veth left behind");
+    assert!(
+        sh(&format!("ip -n {host} -o link show"))
+            .lines()
+            .all(|l| !l.contains(&format!("{id}hv"))),
+        "host veth left behind"
+    );
 }
 
 /// Run by hand, `up` leaves a lab that serves DHCP and DNS: a client on the bridge gets a lease
@@ -343,8 +484,20 @@ fn up_serves_dhcp_and_dns_down_stops_them() {
     c.labnet(&["down", &lab], &env);
     let up = labnet(&["up", &lab, "--config", &cfgs], &env);
     assert!(up.status.success(), "{}", text(&up));
-    assert_eq!(pids_with_arg("labnet", "dhcpd").iter().filter(|p| cmdline_has(**p, &lab)).count(), 1);
-    assert_eq!(pids_with_arg("labnet", "dns").iter().filter(|p| cmdline_has(**p, &lab)).count(), 1);
+    assert_eq!(
+        pids_with_arg("labnet", "dhcpd")
+            .iter()
+            .filter(|p| cmdline_has(**p, &lab))
+            .count(),
+        1
+    );
+    assert_eq!(
+        pids_with_arg("labnet", "dns")
+            .iter()
+            .filter(|p| cmdline_has(**p, &lab))
+            .count(),
+        1
+    );
 
     let cl = format!("{id}cl");
     c.netns(&cl);
@@ -352,27 +505,63 @@ fn up_serves_dhcp_and_dns_down_stops_them() {
         "ip netns add {cl} && ip link add {id}c0 netns {cl} type veth peer name {id}cb netns {lab} && \
          ip -n {lab} link set {id}cb master {id}br up && ip -n {cl} link set {id}c0 up"
     ));
-    let dh = run(Command::new("ip").args(["netns", "exec", &cl, "busybox", "udhcpc", "-i", &format!("{id}c0"), "-x", "hostname:vmone", "-q", "-n", "-t", "5", "-T", "1", "-s", "/bin/true"]));
-    assert!(String::from_utf8_lossy(&dh.stderr).contains("lease of 192.168.0.100 obtained from 192.168.0.1"), "{}", text(&dh));
+    let dh = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &cl,
+        "busybox",
+        "udhcpc",
+        "-i",
+        &format!("{id}c0"),
+        "-x",
+        "hostname:vmone",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        "/bin/true",
+    ]));
+    assert!(
+        String::from_utf8_lossy(&dh.stderr)
+            .contains("lease of 192.168.0.100 obtained from 192.168.0.1"),
+        "{}",
+        text(&dh)
+    );
     // The name appears once dhcpd rewrote its hosts file and dns reloaded it.
     let t = Instant::now();
     loop {
-        let o = run(Command::new("ip").args(["netns", "exec", &lab, "getent", "hosts", "vmone.lab"]));
+        let o =
+            run(Command::new("ip").args(["netns", "exec", &lab, "getent", "hosts", "vmone.lab"]));
         if String::from_utf8_lossy(&o.stdout).starts_with("192.168.0.100 ") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "vmone.lab never resolved inside the lab: {}", text(&o));
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "vmone.lab never resolved inside the lab: {}",
+            text(&o)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let leases = labnet(&["leases", &lab, "--config", &cfgs, "--json"], &env);
-    assert!(String::from_utf8_lossy(&leases.stdout).contains("vmone"), "{}", text(&leases));
+    assert!(
+        String::from_utf8_lossy(&leases.stdout).contains("vmone"),
+        "{}",
+        text(&leases)
+    );
 
     let down = labnet(&["down", &lab], &env);
     assert!(down.status.success(), "{}", text(&down));
-    assert!(pids_with_arg("labnet", &lab).is_empty(), "lab daemons left running");
+    assert!(
+        pids_with_arg("labnet", &lab).is_empty(),
+        "lab daemons left running"
+    );
     assert!(!netns_list().contains(&lab));
 }
 
 fn cmdline_has(pid: u32, arg: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|b| b.split(|c| *c == 0).any(|a| a == arg.as_bytes()))
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|b| b.split(|c| *c == 0).any(|a| a == arg.as_bytes()))
 }
