@@ -565,3 +565,65 @@ fn cmdline_has(pid: u32, arg: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|b| b.split(|c| *c == 0).any(|a| a == arg.as_bytes()))
 }
+
+/// Two `up`s of one lab at the same time: the lock makes one build it and the other find it up.
+#[test]
+fn concurrent_ups_are_serialized_by_the_lock() {
+    assert!(is_root());
+    let mut c = Cleanup::default();
+    let id = unique("lc");
+    let root = temp_dir(&mut c, "lock");
+    let env = labnet_env(&root);
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.78.0.1/24\"\n"),
+    )
+    .unwrap();
+    let cfgs = cfg.display().to_string();
+    c.labnet(&["down", &id], &env);
+    let spawn = || {
+        Command::new(labnet_bin())
+            .args(["up", &id, "--config", &cfgs])
+            .envs(env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    let outs = [
+        String::from_utf8_lossy(&a.stdout).to_string(),
+        String::from_utf8_lossy(&b.stdout).to_string(),
+    ];
+    assert_eq!(
+        outs.iter()
+            .filter(|o| o.contains(&format!("lab {id} is up")))
+            .count(),
+        1,
+        "{outs:?}"
+    );
+    assert_eq!(
+        outs.iter().filter(|o| o.contains("already up")).count(),
+        1,
+        "{outs:?}"
+    );
+    assert_eq!(
+        pids_with_arg("labnet", "dhcpd")
+            .iter()
+            .filter(|p| cmdline_has(**p, &id))
+            .count(),
+        1,
+        "one dhcpd"
+    );
+    let down = labnet(&["down", &id], &env);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(!netns_list().contains(&id));
+}
