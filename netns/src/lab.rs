@@ -59,6 +59,16 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
     let _lock = LabLock::acquire(&lab.name, LOCK_WAIT)?;
     if let Some(mut st) = LabState::load(&lab.name)? {
         if st.complete && netns_exists(&lab.name) {
+            let changed = changed_sections(st.config.as_ref(), lab);
+            if !changed.is_empty() {
+                return Err(Error::Other(format!(
+                    "lab {} is up, but {} changed in {} since; `labnet down {}` then `labnet up` applies it",
+                    lab.name,
+                    changed.join(", "),
+                    lab.source,
+                    lab.name
+                )));
+            }
             let restarted = restart_dead_daemons(&mut st)?;
             return Ok(UpOutcome::AlreadyUp { restarted });
         }
@@ -93,6 +103,17 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
             Err(e)
         }
     }
+}
+
+/// Top-level config sections that differ from what the running lab was built from.
+fn changed_sections(built: Option<&serde_json::Value>, lab: &Lab) -> Vec<String> {
+    let now = serde_json::to_value(lab).unwrap_or_default();
+    let Some(built) = built else { return vec![] };
+    ["bridge", "uplink", "dhcp", "dns"]
+        .iter()
+        .filter(|k| built.get(**k) != now.get(**k))
+        .map(|k| format!("[{k}]"))
+        .collect()
 }
 
 /// Conflicts that would make `up` fail half-way, checked before anything is made.

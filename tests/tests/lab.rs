@@ -318,6 +318,29 @@ fn isolated_lab_and_bad_config() {
     c.labnet(&["down", &id], &env);
     let up = labnet(&["up", &id, "--no-daemons"], &env);
     assert!(up.status.success(), "{}", text(&up));
+    // The same lab with another bridge address: up refuses and says what changed.
+    let changed = root.join("changed.toml");
+    std::fs::write(
+        &changed,
+        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.77.1.1/24\"\n"),
+    )
+    .unwrap();
+    let again = labnet(
+        &[
+            "up",
+            &id,
+            "--no-daemons",
+            "--config",
+            &changed.display().to_string(),
+        ],
+        &env,
+    );
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is up, but [bridge]"),
+        "{}",
+        text(&again)
+    );
     let st = labnet(&["status", &id], &env);
     assert!(st.status.success(), "{}", text(&st));
     assert!(
