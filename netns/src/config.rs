@@ -295,6 +295,11 @@ impl Lab {
         if path.exists() {
             return load_file(&path, Some(name));
         }
+        // A lab brought up with `--config FILE`: later commands find that file through the
+        // lab's state record, so `labnet leases LAB` works without repeating --config.
+        if let Some(source) = running_lab_source(name) {
+            return load_file(&source, Some(name));
+        }
         if name == default.name {
             return Ok(default);
         }
@@ -348,6 +353,14 @@ impl Lab {
     }
 }
 
+/// The config file a running lab was built from, per /run/labnet/LAB.json.
+fn running_lab_source(lab: &str) -> Option<PathBuf> {
+    let state = std::fs::read(crate::paths::lab_state_file(lab)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
+    let source = PathBuf::from(v.get("config")?.get("source")?.as_str()?);
+    source.is_file().then_some(source)
+}
+
 /// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
 /// through the UAPI socket / netlink.
 pub fn read_private_key(path: &Path) -> Result<String, String> {
@@ -369,7 +382,12 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    parse(&text, &file, lab)
+    let mut parsed = parse(&text, &file, lab)?;
+    // Absolute, so the lab's state record leads later commands back to this file.
+    if let Ok(abs) = std::fs::canonicalize(path) {
+        parsed.source = abs.display().to_string();
+    }
+    Ok(parsed)
 }
 
 /// Parses and validates a lab's TOML. `lab` (from the command line) overrides a missing name.

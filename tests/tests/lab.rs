@@ -162,7 +162,8 @@ fn wireguard_lab_up_ping_masquerade_down() {
     assert_eq!(raw, 0, "bounce box saw unmasqueraded lab sources");
 
     // status: everything matches, the peer has handshaken.
-    let st = labnet(&["status", &lab, "--config", &cfgs, "--json"], &env);
+    // No --config: the running lab's record leads to its file.
+    let st = labnet(&["status", &lab, "--json"], &env);
     assert!(st.status.success(), "status: {}", text(&st));
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v:#}");
@@ -568,7 +569,7 @@ fn up_serves_dhcp_and_dns_down_stops_them() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let leases = labnet(&["leases", &lab, "--config", &cfgs, "--json"], &env);
+    let leases = labnet(&["leases", &lab, "--json"], &env);
     assert!(
         String::from_utf8_lossy(&leases.stdout).contains("vmone"),
         "{}",
