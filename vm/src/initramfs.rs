@@ -84,8 +84,14 @@ mount -t tmpfs tmpfs /tmp
         // Optional helpers (crc32c-intel without SSE4.2 under TCG) may refuse to load; the
         // generic fallbacks load next, so a failure is reported but not fatal.
         s.push_str(
-            r#"while read -r m; do
-	insmod "/lib/modules/$m" 2>/dev/null || echo "labnet-init: insmod $m failed" >/dev/kmsg
+            // Like modprobe, hand each module its NAME.param=value words from the kernel
+            // command line (e.g. QEMU's virtio_mmio.device=... for a PVH boot without ACPI).
+            r#"cmdline=$(cat /proc/cmdline)
+while read -r m; do
+	n=${m##*/}; n=${n%.ko}; n=$(echo "$n" | tr - _)
+	args=
+	for w in $cmdline; do case "$w" in "$n".*) args="$args ${w#"$n".}" ;; esac; done
+	insmod "/lib/modules/$m" $args 2>/dev/null || echo "labnet-init: insmod $m failed" >/dev/kmsg
 done < /etc/labnet/modules
 "#,
         );
@@ -132,7 +138,8 @@ setsid cttyhack sh -l
 "#,
         );
     }
-    s.push_str("sync\npoweroff -f\n");
+    // A PVH boot has no ACPI to power off with; it ends by reset (reboot=t, see qemu.rs).
+    s.push_str("sync\ngrep -qw reboot=t /proc/cmdline && reboot -f\npoweroff -f\n");
     s
 }
 

@@ -41,9 +41,8 @@ pub struct Options {
     pub extra_qemu: Vec<String>,
     pub qemu: Option<PathBuf>,
     /// microvm: boot an uncompressed vmlinux through PVH when one can be found or unpacked.
-    /// Off by default: the Debian 6.1 kernel under QEMU 10/TCG hangs at "ACPI: Core
-    /// revision" in a PVH boot as soon as a virtio-mmio device exists (measured; without
-    /// devices it boots in ~1.5 s).
+    /// Opt-in: the machine then runs without ACPI (see qemu.rs), so virtio-mmio devices need
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y in the guest kernel.
     pub pvh: bool,
     /// Kill the VM after this long (run mode: a hung guest must not hang the caller).
     pub timeout: Option<Duration>,
@@ -256,6 +255,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
             }
         }
     }
+    let pvh = kernel != o.kernel;
     let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
 
     let drive = match &o.drive {
@@ -301,7 +301,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         cpus: o.cpus,
         kernel,
         initrd,
-        append: qemu::cmdline(o.machine, accel, o.append.as_deref()),
+        append: qemu::cmdline_for(o.machine, accel, pvh, o.append.as_deref()),
         dir,
         tap: naming::tap_for(&o.lab, &o.name),
         mac: naming::mac_for(&o.lab, &o.name),
@@ -310,6 +310,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         shares: o.shares.clone(),
         multipath,
         extra: o.extra_qemu.clone(),
+        pvh,
     };
     Ok(Prepared {
         spec,

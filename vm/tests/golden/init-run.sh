@@ -11,8 +11,12 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 hostname vm1
 echo vm1 > /etc/hostname
+cmdline=$(cat /proc/cmdline)
 while read -r m; do
-	insmod "/lib/modules/$m" 2>/dev/null || echo "labnet-init: insmod $m failed" >/dev/kmsg
+	n=${m##*/}; n=${n%.ko}; n=$(echo "$n" | tr - _)
+	args=
+	for w in $cmdline; do case "$w" in "$n".*) args="$args ${w#"$n".}" ;; esac; done
+	insmod "/lib/modules/$m" $args 2>/dev/null || echo "labnet-init: insmod $m failed" >/dev/kmsg
 done < /etc/labnet/modules
 ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
@@ -33,4 +37,5 @@ sh /etc/labnet/run.sh </dev/null
 rc=$?
 printf '\n@@LABNET-RUN-END rc=%d@@\n' $rc
 sync
+grep -qw reboot=t /proc/cmdline && reboot -f
 poweroff -f

@@ -27,4 +27,5 @@ cd /root
 echo "labnet: $(hostname) is up; this is its console (exit the shell to power off)"
 setsid cttyhack sh -l
 sync
+grep -qw reboot=t /proc/cmdline && reboot -f
 poweroff -f
