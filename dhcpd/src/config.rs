@@ -108,9 +108,6 @@ impl ServerConfig {
     /// A usable host address of the subnet (not network, broadcast or our own).
     pub fn is_host(&self, ip: Ipv4Addr) -> bool {
         let net = u32::from(self.server_ip) & self.mask();
-        self.in_subnet(ip)
-            && ip != self.server_ip
-            && u32::from(ip) != net
-            && ip != self.broadcast()
+        self.in_subnet(ip) && ip != self.server_ip && u32::from(ip) != net && ip != self.broadcast()
     }
 }

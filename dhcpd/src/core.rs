@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{
-    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode,
-};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 use crate::config::{Reservation, ServerConfig};
@@ -272,7 +270,8 @@ impl Core {
             None => {}
         }
         if let Some(l) = self.leases.get(&ip) {
-            let busy = matches!(l.state, LeaseState::Active | LeaseState::Declined) && l.expires > now;
+            let busy =
+                matches!(l.state, LeaseState::Active | LeaseState::Declined) && l.expires > now;
             if busy && (l.state == LeaseState::Declined || lease_key(l) != key) {
                 return Err("address in use");
             }
@@ -294,7 +293,10 @@ impl Core {
             return ok(self, ip).then_some(ip);
         }
         // 2. What we just offered it, 3. what it had before.
-        for ip in [self.offer_by_key.get(key), self.by_key.get(key)].into_iter().flatten() {
+        for ip in [self.offer_by_key.get(key), self.by_key.get(key)]
+            .into_iter()
+            .flatten()
+        {
             let ip = *ip;
             let mine = self.leases.get(&ip).is_none_or(|l| lease_key(l) == key);
             if mine && ok(self, ip) {
@@ -302,7 +304,9 @@ impl Core {
             }
         }
         // 4. What it asks for, if nobody else ever had it.
-        if let Some(DhcpOption::RequestedIpAddress(ip)) = req.msg.opts().get(OptionCode::RequestedIpAddress) {
+        if let Some(DhcpOption::RequestedIpAddress(ip)) =
+            req.msg.opts().get(OptionCode::RequestedIpAddress)
+        {
             let ip = *ip;
             let mine = self.leases.get(&ip).is_none_or(|l| lease_key(l) == key);
             if mine && self.cfg.in_pool(ip) && ok(self, ip) {
@@ -317,7 +321,9 @@ impl Core {
         // 5. A registered VM without a fixed address: a stable spot derived from its MAC, so
         //    it lands on the same address even with the lease log gone.
         if self.res_by_mac.contains_key(&req.mac) {
-            let h = req.mac.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+            let h = req.mac.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+            });
             let ip = Ipv4Addr::from(start + (h % size as u64) as u32);
             if !self.leases.contains_key(&ip) && ok(self, ip) {
                 return Some(ip);
@@ -326,7 +332,11 @@ impl Core {
         // 6. A never-used address, scanning on from where the last scan stopped.
         for _ in 0..size {
             let ip = Ipv4Addr::from(self.cursor);
-            self.cursor = if self.cursor >= u32::from(self.cfg.range_end) { start } else { self.cursor + 1 };
+            self.cursor = if self.cursor >= u32::from(self.cfg.range_end) {
+                start
+            } else {
+                self.cursor + 1
+            };
             if !self.leases.contains_key(&ip) && ok(self, ip) {
                 return Some(ip);
             }
@@ -349,7 +359,10 @@ impl Core {
     fn on_discover(&mut self, req: &Req, now: u64) -> Outcome {
         let Some(ip) = self.choose(req, now) else {
             return Outcome {
-                log: Some(format!("DISCOVER from {}: no free address in the pool", hex_colon(&req.mac))),
+                log: Some(format!(
+                    "DISCOVER from {}: no free address in the pool",
+                    hex_colon(&req.mac)
+                )),
                 ..Default::default()
             };
         };
@@ -400,7 +413,10 @@ impl Core {
         };
         if let Err(why) = self.check(ip, &req.key, &req.mac, now) {
             let mut o = self.nak(req, why);
-            o.log = Some(format!("NAK {ip} to {} ({state}): {why}", hex_colon(&req.mac)));
+            o.log = Some(format!(
+                "NAK {ip} to {} ({state}): {why}",
+                hex_colon(&req.mac)
+            ));
             return o;
         }
         let hostname = self.hostname_for(req);
@@ -479,7 +495,10 @@ impl Core {
             return Outcome::default();
         }
         let offered = self.offers.get(&ip).is_some_and(|o| o.key == req.key);
-        let leased = self.leases.get(&ip).is_some_and(|l| lease_key(l) == req.key);
+        let leased = self
+            .leases
+            .get(&ip)
+            .is_some_and(|l| lease_key(l) == req.key);
         if !(offered || leased) {
             return Outcome::default();
         }
@@ -497,7 +516,10 @@ impl Core {
         };
         self.leases.insert(ip, l.clone());
         Outcome {
-            log: Some(format!("DECLINE {ip} from {}: address is in use by another host", l.mac)),
+            log: Some(format!(
+                "DECLINE {ip} from {}: address is in use by another host",
+                l.mac
+            )),
             records: vec![l],
             reply: None,
         }
@@ -506,13 +528,23 @@ impl Core {
     fn on_inform(&mut self, req: &Req) -> Outcome {
         let hostname = self.hostname_for(req);
         Outcome {
-            reply: Some(self.reply(req, MessageType::Ack, Ipv4Addr::UNSPECIFIED, hostname.as_deref(), false)),
+            reply: Some(self.reply(
+                req,
+                MessageType::Ack,
+                Ipv4Addr::UNSPECIFIED,
+                hostname.as_deref(),
+                false,
+            )),
             ..Default::default()
         }
     }
 
     fn hostname_for(&self, req: &Req) -> Option<String> {
-        if let Some(h) = self.res_by_mac.get(&req.mac).and_then(|r| r.hostname.as_deref()) {
+        if let Some(h) = self
+            .res_by_mac
+            .get(&req.mac)
+            .and_then(|r| r.hostname.as_deref())
+        {
             return sanitize_hostname(h);
         }
         match req.msg.opts().get(OptionCode::Hostname) {
@@ -555,12 +587,20 @@ impl Core {
         m
     }
 
-    fn reply(&self, req: &Req, typ: MessageType, yiaddr: Ipv4Addr, hostname: Option<&str>, lease: bool) -> Reply {
+    fn reply(
+        &self,
+        req: &Req,
+        typ: MessageType,
+        yiaddr: Ipv4Addr,
+        hostname: Option<&str>,
+        lease: bool,
+    ) -> Reply {
         let mut m = self.base(req, typ, yiaddr);
-        let prl: Option<Vec<OptionCode>> = match req.msg.opts().get(OptionCode::ParameterRequestList) {
-            Some(DhcpOption::ParameterRequestList(v)) => Some(v.clone()),
-            _ => None,
-        };
+        let prl: Option<Vec<OptionCode>> =
+            match req.msg.opts().get(OptionCode::ParameterRequestList) {
+                Some(DhcpOption::ParameterRequestList(v)) => Some(v.clone()),
+                _ => None,
+            };
         // Without a request list a client gets everything we have; with one, what it asks
         // for. Mask and lease times are always sent (every client needs them).
         let wants = |c: OptionCode| prl.as_ref().is_none_or(|v| v.contains(&c));
@@ -579,13 +619,20 @@ impl Core {
         if wants(OptionCode::DomainNameServer) && !cfg.dns_servers.is_empty() {
             o.insert(DhcpOption::DomainNameServer(cfg.dns_servers.clone()));
         }
-        if let Some(d) = cfg.domain.as_ref().filter(|_| wants(OptionCode::DomainName)) {
+        if let Some(d) = cfg
+            .domain
+            .as_ref()
+            .filter(|_| wants(OptionCode::DomainName))
+        {
             o.insert(DhcpOption::DomainName(d.clone()));
         }
         if let Some(h) = hostname.filter(|_| wants(OptionCode::Hostname)) {
             o.insert(DhcpOption::Hostname(h.to_string()));
         }
-        if let Some(mtu) = self.mtu.filter(|_| prl.as_ref().is_some_and(|v| v.contains(&OptionCode::InterfaceMtu))) {
+        if let Some(mtu) = self.mtu.filter(|_| {
+            prl.as_ref()
+                .is_some_and(|v| v.contains(&OptionCode::InterfaceMtu))
+        }) {
             o.insert(DhcpOption::InterfaceMtu(mtu));
         }
         if wants(OptionCode::BroadcastAddr) {
@@ -649,12 +696,14 @@ pub fn sanitize(buf: &[u8]) -> Vec<u8> {
         }
         let Some(&len) = buf.get(i + 1) else { break };
         let (start, end) = (i + 2, i + 2 + len as usize);
-        let Some(data) = buf.get(start..end) else { break };
+        let Some(data) = buf.get(start..end) else {
+            break;
+        };
         let ok = match code {
-            53 => len == 1,                 // message type
-            50 | 54 | 51 => len == 4,       // requested address, server id, lease time
-            57 => len == 2,                 // max message size
-            61 | 55 => len >= 1,            // client id, parameter request list
+            53 => len == 1,                                      // message type
+            50 | 54 | 51 => len == 4, // requested address, server id, lease time
+            57 => len == 2,           // max message size
+            61 | 55 => len >= 1,      // client id, parameter request list
             12 => len >= 1 && std::str::from_utf8(data).is_ok(), // hostname
             _ => false,
         };

@@ -39,7 +39,8 @@ pub fn sd_notify(state: &str) -> Result<bool, Error> {
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(err)?;
         sock.send_to_addr(state.as_bytes(), &addr).map_err(err)?;
     } else {
-        sock.send_to(state.as_bytes(), Path::new(&path)).map_err(err)?;
+        sock.send_to(state.as_bytes(), Path::new(&path))
+            .map_err(err)?;
     }
     Ok(true)
 }
@@ -47,7 +48,10 @@ pub fn sd_notify(state: &str) -> Result<bool, Error> {
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => {}

@@ -235,7 +235,11 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -329,7 +333,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut l = lease([10, 0, 0, 1], LeaseState::Active);
         l.expires = 5;
-        std::fs::write(log_path(dir.path()), format!("{HEADER}\n{}", encode_record(&l))).unwrap();
+        std::fs::write(
+            log_path(dir.path()),
+            format!("{HEADER}\n{}", encode_record(&l)),
+        )
+        .unwrap();
         assert_eq!(load(dir.path()).unwrap()[0].state, LeaseState::Expired);
     }
 

@@ -29,8 +29,10 @@ pub fn bind_socket(interface: &str, port: u16) -> Result<StdUdp, Error> {
         path: format!("{s} ({interface}, port {port})"),
         source: e,
     };
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| what("socket", e))?;
-    s.set_reuse_address(true).map_err(|e| what("SO_REUSEADDR", e))?;
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| what("socket", e))?;
+    s.set_reuse_address(true)
+        .map_err(|e| what("SO_REUSEADDR", e))?;
     s.bind_device(Some(interface.as_bytes()))
         .map_err(|e| what("SO_BINDTODEVICE", e))?;
     s.set_broadcast(true).map_err(|e| what("SO_BROADCAST", e))?;
@@ -84,7 +86,11 @@ fn send_blocking(sock: &StdUdp, r: &Reply) {
             }
         }
     }
-    log!("send {:?} to {}: socket stayed full, dropped", r.kind, r.dest);
+    log!(
+        "send {:?} to {}: socket stayed full, dropped",
+        r.kind,
+        r.dest
+    );
 }
 
 impl Server {
@@ -112,7 +118,10 @@ impl Server {
         })?;
         // Write the hosts file for the recovered leases right away.
         let core = Arc::new(Mutex::new(core));
-        let _ = write_hosts(&cfg.state_dir, &core.lock().expect("core").hosts_text(now_secs()));
+        let _ = write_hosts(
+            &cfg.state_dir,
+            &core.lock().expect("core").hosts_text(now_secs()),
+        );
         log!(
             "serving {} on {} ({}/{}, pool {}-{}, lease {}s, state in {})",
             cfg.server_ip,
@@ -124,7 +133,12 @@ impl Server {
             cfg.lease_secs,
             cfg.state_dir.display()
         );
-        Ok(Server { core, sock, store, cfg })
+        Ok(Server {
+            core,
+            sock,
+            store,
+            cfg,
+        })
     }
 
     /// The local address the socket is bound to.
@@ -134,7 +148,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then makes every queued lease durable and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
-        let Server { core, sock, mut store, cfg } = self;
+        let Server {
+            core,
+            sock,
+            mut store,
+            cfg,
+        } = self;
         let watcher = tokio::spawn(watch(core.clone(), cfg.clone()));
         let mut buf = vec![0u8; 4096];
         let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -187,7 +206,10 @@ impl Server {
                             }
                         }
                     } else {
-                        store.submit(Job { records: o.records, reply: o.reply });
+                        store.submit(Job {
+                            records: o.records,
+                            reply: o.reply,
+                        });
                     }
                 }
                 Err(d) => {
@@ -267,7 +289,11 @@ fn fingerprint(dir: &Path) -> Vec<(String, SystemTime, u64)> {
         .flatten()
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), m.modified().ok()?, m.len()))
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                m.modified().ok()?,
+                m.len(),
+            ))
         })
         .collect();
     v.sort();
@@ -300,13 +326,19 @@ pub fn load_reservations_dir(dir: &Path) -> (Vec<Reservation>, Vec<String>) {
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str::<ResFile>(&t).map_err(|e| e.to_string()))
             .and_then(|r| {
-                let mac = netns::config::parse_mac(&r.mac)
-                    .ok_or_else(|| format!("mac: expected a MAC like 52:54:00:12:34:56, got {:?}", r.mac))?;
+                let mac = netns::config::parse_mac(&r.mac).ok_or_else(|| {
+                    format!(
+                        "mac: expected a MAC like 52:54:00:12:34:56, got {:?}",
+                        r.mac
+                    )
+                })?;
                 Ok(Reservation {
                     mac,
                     ip: r.ip,
                     hostname: r.hostname.or_else(|| r.vm.clone()),
-                    vm: r.vm.or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
+                    vm: r
+                        .vm
+                        .or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
                 })
             });
         match parsed {

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -82,12 +82,17 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
 }
 
 /// Writes `leases` as a fresh, preallocated log to `leases.log.tmp`, fsynced; returns it
 /// and the number of records.
-fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Result<(LogFile, usize), Error> {
+fn write_snapshot<'a>(
+    dir: &Path,
+    leases: impl Iterator<Item = &'a Lease>,
+) -> Result<(LogFile, usize), Error> {
     let tmp = dir.join("leases.log.tmp");
     let file = OpenOptions::new()
         .create(true)
@@ -102,7 +107,11 @@ fn write_snapshot<'a>(dir: &Path, leases: impl Iterator<Item = &'a Lease>) -> Re
         buf.push_str(&encode_record(l));
         n += 1;
     }
-    let mut f = LogFile { file: Arc::new(file), off: 0, cap: 0 };
+    let mut f = LogFile {
+        file: Arc::new(file),
+        off: 0,
+        cap: 0,
+    };
     f.append(buf.as_bytes()).map_err(|e| io(&tmp, e))?;
     f.file.sync_all().map_err(|e| io(&tmp, e))?;
     Ok((f, n))
@@ -287,7 +296,8 @@ where
     let in_flight = Arc::new(InFlight::default());
     let syncers: Vec<JoinHandle<()>> = (0..SYNCERS)
         .map(|i| {
-            let (rx, send, report, path) = (sync_rx.clone(), send.clone(), report.clone(), path.clone());
+            let (rx, send, report, path) =
+                (sync_rx.clone(), send.clone(), report.clone(), path.clone());
             let in_flight = in_flight.clone();
             std::thread::Builder::new()
                 .name(format!("dhcpd-fsync{i}"))
@@ -299,7 +309,11 @@ where
                     match job.file.sync_data() {
                         // The replies wait for this: an ACK is only sent for a lease on disk.
                         Ok(()) => job.replies.iter().for_each(|r| send(r)),
-                        Err(e) => report(format!("{}: fsync failed, {} repl(ies) not sent: {e}", path.display(), job.replies.len())),
+                        Err(e) => report(format!(
+                            "{}: fsync failed, {} repl(ies) not sent: {e}",
+                            path.display(),
+                            job.replies.len()
+                        )),
                     }
                     in_flight.done();
                 })
@@ -344,7 +358,11 @@ where
                     }
                 }
                 Err(e) => {
-                    report(format!("{}: cannot write leases, {} repl(ies) not sent: {e}", path.display(), replies.len()));
+                    report(format!(
+                        "{}: cannot write leases, {} repl(ies) not sent: {e}",
+                        path.display(),
+                        replies.len()
+                    ));
                     replies.clear();
                 }
             }
@@ -435,18 +453,27 @@ mod tests {
         assert!(w.is_empty());
         let store = log.spawn(|_| {}, |e| panic!("{e}"));
         for i in 0..30_000 {
-            store.submit(Job { records: vec![lease(i)], reply: None });
+            store.submit(Job {
+                records: vec![lease(i)],
+                reply: None,
+            });
         }
         store.sync();
         // Compaction runs in the background; keep writing until it has happened.
         for i in 30_000..30_100 {
-            store.submit(Job { records: vec![lease(i)], reply: None });
+            store.submit(Job {
+                records: vec![lease(i)],
+                reply: None,
+            });
             store.sync();
         }
         let got = load(dir.path()).unwrap();
         assert_eq!(got.len(), 50);
         for l in &got {
-            let last = (30_000..30_100).rev().find(|i| lease(*i).ip == l.ip).unwrap();
+            let last = (30_000..30_100)
+                .rev()
+                .find(|i| lease(*i).ip == l.ip)
+                .unwrap();
             assert_eq!(l.start, last as u64, "{l:?}");
         }
         let bytes = std::fs::read(log_path(dir.path())).unwrap();
@@ -465,7 +492,10 @@ mod tests {
             move |r: &Reply| {
                 // The record of the lease this reply announces is already in the file.
                 let ip = Ipv4Addr::from(u32::from_be_bytes(r.bytes[..4].try_into().unwrap()));
-                assert!(load(&d2).unwrap().iter().any(|l| l.ip == ip), "{ip} not on disk yet");
+                assert!(
+                    load(&d2).unwrap().iter().any(|l| l.ip == ip),
+                    "{ip} not on disk yet"
+                );
                 s2.fetch_add(1, Ordering::SeqCst);
             },
             |e| panic!("{e}"),
@@ -477,7 +507,10 @@ mod tests {
                 dest: "255.255.255.255:68".parse().unwrap(),
                 kind: dhcproto::v4::MessageType::Ack,
             };
-            store.submit(Job { records: vec![l], reply: Some(reply) });
+            store.submit(Job {
+                records: vec![l],
+                reply: Some(reply),
+            });
         }
         store.sync();
         assert_eq!(sent.load(Ordering::SeqCst), 200);
@@ -495,7 +528,10 @@ mod tests {
         let clean = std::fs::read(log_path(dir.path())).unwrap();
         let want = format!("{HEADER}\n{}", encode_record(&lease(1)));
         assert_eq!(&clean[..want.len()], want.as_bytes());
-        assert!(clean[want.len()..].iter().all(|&b| b == 0), "preallocated with NULs");
+        assert!(
+            clean[want.len()..].iter().all(|&b| b == 0),
+            "preallocated with NULs"
+        );
         assert!(clean.len() as u64 >= PREALLOC);
         assert!(dir.path().join("leases.log.corrupt").exists());
     }
@@ -506,6 +542,9 @@ mod tests {
         std::fs::write(log_path(dir.path()), "lease 10.0.0.1 {\n}\n").unwrap();
         let e = LeaseLog::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains("not a labnet lease log"), "{e}");
-        assert_eq!(std::fs::read_to_string(log_path(dir.path())).unwrap(), "lease 10.0.0.1 {\n}\n");
+        assert_eq!(
+            std::fs::read_to_string(log_path(dir.path())).unwrap(),
+            "lease 10.0.0.1 {\n}\n"
+        );
     }
 }

@@ -45,15 +45,23 @@ fn mac(n: u8) -> [u8; 6] {
 }
 
 fn req(typ: MessageType, m: [u8; 6], xid: u32) -> Message {
-    let mut msg = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &m);
+    let mut msg = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &m,
+    );
     msg.set_opcode(Opcode::BootRequest);
     msg.opts_mut().insert(DhcpOption::MessageType(typ));
     msg
 }
 
 fn prl(msg: &mut Message, codes: &[u8]) {
-    msg.opts_mut()
-        .insert(DhcpOption::ParameterRequestList(codes.iter().map(|c| OptionCode::from(*c)).collect()));
+    msg.opts_mut().insert(DhcpOption::ParameterRequestList(
+        codes.iter().map(|c| OptionCode::from(*c)).collect(),
+    ));
 }
 
 fn enc(m: &Message) -> Vec<u8> {
@@ -90,18 +98,32 @@ fn dora(core: &mut Core, m: [u8; 6], now: u64) -> Ipv4Addr {
 }
 
 fn golden(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.hex"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.hex"));
     // 16 bytes a line, so a diff shows where a reply changed.
     let text: String = bytes
         .chunks(16)
-        .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ") + "\n")
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
         .collect();
     if std::env::var_os("LABNET_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with LABNET_BLESS=1)", path.display()));
-    assert_eq!(text, want, "{} differs (LABNET_BLESS=1 to accept)", path.display());
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with LABNET_BLESS=1)", path.display()));
+    assert_eq!(
+        text,
+        want,
+        "{} differs (LABNET_BLESS=1 to accept)",
+        path.display()
+    );
 }
 
 #[test]
@@ -109,7 +131,8 @@ fn golden_offer_ack_nak_inform() {
     let mut core = Core::new(cfg(), []);
     let mut d = req(MessageType::Discover, mac(1), 0x1122_3344);
     prl(&mut d, &[1, 3, 6, 15, 26, 28, 51, 58, 59]);
-    d.opts_mut().insert(DhcpOption::Hostname("client-one".into()));
+    d.opts_mut()
+        .insert(DhcpOption::Hostname("client-one".into()));
     let o = send(&mut core, &d, NOW);
     let r = o.reply.as_ref().unwrap();
     assert_eq!(r.dest.to_string(), "255.255.255.255:68");
@@ -118,14 +141,20 @@ fn golden_offer_ack_nak_inform() {
     let mut rq = req(MessageType::Request, mac(1), 0x1122_3345);
     prl(&mut rq, &[1, 3, 6]);
     rq.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
-    rq.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 168, 0, 100)));
-    rq.opts_mut().insert(DhcpOption::ClientIdentifier(vec![1, 0x52, 0x54, 0, 0, 0, 1]));
+    rq.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            192, 168, 0, 100,
+        )));
+    rq.opts_mut().insert(DhcpOption::ClientIdentifier(vec![
+        1, 0x52, 0x54, 0, 0, 0, 1,
+    ]));
     rq.set_flags(Flags::default().set_broadcast());
     let o = send(&mut core, &rq, NOW);
     golden("ack", &o.reply.as_ref().unwrap().bytes);
 
     let mut bad = req(MessageType::Request, mac(2), 0x5555_0001);
-    bad.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 1, 2, 3)));
+    bad.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 1, 2, 3)));
     let o = send(&mut core, &bad, NOW);
     golden("nak", &o.reply.as_ref().unwrap().bytes);
 
@@ -144,18 +173,46 @@ fn offer_carries_requested_options_only() {
     prl(&mut d, &[1, 3, 26]);
     let offer = reply(&send(&mut core, &d, NOW));
     let o = offer.opts();
-    assert_eq!(o.get(OptionCode::Router), Some(&DhcpOption::Router(vec![SERVER])));
-    assert_eq!(o.get(OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(1500)));
-    assert_eq!(o.get(OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(3600)));
+    assert_eq!(
+        o.get(OptionCode::Router),
+        Some(&DhcpOption::Router(vec![SERVER]))
+    );
+    assert_eq!(
+        o.get(OptionCode::InterfaceMtu),
+        Some(&DhcpOption::InterfaceMtu(1500))
+    );
+    assert_eq!(
+        o.get(OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(3600))
+    );
     assert_eq!(o.get(OptionCode::Renewal), Some(&DhcpOption::Renewal(1800)));
-    assert_eq!(o.get(OptionCode::Rebinding), Some(&DhcpOption::Rebinding(3150)));
-    assert!(o.get(OptionCode::DomainNameServer).is_none(), "DNS not requested");
+    assert_eq!(
+        o.get(OptionCode::Rebinding),
+        Some(&DhcpOption::Rebinding(3150))
+    );
+    assert!(
+        o.get(OptionCode::DomainNameServer).is_none(),
+        "DNS not requested"
+    );
     assert!(o.get(OptionCode::DomainName).is_none());
     // Without a request list, everything (but MTU) is sent.
-    let offer = reply(&send(&mut core, &req(MessageType::Discover, mac(2), 9), NOW));
-    assert_eq!(offer.opts().get(OptionCode::DomainNameServer), Some(&DhcpOption::DomainNameServer(vec![SERVER])));
-    assert_eq!(offer.opts().get(OptionCode::DomainName), Some(&DhcpOption::DomainName("lab".into())));
-    assert_eq!(offer.opts().get(OptionCode::BroadcastAddr), Some(&DhcpOption::BroadcastAddr(Ipv4Addr::new(192, 168, 0, 255))));
+    let offer = reply(&send(
+        &mut core,
+        &req(MessageType::Discover, mac(2), 9),
+        NOW,
+    ));
+    assert_eq!(
+        offer.opts().get(OptionCode::DomainNameServer),
+        Some(&DhcpOption::DomainNameServer(vec![SERVER]))
+    );
+    assert_eq!(
+        offer.opts().get(OptionCode::DomainName),
+        Some(&DhcpOption::DomainName("lab".into()))
+    );
+    assert_eq!(
+        offer.opts().get(OptionCode::BroadcastAddr),
+        Some(&DhcpOption::BroadcastAddr(Ipv4Addr::new(192, 168, 0, 255)))
+    );
 }
 
 #[test]
@@ -173,8 +230,18 @@ fn same_client_same_address_and_two_clients_differ() {
 #[test]
 fn offers_are_held_so_two_clients_never_share() {
     let mut core = Core::new(cfg(), []);
-    let o1 = reply(&send(&mut core, &req(MessageType::Discover, mac(1), 1), NOW)).yiaddr();
-    let o2 = reply(&send(&mut core, &req(MessageType::Discover, mac(2), 1), NOW)).yiaddr();
+    let o1 = reply(&send(
+        &mut core,
+        &req(MessageType::Discover, mac(1), 1),
+        NOW,
+    ))
+    .yiaddr();
+    let o2 = reply(&send(
+        &mut core,
+        &req(MessageType::Discover, mac(2), 1),
+        NOW,
+    ))
+    .yiaddr();
     assert_ne!(o1, o2);
     // Client 2 tries to take client 1's offered address: NAK.
     let mut r = req(MessageType::Request, mac(2), 2);
@@ -213,15 +280,26 @@ fn reservation_honoured_and_protected() {
     // Nobody else may have it.
     let mut r = req(MessageType::Request, mac(1), 2);
     r.opts_mut().insert(DhcpOption::RequestedIpAddress(fixed));
-    assert_eq!(reply(&send(&mut core, &r, NOW)).opts().msg_type(), Some(MessageType::Nak));
+    assert_eq!(
+        reply(&send(&mut core, &r, NOW)).opts().msg_type(),
+        Some(MessageType::Nak)
+    );
     // The reserved hostname wins over the client's.
     let mut d = req(MessageType::Discover, mac(0x99), 5);
     d.opts_mut().insert(DhcpOption::Hostname("other".into()));
     let offer = reply(&send(&mut core, &d, NOW));
-    assert_eq!(offer.opts().get(OptionCode::Hostname), Some(&DhcpOption::Hostname("fixed".into())));
+    assert_eq!(
+        offer.opts().get(OptionCode::Hostname),
+        Some(&DhcpOption::Hostname("fixed".into()))
+    );
     assert_eq!(core.hosts_text(NOW), "192.168.0.50 fixed\n");
     // A run-time reservation (labnet vm) applies without a restart.
-    core.set_dynamic_reservations(vec![Reservation { mac: mac(7), ip: Some(Ipv4Addr::new(192, 168, 0, 60)), hostname: Some("vm7".into()), vm: Some("vm7".into()) }]);
+    core.set_dynamic_reservations(vec![Reservation {
+        mac: mac(7),
+        ip: Some(Ipv4Addr::new(192, 168, 0, 60)),
+        hostname: Some("vm7".into()),
+        vm: Some("vm7".into()),
+    }]);
     assert_eq!(dora(&mut core, mac(7), NOW), Ipv4Addr::new(192, 168, 0, 60));
 }
 
@@ -241,23 +319,34 @@ fn init_reboot_renew_rebind_and_wrong_network() {
     let o = send(&mut core, &r, NOW + 100);
     let ack = reply(&o);
     assert_eq!(ack.ciaddr(), ip);
-    assert_eq!(o.reply.as_ref().unwrap().dest.to_string(), format!("{ip}:68"));
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest.to_string(),
+        format!("{ip}:68")
+    );
     // Another client renewing someone else's address: NAK, broadcast.
     let mut r = req(MessageType::Request, mac(2), 9);
     r.set_ciaddr(ip);
     let o = send(&mut core, &r, NOW + 100);
     assert_eq!(reply(&o).opts().msg_type(), Some(MessageType::Nak));
-    assert_eq!(o.reply.as_ref().unwrap().dest.to_string(), "255.255.255.255:68");
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest.to_string(),
+        "255.255.255.255:68"
+    );
     // Moved to another network: authoritative NAK.
     let mut r = req(MessageType::Request, mac(3), 10);
-    r.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 5)));
+    r.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 5)));
     let nak = reply(&send(&mut core, &r, NOW));
     assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
     assert_eq!(nak.yiaddr(), Ipv4Addr::UNSPECIFIED);
     // SELECTING another server: silently drop our offer.
     let mut r = req(MessageType::Request, mac(4), 11);
-    r.opts_mut().insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 168, 0, 2)));
-    r.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 168, 0, 101)));
+    r.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 168, 0, 2)));
+    r.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            192, 168, 0, 101,
+        )));
     assert!(send(&mut core, &r, NOW).reply.is_none());
 }
 
@@ -265,11 +354,13 @@ fn init_reboot_renew_rebind_and_wrong_network() {
 fn client_id_is_the_key() {
     let mut core = Core::new(cfg(), []);
     let mut d = req(MessageType::Discover, mac(1), 1);
-    d.opts_mut().insert(DhcpOption::ClientIdentifier(b"vm-a".to_vec()));
+    d.opts_mut()
+        .insert(DhcpOption::ClientIdentifier(b"vm-a".to_vec()));
     let a = reply(&send(&mut core, &d, NOW)).yiaddr();
     // Same MAC, other client id (e.g. a second OS on the same NIC): a different address.
     let mut d2 = req(MessageType::Discover, mac(1), 1);
-    d2.opts_mut().insert(DhcpOption::ClientIdentifier(b"vm-b".to_vec()));
+    d2.opts_mut()
+        .insert(DhcpOption::ClientIdentifier(b"vm-b".to_vec()));
     let b = reply(&send(&mut core, &d2, NOW)).yiaddr();
     assert_ne!(a, b);
 }
@@ -294,7 +385,11 @@ fn flood_from_one_mac_is_rate_limited() {
     assert_eq!(answered, 50);
     assert_eq!(core.handle(&d, NOW).err(), Some(Drop::RateLimited));
     // Others are still served.
-    assert!(core.handle(&enc(&req(MessageType::Discover, mac(2), 1)), NOW).unwrap().reply.is_some());
+    assert!(core
+        .handle(&enc(&req(MessageType::Discover, mac(2), 1)), NOW)
+        .unwrap()
+        .reply
+        .is_some());
     assert!(core.handle(&d, NOW + 1).is_ok());
 }
 
@@ -364,16 +459,30 @@ proptest! {
 fn renewal_without_hostname_keeps_it() {
     let mut core = Core::new(cfg(), []);
     let mut d = req(MessageType::Discover, mac(1), 1);
-    d.opts_mut().insert(DhcpOption::Hostname("Web.example".into()));
+    d.opts_mut()
+        .insert(DhcpOption::Hostname("Web.example".into()));
     let ip = reply(&send(&mut core, &d, NOW)).yiaddr();
     let mut r = req(MessageType::Request, mac(1), 2);
     r.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
     r.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
-    r.opts_mut().insert(DhcpOption::Hostname("Web.example".into()));
-    assert_eq!(send(&mut core, &r, NOW).records[0].hostname.as_deref(), Some("web"));
+    r.opts_mut()
+        .insert(DhcpOption::Hostname("Web.example".into()));
+    assert_eq!(
+        send(&mut core, &r, NOW).records[0].hostname.as_deref(),
+        Some("web")
+    );
     let mut renew = req(MessageType::Request, mac(1), 3);
     renew.set_ciaddr(ip);
-    assert_eq!(send(&mut core, &renew, NOW + 60).records[0].hostname.as_deref(), Some("web"));
+    assert_eq!(
+        send(&mut core, &renew, NOW + 60).records[0]
+            .hostname
+            .as_deref(),
+        Some("web")
+    );
     assert_eq!(core.hosts_text(NOW + 60), format!("{ip} web\n"));
-    assert_eq!(core.hosts_text(NOW + 60 + 3600), "", "expired leases leave the hosts file");
+    assert_eq!(
+        core.hosts_text(NOW + 60 + 3600),
+        "",
+        "expired leases leave the hosts file"
+    );
 }

@@ -45,15 +45,35 @@ fn lab(c: &mut Cleanup, extra_toml: &str) -> Lab {
     c.netns(&name);
     ip(&["-n", &name, "link", "set", "lo", "up"]);
     ip(&["-n", &name, "link", "add", "dhbr", "type", "bridge"]);
-    ip(&["-n", &name, "addr", "add", &format!("{BR_ADDR}/24"), "dev", "dhbr"]);
+    ip(&[
+        "-n",
+        &name,
+        "addr",
+        "add",
+        &format!("{BR_ADDR}/24"),
+        "dev",
+        "dhbr",
+    ]);
     ip(&["-n", &name, "link", "set", "dhbr", "up"]);
     // A default route via another device, as wg0 is in a real lab: replies must still leave
     // through the bridge (SO_BINDTODEVICE). A veth pair kept inside the lab stands in for it.
-    ip(&["-n", &name, "link", "add", "dhup", "type", "veth", "peer", "name", "dhup2"]);
+    ip(&[
+        "-n", &name, "link", "add", "dhup", "type", "veth", "peer", "name", "dhup2",
+    ]);
     ip(&["-n", &name, "link", "set", "dhup", "up"]);
     ip(&["-n", &name, "link", "set", "dhup2", "up"]);
     ip(&["-n", &name, "addr", "add", "10.78.0.1/30", "dev", "dhup"]);
-    ip(&["-n", &name, "route", "add", "default", "via", "10.78.0.2", "dev", "dhup"]);
+    ip(&[
+        "-n",
+        &name,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.78.0.2",
+        "dev",
+        "dhup",
+    ]);
     std::fs::write(
         dir.join("etc").join(format!("{name}.toml")),
         format!(
@@ -63,11 +83,25 @@ fn lab(c: &mut Cleanup, extra_toml: &str) -> Lab {
     )
     .unwrap();
     let env = vec![
-        ("LABNET_RUN_DIR".to_string(), dir.join("run").display().to_string()),
-        ("LABNET_STATE_DIR".to_string(), dir.join("state").display().to_string()),
-        ("LABNET_CONFIG_DIR".to_string(), dir.join("etc").display().to_string()),
+        (
+            "LABNET_RUN_DIR".to_string(),
+            dir.join("run").display().to_string(),
+        ),
+        (
+            "LABNET_STATE_DIR".to_string(),
+            dir.join("state").display().to_string(),
+        ),
+        (
+            "LABNET_CONFIG_DIR".to_string(),
+            dir.join("etc").display().to_string(),
+        ),
     ];
-    Lab { name, dir, env, server: None }
+    Lab {
+        name,
+        dir,
+        env,
+        server: None,
+    }
 }
 
 impl Lab {
@@ -83,8 +117,13 @@ impl Lab {
         // Globally unique: dhcpcd keeps per-interface files under /var/lib/dhcpcd and /run.
         let iface = format!("{ns}c");
         let port = format!("{ns}p");
-        ip(&["-n", &self.name, "link", "add", &port, "type", "veth", "peer", "name", &iface, "netns", &ns]);
-        ip(&["-n", &self.name, "link", "set", &port, "master", "dhbr", "up"]);
+        ip(&[
+            "-n", &self.name, "link", "add", &port, "type", "veth", "peer", "name", &iface,
+            "netns", &ns,
+        ]);
+        ip(&[
+            "-n", &self.name, "link", "set", &port, "master", "dhbr", "up",
+        ]);
         if let Some(m) = mac {
             ip(&["-n", &ns, "link", "set", &iface, "address", m]);
         }
@@ -98,8 +137,13 @@ impl Lab {
     fn start(&mut self, c: &mut Cleanup) {
         let sock_path = self.dir.join(format!("notify-{}", unique("n")));
         let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dhcpd.log")).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dhcpd.log"))
+            .unwrap();
         let mut child = Command::new(labnet_bin())
             .args(["dhcpd", &self.name, "--enter-netns"])
             .envs(self.env.iter().cloned())
@@ -114,14 +158,21 @@ impl Lab {
         let mut buf = [0u8; 256];
         loop {
             if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
                     break;
                 }
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("labnet dhcpd exited before READY=1 ({st}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "no READY=1 within 10s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no READY=1 within 10s:\n{}",
+                self.log()
+            );
         }
         self.server = Some(child.id());
         std::mem::forget(child); // reaped by the Cleanup (kill + waitpid) or stop()
@@ -135,7 +186,8 @@ impl Lab {
     fn stop(&mut self) {
         let pid = self.server.take().expect("running") as i32;
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = wait_pid(pid, Duration::from_secs(5)).unwrap_or_else(|| panic!("no exit within 5s of SIGTERM:\n{}", self.log()));
+        let status = wait_pid(pid, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no exit within 5s of SIGTERM:\n{}", self.log()));
         assert_eq!(status, 0, "exit status after SIGTERM:\n{}", self.log());
     }
 
@@ -146,9 +198,19 @@ impl Lab {
     }
 
     fn leases(&self) -> Vec<Value> {
-        let out = run(Command::new(labnet_bin()).args(["leases", &self.name, "--json"]).envs(self.env.iter().cloned()));
-        assert!(out.status.success(), "labnet leases: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+        let out = run(Command::new(labnet_bin())
+            .args(["leases", &self.name, "--json"])
+            .envs(self.env.iter().cloned()));
+        assert!(
+            out.status.success(),
+            "labnet leases: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     fn lease_of(&self, addr: &str) -> Value {
@@ -170,7 +232,11 @@ fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
         let mut st = 0;
         let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
         if r == pid {
-            return Some(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 128 + libc::WTERMSIG(st) });
+            return Some(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            });
         }
         if Instant::now() > deadline {
             return None;
@@ -215,7 +281,11 @@ fn make_exec(p: &Path) {
 }
 
 fn events(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log).unwrap_or_default().lines().map(String::from).collect()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
@@ -225,7 +295,10 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 fn in_pool(addr: &str) -> bool {
-    let last: u32 = addr.strip_prefix("10.77.0.").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let last: u32 = addr
+        .strip_prefix("10.77.0.")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (100..=150).contains(&last)
 }
 
@@ -252,10 +325,33 @@ fn dhcpd_udhcpc_bound_renew_release() {
     lab.start(&mut c);
     let (ns, iface) = lab.client(&mut c, None);
     let (script, log) = udhcpc_script(&lab.dir, "u1");
-    let child = spawn_in(&ns, &["busybox", "udhcpc", "-f", "-R", "-i", &iface, "-s", script.to_str().unwrap(), "-x", "hostname:Box-One", "-t", "5", "-T", "1"]);
+    let child = spawn_in(
+        &ns,
+        &[
+            "busybox",
+            "udhcpc",
+            "-f",
+            "-R",
+            "-i",
+            &iface,
+            "-s",
+            script.to_str().unwrap(),
+            "-x",
+            "hostname:Box-One",
+            "-t",
+            "5",
+            "-T",
+            "1",
+        ],
+    );
     c.pid(child.id());
-    wait_for("udhcpc bound", Duration::from_secs(10), || events(&log).iter().any(|l| l.starts_with("bound")));
-    let bound = events(&log).into_iter().find(|l| l.starts_with("bound")).unwrap();
+    wait_for("udhcpc bound", Duration::from_secs(10), || {
+        events(&log).iter().any(|l| l.starts_with("bound"))
+    });
+    let bound = events(&log)
+        .into_iter()
+        .find(|l| l.starts_with("bound"))
+        .unwrap();
     let addr = field(&bound, "ip").to_string();
     assert!(in_pool(&addr), "{bound}");
     assert_eq!(field(&bound, "router"), BR_ADDR, "{bound}");
@@ -268,23 +364,40 @@ fn dhcpd_udhcpc_bound_renew_release() {
     let l = lab.lease_of(&addr);
     assert_eq!(l["state"], "active");
     assert_eq!(l["hostname"], "box-one");
-    assert_eq!(l["expires"].as_u64().unwrap() - l["start"].as_u64().unwrap(), LEASE_SECS);
-    wait_for("hosts file", Duration::from_secs(3), || lab.hosts() == format!("{addr} box-one\n"));
+    assert_eq!(
+        l["expires"].as_u64().unwrap() - l["start"].as_u64().unwrap(),
+        LEASE_SECS
+    );
+    wait_for("hosts file", Duration::from_secs(3), || {
+        lab.hosts() == format!("{addr} box-one\n")
+    });
 
     // RENEWING: SIGUSR1 makes udhcpc unicast a REQUEST with ciaddr; the ACK comes back to it.
     let start0 = l["start"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
-    wait_for("udhcpc renew", Duration::from_secs(10), || events(&log).iter().any(|l| l.starts_with("renew")));
-    let renew = events(&log).into_iter().find(|l| l.starts_with("renew")).unwrap();
+    wait_for("udhcpc renew", Duration::from_secs(10), || {
+        events(&log).iter().any(|l| l.starts_with("renew"))
+    });
+    let renew = events(&log)
+        .into_iter()
+        .find(|l| l.starts_with("renew"))
+        .unwrap();
     assert_eq!(field(&renew, "ip"), addr, "{renew}");
-    assert!(lab.lease_of(&addr)["start"].as_u64().unwrap() > start0, "renewal extended the lease");
+    assert!(
+        lab.lease_of(&addr)["start"].as_u64().unwrap() > start0,
+        "renewal extended the lease"
+    );
 
     // RELEASE (udhcpc -R on SIGTERM): the address is free in the lease list and hosts file.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     wait_pid(child.id() as i32, Duration::from_secs(5)).expect("udhcpc exits");
-    wait_for("released", Duration::from_secs(5), || lab.lease_of(&addr)["state"] == "released");
-    wait_for("hosts emptied", Duration::from_secs(3), || lab.hosts().is_empty());
+    wait_for("released", Duration::from_secs(5), || {
+        lab.lease_of(&addr)["state"] == "released"
+    });
+    wait_for("hosts emptied", Duration::from_secs(3), || {
+        lab.hosts().is_empty()
+    });
     lab.stop();
 }
 
@@ -312,7 +425,21 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
     let lf = lab.dir.join("dhclient.leases");
     let pf = lab.dir.join("dhclient.pid");
     let dhclient = |c: &mut Cleanup| {
-        let ch = spawn_in(&ns1, &["dhclient", "-4", "-d", "-sf", sf.to_str().unwrap(), "-lf", lf.to_str().unwrap(), "-pf", pf.to_str().unwrap(), &if1]);
+        let ch = spawn_in(
+            &ns1,
+            &[
+                "dhclient",
+                "-4",
+                "-d",
+                "-sf",
+                sf.to_str().unwrap(),
+                "-lf",
+                lf.to_str().unwrap(),
+                "-pf",
+                pf.to_str().unwrap(),
+                &if1,
+            ],
+        );
         c.pid(ch.id());
         ch
     };
@@ -332,14 +459,47 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
     .unwrap();
     make_exec(&hook);
     let dhcpcd = || {
-        let out = run(Command::new("ip").args(["netns", "exec", &ns2, "dhcpcd", "-4", "-1", "-B", "-A", "--noipv4ll", "-f", "/dev/null", "-c", hook.to_str().unwrap(), "-o", "domain_name_servers", "-o", "domain_name", "-t", "10", &if2]));
-        assert!(out.status.success(), "dhcpcd: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns2,
+            "dhcpcd",
+            "-4",
+            "-1",
+            "-B",
+            "-A",
+            "--noipv4ll",
+            "-f",
+            "/dev/null",
+            "-c",
+            hook.to_str().unwrap(),
+            "-o",
+            "domain_name_servers",
+            "-o",
+            "domain_name",
+            "-t",
+            "10",
+            &if2,
+        ]));
+        assert!(
+            out.status.success(),
+            "dhcpcd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     dhcpcd();
 
-    wait_for("dhclient BOUND", Duration::from_secs(15), || events(&ev1).iter().any(|l| l.starts_with("BOUND")));
-    let b1 = events(&ev1).into_iter().find(|l| l.starts_with("BOUND")).unwrap();
-    let b2 = events(&ev2).into_iter().find(|l| l.starts_with("BOUND")).unwrap_or_else(|| panic!("{:?}", events(&ev2)));
+    wait_for("dhclient BOUND", Duration::from_secs(15), || {
+        events(&ev1).iter().any(|l| l.starts_with("BOUND"))
+    });
+    let b1 = events(&ev1)
+        .into_iter()
+        .find(|l| l.starts_with("BOUND"))
+        .unwrap();
+    let b2 = events(&ev2)
+        .into_iter()
+        .find(|l| l.starts_with("BOUND"))
+        .unwrap_or_else(|| panic!("{:?}", events(&ev2)));
     for b in [&b1, &b2] {
         assert!(in_pool(field(b, "ip")), "{b}");
         assert_eq!(field(b, "router"), BR_ADDR, "{b}");
@@ -352,7 +512,11 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
     assert_ne!(a1, a2, "two clients, one address");
     assert!(addr_on(&ns1, &if1).contains(&format!("{a1}/24")));
     // dhcpcd configures the interface and the default route itself.
-    assert!(addr_on(&ns2, &if2).contains(&format!("{a2}/24")), "{}", addr_on(&ns2, &if2));
+    assert!(
+        addr_on(&ns2, &if2).contains(&format!("{a2}/24")),
+        "{}",
+        addr_on(&ns2, &if2)
+    );
     assert!(ip(&["-n", &ns2, "route"]).contains(&format!("default via {BR_ADDR}")));
     assert_eq!(lab.lease_of(&a1)["state"], "active");
     assert_eq!(lab.lease_of(&a2)["state"], "active");
@@ -362,12 +526,22 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
     wait_pid(d1.id() as i32, Duration::from_secs(5));
     let _d1b = dhclient(&mut c);
     let bound_or_reboot = |l: &String| l.starts_with("REBOOT") || l.starts_with("BOUND");
-    wait_for("dhclient REBOOT", Duration::from_secs(15), || events(&ev1).iter().filter(|l| bound_or_reboot(l)).count() >= 2);
-    let again = events(&ev1).into_iter().rev().find(|l| l.starts_with("REBOOT") || l.starts_with("BOUND")).unwrap();
+    wait_for("dhclient REBOOT", Duration::from_secs(15), || {
+        events(&ev1).iter().filter(|l| bound_or_reboot(l)).count() >= 2
+    });
+    let again = events(&ev1)
+        .into_iter()
+        .rev()
+        .find(|l| l.starts_with("REBOOT") || l.starts_with("BOUND"))
+        .unwrap();
     assert_eq!(field(&again, "ip"), a1, "{again}");
     ip(&["-n", &ns2, "addr", "flush", "dev", &if2]);
     dhcpcd();
-    let again = events(&ev2).into_iter().rev().find(|l| l.starts_with("REBOOT") || l.starts_with("BOUND")).unwrap();
+    let again = events(&ev2)
+        .into_iter()
+        .rev()
+        .find(|l| l.starts_with("REBOOT") || l.starts_with("BOUND"))
+        .unwrap();
     assert_eq!(field(&again, "ip"), a2, "{again}");
     lab.stop();
 }
@@ -380,29 +554,86 @@ fn dhcpd_reservations_from_config_and_vm_dir() {
     lab.start(&mut c);
     let (ns, iface) = lab.client(&mut c, Some("52:54:00:dd:00:01"));
     let (script, log) = udhcpc_script(&lab.dir, "r1");
-    must(Command::new("ip").args(["netns", "exec", &ns, "busybox", "udhcpc", "-q", "-f", "-i", &iface, "-s", script.to_str().unwrap(), "-t", "5", "-T", "1", "-n"]));
-    let bound = events(&log).into_iter().find(|l| l.starts_with("bound")).expect("bound");
+    must(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        "busybox",
+        "udhcpc",
+        "-q",
+        "-f",
+        "-i",
+        &iface,
+        "-s",
+        script.to_str().unwrap(),
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-n",
+    ]));
+    let bound = events(&log)
+        .into_iter()
+        .find(|l| l.starts_with("bound"))
+        .expect("bound");
     assert_eq!(field(&bound, "ip"), "10.77.0.42", "{bound}");
     assert_eq!(field(&bound, "hostname"), "fixedhost", "{bound}");
 
     // `labnet vm` registers a VM while the server runs: no restart needed.
     let rdir = lab.dir.join("run").join(&lab.name).join("reservations");
     std::fs::create_dir_all(&rdir).unwrap();
-    std::fs::write(rdir.join("kvm1.json"), r#"{"vm":"kvm1","mac":"52:54:00:dd:00:02","hostname":"kvm1","ip":"10.77.0.43"}"#).unwrap();
+    std::fs::write(
+        rdir.join("kvm1.json"),
+        r#"{"vm":"kvm1","mac":"52:54:00:dd:00:02","hostname":"kvm1","ip":"10.77.0.43"}"#,
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(600));
     let (ns2, if2) = lab.client(&mut c, Some("52:54:00:dd:00:02"));
     let (script2, log2) = udhcpc_script(&lab.dir, "r2");
-    must(Command::new("ip").args(["netns", "exec", &ns2, "busybox", "udhcpc", "-q", "-f", "-i", &if2, "-s", script2.to_str().unwrap(), "-t", "5", "-T", "1", "-n"]));
-    let bound = events(&log2).into_iter().find(|l| l.starts_with("bound")).expect("bound");
+    must(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns2,
+        "busybox",
+        "udhcpc",
+        "-q",
+        "-f",
+        "-i",
+        &if2,
+        "-s",
+        script2.to_str().unwrap(),
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-n",
+    ]));
+    let bound = events(&log2)
+        .into_iter()
+        .find(|l| l.starts_with("bound"))
+        .expect("bound");
     assert_eq!(field(&bound, "ip"), "10.77.0.43", "{bound}");
     let l = lab.lease_of("10.77.0.43");
     assert_eq!(l["vm"], "kvm1");
     assert_eq!(l["hostname"], "kvm1");
     assert_eq!(l["mac"], "52:54:00:dd:00:02");
-    wait_for("hosts file", Duration::from_secs(3), || lab.hosts() == "10.77.0.42 fixedhost\n10.77.0.43 kvm1\n");
+    wait_for("hosts file", Duration::from_secs(3), || {
+        lab.hosts() == "10.77.0.42 fixedhost\n10.77.0.43 kvm1\n"
+    });
     // The table form names the VM too.
-    let table = String::from_utf8(run(Command::new(labnet_bin()).args(["leases", &lab.name]).envs(lab.env.iter().cloned())).stdout).unwrap();
-    assert!(table.lines().any(|l| l.starts_with("10.77.0.43 ") && l.contains(" kvm1 ") && l.contains("active")), "{table}");
+    let table = String::from_utf8(
+        run(Command::new(labnet_bin())
+            .args(["leases", &lab.name])
+            .envs(lab.env.iter().cloned()))
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("10.77.0.43 ") && l.contains(" kvm1 ") && l.contains("active")),
+        "{table}"
+    );
     lab.stop();
 }
 
@@ -417,19 +648,49 @@ fn dhcpd_kill9_after_acks_loses_no_lease() {
     // N clients at once (distinct client identifiers), so ACKs share group commits.
     let log = lab.dir.join("many.events");
     let script = lab.dir.join("many.sh");
-    std::fs::write(&script, format!("#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" >> {}\nexit 0\n", log.display())).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" >> {}\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
     make_exec(&script);
     let kids: Vec<Child> = (0..N)
         .map(|i| {
             let id = format!("0x3d:ff00dd{i:04x}");
-            let ch = spawn_in(&ns, &["busybox", "udhcpc", "-q", "-f", "-n", "-i", &iface, "-s", script.to_str().unwrap(), "-x", &id, "-t", "8", "-T", "1"]);
+            let ch = spawn_in(
+                &ns,
+                &[
+                    "busybox",
+                    "udhcpc",
+                    "-q",
+                    "-f",
+                    "-n",
+                    "-i",
+                    &iface,
+                    "-s",
+                    script.to_str().unwrap(),
+                    "-x",
+                    &id,
+                    "-t",
+                    "8",
+                    "-T",
+                    "1",
+                ],
+            );
             c.pid(ch.id());
             ch
         })
         .collect();
     for k in kids {
         let out = k.wait_with_output().unwrap();
-        assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "udhcpc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Every client has its ACK: kill the server without a chance to flush anything.
     lab.kill9();
@@ -440,26 +701,74 @@ fn dhcpd_kill9_after_acks_loses_no_lease() {
     // A torn write at the tail (as a crash mid-append leaves) must not cost the rest. The
     // log is preallocated with NULs; its data ends at the first NUL.
     let path = lab.state().join("leases.log");
-    let end = std::fs::read(&path).unwrap().iter().position(|&b| b == 0).expect("preallocated tail");
+    let end = std::fs::read(&path)
+        .unwrap()
+        .iter()
+        .position(|&b| b == 0)
+        .expect("preallocated tail");
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, b"{\"ip\":\"10.77.0.149\",\"mac\":\"52:54", end as u64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &f,
+        b"{\"ip\":\"10.77.0.149\",\"mac\":\"52:54",
+        end as u64,
+    )
+    .unwrap();
     drop(f);
 
     let leases = lab.leases();
     for a in &acked {
-        let l = leases.iter().find(|l| l["ip"] == a.as_str()).unwrap_or_else(|| panic!("ACKed {a} missing from {leases:?}"));
+        let l = leases
+            .iter()
+            .find(|l| l["ip"] == a.as_str())
+            .unwrap_or_else(|| panic!("ACKed {a} missing from {leases:?}"));
         assert_eq!(l["state"], "active");
     }
     lab.start(&mut c);
-    assert!(lab.log().contains("skipped 1 torn or corrupt record"), "{}", lab.log());
+    assert!(
+        lab.log().contains("skipped 1 torn or corrupt record"),
+        "{}",
+        lab.log()
+    );
     assert!(lab.state().join("leases.log.corrupt").exists());
     let after = lab.leases();
-    assert_eq!(after.iter().filter(|l| l["state"] == "active").count(), N, "{after:?}");
+    assert_eq!(
+        after.iter().filter(|l| l["state"] == "active").count(),
+        N,
+        "{after:?}"
+    );
     // And the server still knows them: the first client asks again and keeps its address.
     let (script1, log1) = udhcpc_script(&lab.dir, "again");
-    must(Command::new("ip").args(["netns", "exec", &ns, "busybox", "udhcpc", "-q", "-f", "-n", "-i", &iface, "-s", script1.to_str().unwrap(), "-x", "0x3d:ff00dd0000", "-t", "5", "-T", "1"]));
-    let bound = events(&log1).into_iter().find(|l| l.starts_with("bound")).expect("bound");
-    let first = leases.iter().find(|l| l["client_id"] == "ff:00:dd:00:00").expect("client 0")["ip"].as_str().unwrap().to_string();
+    must(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        "busybox",
+        "udhcpc",
+        "-q",
+        "-f",
+        "-n",
+        "-i",
+        &iface,
+        "-s",
+        script1.to_str().unwrap(),
+        "-x",
+        "0x3d:ff00dd0000",
+        "-t",
+        "5",
+        "-T",
+        "1",
+    ]));
+    let bound = events(&log1)
+        .into_iter()
+        .find(|l| l.starts_with("bound"))
+        .expect("bound");
+    let first = leases
+        .iter()
+        .find(|l| l["client_id"] == "ff:00:dd:00:00")
+        .expect("client 0")["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(field(&bound, "ip"), first);
     lab.stop();
 }
