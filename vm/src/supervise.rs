@@ -819,3 +819,78 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(log: &[u8], verbose: bool) -> (String, Option<i32>) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("serial.log");
+        std::fs::write(&p, b"").unwrap();
+        let mut t = RunTail {
+            file: None,
+            buf: vec![],
+            in_output: false,
+            pending_newline: false,
+            rc: None,
+            verbose,
+        };
+        let mut out = vec![];
+        // Written in pieces, as QEMU does, with polls in between.
+        for chunk in log.chunks(7) {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+            f.write_all(chunk).unwrap();
+            t.poll(&p, &mut out);
+        }
+        (String::from_utf8(out).unwrap(), t.rc)
+    }
+
+    #[test]
+    fn run_output_between_markers() {
+        let log = b"\x1bc\x1b[?7l[    1.0] boot noise\r\n@@LABNET-RUN-BEGIN@@\r\nhi\r\nthere\r\n\r\n@@LABNET-RUN-END rc=3@@\r\n[    2.5] reboot: Power down\r\n";
+        assert_eq!(tail_of(log, false), ("hi\nthere\n".into(), Some(3)));
+    }
+
+    #[test]
+    fn output_without_final_newline_and_empty_output() {
+        let log = b"@@LABNET-RUN-BEGIN@@\r\nno-newline\r\n@@LABNET-RUN-END rc=0@@\r\n";
+        assert_eq!(tail_of(log, false), ("no-newline".into(), Some(0)));
+        let log = b"@@LABNET-RUN-BEGIN@@\r\n\r\n@@LABNET-RUN-END rc=127@@\r\n";
+        assert_eq!(tail_of(log, false), ("".into(), Some(127)));
+    }
+
+    #[test]
+    fn no_end_marker_means_no_status() {
+        let log = b"@@LABNET-RUN-BEGIN@@\r\nhalf\r\nKernel panic\r\n";
+        let (out, rc) = tail_of(log, false);
+        assert_eq!(rc, None);
+        assert!(out.starts_with("half"), "{out}");
+    }
+
+    #[test]
+    fn modules_dir_guess() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("boot")).unwrap();
+        std::fs::create_dir_all(d.path().join("lib/modules/6.1.0-x")).unwrap();
+        std::fs::write(d.path().join("lib/modules/6.1.0-x/modules.dep"), "").unwrap();
+        let k = d.path().join("boot/vmlinuz-6.1.0-x");
+        std::fs::write(&k, b"k").unwrap();
+        assert_eq!(
+            guess_modules_dir(&k).unwrap(),
+            std::fs::canonicalize(d.path())
+                .unwrap()
+                .join("lib/modules/6.1.0-x")
+        );
+        assert!(guess_modules_dir(&d.path().join("bzImage")).is_none());
+        // A build tree: vmlinux next to arch/x86/boot/bzImage.
+        let b = d.path().join("linux/arch/x86/boot");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("bzImage"), b"k").unwrap();
+        assert!(build_tree_vmlinux(&b.join("bzImage")).is_none());
+        std::fs::write(d.path().join("linux/vmlinux"), b"elf").unwrap();
+        assert!(build_tree_vmlinux(&b.join("bzImage"))
+            .unwrap()
+            .ends_with("linux/vmlinux"));
+    }
+}
