@@ -407,7 +407,7 @@ fn vm_start_stop_lifecycle_and_errors() {
         use std::io::Write;
         let mut stdin = con.stdin.take().unwrap();
         stdin
-            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; echo CONSOLE-$((40+2))\n")
+            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; nslookup -type=a b.lab; echo CONSOLE-$((40+2))\n")
             .unwrap();
         std::thread::sleep(Duration::from_secs(5));
         stdin.write_all(&[0x1d]).unwrap();
@@ -417,6 +417,13 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert!(text_out.contains("CONSOLE-42"), "console: {text_out}");
     assert!(text_out.contains("from-the-host"), "9p share: {text_out}");
     assert!(text_out.contains("added-file"), "--add: {text_out}");
+    // The lab's DNS knows the VM by the name it sent with its DHCP request.
+    assert!(
+        text_out
+            .lines()
+            .any(|l| l.starts_with("Address") && l.trim_end().ends_with(&ip)),
+        "b.lab does not resolve to {ip} in the guest: {text_out}"
+    );
     let wwids: Vec<&str> = text_out.lines().filter(|l| l.starts_with("naa.")).collect();
     assert_eq!(wwids.len(), 2, "two paths with a wwid: {text_out}");
     assert_eq!(wwids[0], wwids[1], "same wwid on both paths: {text_out}");
