@@ -69,7 +69,7 @@ pub struct Core {
     res_by_mac: HashMap<[u8; 6], Reservation>,
     reserved_ips: HashMap<Ipv4Addr, [u8; 6]>,
     cursor: u32,
-    rate: HashMap<String, (u64, u32)>,
+    rate: HashMap<[u8; 6], (u64, u32)>,
 }
 
 /// The key a lease is filed under: `id:<client id>` or `hw:<mac>`.
@@ -197,11 +197,21 @@ impl Core {
         if buf[236..240] != MAGIC {
             return Err(Drop::BadMagic);
         }
+        // Flood guard per hardware address (whatever client ids it cycles through), checked
+        // before the decoding work.
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&buf[28..34]);
+        let e = self.rate.entry(mac).or_insert((now, 0));
+        if e.0 != now {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        if e.1 > self.cfg.per_client_pps {
+            return Err(Drop::RateLimited);
+        }
         let clean = sanitize(buf);
         let msg = Message::decode(&mut Decoder::new(&clean)).map_err(|_| Drop::Undecodable)?;
         let typ = msg.opts().msg_type().ok_or(Drop::NoMessageType)?;
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&buf[28..34]);
         let client_id = match msg.opts().get(OptionCode::ClientIdentifier) {
             Some(DhcpOption::ClientIdentifier(id)) if !id.is_empty() => Some(hex_colon(id)),
             _ => None,
@@ -210,14 +220,6 @@ impl Core {
             Some(c) => format!("id:{c}"),
             None => format!("hw:{}", hex_colon(&mac)),
         };
-        let e = self.rate.entry(key.clone()).or_insert((now, 0));
-        if e.0 != now {
-            *e = (now, 0);
-        }
-        e.1 += 1;
-        if e.1 > self.cfg.per_client_pps {
-            return Err(Drop::RateLimited);
-        }
         Ok(Req {
             msg,
             mac,

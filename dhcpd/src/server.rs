@@ -157,7 +157,8 @@ impl Server {
         let watcher = tokio::spawn(watch(core.clone(), cfg.clone()));
         let mut buf = vec![0u8; 4096];
         let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut last_drop_log = now_secs();
+        // The first ignored packet is reported at once, then a summary every 10 s at most.
+        let mut last_drop_log = 0u64;
         let (mut log_sec, mut logged, mut suppressed) = (0u64, 0u32, 0u64);
         let mut last_recv_err: Option<String> = None;
         tokio::pin!(shutdown);
@@ -225,7 +226,7 @@ impl Server {
                     *drops.entry(k).or_default() += 1;
                     // One summary line per 10 s at most, whatever the flood.
                     if now >= last_drop_log + 10 {
-                        log!("ignored packets in the last 10s (last from {from}): {drops:?}");
+                        log!("ignored packets since the last report (last from {from}): {drops:?}");
                         drops.clear();
                         last_drop_log = now;
                     }

@@ -384,6 +384,15 @@ fn flood_from_one_mac_is_rate_limited() {
     let answered = (0..1000).filter(|_| core.handle(&d, NOW).is_ok()).count();
     assert_eq!(answered, 50);
     assert_eq!(core.handle(&d, NOW).err(), Some(Drop::RateLimited));
+    // Cycling client identifiers does not get around it.
+    let mut other_id = req(MessageType::Discover, mac(1), 1);
+    other_id
+        .opts_mut()
+        .insert(DhcpOption::ClientIdentifier(b"fresh".to_vec()));
+    assert_eq!(
+        core.handle(&enc(&other_id), NOW).err(),
+        Some(Drop::RateLimited)
+    );
     // Others are still served.
     assert!(core
         .handle(&enc(&req(MessageType::Discover, mac(2), 1)), NOW)

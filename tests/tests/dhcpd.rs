@@ -317,6 +317,57 @@ fn spawn_in(ns: &str, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// Broadcasts junk at the server from inside `ns`: short, truncated and absurd packets, a
+/// BOOTREPLY, options with lengths running past the end, and a flood from one MAC.
+fn send_garbage(ns: &str, iface: &str) {
+    let (ns, iface) = (ns.to_string(), iface.to_string());
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                iface.as_ptr().cast(),
+                iface.len() as u32,
+            )
+        };
+        assert_eq!(r, 0, "SO_BINDTODEVICE {iface}");
+        let mut discover = vec![0u8; 236];
+        discover[..4].copy_from_slice(&[1, 1, 6, 0]);
+        discover[28..34].copy_from_slice(&[0x52, 0x54, 0, 0xee, 0, 1]);
+        discover.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 255]);
+        let mut packets: Vec<Vec<u8>> =
+            vec![vec![], vec![1], vec![0xff; 240], discover[..200].to_vec()];
+        let mut reply = discover.clone();
+        reply[0] = 2;
+        packets.push(reply);
+        let mut hlen = discover.clone();
+        hlen[2] = 255;
+        packets.push(hlen);
+        for opt in [50u8, 51, 54, 55, 57, 61, 12, 1, 3] {
+            let mut p = discover[..240].to_vec();
+            p.extend_from_slice(&[53, 1, 3, opt, 200, 1, 2]);
+            packets.push(p);
+            let mut p = discover[..240].to_vec();
+            p.extend_from_slice(&[53, 1, 1, opt, 3, 1, 2, 3, 255]);
+            packets.push(p);
+        }
+        for _ in 0..500 {
+            packets.push(discover.clone());
+        }
+        for p in packets {
+            let _ = s.send_to(&p, "255.255.255.255:67");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn dhcpd_udhcpc_bound_renew_release() {
     root_or_skip!();
@@ -324,6 +375,8 @@ fn dhcpd_udhcpc_bound_renew_release() {
     let mut lab = lab(&mut c, "");
     lab.start(&mut c);
     let (ns, iface) = lab.client(&mut c, None);
+    // Junk first: the server must shrug it off and go on serving.
+    send_garbage(&ns, &iface);
     let (script, log) = udhcpc_script(&lab.dir, "u1");
     let child = spawn_in(
         &ns,
@@ -360,6 +413,7 @@ fn dhcpd_udhcpc_bound_renew_release() {
     assert_eq!(field(&bound, "subnet"), "255.255.255.0", "{bound}");
     assert_eq!(field(&bound, "domain"), "lab", "{bound}");
     assert!(addr_on(&ns, &iface).contains(&format!("{addr}/24")));
+    assert!(lab.log().contains("ignored packets"), "junk not seen:\n{}", lab.log());
     // Durable and visible: `labnet leases` while the daemon runs, and the hosts file.
     let l = lab.lease_of(&addr);
     assert_eq!(l["state"], "active");
