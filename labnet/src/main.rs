@@ -11,7 +11,11 @@ mod cmd_units;
 mod cmd_vm;
 
 #[derive(Parser)]
-#[command(name = "labnet", version, about = "Private lab networks for kernel test VMs")]
+#[command(
+    name = "labnet",
+    version,
+    about = "Private lab networks for kernel test VMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

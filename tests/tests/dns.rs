@@ -103,9 +103,17 @@ impl Topo {
             ])
             .args(["--host-record=mail.example.test,10.9.9.25"])
             // 6 strings of 200 bytes: an answer too big for a 512-byte (no EDNS) UDP reply.
-            .arg(format!("--txt-record=big.example.test,{}", big_txt().join(",")))
+            .arg(format!(
+                "--txt-record=big.example.test,{}",
+                big_txt().join(",")
+            ))
             .arg(format!("--local-ttl={ttl}"))
-            .args(["--user=root", "--group=root", "--pid-file=", "--log-queries"])
+            .args([
+                "--user=root",
+                "--group=root",
+                "--pid-file=",
+                "--log-queries",
+            ])
             .arg(format!("--log-facility={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -191,7 +199,8 @@ impl Topo {
         let sock_path = self.dir.join(format!("notify-{what}.sock"));
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let log = self.dir.join(format!("{what}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(labnet_bin())
@@ -208,7 +217,10 @@ impl Topo {
         let mut buf = [0u8; 256];
         loop {
             if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
                     break;
                 }
             }
@@ -218,7 +230,10 @@ impl Topo {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "labnet {what}: no READY=1 within 15 s");
+            assert!(
+                Instant::now() < deadline,
+                "labnet {what}: no READY=1 within 15 s"
+            );
         }
         Daemon { child, log }
     }
@@ -276,7 +291,12 @@ impl Dig {
         self.answer.iter().map(|l| strip_ttl(l)).collect()
     }
     fn ttl(&self) -> u32 {
-        self.answer[0].split_whitespace().nth(1).unwrap().parse().unwrap()
+        self.answer[0]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -393,13 +413,22 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     );
     assert!(r.flags.contains("ra"), "recursion available: {}", r.raw);
     let r = dig_in(&t.cl, SERVER, &["+tcp", "mail.example.test"]);
-    assert_eq!(r.answers(), vec!["mail.example.test. A 10.9.9.25"], "{}", r.raw);
+    assert_eq!(
+        r.answers(),
+        vec!["mail.example.test. A 10.9.9.25"],
+        "{}",
+        r.raw
+    );
     assert!(
         t.upstream_queries("mail.example.test") >= 1,
         "TCP query was not forwarded"
     );
     // Too big for UDP without EDNS: truncated (TC) over UDP, whole over TCP.
-    let r = dig_in(&t.cl, SERVER, &["+noedns", "+ignore", "big.example.test", "TXT"]);
+    let r = dig_in(
+        &t.cl,
+        SERVER,
+        &["+noedns", "+ignore", "big.example.test", "TXT"],
+    );
     assert!(
         r.flags.split_whitespace().any(|f| f == "tc"),
         "no TC on a 1.2 kB answer over UDP: {}",
@@ -413,9 +442,17 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         "{}",
         r.raw
     );
-    assert!(r.raw.contains("(TCP)"), "dig did not retry over TCP: {}", r.raw);
+    assert!(
+        r.raw.contains("(TCP)"),
+        "dig did not retry over TCP: {}",
+        r.raw
+    );
     // Now cached whole: served to a UDP client without EDNS it must be truncated again.
-    let r = dig_in(&t.cl, SERVER, &["+noedns", "+ignore", "big.example.test", "TXT"]);
+    let r = dig_in(
+        &t.cl,
+        SERVER,
+        &["+noedns", "+ignore", "big.example.test", "TXT"],
+    );
     assert!(
         r.flags.split_whitespace().any(|f| f == "tc"),
         "cached 1.2 kB answer sent without TC: {}",
@@ -462,7 +499,9 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     let r = dig_in(&t.cl, SERVER, &["nope.lab"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
     assert!(
-        r.authority.iter().any(|l| l.starts_with("lab.") && l.contains("SOA")),
+        r.authority
+            .iter()
+            .any(|l| l.starts_with("lab.") && l.contains("SOA")),
         "{}",
         r.raw
     );
@@ -470,7 +509,12 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
     // A name that exists, another type: NOERROR, no answer.
     let r = dig_in(&t.cl, SERVER, &["vm1.lab", "AAAA"]);
-    assert_eq!((r.status.as_str(), r.answer.len()), ("NOERROR", 0), "{}", r.raw);
+    assert_eq!(
+        (r.status.as_str(), r.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        r.raw
+    );
     let log = std::fs::read_to_string(t.dir.join("upstream.log")).unwrap();
     assert!(
         !log.contains(".lab from") && !log.contains("in-addr.arpa from"),
@@ -522,13 +566,21 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     }
     // From outside the lab (the upstream side), the lab's uplink address answers nothing.
     let r = dig_in(&t.up, "10.77.0.1", &["www.example.test"]);
-    assert_eq!(r.status, "NO ANSWER", "the lab's uplink address answers DNS: {}", r.raw);
+    assert_eq!(
+        r.status, "NO ANSWER",
+        "the lab's uplink address answers DNS: {}",
+        r.raw
+    );
 
     // A second server for the same lab refuses to start instead of sharing the port.
     let o = run(Command::new(labnet_bin())
         .args(["dns", &t.lab, "--enter-netns"])
         .envs(t.env.iter().cloned()));
-    assert!(!o.status.success(), "second labnet dns started: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "second labnet dns started: {}",
+        text(&o)
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&format!("cannot listen on tcp {SERVER}:53")),
         "{}",
@@ -553,7 +605,12 @@ fn dns_failover_timeout_and_cache_ttl() {
     // The first upstream is dead: the answer must still come from the second (over IPv6).
     let d = t.start_dns(&[BLACKHOLE, UPSTREAM6], 1024, 1000);
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
-    assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    assert_eq!(
+        r.answers(),
+        vec!["www.example.test. A 10.9.9.9"],
+        "{}",
+        r.raw
+    );
     // An answer at all means failover happened inside the server's 1 s deadline (past it the
     // client gets SERVFAIL); the wall-clock bound is loose because CI machines are busy.
     let qt = r
@@ -563,9 +620,18 @@ fn dns_failover_timeout_and_cache_ttl() {
         .unwrap_or("")
         .to_string();
     eprintln!("failover: {:?} wall, {qt}", r.elapsed);
-    assert!(r.elapsed < Duration::from_millis(2500), "failover took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_millis(2500),
+        "failover took {:?}",
+        r.elapsed
+    );
     let r = dig_in(&t.cl, SERVER, &["mail.example.test"]);
-    assert_eq!(r.answers(), vec!["mail.example.test. A 10.9.9.25"], "{}", r.raw);
+    assert_eq!(
+        r.answers(),
+        vec!["mail.example.test. A 10.9.9.25"],
+        "{}",
+        r.raw
+    );
 
     // Cache: a second query within the TTL is not forwarded; its TTL counts down.
     let r2 = dig_in(&t.cl, SERVER, &["www.example.test"]);
@@ -597,11 +663,19 @@ fn dns_failover_timeout_and_cache_ttl() {
     // … others get SERVFAIL after the 1 s timeout, well before dig's own 3 s: never a hang.
     let r = dig_in(&t.cl, SERVER, &["other.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
-    assert!(r.elapsed < Duration::from_millis(2500), "SERVFAIL took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_millis(2500),
+        "SERVFAIL took {:?}",
+        r.elapsed
+    );
     std::thread::sleep(Duration::from_millis(3500));
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "answered past its TTL: {}", r.raw);
-    assert!(r.elapsed < Duration::from_millis(2500), "SERVFAIL took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_millis(2500),
+        "SERVFAIL took {:?}",
+        r.elapsed
+    );
     // TCP too.
     let r = dig_in(&t.cl, SERVER, &["+tcp", "www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
@@ -619,9 +693,18 @@ fn dns_cache_off_forwards_every_query() {
     let d = t.start_dns(&[UPSTREAM6], 0, 1000);
     for _ in 0..3 {
         let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
-        assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+        assert_eq!(
+            r.answers(),
+            vec!["www.example.test. A 10.9.9.9"],
+            "{}",
+            r.raw
+        );
     }
-    assert_eq!(t.upstream_queries("www.example.test"), 3, "cache_size = 0 still cached");
+    assert_eq!(
+        t.upstream_queries("www.example.test"),
+        3,
+        "cache_size = 0 still cached"
+    );
     let log = std::fs::read_to_string(t.dir.join("upstream.log")).unwrap();
     assert!(
         log.contains("query[A] www.example.test from fd77::1"),
@@ -682,7 +765,8 @@ fn dns_survives_bad_input_and_floods() {
                 4,
             );
         }
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let names = ["vm1.lab", "www.example.test", "nope.lab", "x.example.test"];
         for i in 0..5000u16 {
             let _ = s.send_to(&query_bytes(1000 + i, names[i as usize % 4]), server);
@@ -751,7 +835,12 @@ fn dns_survives_bad_input_and_floods() {
     let r = dig_in(&t.cl, SERVER, &["vm1.lab"]);
     assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
     let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
-    assert_eq!(r.answers(), vec!["www.example.test. A 10.9.9.9"], "{}", r.raw);
+    assert_eq!(
+        r.answers(),
+        vec!["www.example.test. A 10.9.9.9"],
+        "{}",
+        r.raw
+    );
     d.terminate();
 }
 
@@ -782,7 +871,9 @@ fn dns_resolves_a_dhcp_lease_by_name() {
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let iface = format!("{}c0", t.base);
     let o = run(Command::new("ip")
-        .args(["netns", "exec", &t.cl, "busybox", "udhcpc", "-q", "-n", "-i", &iface])
+        .args([
+            "netns", "exec", &t.cl, "busybox", "udhcpc", "-q", "-n", "-i", &iface,
+        ])
         .args([
             "-s",
             script.to_str().unwrap(),
@@ -855,8 +946,17 @@ fn dns_without_upstreams_refuses_other_names() {
     );
     for name in ["www.example.test", "lab.example.test", "com"] {
         let r = dig_in(&t.cl, SERVER, &[name]);
-        assert_eq!((r.status.as_str(), r.answer.len()), ("REFUSED", 0), "{name}: {}", r.raw);
-        assert!(r.elapsed < Duration::from_secs(1), "{name} took {:?}", r.elapsed);
+        assert_eq!(
+            (r.status.as_str(), r.answer.len()),
+            ("REFUSED", 0),
+            "{name}: {}",
+            r.raw
+        );
+        assert!(
+            r.elapsed < Duration::from_secs(1),
+            "{name} took {:?}",
+            r.elapsed
+        );
     }
     d.terminate();
 }
