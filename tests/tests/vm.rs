@@ -375,6 +375,8 @@ fn vm_start_stop_lifecycle_and_errors() {
         &format!("{}:hs", share.display()),
         "--multipath",
         &mp.display().to_string(),
+        "--module",
+        "ceph",
         "--add",
         &format!("{}:/etc/marker", marker.display()),
     ]);
@@ -407,7 +409,7 @@ fn vm_start_stop_lifecycle_and_errors() {
         use std::io::Write;
         let mut stdin = con.stdin.take().unwrap();
         stdin
-            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; nslookup -type=a b.lab; echo CONSOLE-$((40+2))\n")
+            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; nslookup -type=a b.lab; grep -w ceph /proc/filesystems; echo CONSOLE-$((40+2))\n")
             .unwrap();
         std::thread::sleep(Duration::from_secs(5));
         stdin.write_all(&[0x1d]).unwrap();
@@ -423,6 +425,13 @@ fn vm_start_stop_lifecycle_and_errors() {
             .lines()
             .any(|l| l.starts_with("Address") && l.trim_end().ends_with(&ip)),
         "b.lab does not resolve to {ip} in the guest: {text_out}"
+    );
+    // --module ceph: the ceph chain (netfs, fscache, crc32c via softdep, libceph) loaded.
+    assert!(
+        text_out
+            .lines()
+            .any(|l| l.starts_with("nodev") && l.trim_end().ends_with("ceph")),
+        "ceph not in /proc/filesystems: {text_out}"
     );
     let wwids: Vec<&str> = text_out.lines().filter(|l| l.starts_with("naa.")).collect();
     assert_eq!(wwids.len(), 2, "two paths with a wwid: {text_out}");
