@@ -39,6 +39,10 @@ fn lab(c: &mut Cleanup, tag: &str, daemons: bool) -> Lab {
     )
     .unwrap();
     c.labnet(&["down", &id], &env);
+    // Runs before the down above (LIFO): a daemonized VM would outlive its lab otherwise.
+    for vm in ["a", "b", "c"] {
+        c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "2"], &env);
+    }
     let mut args = vec!["up", &id, "--config"];
     let cfgs = cfg.display().to_string();
     args.push(&cfgs);
@@ -405,17 +409,42 @@ fn vm_start_stop_lifecycle_and_errors() {
         .spawn()
         .unwrap();
     c.pid(con.id());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        use std::io::Read;
+        let mut stdout = con.stdout.take().unwrap();
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     {
         use std::io::Write;
         let mut stdin = con.stdin.take().unwrap();
+        // The lab DNS learns the name from dhcpd's hosts file a moment after the lease: retry.
         stdin
-            .write_all(b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; nslookup -type=a b.lab; grep -w ceph /proc/filesystems; echo CONSOLE-$((40+2))\n")
+            .write_all(
+                b"\ncat /mnt/hs/f /etc/marker; cat /sys/block/sda/device/wwid /sys/block/sdb/device/wwid; \
+                  i=0; until nslookup -type=a b.lab >/tmp/ns 2>&1 || [ $i -ge 20 ]; do i=$((i+1)); sleep 0.5; done; cat /tmp/ns; \
+                  grep -w ceph /proc/filesystems; echo CONSOLE-$((40+2))\n",
+            )
             .unwrap();
-        std::thread::sleep(Duration::from_secs(5));
+        wait_for("the console command's output", 60, || {
+            String::from_utf8_lossy(&seen.lock().unwrap()).contains("CONSOLE-42")
+        });
         stdin.write_all(&[0x1d]).unwrap();
     }
-    let out = con.wait_with_output().unwrap();
-    let text_out = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let status = con.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "vm console: {status}");
+    let out_bytes = seen.lock().unwrap().clone();
+    let text_out = String::from_utf8_lossy(&out_bytes).replace('\r', "");
     assert!(text_out.contains("CONSOLE-42"), "console: {text_out}");
     assert!(text_out.contains("from-the-host"), "9p share: {text_out}");
     assert!(text_out.contains("added-file"), "--add: {text_out}");
