@@ -481,6 +481,20 @@ fn vm_start_stop_lifecycle_and_errors() {
             !cmd.split(|c| *c == 0).any(|a| a == b"start")
         })
     });
+    // 3. `labnet down` under a running VM: the supervisor notices and ends the VM.
+    start("a");
+    let v: serde_json::Value =
+        serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+    let a = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "a")
+        .unwrap();
+    let qemu = a["pid"].as_u64().unwrap() as i32;
     let down = labnet(&["down", &l.id], &l.env);
     assert!(down.status.success(), "{}", text(&down));
+    wait_for("the VM to end after labnet down", 40, || unsafe {
+        libc::kill(qemu, 0) != 0
+    });
 }

@@ -706,6 +706,7 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
     }
     let mut stop_started: Option<Instant> = None;
     let mut marker_seen_at: Option<Instant> = None;
+    let mut last_lab_check = Instant::now();
     let mut timed_out = false;
     let mut stdout = std::io::stdout();
     loop {
@@ -734,6 +735,16 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
         if sig > 0 && stop_started.is_none() {
             stop_started = Some(Instant::now());
             request_stop(spec, p.generated_initramfs);
+        }
+        // `labnet down` removed the lab under the VM: its network is gone for good, so the
+        // VM goes too (instead of running on, unreachable, in an orphaned namespace).
+        if stop_started.is_none() && last_lab_check.elapsed() > Duration::from_millis(500) {
+            last_lab_check = Instant::now();
+            if !netns::paths::netns_path(&p.lab).exists() {
+                eprintln!("{}: lab {} is gone; stopping the VM", spec.name, p.lab);
+                stop_started = Some(Instant::now());
+                request_stop(spec, p.generated_initramfs);
+            }
         }
         if let Mode::Run { .. } = mode {
             tail.poll(&spec.serial_log(), &mut stdout);
