@@ -18,13 +18,20 @@ pub struct LabHandler {
 impl LabHandler {
     /// `local`: the origins of the zones in `catalog`; names under them are never forwarded.
     pub fn new(catalog: Catalog, local: Vec<LowerName>, relay: Option<Arc<Relay>>) -> Self {
-        LabHandler { catalog, local, relay }
+        LabHandler {
+            catalog,
+            local,
+            relay,
+        }
     }
 
     /// Whether `request` goes upstream.
     fn forwarded(&self, request: &Request) -> bool {
         let m = &request.metadata;
-        if self.relay.is_none() || m.message_type != MessageType::Query || m.op_code != OpCode::Query {
+        if self.relay.is_none()
+            || m.message_type != MessageType::Query
+            || m.op_code != OpCode::Query
+        {
             return false;
         }
         match request.queries.queries() {
@@ -36,10 +43,20 @@ impl LabHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for LabHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
         match &self.relay {
-            Some(relay) if self.forwarded(request) => relay.handle::<R, T>(request, response_handle).await,
-            _ => self.catalog.handle_request::<R, T>(request, response_handle).await,
+            Some(relay) if self.forwarded(request) => {
+                relay.handle::<R, T>(request, response_handle).await
+            }
+            _ => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
         }
     }
 }

@@ -45,7 +45,9 @@ pub fn parse(text: &str, zone: &str) -> (Vec<HostEntry>, Vec<BadLine>) {
                 Some(name) => out.push(HostEntry { ip, name }),
                 None => bad.push(BadLine {
                     line: i + 1,
-                    message: format!("{name:?} is not a host name (letters, digits, '-', '_' and dots)"),
+                    message: format!(
+                        "{name:?} is not a host name (letters, digits, '-', '_' and dots)"
+                    ),
                 }),
             }
         }
@@ -71,7 +73,8 @@ fn relative_name(name: &str, zone: &str) -> Option<String> {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     ok.then_some(n)
 }
@@ -85,7 +88,10 @@ mod tests {
         let text = "# written by labnet dhcpd\n192.168.0.100 vm1\n192.168.0.101 VM2.lab alias2\n\n192.168.0.102 vm3.lab. # trailing\n";
         let (hosts, bad) = parse(text, "lab");
         assert!(bad.is_empty(), "{bad:?}");
-        let got: Vec<(String, String)> = hosts.iter().map(|h| (h.ip.to_string(), h.name.clone())).collect();
+        let got: Vec<(String, String)> = hosts
+            .iter()
+            .map(|h| (h.ip.to_string(), h.name.clone()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -110,7 +116,11 @@ mod tests {
         );
         let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
         assert_eq!(lines, vec![1, 2, 3, 4]);
-        assert!(bad[0].message.contains("not an IPv4 address"), "{:?}", bad[0]);
+        assert!(
+            bad[0].message.contains("not an IPv4 address"),
+            "{:?}",
+            bad[0]
+        );
     }
 
     #[test]

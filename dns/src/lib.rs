@@ -38,7 +38,10 @@ pub enum Error {
     #[error("{field}: {message}")]
     Config { field: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("dns server stopped: {0}")]
     Serve(String),
 }

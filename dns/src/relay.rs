@@ -59,7 +59,11 @@ pub struct Relay {
 
 impl Relay {
     /// Opens the upstream sockets (needs a tokio runtime) and starts their receive tasks.
-    pub fn new(upstreams: &[SocketAddr], timeout: Duration, cache_size: usize) -> Result<Arc<Self>, Error> {
+    pub fn new(
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+        cache_size: usize,
+    ) -> Result<Arc<Self>, Error> {
         if upstreams.is_empty() {
             return Err(Error::Config {
                 field: "dns.upstreams".into(),
@@ -102,7 +106,11 @@ impl Relay {
     }
 
     /// Answers `request` (exactly one query, not in a local zone) from the cache or upstream.
-    pub async fn handle<R: ResponseHandler, T: Time>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+    pub async fn handle<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut rh: R,
+    ) -> ResponseInfo {
         let q = &request.queries.queries()[0];
         let key: Key = (q.name().clone(), q.query_type(), q.query_class());
         let edns = response_edns(request);
@@ -155,9 +163,12 @@ impl Relay {
                 .filter(|m| same_question(m, key))
             else {
                 // No (usable) answer: prefer the next upstream from now on.
-                let _ = self
-                    .preferred
-                    .compare_exchange(idx, (idx + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = self.preferred.compare_exchange(
+                    idx,
+                    (idx + 1) % n,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 continue;
             };
             if matches!(
@@ -173,7 +184,12 @@ impl Relay {
         last
     }
 
-    async fn ask_udp(&self, upstream: SocketAddr, query: &[u8], budget: Duration) -> Option<Vec<u8>> {
+    async fn ask_udp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        budget: Duration,
+    ) -> Option<Vec<u8>> {
         if query.len() < 12 {
             return None;
         }
@@ -183,7 +199,9 @@ impl Relay {
             let mut w = self.waiting.lock().unwrap();
             let mut id;
             loop {
-                id = self.hasher.hash_one(self.ids.fetch_add(1, Ordering::Relaxed)) as u16;
+                id = self
+                    .hasher
+                    .hash_one(self.ids.fetch_add(1, Ordering::Relaxed)) as u16;
                 if !w.contains_key(&id) {
                     break;
                 }
@@ -196,7 +214,10 @@ impl Relay {
         let socks = &self.socks[upstream.is_ipv6() as usize];
         let sock = &socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % socks.len()];
         let answer = match sock.send_to(&out, upstream).await {
-            Ok(_) => tokio::time::timeout(budget, rx).await.ok().and_then(|r| r.ok()),
+            Ok(_) => tokio::time::timeout(budget, rx)
+                .await
+                .ok()
+                .and_then(|r| r.ok()),
             Err(_) => None,
         };
         if answer.is_none() {
@@ -258,10 +279,12 @@ fn cache_ttl(m: &Message) -> Option<u32> {
     }
     let ttl = match m.metadata.response_code {
         ResponseCode::NoError if !m.answers.is_empty() => m.answers.iter().map(|r| r.ttl).min()?,
-        ResponseCode::NoError | ResponseCode::NXDomain => m.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-            _ => None,
-        })?,
+        ResponseCode::NoError | ResponseCode::NXDomain => {
+            m.authorities.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                _ => None,
+            })?
+        }
         _ => return None,
     };
     (ttl > 0).then_some(ttl.min(MAX_CACHE_TTL))
@@ -316,7 +339,11 @@ async fn respond<R: ResponseHandler>(
     }
 }
 
-async fn servfail<R: ResponseHandler>(request: &Request, edns: Option<&Edns>, rh: &mut R) -> ResponseInfo {
+async fn servfail<R: ResponseHandler>(
+    request: &Request,
+    edns: Option<&Edns>,
+    rh: &mut R,
+) -> ResponseInfo {
     let mut meta = Metadata::response_from_request(&request.metadata);
     meta.recursion_available = true;
     meta.response_code = ResponseCode::ServFail;
@@ -428,7 +455,11 @@ mod tests {
 
     fn soa(ttl: u32, minimum: u32) -> Record {
         let n = Name::from_ascii("example.test.").unwrap();
-        Record::from_rdata(n.clone(), ttl, RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, minimum)))
+        Record::from_rdata(
+            n.clone(),
+            ttl,
+            RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, minimum)),
+        )
     }
 
     #[test]
@@ -437,7 +468,10 @@ mod tests {
             cache_ttl(&msg(ResponseCode::NoError, vec![a(300), a(60)], vec![])),
             Some(60)
         );
-        assert_eq!(cache_ttl(&msg(ResponseCode::NoError, vec![a(0)], vec![])), None);
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NoError, vec![a(0)], vec![])),
+            None
+        );
         assert_eq!(
             cache_ttl(&msg(ResponseCode::NoError, vec![a(999_999)], vec![])),
             Some(MAX_CACHE_TTL)
@@ -451,8 +485,14 @@ mod tests {
             cache_ttl(&msg(ResponseCode::NoError, vec![], vec![soa(20, 30)])),
             Some(20)
         );
-        assert_eq!(cache_ttl(&msg(ResponseCode::NXDomain, vec![], vec![])), None);
-        assert_eq!(cache_ttl(&msg(ResponseCode::ServFail, vec![], vec![])), None);
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::NXDomain, vec![], vec![])),
+            None
+        );
+        assert_eq!(
+            cache_ttl(&msg(ResponseCode::ServFail, vec![], vec![])),
+            None
+        );
         let mut tc = msg(ResponseCode::NoError, vec![a(300)], vec![]);
         tc.metadata.truncation = true;
         assert_eq!(cache_ttl(&tc), None);
@@ -486,9 +526,18 @@ mod tests {
     #[test]
     fn question_must_match() {
         let m = msg(ResponseCode::NoError, vec![], vec![]);
-        let k = |n: &str, t| (LowerName::from(Name::from_ascii(n).unwrap()), t, DNSClass::IN);
+        let k = |n: &str, t| {
+            (
+                LowerName::from(Name::from_ascii(n).unwrap()),
+                t,
+                DNSClass::IN,
+            )
+        };
         assert!(same_question(&m, &k("WWW.example.test.", RecordType::A)));
-        assert!(!same_question(&m, &k("www.example.test.", RecordType::AAAA)));
+        assert!(!same_question(
+            &m,
+            &k("www.example.test.", RecordType::AAAA)
+        ));
         assert!(!same_question(&m, &k("other.example.test.", RecordType::A)));
     }
 }

@@ -44,8 +44,10 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
 
     // TCP first: it has no SO_REUSEPORT, so a second server on this address fails here
     // before its UDP sockets could take a share of the queries.
-    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| bind_err("tcp", e))?;
-    tcp.set_reuse_address(true).map_err(|e| bind_err("tcp", e))?;
+    let tcp =
+        Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| bind_err("tcp", e))?;
+    tcp.set_reuse_address(true)
+        .map_err(|e| bind_err("tcp", e))?;
     tcp.set_nonblocking(true).map_err(|e| bind_err("tcp", e))?;
     tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
     tcp.listen(128).map_err(|e| bind_err("tcp", e))?;
@@ -59,7 +61,8 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
         .clamp(1, 4);
     let mut udp = Vec::new();
     for _ in 0..n {
-        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| bind_err("udp", e))?;
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| bind_err("udp", e))?;
         // A bigger receive queue rides out bursts instead of dropping them.
         let _ = s.set_recv_buffer_size(4 << 20);
         s.set_reuse_port(n > 1).map_err(|e| bind_err("udp", e))?;
@@ -83,10 +86,16 @@ pub async fn serve(
     let mut catalog = Catalog::new();
     // Without upstreams the catalog answers REFUSED for other names: nothing is made up.
     let mut local = vec![LowerName::from(zones.zone.clone())];
-    catalog.upsert(local[0].clone(), vec![zones.forward.clone() as Arc<dyn ZoneHandler>]);
+    catalog.upsert(
+        local[0].clone(),
+        vec![zones.forward.clone() as Arc<dyn ZoneHandler>],
+    );
     for (name, h) in zones.reverse_names().iter().zip(&zones.reverse) {
         local.push(LowerName::from(name.clone()));
-        catalog.upsert(LowerName::from(name.clone()), vec![h.clone() as Arc<dyn ZoneHandler>]);
+        catalog.upsert(
+            LowerName::from(name.clone()),
+            vec![h.clone() as Arc<dyn ZoneHandler>],
+        );
     }
     let relay = if cfg.upstreams.is_empty() {
         None
@@ -135,7 +144,11 @@ pub struct HostsWatcher {
 
 impl HostsWatcher {
     pub fn new(path: PathBuf, zone: String) -> Self {
-        HostsWatcher { path, zone, seen: None }
+        HostsWatcher {
+            path,
+            zone,
+            seen: None,
+        }
     }
 
     fn stamp(path: &Path) -> Option<(u64, u64, SystemTime)> {

@@ -27,7 +27,13 @@ pub const LOCAL_TTL: u32 = 10;
 pub fn reverse_zones(addr: Ipv4Addr, prefix: u8) -> Vec<Name> {
     let prefix = prefix.clamp(1, 32) as u32;
     let zone_bits = prefix.div_ceil(8).clamp(1, 3) * 8;
-    let mask = |bits: u32| if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = |bits: u32| {
+        if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        }
+    };
     let (base, count) = if prefix <= zone_bits {
         (u32::from(addr) & mask(prefix), 1u32 << (zone_bits - prefix))
     } else {
@@ -42,7 +48,8 @@ pub fn reverse_zones(addr: Ipv4Addr, prefix: u8) -> Vec<Name> {
                 .rev()
                 .map(|b| b.to_string())
                 .collect();
-            Name::from_ascii(format!("{}.in-addr.arpa.", labels.join("."))).expect("valid reverse name")
+            Name::from_ascii(format!("{}.in-addr.arpa.", labels.join(".")))
+                .expect("valid reverse name")
         })
         .collect()
 }
@@ -50,7 +57,8 @@ pub fn reverse_zones(addr: Ipv4Addr, prefix: u8) -> Vec<Name> {
 /// `192.168.0.7` -> `7.0.168.192.in-addr.arpa.`
 pub fn ptr_name(ip: Ipv4Addr) -> Name {
     let o = ip.octets();
-    Name::from_ascii(format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])).expect("valid ptr name")
+    Name::from_ascii(format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]))
+        .expect("valid ptr name")
 }
 
 /// The live local zones.
@@ -90,16 +98,24 @@ impl LocalZones {
     /// whichever reverse zone holds the address; addresses outside the bridge subnet get
     /// only the A record). Returns how many names were loaded.
     pub async fn replace(&self, hosts: &[HostEntry]) -> usize {
-        let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let mut fwd = Vec::new();
         let mut rev: Vec<Vec<Record>> = vec![Vec::new(); self.reverse_names.len()];
         let mut loaded = 0;
         for h in hosts {
-            let Ok(name) = Name::from_ascii(&h.name).and_then(|n| n.append_domain(&self.zone)) else {
+            let Ok(name) = Name::from_ascii(&h.name).and_then(|n| n.append_domain(&self.zone))
+            else {
                 continue;
             };
             loaded += 1;
-            fwd.push(Record::from_rdata(name.clone(), LOCAL_TTL, RData::A(A(h.ip))));
+            fwd.push(Record::from_rdata(
+                name.clone(),
+                LOCAL_TTL,
+                RData::A(A(h.ip)),
+            ));
             let pname = ptr_name(h.ip);
             if let Some(i) = self.reverse_names.iter().position(|z| z.zone_of(&pname)) {
                 rev[i].push(Record::from_rdata(pname, LOCAL_TTL, RData::PTR(PTR(name))));
@@ -126,7 +142,8 @@ pub fn zone_name(zone: &str) -> Result<Name, Error> {
 }
 
 fn build(origin: &Name, zone: &Name, serial: u32, records: Vec<Record>) -> InMemoryZoneHandler {
-    let mut h: InMemoryZoneHandler = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+    let mut h: InMemoryZoneHandler =
+        InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
     let mname = Name::from_ascii("ns")
         .unwrap()
         .append_domain(zone)
@@ -136,7 +153,10 @@ fn build(origin: &Name, zone: &Name, serial: u32, records: Vec<Record>) -> InMem
         .append_domain(zone)
         .unwrap_or_else(|_| zone.clone());
     let soa = SOA::new(mname, rname, serial, 3600, 600, 86400, LOCAL_TTL);
-    h.upsert_mut(Record::from_rdata(origin.clone(), LOCAL_TTL, RData::SOA(soa)), serial);
+    h.upsert_mut(
+        Record::from_rdata(origin.clone(), LOCAL_TTL, RData::SOA(soa)),
+        serial,
+    );
     for r in records {
         h.upsert_mut(r, serial);
     }
@@ -200,7 +220,10 @@ mod tests {
     }
 
     /// Record names of one type in a zone handler.
-    async fn names_of(h: &InMemoryZoneHandler, t: hickory_server::proto::rr::RecordType) -> Vec<String> {
+    async fn names_of(
+        h: &InMemoryZoneHandler,
+        t: hickory_server::proto::rr::RecordType,
+    ) -> Vec<String> {
         let recs = h.records().await;
         let mut v: Vec<String> = recs
             .values()
@@ -242,16 +265,26 @@ mod tests {
         // A second load replaces everything (b is gone) and bumps the SOA serial.
         let serial = z.forward.serial().await;
         z.replace(&[h("10.0.2.5", "a")]).await;
-        assert_eq!(names_of(&z.forward, RecordType::A).await, vec!["a.lab. 10.0.2.5"]);
+        assert_eq!(
+            names_of(&z.forward, RecordType::A).await,
+            vec!["a.lab. 10.0.2.5"]
+        );
         assert!(names_of(&z.reverse[1], RecordType::PTR).await.is_empty());
         assert!(z.forward.serial().await > serial);
-        assert_eq!(names_of(&z.reverse[1], RecordType::SOA).await.len(), 1, "SOA kept");
+        assert_eq!(
+            names_of(&z.reverse[1], RecordType::SOA).await.len(),
+            1,
+            "SOA kept"
+        );
     }
 
     #[test]
     fn zone_names() {
         assert_eq!(zone_name("lab").unwrap().to_string(), "lab.");
-        assert_eq!(zone_name("lab.example.").unwrap().to_string(), "lab.example.");
+        assert_eq!(
+            zone_name("lab.example.").unwrap().to_string(),
+            "lab.example."
+        );
         assert!(zone_name(".").is_err());
     }
 }

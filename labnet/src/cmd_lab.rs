@@ -112,6 +112,13 @@ pub fn down(a: DownArgs) -> Result<()> {
         (Some(l), _) => l,
         (None, c) => load(None, c.as_deref())?.name,
     };
+    // VMs first: disk guests get an ACPI power-down before their network disappears.
+    for (vm, result) in vm::manage::stop_all(&name, std::time::Duration::from_secs(10)) {
+        match result {
+            Ok(how) => println!("vm {vm}: {how}"),
+            Err(e) => eprintln!("vm {vm}: {e}"),
+        }
+    }
     match netns::lab::down(&name).with_context(|| format!("labnet down {name}"))? {
         DownOutcome::Removed => println!("lab {name} is down"),
         DownOutcome::NotUp => println!(

@@ -413,7 +413,11 @@ fn dhcpd_udhcpc_bound_renew_release() {
     assert_eq!(field(&bound, "subnet"), "255.255.255.0", "{bound}");
     assert_eq!(field(&bound, "domain"), "lab", "{bound}");
     assert!(addr_on(&ns, &iface).contains(&format!("{addr}/24")));
-    assert!(lab.log().contains("ignored packets"), "junk not seen:\n{}", lab.log());
+    assert!(
+        lab.log().contains("ignored packets"),
+        "junk not seen:\n{}",
+        lab.log()
+    );
     // Durable and visible: `labnet leases` while the daemon runs, and the hosts file.
     let l = lab.lease_of(&addr);
     assert_eq!(l["state"], "active");
