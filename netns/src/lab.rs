@@ -282,16 +282,13 @@ fn make_wireguard(
         let argv = vec![wireguard_go(), iface.clone()];
         // Foreground mode gives labnet the real pid (no daemonizing fork to chase).
         let envs = vec![("WG_PROCESS_FOREGROUND".to_string(), "1".to_string())];
-        let pid = daemon::spawn_detached(
-            &argv,
-            &envs,
-            &paths::lab_run_dir(&ns).join("wireguard-go.log"),
-        )?;
+        let log = paths::lab_run_dir(&ns).join("wireguard-go.log");
+        let pid = daemon::spawn_detached(&argv, &envs, &log)?;
         st.update_last(Resource::WgUserspace {
             iface: iface.clone(),
             pid: Some(pid),
         })?;
-        wg::wait_for_uapi(&iface, pid, Duration::from_secs(5))?;
+        wg::wait_for_uapi(&iface, pid, Duration::from_secs(5), &log)?;
         wg::configure(w, Backend::Userspace)?;
     }
     let nsfile =
@@ -413,6 +410,14 @@ pub fn down(lab: &str) -> Result<DownOutcome, Error> {
         return Ok(DownOutcome::NotUp);
     };
     undo(&mut st)?;
+    // Runtime leftovers (daemon logs, VM records). A failed `up` keeps them for its error
+    // message to point at; `down` is the end of the lab. Leases stay in state_dir.
+    let run = paths::lab_run_dir(lab);
+    match std::fs::remove_dir_all(&run) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&run, e)),
+    }
     Ok(DownOutcome::Removed)
 }
 
@@ -430,7 +435,6 @@ pub fn undo(st: &mut LabState) -> Result<(), Error> {
     }
     if failed.is_empty() {
         st.remove_file()?;
-        let _ = std::fs::remove_dir_all(paths::lab_run_dir(&st.lab).join("notify-tmp"));
         Ok(())
     } else {
         failed.reverse();

@@ -65,7 +65,7 @@ pub fn configure(wg: &Wireguard, backend: Backend) -> Result<(), Error> {
 }
 
 /// Waits for wireguard-go's UAPI socket to accept connections.
-pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration) -> Result<(), Error> {
+pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration, log: &Path) -> Result<(), Error> {
     let path = uapi_socket(iface);
     let deadline = Instant::now() + timeout;
     loop {
@@ -74,8 +74,9 @@ pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration) -> Result<(), Err
         }
         if !crate::daemon::process_alive(pid) {
             return Err(Error::Other(format!(
-                "wireguard-go for {iface} exited before its socket {} appeared",
-                path.display()
+                "wireguard-go for {iface} exited before its socket {} appeared; see {}",
+                path.display(),
+                log.display()
             )));
         }
         if Instant::now() > deadline {

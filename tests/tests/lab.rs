@@ -71,6 +71,20 @@ fn assert_no_trace(lab: &str, id: &str, env: &[(String, String)], root: &Path) {
         !root.join("run").join(format!("{lab}.json")).exists(),
         "state file left behind"
     );
+    // A failed `up` keeps only its logs (its error points at them); `down` removes them too.
+    let run = root.join("run").join(lab);
+    let kept: Vec<String> = std::fs::read_dir(&run)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        kept.iter().all(|f| f.ends_with(".log")),
+        "runtime files left behind in {}: {kept:?}",
+        run.display()
+    );
     let _ = env;
 }
 
@@ -233,6 +247,10 @@ fn wireguard_lab_up_ping_masquerade_down() {
     assert!(
         netns_list().contains(&cl),
         "down removed a namespace it did not create"
+    );
+    assert!(
+        !root.join("run").join(&lab).exists(),
+        "down left /run/labnet/{lab}"
     );
     let down2 = labnet(&["down", &lab], &env);
     assert!(
@@ -650,4 +668,44 @@ fn concurrent_ups_are_serialized_by_the_lock() {
     let down = labnet(&["down", &id], &env);
     assert!(down.status.success(), "{}", text(&down));
     assert!(!netns_list().contains(&id));
+}
+
+/// An `up` that fails half-way (here: the WireGuard program dies at once, after the namespace
+/// and bridge exist) undoes what it made and says why.
+#[test]
+fn failed_up_undoes_its_steps() {
+    assert!(is_root());
+    let mut c = Cleanup::default();
+    let id = unique("lf");
+    let lab = id.clone();
+    let root = temp_dir(&mut c, "fail");
+    let mut env = labnet_env(&root);
+    let b = bounce(&mut c, &root, &id, 233);
+    let cfg = root.join("lab.toml");
+    std::fs::write(&cfg, wg_lab_config(&lab, &id, &b)).unwrap();
+    c.labnet(&["down", &lab], &env);
+    env.push(("LABNET_WIREGUARD_GO".into(), "/bin/false".into()));
+    let up = labnet(
+        &[
+            "up",
+            &lab,
+            "--config",
+            &cfg.display().to_string(),
+            "--no-daemons",
+        ],
+        &env,
+    );
+    assert!(!up.status.success(), "{}", text(&up));
+    let err = String::from_utf8_lossy(&up.stderr);
+    assert!(
+        err.contains(&format!("wireguard-go for {id}wl exited before its socket")),
+        "{err}"
+    );
+    assert_no_trace(&lab, &id, &env, &root);
+    assert!(
+        err.contains("wireguard-go.log"),
+        "the error points at the log: {err}"
+    );
+    let down = labnet(&["down", &lab], &env);
+    assert!(down.status.success(), "{}", text(&down));
 }
