@@ -150,18 +150,36 @@ pub fn kill_and_wait(pid: u32, grace: Duration) {
     } else {
         libc::SIGTERM
     };
+    // A pidfd wakes us the moment the whole process (every thread) is gone, for children
+    // and non-children alike; sleeping in 1 ms steps instead cost `down` tens of ms.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
     unsafe { libc::kill(pid as i32, first) };
-    let deadline = Instant::now() + grace;
-    while process_alive(pid) {
-        if Instant::now() > deadline {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let hard = Instant::now() + Duration::from_secs(2);
-            while process_alive(pid) && Instant::now() < hard {
+    let wait_exit = |limit: Duration| {
+        let end = Instant::now() + limit;
+        while process_alive(pid) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if pidfd >= 0 {
+                let mut pfd = libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as i32) };
+            } else {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            return;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        true
+    };
+    if !wait_exit(grace) {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_exit(Duration::from_secs(2));
+    }
+    if pidfd >= 0 {
+        unsafe { libc::close(pidfd) };
     }
 }
 

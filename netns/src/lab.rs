@@ -146,6 +146,12 @@ fn preflight(lab: &Lab) -> Result<(), Error> {
 
 fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
     let ns = lab.name.clone();
+    // wireguard-go takes longest to start (Go runtime): start it first, in labnet's own
+    // namespace, and build the lab while it boots.
+    let wg_started = match &lab.uplink {
+        Uplink::Wireguard(w) => Some(start_wireguard(lab, w, st)?),
+        _ => None,
+    };
     st.record(Resource::Netns { name: ns.clone() })?;
     nsfs::create_netns(&ns)?;
 
@@ -165,7 +171,23 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
     match &lab.uplink {
         Uplink::None => {}
         Uplink::Wireguard(w) => {
-            let userspace = make_wireguard(lab, w, st)?;
+            // The masquerade rule matches the uplink by name, so nft (a process, ~10 ms) can
+            // run while the WireGuard interface is still being configured and moved.
+            st.record(Resource::NftTable {
+                netns: Some(ns.clone()),
+                family: "ip".into(),
+                name: nft::LAB_TABLE.into(),
+            })?;
+            let (nft_ns, rules) = (ns.clone(), nft::lab_masquerade(&w.interface));
+            let nft_job = std::thread::spawn(move || nft::apply(Some(&nft_ns), rules));
+            let started = wg_started.expect("wireguard started above");
+            let userspace = started.userspace;
+            let wired = finish_wireguard(lab, w, started);
+            let nft_done = nft_job
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("the nft worker panicked".into())));
+            wired?;
+            nft_done?;
             st.wg_backend = Some(if userspace { "userspace" } else { "kernel" }.into());
             let (iface, addr, gw) = (w.interface.clone(), w.address, w.gateway);
             with_netlink(Some(&ns), move |h| async move {
@@ -173,12 +195,6 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
                 nl::set_up(&h, &iface).await?;
                 nl::add_default_route(&h, &iface, gw).await
             })?;
-            st.record(Resource::NftTable {
-                netns: Some(ns.clone()),
-                family: "ip".into(),
-                name: nft::LAB_TABLE.into(),
-            })?;
-            nft::apply(Some(&ns), nft::lab_masquerade(&w.interface))?;
         }
         Uplink::Host(hu) => {
             st.record(Resource::RootLink {
@@ -242,16 +258,22 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates, configures and moves the WireGuard interface. Returns true for userspace.
-fn make_wireguard(
+/// A WireGuard interface that exists (kernel link, or wireguard-go starting) in labnet's own
+/// namespace, not yet moved into the lab.
+struct WgStarted {
+    userspace: bool,
+    /// wireguard-go's pid and log, while its UAPI socket may not be up yet.
+    process: Option<(u32, PathBuf)>,
+}
+
+/// Creates the interface: a kernel link (configured at once) or a wireguard-go process.
+fn start_wireguard(
     lab: &Lab,
     w: &crate::config::Wireguard,
     st: &mut LabState,
-) -> Result<bool, Error> {
-    let ns = lab.name.clone();
+) -> Result<WgStarted, Error> {
     let iface = w.interface.clone();
-    let mut userspace = w.backend == WgBackend::Userspace;
-    if !userspace {
+    if w.backend != WgBackend::Userspace {
         st.record(Resource::RootLink {
             name: iface.clone(),
         })?;
@@ -263,40 +285,55 @@ fn make_wireguard(
         if made {
             let wc = w.clone();
             nsfs::in_netns(None, move || wg::configure(&wc, Backend::Kernel))?;
+            return Ok(WgStarted {
+                userspace: false,
+                process: None,
+            });
         } else if w.backend == WgBackend::Kernel {
             return Err(Error::Other(format!(
                 "{}: uplink.backend = \"kernel\" but this kernel has no WireGuard support; use \"auto\" or \"userspace\" (wireguard-go)",
                 lab.source
             )));
-        } else {
-            st.resources.pop();
-            st.save()?;
-            userspace = true;
         }
+        st.resources.pop();
+        st.save()?;
     }
-    if userspace {
-        st.record(Resource::WgUserspace {
-            iface: iface.clone(),
-            pid: None,
-        })?;
-        let argv = vec![wireguard_go(), iface.clone()];
-        // Foreground mode gives labnet the real pid (no daemonizing fork to chase).
-        let envs = vec![("WG_PROCESS_FOREGROUND".to_string(), "1".to_string())];
-        let log = paths::lab_run_dir(&ns).join("wireguard-go.log");
-        let pid = daemon::spawn_detached(&argv, &envs, &log)?;
-        st.update_last(Resource::WgUserspace {
-            iface: iface.clone(),
-            pid: Some(pid),
-        })?;
-        wg::wait_for_uapi(&iface, pid, Duration::from_secs(5), &log)?;
+    st.record(Resource::WgUserspace {
+        iface: iface.clone(),
+        pid: None,
+    })?;
+    let argv = vec![wireguard_go(), iface.clone()];
+    // Foreground mode gives labnet the real pid (no daemonizing fork to chase).
+    let envs = vec![("WG_PROCESS_FOREGROUND".to_string(), "1".to_string())];
+    let log = paths::lab_run_dir(&lab.name).join("wireguard-go.log");
+    let pid = daemon::spawn_detached(&argv, &envs, &log)?;
+    st.update_last(Resource::WgUserspace {
+        iface,
+        pid: Some(pid),
+    })?;
+    Ok(WgStarted {
+        userspace: true,
+        process: Some((pid, log)),
+    })
+}
+
+/// Configures wireguard-go once its socket answers, then moves the interface into the lab.
+fn finish_wireguard(
+    lab: &Lab,
+    w: &crate::config::Wireguard,
+    started: WgStarted,
+) -> Result<(), Error> {
+    let iface = w.interface.clone();
+    if let Some((pid, log)) = &started.process {
+        wg::wait_for_uapi(&iface, *pid, Duration::from_secs(5), log)?;
         wg::configure(w, Backend::Userspace)?;
     }
+    let ns = &lab.name;
     let nsfile =
-        File::open(nsfs::netns_path(&ns)).map_err(|e| Error::io(nsfs::netns_path(&ns), e))?;
+        File::open(nsfs::netns_path(ns)).map_err(|e| Error::io(nsfs::netns_path(ns), e))?;
     with_netlink(None, move |h| async move {
         nl::move_to_netns(&h, &iface, nsfile.as_raw_fd()).await
-    })?;
-    Ok(userspace)
+    })
 }
 
 fn wireguard_go() -> String {
@@ -462,7 +499,14 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
             // SIGKILL: wireguard-go's graceful exit takes ~40 ms and only removes what is
             // removed here anyway (its socket; the TUN dies with its file descriptor).
             let deadline = std::time::Instant::now() + Duration::from_millis(500);
-            let mut quiet = 0;
+            // The usual case, a finished `up`: the recorded pid is wireguard-go; no hunting.
+            let mut quiet = match pid {
+                Some(p) if daemon::process_comm(*p).as_deref() == Some("wireguard-go") => {
+                    daemon::kill_and_wait(*p, Duration::ZERO);
+                    2
+                }
+                _ => 0,
+            };
             while quiet < 2 && std::time::Instant::now() < deadline {
                 let mut pids = daemon::find_processes("wireguard-go", iface);
                 let mut pending = false;
@@ -493,7 +537,12 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
             if std::os::unix::net::UnixStream::connect(&sock).is_err() {
                 let _ = std::fs::remove_file(&sock);
             }
-            // The TUN goes with the process; if it was never moved it is still here.
+            // The TUN goes with the process; if it was never moved it is still here. sysfs
+            // shows labnet's own namespace without taking the rtnl lock, which the kernel
+            // holds while it tears the lab's namespace down.
+            if !Path::new("/sys/class/net").join(iface).exists() {
+                return Ok(());
+            }
             let n = iface.clone();
             with_netlink(None, move |h| async move { nl::del_link(&h, &n).await }).map(|_| ())
         }
