@@ -353,11 +353,8 @@ pub fn load_reservations_dir(dir: &Path) -> (Vec<Reservation>, Vec<String>) {
 /// Writes `STATE_DIR/hosts` atomically (temp file + rename).
 pub fn write_hosts(state_dir: &Path, text: &str) -> Result<(), Error> {
     let path = state_dir.join("hosts");
-    let tmp = state_dir.join(".hosts.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })
+    netns::paths::write_atomic(&path, text.as_bytes(), false).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }

@@ -485,6 +485,10 @@ pub fn undo(st: &mut LabState) -> Result<(), Error> {
     }
 }
 
+/// Consecutive empty looks (5 ms apart) before a crashed `up`'s wireguard-go counts as gone:
+/// spans a fork→exec that is slow under load.
+const QUIET_CHECKS: u32 = 5;
+
 fn undo_one(r: &Resource) -> Result<(), Error> {
     match r {
         Resource::Netns { name } => nsfs::delete_netns(name),
@@ -495,19 +499,23 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
         Resource::WgUserspace { iface, pid } => {
             // A SIGKILL of `up` can land between fork and exec of wireguard-go, so a
             // recorded pid may still be labnet's copy, and an unrecorded one shows up only
-            // once it has exec'd: keep looking until two checks in a row find nothing.
+            // once it has exec'd: keep looking until several checks in a row find nothing.
             // SIGKILL: wireguard-go's graceful exit takes ~40 ms and only removes what is
             // removed here anyway (its socket; the TUN dies with its file descriptor).
             let deadline = std::time::Instant::now() + Duration::from_millis(500);
             // The usual case, a finished `up`: the recorded pid is wireguard-go; no hunting.
+            let ours = |p: u32| {
+                daemon::process_comm(p).as_deref() == Some("wireguard-go")
+                    && daemon::process_cmdline(p).last() == Some(iface)
+            };
             let mut quiet = match pid {
-                Some(p) if daemon::process_comm(*p).as_deref() == Some("wireguard-go") => {
+                Some(p) if ours(*p) => {
                     daemon::kill_and_wait(*p, Duration::ZERO);
-                    2
+                    QUIET_CHECKS
                 }
                 _ => 0,
             };
-            while quiet < 2 && std::time::Instant::now() < deadline {
+            while quiet < QUIET_CHECKS && std::time::Instant::now() < deadline {
                 let mut pids = daemon::find_processes("wireguard-go", iface);
                 let mut pending = false;
                 if let Some(p) = pid {
@@ -529,13 +537,26 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
                 } else {
                     0
                 };
-                if quiet < 2 {
-                    std::thread::sleep(Duration::from_millis(2));
+                if quiet < QUIET_CHECKS {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
+            // The socket file outlives a SIGKILLed wireguard-go; remove it once nothing
+            // answers on it (the listener closes with the process's last thread).
             let sock = wg::uapi_socket(iface);
-            if std::os::unix::net::UnixStream::connect(&sock).is_err() {
-                let _ = std::fs::remove_file(&sock);
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while sock.exists() {
+                if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+                    let _ = std::fs::remove_file(&sock);
+                    break;
+                }
+                if std::time::Instant::now() > until {
+                    return Err(Error::Other(format!(
+                        "{} is still served by a process labnet did not start; not removed",
+                        sock.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
             // The TUN goes with the process; if it was never moved it is still here. sysfs
             // shows labnet's own namespace without taking the rtnl lock, which the kernel

@@ -41,3 +41,17 @@ pub fn reservations_dir(lab: &str) -> PathBuf {
 pub fn netns_path(lab: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(lab)
 }
+
+/// Replaces `path` atomically: writes a hidden sibling temp file, optionally fsyncs it, and
+/// renames it over `path`, so readers (dhcpd, dns, `down`) never see half a file.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -5,7 +5,6 @@
 //! "already gone" as done.
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -72,12 +71,8 @@ impl LabState {
         let path = paths::lab_state_file(&self.lab);
         let dir = path.parent().expect("state file has a parent");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("state serializes"))
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        paths::write_atomic(&path, &bytes, true).map_err(|e| Error::io(&path, e))
     }
 
     /// Records a resource before it is created.

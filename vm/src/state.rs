@@ -69,13 +69,8 @@ impl VmState {
     pub fn save(&self) -> Result<(), Error> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let p = Self::file(&self.dir);
-        let tmp = p.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("state serializes"),
-        )
-        .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        netns::paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
     }
 
     /// QEMU still runs (and the pid was not reused: its command line names our dir).
@@ -124,10 +119,8 @@ pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> 
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let p = dir.join(format!("{name}.json"));
     let body = serde_json::json!({ "vm": name, "mac": mac, "hostname": name });
-    let tmp = dir.join(format!(".{name}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&body).unwrap())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+    let bytes = serde_json::to_vec_pretty(&body).expect("reservation serializes");
+    netns::paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
 }
 
 /// Takes the VM's lock (vm_dir/lock, flock): held by the supervisor for the VM's whole life,
