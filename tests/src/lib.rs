@@ -291,3 +291,43 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         wg: wgb,
     }
 }
+
+/// The test's end of sd_notify: a datagram socket at `path` to hand a daemon as NOTIFY_SOCKET.
+pub fn notify_socket(path: &Path) -> std::os::unix::net::UnixDatagram {
+    let _ = std::fs::remove_file(path);
+    let sock = std::os::unix::net::UnixDatagram::bind(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    sock
+}
+
+/// Waits until the daemon says READY=1 on `sock` (Ok), or exits first (Err with its status).
+/// Panics after `timeout`, showing the daemon's `log`.
+pub fn wait_ready(
+    child: &mut std::process::Child,
+    sock: &std::os::unix::net::UnixDatagram,
+    timeout: Duration,
+    log: &Path,
+) -> Result<(), std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            return Err(st);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1 within {timeout:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}

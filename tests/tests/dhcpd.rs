@@ -4,12 +4,11 @@
 //! bridge, durability and `labnet leases` are all exercised as in production.
 //!
 //! Root only. Every namespace is created here (prefix `dh`) and removed by a Drop guard.
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labnet_tests::{is_root, labnet_bin, must, run, unique, Cleanup};
+use labnet_tests::{is_root, labnet_bin, must, notify_socket, run, unique, wait_ready, Cleanup};
 use serde_json::Value;
 
 const BR_ADDR: &str = "10.77.0.1";
@@ -136,9 +135,7 @@ impl Lab {
     /// Starts `labnet dhcpd LAB --enter-netns` and waits for its READY=1.
     fn start(&mut self, c: &mut Cleanup) {
         let sock_path = self.dir.join(format!("notify-{}", unique("n")));
-        let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let sock = notify_socket(&sock_path);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -154,25 +151,13 @@ impl Lab {
             .spawn()
             .unwrap();
         c.pid(child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 256];
-        loop {
-            if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-                {
-                    break;
-                }
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("labnet dhcpd exited before READY=1 ({st}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no READY=1 within 10s:\n{}",
-                self.log()
-            );
+        if let Err(st) = wait_ready(
+            &mut child,
+            &sock,
+            Duration::from_secs(10),
+            &self.dir.join("dhcpd.log"),
+        ) {
+            panic!("labnet dhcpd exited before READY=1 ({st}):\n{}", self.log());
         }
         self.server = Some(child.id());
         std::mem::forget(child); // reaped by the Cleanup (kill + waitpid) or stop()

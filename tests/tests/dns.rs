@@ -10,7 +10,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -197,10 +196,7 @@ impl Topo {
     /// Starts `labnet WHAT LAB --enter-netns` (dns, dhcpd) and waits for its READY=1.
     fn spawn_ready(&mut self, what: &str) -> Daemon {
         let sock_path = self.dir.join(format!("notify-{what}.sock"));
-        let _ = std::fs::remove_file(&sock_path);
-        let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let sock = notify_socket(&sock_path);
         let log = self.dir.join(format!("{what}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(labnet_bin())
@@ -213,26 +209,10 @@ impl Topo {
             .spawn()
             .expect("labnet");
         self.c.pid(child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut buf = [0u8; 256];
-        loop {
-            if let Ok(n) = sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-                {
-                    break;
-                }
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!(
-                    "labnet {what} exited ({st}) before READY=1:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "labnet {what}: no READY=1 within 15 s"
+        if let Err(st) = wait_ready(&mut child, &sock, Duration::from_secs(15), &log) {
+            panic!(
+                "labnet {what} exited ({st}) before READY=1:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         Daemon { child, log }

@@ -164,10 +164,9 @@ fn start_like_systemd(
     assert_eq!(setting(unit, "NoNewPrivileges"), ["yes"]);
 
     let sock_path = dir.join(format!("notify-{tag}"));
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let sock = notify_socket(&sock_path);
+    // The daemon runs as an unprivileged user and must be able to send to it.
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
 
     let log = dir.join(format!("{tag}.log"));
     let f = std::fs::File::create(&log).unwrap();
@@ -219,26 +218,7 @@ fn start_like_systemd(
 
 /// Waits for READY=1, or for the daemon to exit (returns its status).
 fn wait_ready(d: &mut Daemon, sock: &UnixDatagram) -> Result<(), std::process::ExitStatus> {
-    let t = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(st) = d.child.try_wait().unwrap() {
-            return Err(st);
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no READY=1 within 20 s; log:\n{}",
-            d.log()
-        );
-    }
+    labnet_tests::wait_ready(&mut d.child, sock, Duration::from_secs(20), &d.log)
 }
 
 fn proc_status(pid: u32, key: &str) -> String {
