@@ -28,6 +28,11 @@ fn wg_lab_config(lab: &str, id: &str, b: &Bounce) -> String {
     )
 }
 
+/// An isolated lab named `id` whose bridge `{id}br` has `address` (TOML), plus `extra` sections.
+fn isolated_config(id: &str, address: &str, extra: &str) -> String {
+    format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"{address}\"\n{extra}")
+}
+
 /// A client "VM" namespace on the lab bridge with a static address.
 fn client(c: &mut Cleanup, lab: &str, id: &str, bridge: &str) -> String {
     let ns = format!("{id}cl");
@@ -310,11 +315,7 @@ fn isolated_lab_and_bad_config() {
     let env = labnet_env(&root);
     // A broken config: the error names file and field, and nothing is created.
     let bad = root.join("bad.toml");
-    std::fs::write(
-        &bad,
-        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&bad, isolated_config(&id, "192.168.0.1", "")).unwrap();
     let out = labnet(&["up", &id, "--config", &bad.display().to_string()], &env);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -331,7 +332,7 @@ fn isolated_lab_and_bad_config() {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc").join(format!("{id}.toml")),
-        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.77.0.1/24\"\n"),
+        isolated_config(&id, "10.77.0.1/24", ""),
     )
     .unwrap();
     c.labnet(&["down", &id], &env);
@@ -339,11 +340,7 @@ fn isolated_lab_and_bad_config() {
     assert!(up.status.success(), "{}", text(&up));
     // The same lab with another bridge address: up refuses and says what changed.
     let changed = root.join("changed.toml");
-    std::fs::write(
-        &changed,
-        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.77.1.1/24\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&changed, isolated_config(&id, "10.77.1.1/24", "")).unwrap();
     let again = labnet(
         &[
             "up",
@@ -412,7 +409,11 @@ fn host_uplink_nat_inside_a_test_host() {
     let cfg = root.join("lab.toml");
     std::fs::write(
         &cfg,
-        format!("name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n"),
+        isolated_config(
+            &lab,
+            "192.168.0.1/24",
+            &format!("[uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n"),
+        ),
     )
     .unwrap();
     let in_host = |args: &[&str]| {
@@ -521,7 +522,11 @@ fn up_serves_dhcp_and_dns_down_stops_them() {
     let root = temp_dir(&mut c, "daemons");
     let env = labnet_env(&root);
     let cfg = root.join("lab.toml");
-    std::fs::write(&cfg, format!("name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n[dns]\nzone = \"lab\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        isolated_config(&lab, "192.168.0.1/24", "[dns]\nzone = \"lab\"\n"),
+    )
+    .unwrap();
     let cfgs = cfg.display().to_string();
     c.labnet(&["down", &lab], &env);
     let up = labnet(&["up", &lab, "--config", &cfgs], &env);
@@ -617,11 +622,7 @@ fn concurrent_ups_are_serialized_by_the_lock() {
     let root = temp_dir(&mut c, "lock");
     let env = labnet_env(&root);
     let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!("name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.78.0.1/24\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, isolated_config(&id, "10.78.0.1/24", "")).unwrap();
     let cfgs = cfg.display().to_string();
     c.labnet(&["down", &id], &env);
     let spawn = || {
