@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod notify;
 pub mod relay;
 pub mod server;
+pub mod udp;
 pub mod zone;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -44,17 +44,25 @@ const MIN_TRY: Duration = Duration::from_millis(250);
 type Key = (LowerName, RecordType, DNSClass);
 type Waiters = Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>;
 
-pub struct Relay {
+/// What the relays of all serving threads share: the upstreams and which one answered last,
+/// the answer cache, and the bound on queries in flight.
+struct Shared {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
+    preferred: AtomicUsize,
+    cache: Option<Mutex<Cache>>,
+    slots: Semaphore,
+}
+
+/// One serving thread's relay: its own upstream sockets and waiters, so an upstream's answer
+/// wakes the query on the thread that asked (no cross-thread wakeup on the hot path).
+pub struct Relay {
+    shared: Arc<Shared>,
     socks: [Vec<Arc<UdpSocket>>; 2],
     waiting: Arc<Waiters>,
     next_sock: AtomicUsize,
-    preferred: AtomicUsize,
     ids: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
-    cache: Option<Mutex<Cache>>,
-    slots: Semaphore,
 }
 
 impl Relay {
@@ -70,11 +78,27 @@ impl Relay {
                 message: "no upstreams".into(),
             });
         }
+        Self::with_shared(Arc::new(Shared {
+            upstreams: upstreams.to_vec(),
+            timeout,
+            preferred: AtomicUsize::new(0),
+            cache: (cache_size > 0).then(|| Mutex::new(Cache::new(cache_size))),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+        }))
+    }
+
+    /// A relay for another thread's runtime (call it there): its own upstream sockets, the
+    /// same upstreams, cache and in-flight bound as `self`.
+    pub fn sibling(&self) -> Result<Arc<Self>, Error> {
+        Self::with_shared(self.shared.clone())
+    }
+
+    fn with_shared(shared: Arc<Shared>) -> Result<Arc<Self>, Error> {
         let waiting: Arc<Waiters> = Arc::default();
         // SOCKETS sockets per address family in use (index 0: IPv4, 1: IPv6).
         let mut socks: [Vec<Arc<UdpSocket>>; 2] = Default::default();
         for v6 in [false, true] {
-            if !upstreams.iter().any(|u| u.is_ipv6() == v6) {
+            if !shared.upstreams.iter().any(|u| u.is_ipv6() == v6) {
                 continue;
             }
             for _ in 0..SOCKETS {
@@ -92,16 +116,12 @@ impl Relay {
             }
         }
         Ok(Arc::new(Relay {
-            upstreams: upstreams.to_vec(),
-            timeout,
+            shared,
             socks,
             waiting,
             next_sock: AtomicUsize::new(0),
-            preferred: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
             hasher: Default::default(),
-            cache: (cache_size > 0).then(|| Mutex::new(Cache::new(cache_size))),
-            slots: Semaphore::new(MAX_IN_FLIGHT),
         }))
     }
 
@@ -115,13 +135,13 @@ impl Relay {
         let key: Key = (q.name().clone(), q.query_type(), q.query_class());
         let edns = response_edns(request);
 
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &self.shared.cache {
             let hit = cache.lock().unwrap().get(&key);
             if let Some((msg, age)) = hit {
                 return respond(request, &msg, age, edns.as_ref(), &mut rh).await;
             }
         }
-        let Ok(_slot) = self.slots.try_acquire() else {
+        let Ok(_slot) = self.shared.slots.try_acquire() else {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let tcp = request.protocol() == Protocol::Tcp;
@@ -129,7 +149,7 @@ impl Relay {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let msg = Arc::new(msg);
-        if let (Some(cache), Some(ttl)) = (&self.cache, cache_ttl(&msg)) {
+        if let (Some(cache), Some(ttl)) = (&self.shared.cache, cache_ttl(&msg)) {
             cache.lock().unwrap().insert(key, msg.clone(), ttl);
         }
         respond(request, &msg, 0, edns.as_ref(), &mut rh).await
@@ -137,10 +157,11 @@ impl Relay {
 
     /// Tries the upstreams in turn until one gives a usable answer or the deadline passes.
     async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<Message> {
-        let deadline = Instant::now() + self.timeout;
-        let n = self.upstreams.len();
-        let first = self.preferred.load(Ordering::Relaxed) % n;
-        let share = (self.timeout / n as u32).max(MIN_TRY);
+        let sh = &*self.shared;
+        let deadline = Instant::now() + sh.timeout;
+        let n = sh.upstreams.len();
+        let first = sh.preferred.load(Ordering::Relaxed) % n;
+        let share = (sh.timeout / n as u32).max(MIN_TRY);
         let mut last = None;
         for i in 0..n {
             let idx = (first + i) % n;
@@ -149,7 +170,7 @@ impl Relay {
                 break;
             }
             let budget = share.min(deadline - now);
-            let upstream = self.upstreams[idx];
+            let upstream = sh.upstreams[idx];
             let got = if tcp {
                 tokio::time::timeout(budget, ask_tcp(upstream, query))
                     .await
@@ -163,7 +184,7 @@ impl Relay {
                 .filter(|m| same_question(m, key))
             else {
                 // No (usable) answer: prefer the next upstream from now on.
-                let _ = self.preferred.compare_exchange(
+                let _ = sh.preferred.compare_exchange(
                     idx,
                     (idx + 1) % n,
                     Ordering::Relaxed,
@@ -178,7 +199,7 @@ impl Relay {
                 last = Some(msg);
                 continue;
             }
-            self.preferred.store(idx, Ordering::Relaxed);
+            sh.preferred.store(idx, Ordering::Relaxed);
             return Some(msg);
         }
         last

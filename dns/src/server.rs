@@ -13,7 +13,7 @@ use hickory_server::Server;
 use crate::handler::LabHandler;
 use crate::relay::Relay;
 use crate::zone::LocalZones;
-use crate::{hosts, Config, Error};
+use crate::{hosts, udp, Config, Error};
 
 /// How often the hosts file's metadata is checked (dhcpd rewrites it by rename).
 pub const HOSTS_POLL: Duration = Duration::from_millis(250);
@@ -22,8 +22,8 @@ pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Sockets bound (queries queue in the kernel until [`serve`] reads them).
 pub struct Bound {
-    udp: Vec<tokio::net::UdpSocket>,
-    tcp: tokio::net::TcpListener,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: std::net::TcpListener,
 }
 
 impl Bound {
@@ -32,7 +32,7 @@ impl Bound {
     }
 }
 
-/// Binds UDP and TCP on `cfg.listen` (needs a tokio runtime).
+/// Binds UDP and TCP on `cfg.listen`.
 pub fn bind(cfg: &Config) -> Result<Bound, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = cfg.listen;
@@ -51,13 +51,17 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
     tcp.set_nonblocking(true).map_err(|e| bind_err("tcp", e))?;
     tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
     tcp.listen(128).map_err(|e| bind_err("tcp", e))?;
-    let tcp = tokio::net::TcpListener::from_std(tcp.into()).map_err(|e| bind_err("tcp", e))?;
 
     // One UDP socket per core on the same address (SO_REUSEPORT): the kernel spreads clients
-    // over them and hickory reads each one on its own task.
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    // over them and each is served by its own thread.
+    let n = std::env::var("LABNET_DNS_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .clamp(1, 4);
     let mut udp = Vec::new();
     for _ in 0..n {
@@ -68,14 +72,23 @@ pub fn bind(cfg: &Config) -> Result<Bound, Error> {
         s.set_reuse_port(n > 1).map_err(|e| bind_err("udp", e))?;
         s.set_nonblocking(true).map_err(|e| bind_err("udp", e))?;
         s.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
-        udp.push(tokio::net::UdpSocket::from_std(s.into()).map_err(|e| bind_err("udp", e))?);
+        udp.push(s.into());
     }
 
-    Ok(Bound { udp, tcp })
+    Ok(Bound {
+        udp,
+        tcp: tcp.into(),
+    })
 }
 
 /// Serves until `shutdown` completes. `ready` runs once the zones are loaded and the sockets
 /// are handed to the server (the place for sd_notify READY=1).
+///
+/// The first UDP socket, TCP and the hosts-file watcher are served on the caller's runtime;
+/// every further UDP socket gets a thread with its own single-threaded runtime, server and
+/// upstream sockets. A query is then received, answered (or forwarded, and its upstream
+/// answer received) and sent on one thread: no cross-thread wakeups, which is what a
+/// multi-threaded runtime adds to every query's latency.
 pub async fn serve(
     cfg: Config,
     bound: Bound,
@@ -83,6 +96,134 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let zones = Arc::new(LocalZones::new(&cfg.zone, cfg.bridge, cfg.prefix)?);
+    let relay = if cfg.upstreams.is_empty() {
+        None
+    } else {
+        Some(Relay::new(&cfg.upstreams, cfg.timeout, cfg.cache_size)?)
+    };
+
+    // Load the hosts file before the first query is read.
+    let mut watcher = HostsWatcher::new(cfg.hosts_file.clone(), cfg.zone.clone());
+    watcher.poll(&zones).await;
+    let watch = {
+        let zones = zones.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOSTS_POLL).await;
+                watcher.poll(&zones).await;
+            }
+        })
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<Error>();
+    let mut udp = bound.udp.into_iter();
+    let first = udp.next().expect("bind makes at least one UDP socket");
+    let mut threads = Vec::new();
+    let mut started = Vec::new();
+    for (i, sock) in udp.enumerate() {
+        let (zones, relay) = (zones.clone(), relay.clone());
+        let (mut stop, failed) = (stop_rx.clone(), failed_tx.clone());
+        let (up_tx, up_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+        started.push(up_rx);
+        let t = std::thread::Builder::new()
+            .name(format!("dns-udp-{}", i + 1))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = up_tx.send(Err(Error::Serve(format!("runtime: {e}"))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let setup = (|| {
+                        let relay = relay.as_ref().map(|r| r.sibling()).transpose()?;
+                        let sock = tokio::net::UdpSocket::from_std(sock)
+                            .map_err(|e| Error::Serve(format!("udp socket: {e}")))?;
+                        Ok::<_, Error>((Arc::new(sock), Arc::new(lab_handler(&zones, relay))))
+                    })();
+                    let (sock, handler) = match setup {
+                        Ok(s) => {
+                            let _ = up_tx.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = up_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        r = udp::serve(sock, handler) => {
+                            let _ = failed.send(udp_failed(r));
+                        }
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                });
+            })
+            .map_err(|e| Error::Serve(format!("thread: {e}")))?;
+        threads.push(t);
+    }
+    let stop_threads = |threads: Vec<std::thread::JoinHandle<()>>| {
+        let _ = stop_tx.send(true);
+        for t in threads {
+            let _ = t.join();
+        }
+    };
+    for up in started {
+        match up.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop_threads(threads);
+                watch.abort();
+                return Err(e);
+            }
+            Err(_) => {
+                stop_threads(threads);
+                watch.abort();
+                return Err(Error::Serve("a udp thread died while starting".into()));
+            }
+        }
+    }
+
+    // TCP through hickory's server (framing, idle timeouts); UDP through our own loop.
+    let mut server = Server::new(lab_handler(&zones, relay.clone()));
+    let handler = Arc::new(lab_handler(&zones, relay));
+    let sock = tokio::net::UdpSocket::from_std(first)
+        .map_err(|e| Error::Serve(format!("udp socket: {e}")))?;
+    let tcp = tokio::net::TcpListener::from_std(bound.tcp)
+        .map_err(|e| Error::Serve(format!("tcp socket: {e}")))?;
+    server.register_listener(tcp, TCP_IDLE, 64 * 1024);
+    ready();
+
+    let token = server.shutdown_token().clone();
+    let result = tokio::select! {
+        r = server.block_until_done() => r.map_err(|e| Error::Serve(e.to_string())),
+        r = udp::serve(Arc::new(sock), handler) => Err(udp_failed(r)),
+        Some(e) = failed_rx.recv() => Err(e),
+        _ = shutdown => Ok(()),
+    };
+    // Tasks stop at once; do not let a stuck one hold the exit.
+    token.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server.block_until_done()).await;
+    stop_threads(threads);
+    watch.abort();
+    result
+}
+
+fn udp_failed(r: std::io::Result<()>) -> Error {
+    match r {
+        Ok(()) => Error::Serve("udp socket closed".into()),
+        Err(e) => Error::Serve(format!("udp socket: {e}")),
+    }
+}
+
+/// The request handler of one serving thread: the local zones (shared by all threads) in a
+/// catalog, and that thread's relay.
+fn lab_handler(zones: &LocalZones, relay: Option<Arc<Relay>>) -> LabHandler {
     let mut catalog = Catalog::new();
     // Without upstreams the catalog answers REFUSED for other names: nothing is made up.
     let mut local = vec![LowerName::from(zones.zone.clone())];
@@ -97,42 +238,7 @@ pub async fn serve(
             vec![h.clone() as Arc<dyn ZoneHandler>],
         );
     }
-    let relay = if cfg.upstreams.is_empty() {
-        None
-    } else {
-        Some(Relay::new(&cfg.upstreams, cfg.timeout, cfg.cache_size)?)
-    };
-    let handler = LabHandler::new(catalog, local, relay);
-
-    // Load the hosts file before the first query is read.
-    let mut watcher = HostsWatcher::new(cfg.hosts_file.clone(), cfg.zone.clone());
-    watcher.poll(&zones).await;
-    let watch = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(HOSTS_POLL).await;
-            watcher.poll(&zones).await;
-        }
-    });
-
-    let mut server = Server::new(handler);
-    for s in bound.udp {
-        server.register_socket(s);
-    }
-    server.register_listener(bound.tcp, TCP_IDLE, 64 * 1024);
-    ready();
-
-    let token = server.shutdown_token().clone();
-    let result = tokio::select! {
-        r = server.block_until_done() => r.map_err(|e| Error::Serve(e.to_string())),
-        _ = shutdown => {
-            token.cancel();
-            // Tasks stop at once; do not let a stuck one hold the exit.
-            let _ = tokio::time::timeout(Duration::from_secs(2), server.block_until_done()).await;
-            Ok(())
-        }
-    };
-    watch.abort();
-    result
+    LabHandler::new(catalog, local, relay)
 }
 
 /// Reloads the local zones when the hosts file's (inode, size, mtime) changes.

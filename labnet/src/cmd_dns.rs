@@ -20,6 +20,15 @@ pub struct DnsArgs {
 
 pub fn dns(a: DnsArgs) -> Result<()> {
     let lab = netns::Lab::load(Some(&a.lab), a.config.as_deref())?;
+    // The dns crate reports skipped hosts lines and failures through `tracing`: to stderr
+    // (the journal under systemd), warnings and up unless LABNET_LOG says otherwise.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LABNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
     if a.enter_netns {
         // Before any thread exists: setns only moves the calling thread.
         let path = netns::paths::netns_path(&lab.name);
@@ -43,7 +52,7 @@ pub fn dns(a: DnsArgs) -> Result<()> {
             lab.name, cfg.zone
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
