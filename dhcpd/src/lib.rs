@@ -2,7 +2,7 @@
 //!
 //! - [`leases`]: the durable lease log format and the reading API (`labnet leases`, vm, dns).
 //! - [`core`]: the protocol engine (RFC 2131 states, address choice, replies), pure.
-//! - [`store`]: the lease log writer (fsync before ACK, group commit, compaction).
+//! - [`store`]: the lease log: one write + fdatasync per batch of requests, compaction.
 //! - [`server`]: the socket on the bridge, reservations dir and hosts file watchers.
 //! - [`daemon`]: setns, sd_notify, SIGTERM/SIGINT.
 //! - [`run`]: all of it, as `labnet dhcpd LAB` runs it.

@@ -4,22 +4,26 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Reservation, ServerConfig};
 use crate::core::{Core, Drop, Reply};
 use crate::leases::now_secs;
-use crate::store::{Job, LeaseLog, Store};
+use crate::store::LeaseLog;
 use crate::{log, Error};
 
 /// A bound server, not yet serving. Bind, report readiness, then [`Server::run`].
 pub struct Server {
-    core: Arc<Mutex<Core>>,
+    core: Core,
     sock: tokio::net::UdpSocket,
-    store: Store,
+    log: LeaseLog,
     cfg: ServerConfig,
 }
+
+/// Most requests handled before their records are committed and the ACKs sent.
+const MAX_BATCH: usize = 256;
+/// How often the reservations dir is checked and the hosts file brought up to date.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 /// Opens the UDP socket on the bridge: bound to 0.0.0.0:port (broadcasts arrive there) and
 /// to the device, so broadcast replies leave through the bridge and not the default route.
@@ -66,33 +70,6 @@ pub fn interface_mtu(sock: &impl AsRawFd, interface: &str) -> Option<u16> {
     (rc == 0 && r.mtu > 0 && r.mtu <= u16::MAX as i32).then_some(r.mtu as u16)
 }
 
-/// Sends on a non-blocking socket from a plain thread: waits for room if the queue is full.
-fn send_blocking(sock: &StdUdp, r: &Reply) {
-    for _ in 0..50 {
-        match sock.send_to(&r.bytes, r.dest) {
-            Ok(_) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut p = libc::pollfd {
-                    fd: sock.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, 20) };
-            }
-            Err(e) => {
-                log!("send {:?} to {}: {e}", r.kind, r.dest);
-                return;
-            }
-        }
-    }
-    log!(
-        "send {:?} to {}: socket stayed full, dropped",
-        r.kind,
-        r.dest
-    );
-}
-
 impl Server {
     /// Recovers the lease log, binds the socket, loads reservations. Must be called inside
     /// a tokio runtime (the socket registers with it).
@@ -107,21 +84,12 @@ impl Server {
         if let Some(dir) = &cfg.reservations_dir {
             core.set_dynamic_reservations(load_reservations_dir(dir).0);
         }
-        let send_sock = std_sock.try_clone().map_err(|e| Error::Io {
-            path: "dup DHCP socket".into(),
-            source: e,
-        })?;
-        let store = lease_log.spawn(move |r| send_blocking(&send_sock, r), |e| log!("{e}"));
         let sock = tokio::net::UdpSocket::from_std(std_sock).map_err(|e| Error::Io {
             path: "register DHCP socket".into(),
             source: e,
         })?;
         // Write the hosts file for the recovered leases right away.
-        let core = Arc::new(Mutex::new(core));
-        let _ = write_hosts(
-            &cfg.state_dir,
-            &core.lock().expect("core").hosts_text(now_secs()),
-        );
+        let _ = write_hosts(&cfg.state_dir, &core.hosts_text(now_secs()));
         log!(
             "serving {} on {} ({}/{}, pool {}-{}, lease {}s, state in {})",
             cfg.server_ip,
@@ -136,7 +104,7 @@ impl Server {
         Ok(Server {
             core,
             sock,
-            store,
+            log: lease_log,
             cfg,
         })
     }
@@ -146,27 +114,48 @@ impl Server {
         self.sock.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` completes, then makes every queued lease durable and returns.
+    /// Serves until `shutdown` completes; every ACKed lease is on disk when it returns.
+    ///
+    /// One loop does everything: wait until requests are readable, read up to
+    /// [`MAX_BATCH`] of them, handle each (replies that need no record, OFFERs and NAKs, go
+    /// out at once), commit all their lease records with one write + fdatasync, send the
+    /// ACKs. Requests that arrive meanwhile queue in the socket and form the next batch.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         let Server {
-            core,
+            mut core,
             sock,
-            mut store,
+            mut log,
             cfg,
         } = self;
-        let watcher = tokio::spawn(watch(core.clone(), cfg.clone()));
+        let mut watcher = Watcher::default();
+        let mut watch_tick = tokio::time::interval(WATCH_EVERY);
+        watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 4096];
-        let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
-        // The first ignored packet is reported at once, then a summary every 10 s at most.
-        let mut last_drop_log = 0u64;
-        let (mut log_sec, mut logged, mut suppressed) = (0u64, 0u32, 0u64);
+        let mut drops = DropLog::default();
+        let mut lines = LineLimit::default();
         let mut last_recv_err: Option<String> = None;
+        let mut records = Vec::new();
+        let mut acks: Vec<Reply> = Vec::new();
         tokio::pin!(shutdown);
         loop {
-            let (n, from) = tokio::select! {
+            tokio::select! {
+                biased;
                 _ = &mut shutdown => break,
-                r = sock.recv_from(&mut buf) => match r {
+                _ = watch_tick.tick() => {
+                    watcher.poll(&mut core, &cfg);
+                    continue;
+                }
+                r = sock.readable() => if let Err(e) = r {
+                    log!("waiting on {}: {e}", cfg.interface);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                },
+            }
+            let now = now_secs();
+            for _ in 0..MAX_BATCH {
+                let (n, from) = match sock.try_recv_from(&mut buf) {
                     Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // E.g. the bridge went away: say so once, keep trying quietly.
                         let msg = e.to_string();
@@ -175,108 +164,153 @@ impl Server {
                             last_recv_err = Some(msg);
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+                        break;
                     }
-                },
-            };
-            last_recv_err = None;
-            let now = now_secs();
-            let out = core.lock().expect("core").handle(&buf[..n], now);
-            match out {
-                Ok(o) => {
-                    if let Some(l) = o.log {
-                        // At most 20 lines a second: pool exhaustion under a flood must not
-                        // turn into a log flood.
-                        if now != log_sec {
-                            if suppressed > 0 {
-                                log!("({suppressed} more log lines suppressed)");
+                };
+                last_recv_err = None;
+                match core.handle(&buf[..n], now) {
+                    Ok(o) => {
+                        if let Some(l) = o.log {
+                            lines.log(now, &l);
+                        }
+                        match o.reply {
+                            Some(r) if o.records.is_empty() => send(&sock, &r).await,
+                            Some(r) => {
+                                records.extend(o.records);
+                                acks.push(r);
                             }
-                            (log_sec, logged, suppressed) = (now, 0, 0);
-                        }
-                        if logged < 20 {
-                            logged += 1;
-                            log!("{l}");
-                        } else {
-                            suppressed += 1;
+                            None => records.extend(o.records),
                         }
                     }
-                    if o.records.is_empty() {
-                        if let Some(r) = o.reply {
-                            if let Err(e) = sock.send_to(&r.bytes, r.dest).await {
-                                log!("send {:?} to {}: {e}", r.kind, r.dest);
-                            }
-                        }
-                    } else {
-                        store.submit(Job {
-                            records: o.records,
-                            reply: o.reply,
-                        });
-                    }
-                }
-                Err(d) => {
-                    let k = match d {
-                        Drop::Short => "short",
-                        Drop::NotRequest => "not a BOOTREQUEST",
-                        Drop::NotEthernet => "not ethernet",
-                        Drop::BadMagic => "bad magic cookie",
-                        Drop::Undecodable => "undecodable",
-                        Drop::NoMessageType => "no message type (BOOTP)",
-                        Drop::RateLimited => "rate limited (flood from one client)",
-                    };
-                    *drops.entry(k).or_default() += 1;
-                    // One summary line per 10 s at most, whatever the flood.
-                    if now >= last_drop_log + 10 {
-                        log!("ignored packets since the last report (last from {from}): {drops:?}");
-                        drops.clear();
-                        last_drop_log = now;
-                    }
+                    Err(d) => drops.count(d, from, now),
                 }
             }
+            if records.is_empty() && acks.is_empty() {
+                continue;
+            }
+            // The ACKs wait for this: an ACK is only sent for a lease on disk.
+            match log.commit(&records) {
+                Ok(()) => {
+                    for r in &acks {
+                        send(&sock, r).await;
+                    }
+                }
+                Err(e) => log!("{e}; {} repl(ies) not sent", acks.len()),
+            }
+            records.clear();
+            acks.clear();
         }
-        watcher.abort();
-        let c = core.clone();
-        let sd = cfg.state_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            store.close();
-            let _ = write_hosts(&sd, &c.lock().expect("core").hosts_text(now_secs()));
-        })
-        .await
-        .ok();
+        log.close();
+        let _ = write_hosts(&cfg.state_dir, &core.hosts_text(now_secs()));
         log!("stopped; leases are on disk");
         Ok(())
     }
 }
 
-/// Polls the reservations dir and rewrites the hosts file when its content changes.
-async fn watch(core: Arc<Mutex<Core>>, cfg: ServerConfig) {
-    let mut last_fp: Option<Vec<(String, SystemTime, u64)>> = None;
-    let mut last_hosts: Option<String> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
+/// Sends a reply; waits for room if the socket's queue is full.
+async fn send(sock: &tokio::net::UdpSocket, r: &Reply) {
+    let sent = match sock.try_send_to(&r.bytes, r.dest.into()) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            match tokio::time::timeout(Duration::from_secs(1), sock.send_to(&r.bytes, r.dest)).await
+            {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(std::io::Error::other("socket stayed full, dropped")),
+            }
+        }
+        r => r.map(|_| ()),
+    };
+    if let Err(e) = sent {
+        log!("send {:?} to {}: {e}", r.kind, r.dest);
+    }
+}
+
+/// Log lines from the engine: at most 20 a second (pool exhaustion under a flood must not
+/// turn into a log flood).
+#[derive(Default)]
+struct LineLimit {
+    sec: u64,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LineLimit {
+    fn log(&mut self, now: u64, line: &str) {
+        if now != self.sec {
+            if self.suppressed > 0 {
+                log!("({} more log lines suppressed)", self.suppressed);
+            }
+            (self.sec, self.logged, self.suppressed) = (now, 0, 0);
+        }
+        if self.logged < 20 {
+            self.logged += 1;
+            log!("{line}");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+/// Ignored packets, counted by reason: the first is reported at once, then one summary
+/// every 10 s at most, whatever the flood.
+#[derive(Default)]
+struct DropLog {
+    counts: BTreeMap<&'static str, u64>,
+    last: u64,
+}
+
+impl DropLog {
+    fn count(&mut self, d: Drop, from: SocketAddr, now: u64) {
+        let k = match d {
+            Drop::Short => "short",
+            Drop::NotRequest => "not a BOOTREQUEST",
+            Drop::NotEthernet => "not ethernet",
+            Drop::BadMagic => "bad magic cookie",
+            Drop::Undecodable => "undecodable",
+            Drop::NoMessageType => "no message type (BOOTP)",
+            Drop::RateLimited => "rate limited (flood from one client)",
+        };
+        *self.counts.entry(k).or_default() += 1;
+        if now >= self.last + 10 {
+            log!(
+                "ignored packets since the last report (last from {from}): {:?}",
+                self.counts
+            );
+            self.counts.clear();
+            self.last = now;
+        }
+    }
+}
+
+/// Brings run-time reservations in from the reservations dir and the hosts file up to
+/// date, when either changed.
+#[derive(Default)]
+struct Watcher {
+    last_fp: Option<Vec<(String, SystemTime, u64)>>,
+    last_hosts: Option<String>,
+}
+
+impl Watcher {
+    fn poll(&mut self, core: &mut Core, cfg: &ServerConfig) {
         let now = now_secs();
         if let Some(dir) = &cfg.reservations_dir {
             let fp = fingerprint(dir);
-            if last_fp.as_ref() != Some(&fp) {
+            if self.last_fp.as_ref() != Some(&fp) {
                 let (res, errs) = load_reservations_dir(dir);
                 for e in errs {
                     log!("{e}");
                 }
-                if last_fp.is_some() {
+                if self.last_fp.is_some() {
                     log!("{}: {} reservation(s)", dir.display(), res.len());
                 }
-                core.lock().expect("core").set_dynamic_reservations(res);
-                last_fp = Some(fp);
+                core.set_dynamic_reservations(res);
+                self.last_fp = Some(fp);
             }
         }
-        let text = {
-            let mut c = core.lock().expect("core");
-            c.tick(now);
-            c.hosts_text(now)
-        };
-        if last_hosts.as_ref() != Some(&text) {
+        core.tick(now);
+        let text = core.hosts_text(now);
+        if self.last_hosts.as_ref() != Some(&text) {
             match write_hosts(&cfg.state_dir, &text) {
-                Ok(()) => last_hosts = Some(text),
+                Ok(()) => self.last_hosts = Some(text),
                 Err(e) => log!("{e}"),
             }
         }

@@ -1,25 +1,24 @@
-//! The lease log writer: group commit and background compaction (format: [`crate::leases`]).
+//! The lease log: durable appends and background compaction (format: [`crate::leases`]).
 //!
-//! One thread owns the file. It takes every job queued since its last write and appends all
-//! their records in one write; one of two fsync threads then fdatasyncs the file and only
-//! then sends the replies that waited on that batch. While the fsyncs run, new requests pile
-//! up and share the next one, so the cost of durability is per batch, not per lease; with
-//! two fsync threads a batch need not wait for the previous batch's fsync to finish.
+//! The server's loop reads every request waiting on the socket, handles them, and then
+//! commits all their records with one write and one fdatasync before it sends the replies
+//! that waited on them (group commit: while one fdatasync runs, new requests queue in the
+//! socket and share the next). No other thread is involved, so an ACK never waits for a
+//! thread to be woken and scheduled, only for the disk.
 //!
-//! When the log holds many more records than live addresses, a second thread writes a
-//! snapshot of the live state to `leases.log.tmp` and fsyncs it, while the writer keeps
-//! appending to the old log and remembers what it appended since the snapshot. The writer
-//! then adds those records to the snapshot, fsyncs, and renames it over the log.
+//! When the log holds many more records than live addresses, a thread writes a snapshot of
+//! the live state to `leases.log.tmp` and fsyncs it, while commits keep appending to the old
+//! log and remember what they appended since the snapshot. The next commit after the snapshot
+//! is done adds those records to it, fsyncs, and renames it over the log.
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::core::Reply;
 use crate::leases::{encode_record, log_path, parse_log, Lease, HEADER};
 
 /// Preallocation step: the log is kept this much ahead of its data, filled with NULs.
@@ -54,24 +53,17 @@ impl LogFile {
 }
 use crate::Error;
 
-/// A batch element: records to make durable, then a reply to send.
-pub struct Job {
-    pub records: Vec<Lease>,
-    pub reply: Option<Reply>,
-}
+/// A running compaction: the snapshot writer, and what was appended since it started.
+type Compaction = (JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>);
 
-enum Msg {
-    Job(Job),
-    /// Reply once everything queued before it is durable (tests, shutdown).
-    Sync(mpsc::Sender<()>),
-}
-
-/// The opened, recovered lease log, ready to be handed to its writer thread.
+/// The opened, recovered lease log.
 pub struct LeaseLog {
     dir: PathBuf,
     file: LogFile,
     state: BTreeMap<Ipv4Addr, Lease>,
     records_in_file: usize,
+    compaction: Option<Compaction>,
+    buf: Vec<u8>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -171,6 +163,8 @@ impl LeaseLog {
                 file,
                 state,
                 records_in_file: n,
+                compaction: None,
+                buf: Vec::with_capacity(1 << 16),
             },
             warnings,
         ))
@@ -181,60 +175,83 @@ impl LeaseLog {
         self.state.values()
     }
 
-    /// Starts the writer thread. `send` delivers replies after their records are durable;
-    /// `log` reports write errors.
-    pub fn spawn<S, L>(self, send: S, log: L) -> Store
-    where
-        S: Fn(&Reply) + Send + Sync + 'static,
-        L: Fn(String) + Send + Sync + 'static,
-    {
-        let (tx, rx) = mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("dhcpd-leases".into())
-            .spawn(move || writer(self, rx, send, log))
-            .expect("spawn lease writer");
-        Store {
-            tx: Some(tx),
-            handle: Some(handle),
+    /// Appends `records` in one write and fdatasyncs: when this returns Ok they are on
+    /// disk. Also finishes a compaction whose snapshot is written, and starts one when the
+    /// log holds too much garbage.
+    pub fn commit(&mut self, records: &[Lease]) -> Result<(), Error> {
+        let path = log_path(&self.dir);
+        if !records.is_empty() {
+            self.buf.clear();
+            for r in records {
+                self.buf.extend_from_slice(encode_record(r).as_bytes());
+            }
+            self.file.append(&self.buf).map_err(|e| io(&path, e))?;
+            for r in records {
+                self.state.insert(r.ip, r.clone());
+            }
+            self.records_in_file += records.len();
+            if let Some((_, pending)) = self.compaction.as_mut() {
+                pending.extend_from_slice(&self.buf);
+            }
+            self.file.sync().map_err(|e| io(&path, e))?;
         }
-    }
-}
-
-/// Handle to the writer thread.
-pub struct Store {
-    tx: Option<mpsc::Sender<Msg>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Store {
-    pub fn submit(&self, job: Job) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Job(job));
-        }
+        self.maintain();
+        Ok(())
     }
 
-    /// Blocks until everything submitted so far is on disk (and its replies sent).
-    pub fn sync(&self) {
-        let (tx, rx) = mpsc::channel();
-        if let Some(t) = &self.tx {
-            if t.send(Msg::Sync(tx)).is_ok() {
-                let _ = rx.recv();
+    /// Finishes a compaction whose snapshot is written; starts one when the log holds
+    /// [`COMPACT_MIN_GARBAGE`] more records than live addresses (and [`COMPACT_RATIO`]
+    /// times as many). A failed compaction keeps the log as it is and says why on stderr.
+    fn maintain(&mut self) {
+        if self
+            .compaction
+            .as_ref()
+            .is_some_and(|(h, _)| h.is_finished())
+        {
+            let (h, pending) = self.compaction.take().expect("checked");
+            let path = log_path(&self.dir);
+            let done = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Config("compaction thread panicked".into())))
+                .and_then(|(mut f, k)| {
+                    f.append(&pending).map_err(|e| io(&path, e))?;
+                    f.sync().map_err(|e| io(&path, e))?;
+                    install_snapshot(&self.dir)?;
+                    Ok((f, k))
+                });
+            match done {
+                Ok((f, k)) => {
+                    self.file = f;
+                    self.records_in_file = k + count_lines(&pending);
+                }
+                Err(e) => {
+                    crate::log!("lease log compaction failed (log kept as is): {e}")
+                }
+            }
+        }
+        let live = self.state.len();
+        if self.compaction.is_none()
+            && self.records_in_file > live + COMPACT_MIN_GARBAGE
+            && self.records_in_file > live * COMPACT_RATIO
+        {
+            let dir = self.dir.clone();
+            let snap: Vec<Lease> = self.state.values().cloned().collect();
+            let h = std::thread::Builder::new()
+                .name("dhcpd-compact".into())
+                .spawn(move || write_snapshot(&dir, snap.iter()));
+            match h {
+                Ok(h) => self.compaction = Some((h, Vec::new())),
+                Err(e) => crate::log!("lease log compaction not started: {e}"),
             }
         }
     }
 
-    /// Drains the queue and stops the writer.
+    /// Lets a running compaction finish writing its temp file (shutting down: the log itself,
+    /// complete and fsynced, stays as it is).
     pub fn close(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
+        if let Some((h, _)) = self.compaction.take() {
             let _ = h.join();
         }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.close();
     }
 }
 
@@ -242,188 +259,6 @@ impl Drop for Store {
 /// `COMPACT_RATIO` times as many.
 const COMPACT_MIN_GARBAGE: usize = 10_000;
 const COMPACT_RATIO: usize = 4;
-const MAX_BATCH: usize = 4096;
-
-/// One batch handed from the writer to a syncer: fsync `file`, then answer.
-struct SyncJob {
-    file: Arc<File>,
-    replies: Vec<Reply>,
-}
-
-/// Jobs handed to syncers and not finished yet (replies not all sent).
-#[derive(Default)]
-struct InFlight {
-    n: Mutex<usize>,
-    idle: std::sync::Condvar,
-}
-
-impl InFlight {
-    fn add(&self) {
-        *self.n.lock().expect("in-flight") += 1;
-    }
-    fn done(&self) {
-        let mut n = self.n.lock().expect("in-flight");
-        *n -= 1;
-        if *n == 0 {
-            self.idle.notify_all();
-        }
-    }
-    fn wait_idle(&self) {
-        let mut n = self.n.lock().expect("in-flight");
-        while *n > 0 {
-            n = self.idle.wait(n).expect("in-flight");
-        }
-    }
-}
-
-/// fsyncs run on `SYNCERS` threads so that a batch written while another batch's fsync is
-/// still running does not wait for it (a later fdatasync also covers everything written
-/// before it started, so each batch's replies only wait for their own).
-const SYNCERS: usize = 2;
-
-fn writer<S, L>(mut log: LeaseLog, rx: mpsc::Receiver<Msg>, send: S, report: L)
-where
-    S: Fn(&Reply) + Send + Sync + 'static,
-    L: Fn(String) + Send + Sync + 'static,
-{
-    let path = log_path(&log.dir);
-    let send = Arc::new(send);
-    let report = Arc::new(report);
-    // Rendezvous: when every syncer is busy the writer waits, and requests pile up into the
-    // next batch (group commit).
-    let (sync_tx, sync_rx) = mpsc::sync_channel::<SyncJob>(0);
-    let sync_rx = Arc::new(Mutex::new(sync_rx));
-    let in_flight = Arc::new(InFlight::default());
-    let syncers: Vec<JoinHandle<()>> = (0..SYNCERS)
-        .map(|i| {
-            let (rx, send, report, path) =
-                (sync_rx.clone(), send.clone(), report.clone(), path.clone());
-            let in_flight = in_flight.clone();
-            std::thread::Builder::new()
-                .name(format!("dhcpd-fsync{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock().map(|r| r.recv()) {
-                        Ok(Ok(j)) => j,
-                        _ => break,
-                    };
-                    match job.file.sync_data() {
-                        // The replies wait for this: an ACK is only sent for a lease on disk.
-                        Ok(()) => job.replies.iter().for_each(|r| send(r)),
-                        Err(e) => report(format!(
-                            "{}: fsync failed, {} repl(ies) not sent: {e}",
-                            path.display(),
-                            job.replies.len()
-                        )),
-                    }
-                    in_flight.done();
-                })
-                .expect("spawn fsync thread")
-        })
-        .collect();
-    // A running compaction: the snapshot writer, and what was appended since it started.
-    type Compaction = (JoinHandle<Result<(LogFile, usize), Error>>, Vec<u8>);
-    let mut compaction: Option<Compaction> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        buf.clear();
-        let mut n = 0;
-        let mut replies = vec![];
-        let mut syncs = vec![];
-        for m in batch {
-            match m {
-                Msg::Job(j) => {
-                    for r in j.records {
-                        buf.extend_from_slice(encode_record(&r).as_bytes());
-                        log.state.insert(r.ip, r);
-                        n += 1;
-                    }
-                    replies.extend(j.reply);
-                }
-                Msg::Sync(s) => syncs.push(s),
-            }
-        }
-        if n > 0 {
-            match log.file.append(&buf) {
-                Ok(()) => {
-                    log.records_in_file += n;
-                    if let Some((_, pending)) = compaction.as_mut() {
-                        pending.extend_from_slice(&buf);
-                    }
-                }
-                Err(e) => {
-                    report(format!(
-                        "{}: cannot write leases, {} repl(ies) not sent: {e}",
-                        path.display(),
-                        replies.len()
-                    ));
-                    replies.clear();
-                }
-            }
-        }
-        let job = SyncJob {
-            file: log.file.file.clone(),
-            replies,
-        };
-        in_flight.add();
-        if sync_tx.send(job).is_err() {
-            in_flight.done();
-            report("lease fsync threads are gone".into());
-        }
-        if !syncs.is_empty() {
-            // Everything before this point is fsynced and answered once no job is in flight.
-            in_flight.wait_idle();
-            for s in syncs {
-                let _ = s.send(());
-            }
-        }
-        // Finish a compaction whose snapshot is written.
-        if compaction.as_ref().is_some_and(|(h, _)| h.is_finished()) {
-            let (h, pending) = compaction.take().expect("checked");
-            let done = h
-                .join()
-                .unwrap_or_else(|_| Err(Error::Config("compaction thread panicked".into())))
-                .and_then(|(mut f, k)| {
-                    f.append(&pending).map_err(|e| io(&path, e))?;
-                    f.sync().map_err(|e| io(&path, e))?;
-                    install_snapshot(&log.dir)?;
-                    Ok((f, k))
-                });
-            match done {
-                Ok((f, k)) => {
-                    log.file = f;
-                    log.records_in_file = k + count_lines(&pending);
-                }
-                Err(e) => report(format!("lease log compaction failed (log kept as is): {e}")),
-            }
-        }
-        let live = log.state.len();
-        if compaction.is_none()
-            && log.records_in_file > live + COMPACT_MIN_GARBAGE
-            && log.records_in_file > live * COMPACT_RATIO
-        {
-            let dir = log.dir.clone();
-            let snap: Vec<Lease> = log.state.values().cloned().collect();
-            let h = std::thread::spawn(move || write_snapshot(&dir, snap.iter()));
-            compaction = Some((h, Vec::new()));
-        }
-    }
-    drop(sync_tx);
-    for h in syncers {
-        let _ = h.join();
-    }
-    // Shutting down: let a running compaction finish writing its temp file, but keep the
-    // (complete, fsynced) log as it is.
-    if let Some((h, _)) = compaction {
-        let _ = h.join();
-    }
-}
 
 fn count_lines(b: &[u8]) -> usize {
     b.iter().filter(|&&c| c == b'\n').count()
@@ -449,24 +284,29 @@ mod tests {
     #[test]
     fn records_are_durable_and_compaction_keeps_latest() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, w) = LeaseLog::open(dir.path()).unwrap();
+        let (mut log, w) = LeaseLog::open(dir.path()).unwrap();
         assert!(w.is_empty());
-        let store = log.spawn(|_| {}, |e| panic!("{e}"));
-        for i in 0..30_000 {
-            store.submit(Job {
-                records: vec![lease(i)],
-                reply: None,
-            });
+        // 30 000 records over 50 addresses, 100 per commit: far past the compaction threshold.
+        for batch in 0..300u32 {
+            let recs: Vec<Lease> = (batch * 100..batch * 100 + 100).map(lease).collect();
+            log.commit(&recs).unwrap();
+            if batch % 25 != 0 {
+                continue;
+            }
+            // What a commit returned for is on disk, whatever compaction is doing.
+            let got = load(dir.path()).unwrap();
+            let newest = batch * 100 + 99;
+            assert!(
+                got.iter().any(|l| l.start == newest as u64),
+                "record {newest} not on disk after its commit"
+            );
         }
-        store.sync();
-        // Compaction runs in the background; keep writing until it has happened.
+        // Compaction runs in the background; keep committing until it has happened.
         for i in 30_000..30_100 {
-            store.submit(Job {
-                records: vec![lease(i)],
-                reply: None,
-            });
-            store.sync();
+            log.commit(&[lease(i)]).unwrap();
         }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log.commit(&[]).unwrap();
         let got = load(dir.path()).unwrap();
         assert_eq!(got.len(), 50);
         for l in &got {
@@ -479,41 +319,7 @@ mod tests {
         let bytes = std::fs::read(log_path(dir.path())).unwrap();
         let lines = bytes.iter().filter(|&&b| b == b'\n').count();
         assert!(lines < 20_000, "log was never compacted: {lines} lines");
-    }
-
-    #[test]
-    fn every_reply_sent_once_after_its_record_is_written() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = LeaseLog::open(dir.path()).unwrap();
-        let sent = Arc::new(AtomicUsize::new(0));
-        let (s2, d2) = (sent.clone(), dir.path().to_path_buf());
-        let store = log.spawn(
-            move |r: &Reply| {
-                // The record of the lease this reply announces is already in the file.
-                let ip = Ipv4Addr::from(u32::from_be_bytes(r.bytes[..4].try_into().unwrap()));
-                assert!(
-                    load(&d2).unwrap().iter().any(|l| l.ip == ip),
-                    "{ip} not on disk yet"
-                );
-                s2.fetch_add(1, Ordering::SeqCst);
-            },
-            |e| panic!("{e}"),
-        );
-        for i in 0..200u32 {
-            let l = lease(i);
-            let reply = Reply {
-                bytes: u32::from(l.ip).to_be_bytes().to_vec(),
-                dest: "255.255.255.255:68".parse().unwrap(),
-                kind: dhcproto::v4::MessageType::Ack,
-            };
-            store.submit(Job {
-                records: vec![l],
-                reply: Some(reply),
-            });
-        }
-        store.sync();
-        assert_eq!(sent.load(Ordering::SeqCst), 200);
+        log.close();
     }
 
     #[test]

@@ -38,8 +38,7 @@ pub fn dhcpd(a: DhcpdArgs) -> Result<()> {
             .context("entering the lab's network namespace")?;
     }
     let cfg = dhcpd::ServerConfig::from_lab(&lab);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
