@@ -298,6 +298,17 @@ fn start_wireguard(
         st.resources.pop();
         st.save()?;
     }
+    // labnet makes the TUN, persistent, and wireguard-go attaches to it by name. Its exit
+    // then only detaches (a TUN that dies with its last descriptor is unregistered on the
+    // exiting process's path: tens of ms of RCU waits that `down` would sit through); the
+    // device goes with the lab's namespace, or as a root link if it was never moved.
+    st.record(Resource::RootLink {
+        name: iface.clone(),
+    })?;
+    let i = iface.clone();
+    nsfs::in_netns(None, move || {
+        crate::tun::create_persistent(&i, crate::tun::Kind::Tun, None)
+    })?;
     st.record(Resource::WgUserspace {
         iface: iface.clone(),
         pid: None,
@@ -464,6 +475,19 @@ pub fn down(lab: &str) -> Result<DownOutcome, Error> {
 pub fn undo(st: &mut LabState) -> Result<(), Error> {
     let mut failed = vec![];
     let mut errors = vec![];
+    // wireguard-go first: its TUN then goes with its file descriptor while the lab's
+    // namespace still exists, instead of racing the kernel's teardown of that namespace
+    // for the rtnl lock (measured: ~17 ms this way, 40-60 ms the other way round).
+    let (wg, rest): (Vec<Resource>, Vec<Resource>) = std::mem::take(&mut st.resources)
+        .into_iter()
+        .partition(|r| matches!(r, Resource::WgUserspace { .. }));
+    st.resources = rest;
+    for r in wg {
+        if let Err(e) = undo_one(&r) {
+            errors.push(e.to_string());
+            failed.push(r);
+        }
+    }
     while let Some(r) = st.resources.pop() {
         if let Err(e) = undo_one(&r) {
             errors.push(e.to_string());

@@ -12,6 +12,7 @@ pub mod nsfs;
 pub mod paths;
 pub mod state;
 pub mod status;
+pub mod tun;
 pub mod wg;
 
 pub use config::{Ipv4Cidr, Lab, Uplink};

@@ -1,24 +1,9 @@
-//! The VM's tap: created with TUNSETIFF + TUNSETPERSIST on a thread inside the lab namespace
-//! (a tap is born in the opener's namespace; rtnetlink cannot create taps: EOPNOTSUPP),
-//! owned by the invoking user, then attached to the bridge and set up over netlink.
-use std::os::fd::AsRawFd;
-
+//! The VM's tap: a persistent tap ([`netns::tun`]) made on a thread inside the lab namespace
+//! (a tap is born in the opener's namespace), owned by the invoking user, then attached to
+//! the bridge and set up over netlink.
 use netns::nl;
 
 use crate::Error;
-
-const TUNSETIFF: libc::c_ulong = 0x400454ca;
-const TUNSETPERSIST: libc::c_ulong = 0x400454cb;
-const TUNSETOWNER: libc::c_ulong = 0x400454cc;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
 
 /// The user to own the tap: $SUDO_UID when run through sudo, else the caller.
 pub fn invoking_uid() -> u32 {
@@ -36,32 +21,7 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
     }
     let tap = name.to_string();
     netns::nsfs::in_netns(Some(lab), move || {
-        let sys = |what: &str| {
-            let e = nix::errno::Errno::last();
-            netns::Error::sys(what, e)
-        };
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")
-            .map_err(|e| netns::Error::io("/dev/net/tun", e))?;
-        let mut req = IfReq {
-            name: [0; 16],
-            flags: IFF_TAP | IFF_NO_PI,
-            _pad: [0; 22],
-        };
-        req.name[..tap.len()].copy_from_slice(tap.as_bytes());
-        let fd = f.as_raw_fd();
-        if unsafe { libc::ioctl(fd, TUNSETIFF as _, &req) } < 0 {
-            return Err(sys(&format!("TUNSETIFF {tap}")));
-        }
-        if unsafe { libc::ioctl(fd, TUNSETOWNER as _, owner as libc::c_ulong) } < 0 {
-            return Err(sys(&format!("TUNSETOWNER {tap}")));
-        }
-        if unsafe { libc::ioctl(fd, TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
-            return Err(sys(&format!("TUNSETPERSIST {tap}")));
-        }
-        Ok(())
+        netns::tun::create_persistent(&tap, netns::tun::Kind::Tap, Some(owner))
     })?;
     let (tap, br) = (name.to_string(), bridge.to_string());
     let res = nl::with_netlink(Some(lab), move |h| async move {
