@@ -517,6 +517,11 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
     match r {
         Resource::Netns { name } => nsfs::delete_netns(name),
         Resource::RootLink { name } => {
+            // Usually gone already (moved into the lab, whose namespace the kernel is now
+            // tearing down under the rtnl lock): sysfs says so without waiting for that lock.
+            if !Path::new("/sys/class/net").join(name).exists() {
+                return Ok(());
+            }
             let n = name.clone();
             with_netlink(None, move |h| async move { nl::del_link(&h, &n).await }).map(|_| ())
         }

@@ -118,7 +118,13 @@ pub fn in_netns<T: Send + 'static>(
 ) -> Result<T, Error> {
     let file = match ns {
         Some(n) => Some(File::open(netns_path(n)).map_err(|e| Error::io(netns_path(n), e))?),
-        None => None,
+        // Already there (the usual case: labnet's main thread never changes namespace):
+        // no thread to start.
+        None if same_netns("/proc/thread-self/ns/net", "/proc/self/ns/net") => return f(),
+        // Called from a thread inside a lab: back to the main thread's namespace.
+        None => {
+            Some(File::open("/proc/self/ns/net").map_err(|e| Error::io("/proc/self/ns/net", e))?)
+        }
     };
     std::thread::spawn(move || {
         if let Some(file) = file {
@@ -129,6 +135,15 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .map_err(|_| Error::Other("a namespace worker thread panicked".into()))?
+}
+
+/// Whether two namespace files name the same namespace (same nsfs inode).
+fn same_netns(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Enters the lab's namespace for the whole (still single-threaded) process: used by the
