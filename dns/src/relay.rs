@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::udp::UdpReply;
 use crate::Error;
 
 /// Most queries waiting on upstreams at once; beyond that new ones get SERVFAIL at once.
@@ -145,18 +146,39 @@ impl Relay {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let tcp = request.protocol() == Protocol::Tcp;
-        let Some(msg) = self.forward(request.as_slice(), &key, tcp).await else {
+        let Some(answer) = self.forward(request.as_slice(), &key, tcp).await else {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
-        let msg = Arc::new(msg);
-        if let (Some(cache), Some(ttl)) = (&self.shared.cache, cache_ttl(&msg)) {
-            cache.lock().unwrap().insert(key, msg.clone(), ttl);
+        // A UDP client gets the upstream's datagram as it came (its ID back, RA set, AA
+        // cleared): the upstream answered the client's own query bytes, so the answer already
+        // fits the client's EDNS size (or carries TC). No decode and re-encode on the way.
+        let udp = (&rh as &dyn std::any::Any)
+            .downcast_ref::<UdpReply>()
+            .cloned();
+        let info = match &udp {
+            Some(u) => Some(u.send_relayed(&answer, request.metadata.id).await),
+            None => None,
+        };
+        let msg = match (info.is_some(), &self.shared.cache) {
+            (true, None) => None,
+            _ => Message::from_vec(&answer).ok().map(Arc::new),
+        };
+        if let (Some(cache), Some(msg)) = (&self.shared.cache, &msg) {
+            if let Some(ttl) = cache_ttl(msg) {
+                cache.lock().unwrap().insert(key, msg.clone(), ttl);
+            }
         }
-        respond(request, &msg, 0, edns.as_ref(), &mut rh).await
+        match (info, msg) {
+            (Some(Ok(info)), _) => info,
+            (Some(Err(_)), _) => failed(request),
+            (None, Some(msg)) => respond(request, &msg, 0, edns.as_ref(), &mut rh).await,
+            (None, None) => servfail(request, edns.as_ref(), &mut rh).await,
+        }
     }
 
-    /// Tries the upstreams in turn until one gives a usable answer or the deadline passes.
-    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<Message> {
+    /// Tries the upstreams in turn until one gives a usable answer or the deadline passes;
+    /// the answer as received (its ID is the one this relay sent).
+    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<Vec<u8>> {
         let sh = &*self.shared;
         let deadline = Instant::now() + sh.timeout;
         let n = sh.upstreams.len();
@@ -179,9 +201,7 @@ impl Relay {
             } else {
                 self.ask_udp(upstream, query, budget).await
             };
-            let Some(msg) = got
-                .and_then(|b| Message::from_vec(&b).ok())
-                .filter(|m| same_question(m, key))
+            let Some((answer, rcode)) = got.and_then(|b| answers(&b, query, key).map(|r| (b, r)))
             else {
                 // No (usable) answer: prefer the next upstream from now on.
                 let _ = sh.preferred.compare_exchange(
@@ -192,15 +212,12 @@ impl Relay {
                 );
                 continue;
             };
-            if matches!(
-                msg.metadata.response_code,
-                ResponseCode::ServFail | ResponseCode::Refused
-            ) {
-                last = Some(msg);
+            if matches!(rcode, ResponseCode::ServFail | ResponseCode::Refused) {
+                last = Some(answer);
                 continue;
             }
             sh.preferred.store(idx, Ordering::Relaxed);
-            return Some(msg);
+            return Some(answer);
         }
         last
     }
@@ -283,6 +300,45 @@ async fn ask_tcp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
     s.read_exact(&mut buf).await.ok()?;
     // The ID was the client's; matching is by question (TCP to one upstream, one query).
     Some(buf)
+}
+
+/// The response code of `answer` if it is a response to `query`'s question; None for
+/// anything else (garbage, a different question). The usual answer repeats the question bytes
+/// as sent (compared without regard to case); anything else is decoded and compared.
+fn answers(answer: &[u8], query: &[u8], key: &Key) -> Option<ResponseCode> {
+    if answer.len() < 12 || answer[2] & 0x80 == 0 {
+        return None;
+    }
+    if let Some(end) = question_end(query) {
+        if answer[4..6] == [0, 1]
+            && answer.len() >= end
+            && answer[12..end].eq_ignore_ascii_case(&query[12..end])
+        {
+            return Some(ResponseCode::from(0, answer[3] & 0x0f));
+        }
+    }
+    let m = Message::from_vec(answer).ok()?;
+    same_question(&m, key).then_some(m.metadata.response_code)
+}
+
+/// End of the (single, uncompressed) question section of a query.
+fn question_end(query: &[u8]) -> Option<usize> {
+    if query.len() < 12 || query[4..6] != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None; // a compression pointer (or junk): let the decoder judge
+        }
+        i += 1 + len;
+    }
+    let end = i + 1 + 4;
+    (end <= query.len()).then_some(end)
 }
 
 fn same_question(m: &Message, key: &Key) -> bool {
@@ -542,6 +598,52 @@ mod tests {
             c.get(&key("c.")).unwrap()
         };
         assert_eq!(age, 5);
+    }
+
+    /// A query for `name` A IN as a client sends it (ID 0x1234, RD).
+    fn query_bytes(name: &str) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.trim_end_matches('.').split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn upstream_answers_are_matched_to_the_question() {
+        let key = (
+            LowerName::from(Name::from_ascii("www.example.test.").unwrap()),
+            RecordType::A,
+            DNSClass::IN,
+        );
+        let q = query_bytes("www.example.test");
+        assert_eq!(question_end(&q), Some(q.len()));
+        // The upstream's answer to exactly this query (other case, as 0x20 does): its rcode.
+        let mut m = msg(ResponseCode::NXDomain, vec![], vec![]);
+        m.queries[0] = Query::query(
+            Name::from_ascii("WWW.Example.test.").unwrap(),
+            RecordType::A,
+        );
+        let a = m.to_vec().unwrap();
+        assert_eq!(answers(&a, &q, &key), Some(ResponseCode::NXDomain));
+        // Another question, a query (QR clear), garbage: not an answer.
+        let other = msg(ResponseCode::NoError, vec![], vec![]).to_vec().unwrap();
+        let q2 = query_bytes("mail.example.test");
+        let key2 = (
+            LowerName::from(Name::from_ascii("mail.example.test.").unwrap()),
+            RecordType::A,
+            DNSClass::IN,
+        );
+        assert_eq!(answers(&other, &q2, &key2), None);
+        assert_eq!(answers(&q, &q, &key), None);
+        assert_eq!(answers(&[0xff; 11], &q, &key), None);
+        // A compressed or cut question in the query: decided by the full decoder.
+        assert_eq!(question_end(&q[..q.len() - 2]), None);
+        let mut ptr = q.clone();
+        ptr[12] = 0xc0;
+        assert_eq!(question_end(&ptr), None);
     }
 
     #[test]

@@ -19,7 +19,9 @@ use hickory_server::proto::op::{
     Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_server::proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
+};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
@@ -104,9 +106,42 @@ fn format_error(query: &[u8]) -> Option<Vec<u8>> {
 
 /// Sends the encoded answer straight to the client's address.
 #[derive(Clone)]
-struct UdpReply {
+pub(crate) struct UdpReply {
     sock: Arc<UdpSocket>,
     dst: SocketAddr,
+}
+
+impl UdpReply {
+    /// Sends an upstream's answer on to the client: with the client's `id`, RA set (we
+    /// recurse for it) and AA cleared (we are not the authority for it).
+    pub(crate) async fn send_relayed(
+        &self,
+        answer: &[u8],
+        id: u16,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = answer.to_vec();
+        if bytes.len() < 12 {
+            return Err(NetError::from("short upstream answer"));
+        }
+        bytes[..2].copy_from_slice(&id.to_be_bytes());
+        bytes[2] &= !0x04;
+        bytes[3] |= 0x80;
+        let header = Header::read(&mut BinDecoder::new(&bytes))
+            .map_err(|e| NetError::from(e.to_string()))?;
+        self.send(&bytes).await?;
+        Ok(ResponseInfo::from(header))
+    }
+
+    async fn send(&self, bytes: &[u8]) -> Result<(), NetError> {
+        match self.sock.try_send_to(bytes, self.dst) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.sock.send_to(bytes, self.dst).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -123,13 +158,7 @@ impl ResponseHandler for UdpReply {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, bytes) = encode(response);
-        match self.sock.try_send_to(&bytes, self.dst) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.sock.send_to(&bytes, self.dst).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.send(&bytes).await?;
         Ok(info)
     }
 }
