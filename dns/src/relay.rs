@@ -136,9 +136,20 @@ impl Relay {
         let key: Key = (q.name().clone(), q.query_type(), q.query_class());
         let edns = response_edns(request);
 
+        let udp = (&rh as &dyn std::any::Any)
+            .downcast_ref::<UdpReply>()
+            .cloned();
         if let Some(cache) = &self.shared.cache {
             let hit = cache.lock().unwrap().get(&key);
-            if let Some((msg, age)) = hit {
+            if let Some((msg, wire, age)) = hit {
+                // The stored datagram, patched, when it fits this client as it is.
+                let raw = match (&udp, &wire) {
+                    (Some(u), Some(w)) => w.serve(request, age).map(|b| (u, b)),
+                    _ => None,
+                };
+                if let Some((u, bytes)) = raw {
+                    return u.send_raw(bytes).await.unwrap_or_else(|_| failed(request));
+                }
                 return respond(request, &msg, age, edns.as_ref(), &mut rh).await;
             }
         }
@@ -152,9 +163,6 @@ impl Relay {
         // A UDP client gets the upstream's datagram as it came (its ID back, RA set, AA
         // cleared): the upstream answered the client's own query bytes, so the answer already
         // fits the client's EDNS size (or carries TC). No decode and re-encode on the way.
-        let udp = (&rh as &dyn std::any::Any)
-            .downcast_ref::<UdpReply>()
-            .cloned();
         let info = match &udp {
             Some(u) => Some(u.send_relayed(&answer, request.metadata.id).await),
             None => None,
@@ -165,7 +173,8 @@ impl Relay {
         };
         if let (Some(cache), Some(msg)) = (&self.shared.cache, &msg) {
             if let Some(ttl) = cache_ttl(msg) {
-                cache.lock().unwrap().insert(key, msg.clone(), ttl);
+                let wire = Wire::parse(&answer).map(Arc::new);
+                cache.lock().unwrap().insert(key, msg.clone(), wire, ttl);
             }
         }
         match (info, msg) {
@@ -453,8 +462,91 @@ struct Cache {
 
 struct Entry {
     msg: Arc<Message>,
+    wire: Option<Arc<Wire>>,
     stored: Instant,
     ttl: u32,
+}
+
+/// A cached answer as the upstream sent it, to serve UDP clients without re-encoding.
+struct Wire {
+    bytes: Vec<u8>,
+    /// Where the TTL of each record (except OPT) is.
+    ttls: Vec<usize>,
+    has_opt: bool,
+}
+
+impl Wire {
+    /// Indexes a well-formed, single-question answer; None for anything else (those are
+    /// served re-encoded).
+    fn parse(b: &[u8]) -> Option<Wire> {
+        if b.len() < 12 {
+            return None;
+        }
+        let count = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]) as usize;
+        if count(4) != 1 {
+            return None;
+        }
+        let records = count(6) + count(8) + count(10);
+        let mut i = skip_name(b, 12)? + 4;
+        let (mut ttls, mut has_opt) = (Vec::with_capacity(records), false);
+        for _ in 0..records {
+            i = skip_name(b, i)?;
+            let fixed = b.get(i..i + 10)?;
+            if u16::from_be_bytes([fixed[0], fixed[1]]) == u16::from(RecordType::OPT) {
+                has_opt = true;
+            } else {
+                ttls.push(i + 4);
+            }
+            i += 10 + u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        }
+        (i == b.len()).then(|| Wire {
+            bytes: b.to_vec(),
+            ttls,
+            has_opt,
+        })
+    }
+
+    /// This answer for `request` (its ID, question bytes and RD; RA set, AA cleared; TTLs
+    /// less `age`), if it fits as it is: EDNS on both or neither, and within the client's
+    /// size. None: serve it re-encoded (which truncates or drops the OPT as needed).
+    fn serve(&self, request: &Request, age: u32) -> Option<Vec<u8>> {
+        let limit = request
+            .edns
+            .as_ref()
+            .map(|e| e.max_payload().max(512) as usize)
+            .unwrap_or(512);
+        if request.edns.is_some() != self.has_opt || self.bytes.len() > limit {
+            return None;
+        }
+        let query = request.as_slice();
+        let end = question_end(query)?;
+        if self.bytes.len() < end || !self.bytes[12..end].eq_ignore_ascii_case(&query[12..end]) {
+            return None;
+        }
+        let mut b = self.bytes.clone();
+        b[..2].copy_from_slice(&query[..2]);
+        b[12..end].copy_from_slice(&query[12..end]);
+        b[2] = (b[2] & !0x05) | (query[2] & 0x01);
+        b[3] |= 0x80;
+        for &o in &self.ttls {
+            let ttl = u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            b[o..o + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+        }
+        Some(b)
+    }
+}
+
+/// Offset just past the (possibly compressed) name at `i`.
+fn skip_name(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let len = *b.get(i)?;
+        match len & 0xc0 {
+            0 if len == 0 => return Some(i + 1),
+            0 => i += 1 + len as usize,
+            0xc0 => return b.get(i + 1).map(|_| i + 2),
+            _ => return None,
+        }
+    }
 }
 
 impl Cache {
@@ -467,19 +559,21 @@ impl Cache {
     }
 
     /// The answer and its age in whole seconds, if still fresh.
-    fn get(&mut self, key: &Key) -> Option<(Arc<Message>, u32)> {
+    #[allow(clippy::type_complexity)]
+    fn get(&mut self, key: &Key) -> Option<(Arc<Message>, Option<Arc<Wire>>, u32)> {
         let e = self.map.get(key)?;
         let age = e.stored.elapsed().as_secs();
         if age >= e.ttl as u64 {
             self.map.remove(key);
             return None;
         }
-        Some((e.msg.clone(), age as u32))
+        Some((e.msg.clone(), e.wire.clone(), age as u32))
     }
 
-    fn insert(&mut self, key: Key, msg: Arc<Message>, ttl: u32) {
+    fn insert(&mut self, key: Key, msg: Arc<Message>, wire: Option<Arc<Wire>>, ttl: u32) {
         let entry = Entry {
             msg,
+            wire,
             stored: Instant::now(),
             ttl,
         };
@@ -586,14 +680,14 @@ mod tests {
             )
         };
         let m = Arc::new(msg(ResponseCode::NoError, vec![a(60)], vec![]));
-        c.insert(key("a."), m.clone(), 60);
-        c.insert(key("b."), m.clone(), 60);
-        c.insert(key("c."), m.clone(), 60);
+        c.insert(key("a."), m.clone(), None, 60);
+        c.insert(key("b."), m.clone(), None, 60);
+        c.insert(key("c."), m.clone(), None, 60);
         assert!(c.get(&key("a.")).is_none(), "oldest entry evicted");
         assert!(c.get(&key("b.")).is_some() && c.get(&key("c.")).is_some());
         c.map.get_mut(&key("b.")).unwrap().stored -= Duration::from_secs(61);
         assert!(c.get(&key("b.")).is_none(), "expired entry served");
-        let (_, age) = {
+        let (_, _, age) = {
             c.map.get_mut(&key("c.")).unwrap().stored -= Duration::from_secs(5);
             c.get(&key("c.")).unwrap()
         };
@@ -644,6 +738,53 @@ mod tests {
         let mut ptr = q.clone();
         ptr[12] = 0xc0;
         assert_eq!(question_end(&ptr), None);
+    }
+
+    #[test]
+    fn cached_datagram_is_patched_for_each_client() {
+        // The upstream's answer: AA set, one A record (TTL 300), EDNS.
+        let mut up = msg(ResponseCode::NoError, vec![a(300)], vec![]);
+        up.metadata.authoritative = true;
+        up.edns = Some(Edns::new());
+        let wire = Wire::parse(&up.to_vec().unwrap()).unwrap();
+        assert!(wire.has_opt);
+        assert_eq!(wire.ttls.len(), 1, "the OPT's TTL field is not a TTL");
+
+        // A later client: other ID, other case, RD clear, with EDNS.
+        let mut q = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        q.queries.push(Query::query(
+            Name::from_ascii("WwW.example.TEST.").unwrap(),
+            RecordType::A,
+        ));
+        q.edns = Some(Edns::new());
+        let req = Request::from_bytes(
+            q.to_vec().unwrap(),
+            "10.0.0.9:5353".parse().unwrap(),
+            Protocol::Udp,
+        )
+        .unwrap();
+        let out = Message::from_vec(&wire.serve(&req, 7).unwrap()).unwrap();
+        assert_eq!(out.metadata.id, 0x4242);
+        assert_eq!(out.queries[0].name().to_ascii(), "WwW.example.TEST.");
+        assert!(out.metadata.recursion_available && !out.metadata.authoritative);
+        assert!(!out.metadata.recursion_desired);
+        assert_eq!(out.answers[0].ttl, 293, "aged by 7 s");
+        assert!(out.edns.is_some());
+
+        // Without EDNS the stored OPT must not go out: served re-encoded instead.
+        q.edns = None;
+        let req = Request::from_bytes(
+            q.to_vec().unwrap(),
+            "10.0.0.9:5353".parse().unwrap(),
+            Protocol::Udp,
+        )
+        .unwrap();
+        assert!(wire.serve(&req, 0).is_none());
+        // Junk is not indexed.
+        assert!(Wire::parse(&[0u8; 11]).is_none());
+        let mut cut = up.to_vec().unwrap();
+        cut.pop();
+        assert!(Wire::parse(&cut).is_none());
     }
 
     #[test]

@@ -119,13 +119,18 @@ impl UdpReply {
         answer: &[u8],
         id: u16,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = answer.to_vec();
-        if bytes.len() < 12 {
+        if answer.len() < 12 {
             return Err(NetError::from("short upstream answer"));
         }
+        let mut bytes = answer.to_vec();
         bytes[..2].copy_from_slice(&id.to_be_bytes());
         bytes[2] &= !0x04;
         bytes[3] |= 0x80;
+        self.send_raw(bytes).await
+    }
+
+    /// Sends a complete answer datagram as it is.
+    pub(crate) async fn send_raw(&self, bytes: Vec<u8>) -> Result<ResponseInfo, NetError> {
         let header = Header::read(&mut BinDecoder::new(&bytes))
             .map_err(|e| NetError::from(e.to_string()))?;
         self.send(&bytes).await?;
