@@ -2,9 +2,11 @@
 //! namespace, answers the local zone (`lab.` by default: one A record per host in the hosts
 //! file dhcpd writes, PTR records in the bridge subnet's reverse zone) and forwards every
 //! other name to the lab's upstreams with failover, a hard timeout and a TTL-respecting
-//! cache. Built on hickory-server: its [`Server`](hickory_server::Server) does the sockets,
-//! a [`Catalog`](hickory_server::zone_handler::Catalog) of in-memory zones answers the local
-//! names, and [`relay`] forwards the rest.
+//! cache. Built on hickory-server: its [`Server`](hickory_server::Server) serves TCP, a
+//! [`Catalog`](hickory_server::zone_handler::Catalog) of in-memory zones answers the local
+//! names, and [`relay`] forwards the rest. UDP is read by [`udp`]: one SO_REUSEPORT socket and
+//! one thread (single-threaded runtime, own upstream sockets) per core, up to 4
+//! (`LABNET_DNS_THREADS` overrides the count), see [`server::serve`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dns::Error> {
