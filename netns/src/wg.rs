@@ -2,7 +2,9 @@
 //! UDP socket keeps the host's connectivity to the bounce box, then move it into the lab:
 //! - kernel: an rtnetlink `wireguard` link, configured over generic netlink;
 //! - userspace (no module, e.g. this CI machine): `wireguard-go IFACE` in the foreground,
-//!   configured through its UAPI socket /var/run/wireguard/IFACE.sock.
+//!   attached to a persistent TUN labnet made (see [`crate::tun`]), configured through its
+//!   UAPI socket /var/run/wireguard/IFACE.sock.
+//!
 //! The private key goes from its 0600 file to netlink/UAPI only: never argv, never env.
 use std::net::IpAddr;
 use std::path::Path;
