@@ -16,7 +16,6 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::leases::{encode_record, log_path, parse_log, Lease, HEADER};
@@ -26,7 +25,7 @@ const PREALLOC: u64 = 4 << 20;
 
 /// The log file: data up to `off`, NULs (already written, so allocated) up to `cap`.
 struct LogFile {
-    file: Arc<File>,
+    file: File,
     off: u64,
     cap: u64,
 }
@@ -100,7 +99,7 @@ fn write_snapshot<'a>(
         n += 1;
     }
     let mut f = LogFile {
-        file: Arc::new(file),
+        file,
         off: 0,
         cap: 0,
     };

@@ -164,7 +164,11 @@ impl Relay {
         // cleared): the upstream answered the client's own query bytes, so the answer already
         // fits the client's EDNS size (or carries TC). No decode and re-encode on the way.
         let info = match &udp {
-            Some(u) => Some(u.send_relayed(&answer, request.metadata.id).await),
+            Some(u) => {
+                let mut bytes = answer.clone();
+                as_forwarder_answer(&mut bytes, &request.as_slice()[..3]);
+                Some(u.send_raw(bytes).await)
+            }
             None => None,
         };
         let msg = match (info.is_some(), &self.shared.cache) {
@@ -524,16 +528,23 @@ impl Wire {
             return None;
         }
         let mut b = self.bytes.clone();
-        b[..2].copy_from_slice(&query[..2]);
         b[12..end].copy_from_slice(&query[12..end]);
-        b[2] = (b[2] & !0x05) | (query[2] & 0x01);
-        b[3] |= 0x80;
+        as_forwarder_answer(&mut b, query);
         for &o in &self.ttls {
             let ttl = u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
             b[o..o + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
         }
         Some(b)
     }
+}
+
+/// Makes an upstream's answer (header at least 12 bytes) ours for the client whose query
+/// starts with `query`: its ID and RD, RA set (we recurse for it), AA cleared (we are not
+/// the authority for it).
+fn as_forwarder_answer(b: &mut [u8], query: &[u8]) {
+    b[..2].copy_from_slice(&query[..2]);
+    b[2] = (b[2] & !0x05) | (query[2] & 0x01);
+    b[3] |= 0x80;
 }
 
 /// Offset just past the (possibly compressed) name at `i`.

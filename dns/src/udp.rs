@@ -112,23 +112,6 @@ pub(crate) struct UdpReply {
 }
 
 impl UdpReply {
-    /// Sends an upstream's answer on to the client: with the client's `id`, RA set (we
-    /// recurse for it) and AA cleared (we are not the authority for it).
-    pub(crate) async fn send_relayed(
-        &self,
-        answer: &[u8],
-        id: u16,
-    ) -> Result<ResponseInfo, NetError> {
-        if answer.len() < 12 {
-            return Err(NetError::from("short upstream answer"));
-        }
-        let mut bytes = answer.to_vec();
-        bytes[..2].copy_from_slice(&id.to_be_bytes());
-        bytes[2] &= !0x04;
-        bytes[3] |= 0x80;
-        self.send_raw(bytes).await
-    }
-
     /// Sends a complete answer datagram as it is.
     pub(crate) async fn send_raw(&self, bytes: Vec<u8>) -> Result<ResponseInfo, NetError> {
         let header = Header::read(&mut BinDecoder::new(&bytes))
@@ -162,46 +145,33 @@ impl ResponseHandler for UdpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response);
+        // At most the client's EDNS payload size, 512 bytes without EDNS (RFC 1035 4.2.1;
+        // what does not fit is cut and marked truncated by the encoder). A response that
+        // cannot be encoded becomes a bare SERVFAIL.
+        let max = response
+            .edns()
+            .map(|e| e.max_payload().max(512))
+            .unwrap_or(512);
+        let id = response.metadata().id;
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        if let Ok(info) = response.destructive_emit(&mut encoder) {
+            self.send(&bytes).await?;
+            return Ok(info);
+        }
+        let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+        metadata.response_code = ResponseCode::ServFail;
+        let header = Header {
+            metadata,
+            counts: HeaderCounts::default(),
+        };
+        bytes.clear();
+        let mut encoder = BinEncoder::new(&mut bytes);
+        let _ = header.emit(&mut encoder);
         self.send(&bytes).await?;
-        Ok(info)
+        Ok(ResponseInfo::from(header))
     }
-}
-
-/// Encodes for UDP: at most the client's EDNS payload size, 512 bytes without EDNS (RFC 1035
-/// 4.2.1; what does not fit is cut and marked truncated by the encoder). A response that cannot
-/// be encoded becomes a bare SERVFAIL.
-fn encode<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> (ResponseInfo, Vec<u8>) {
-    let max = response
-        .edns()
-        .map(|e| e.max_payload().max(512))
-        .unwrap_or(512);
-    let id = response.metadata().id;
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
-    if let Ok(info) = response.destructive_emit(&mut encoder) {
-        return (info, bytes);
-    }
-    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-    metadata.response_code = ResponseCode::ServFail;
-    let header = Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    };
-    bytes.clear();
-    let mut encoder = BinEncoder::new(&mut bytes);
-    let _ = header.emit(&mut encoder);
-    (ResponseInfo::from(header), bytes)
 }
 
 #[cfg(test)]
