@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd_dhcpd;
 mod cmd_dns;
+mod cmd_image;
 mod cmd_lab;
 mod cmd_mount;
 mod cmd_units;
@@ -37,6 +38,9 @@ enum Command {
     Leases(cmd_dhcpd::LeasesArgs),
     /// Run the DNS server for a lab (inside the lab namespace).
     Dns(cmd_dns::DnsArgs),
+    /// Build, list and remove Debian root images for long-lived VMs.
+    #[command(subcommand)]
+    Image(cmd_image::ImageCommand),
     /// Launch and manage QEMU VMs in the lab.
     #[command(subcommand)]
     Vm(cmd_vm::VmCommand),
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
         Command::Dhcpd(a) => cmd_dhcpd::dhcpd(a),
         Command::Leases(a) => cmd_dhcpd::leases(a),
         Command::Dns(a) => cmd_dns::dns(a),
+        Command::Image(c) => cmd_image::run(c),
         Command::Vm(c) => cmd_vm::run(c),
         Command::Mount(a) => cmd_mount::mount(a),
         Command::KernelConfig(a) => cmd_mount::kernel_config(a),

@@ -12,6 +12,7 @@
 //! - [`manage`]: list / ip / ssh / console / stop for running VMs, from [`state`] files.
 pub mod accel;
 pub mod cpio;
+pub mod image_boot;
 pub mod initramfs;
 pub mod kernel;
 pub mod manage;
@@ -19,6 +20,7 @@ pub mod modules;
 pub mod naming;
 pub mod qemu;
 pub mod qmp;
+pub mod ssh;
 pub mod state;
 pub mod supervise;
 pub mod tap;
