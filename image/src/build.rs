@@ -266,8 +266,8 @@ fn root_tarball(recipe: &Recipe, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         .lines()
         .map_while(|l| l.ok())
     {
-        if line.starts_with("I: ") {
-            say(&format!("mmdebstrap: {}", &line[3..]));
+        if let Some(progress) = line.strip_prefix("I: ") {
+            say(&format!("mmdebstrap: {progress}"));
         }
         tail.push(line);
         if tail.len() > 40 {

@@ -331,3 +331,82 @@ pub fn wait_ready(
         );
     }
 }
+
+/// The static kmount guests run (a busybox initramfs has no libc), built with the command the
+/// README documents. mountgen's own test builds the same thing into the same target dir, so
+/// in a `cargo test --workspace` run one of them finds it fresh.
+pub fn static_kmount() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(&cargo)
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "mountgen",
+            "--bin",
+            "kmount",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ]));
+    assert!(
+        out.status.success(),
+        "static kmount build failed: {}",
+        text(&out)
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+/// The packages the tests' image has on top of labnet's base set: what a lab inside the
+/// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
+pub const TEST_IMAGE_PACKAGES: &[&str] = &["nftables", "wireguard-go", "wireguard-tools"];
+
+/// The tests' Debian image, built once with `labnet image build` and cached outside the clone
+/// in /var/cache/labnet/images/KEY (KEY: a hash of the recipe, labnet's guest files and the
+/// kmount binary), under a file lock so parallel tests wait instead of racing. Returns the
+/// image store dir (for LABNET_IMAGE_DIR) and the image's name.
+pub fn test_image() -> (PathBuf, String) {
+    let kmount = static_kmount();
+    let packages: Vec<String> = TEST_IMAGE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mirror = image::recipe::host_mirror().expect("a Debian mirror in the host's apt sources");
+    let recipe = image::recipe::Recipe::new("bookworm", &mirror, &packages).unwrap();
+    let mut inputs = recipe.key().into_bytes();
+    inputs.extend(image::guest::render(&image::guest::entries()).into_bytes());
+    inputs.extend(std::fs::read(&kmount).unwrap());
+    let key = format!("{:016x}", image::fnv1a(&inputs));
+    let base = Path::new("/var/cache/labnet/images");
+    std::fs::create_dir_all(base).unwrap();
+    let _lock = image::build::lock(&base.join(format!("{key}.lock"))).unwrap();
+    let store = base.join(&key);
+    let name = "test".to_string();
+    if !store.join(&name).join("manifest.json").exists() {
+        let t0 = Instant::now();
+        let mut args = vec![
+            "image".to_string(),
+            "build".into(),
+            name.clone(),
+            "--kmount".into(),
+            kmount.display().to_string(),
+        ];
+        for p in &packages {
+            args.extend(["--package".into(), p.clone()]);
+        }
+        let out = run(Command::new(labnet_bin())
+            .args(&args)
+            .env("LABNET_IMAGE_DIR", &store));
+        assert!(out.status.success(), "test image build: {}", text(&out));
+        eprintln!(
+            "test image built in {:.0} s: {}",
+            t0.elapsed().as_secs_f64(),
+            store.display()
+        );
+    }
+    (store, name)
+}

@@ -21,39 +21,6 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ceph-cluster.sh")
 }
 
-/// The static kmount the guest runs (its busybox initramfs has no libc), built with the
-/// command documented in mountgen's crate docs. mountgen's own test builds the same thing
-/// into the same target dir, so in a `cargo test --workspace` run one of the two finds it
-/// fresh; from scratch it is mountgen + serde_json + thiserror + libc, a few seconds.
-fn static_kmount() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(&cargo)
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mountgen",
-            "--bin",
-            "kmount",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ]));
-    assert!(
-        out.status.success(),
-        "static kmount build failed: {}",
-        text(&out)
-    );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
-
 /// Stops the cluster (by the pid files the fixture wrote) when dropped.
 struct Cluster {
     dir: PathBuf,

@@ -23,6 +23,15 @@ pub fn lab_key(lab: &str) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(&dir, e))?;
+    // Two VMs starting at once: one makes the key, the other waits and takes it.
+    let lockp = dir.join("key.lock");
+    let lock = std::fs::File::create(&lockp).map_err(|e| Error::io(&lockp, e))?;
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(Error::io(&lockp, std::io::Error::last_os_error()));
+    }
+    if key.exists() && key.with_extension("pub").exists() {
+        return Ok(key);
+    }
     let keygen = crate::which("ssh-keygen").ok_or_else(|| Error::MissingProgram {
         program: "ssh-keygen".into(),
         hint: " (apt-get install openssh-client)".into(),
