@@ -1,4 +1,5 @@
 //! Bad input gives an error that names the input and field, never a panic.
+#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax};

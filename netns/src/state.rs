@@ -118,6 +118,7 @@ impl LabLock {
             .map_err(|e| Error::io(&path, e))?;
         let deadline = std::time::Instant::now() + wait;
         loop {
+            // SAFETY: flock(2) on an fd that `file` owns and keeps open; no memory involved.
             let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if r == 0 {
                 return Ok(LabLock { _file: file });
