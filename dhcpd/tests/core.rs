@@ -1,6 +1,5 @@
 //! The protocol engine against hand-built requests: RFC 2131 states, address choice,
 //! reservations, and golden encodings of replies (LABNET_BLESS=1 rewrites the goldens).
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 

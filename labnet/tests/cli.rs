@@ -1,7 +1,6 @@
 //! The CLI's own checks that need no root: config errors are reported before anything on the
 //! system is touched, naming the file and the field. (Also makes `cargo test --workspace`
 //! build the `labnet` binary that the end-to-end tests in tests/ run.)
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 use std::process::Command;
 
 fn labnet(args: &[&str], config_dir: &std::path::Path) -> std::process::Output {

@@ -1,5 +1,4 @@
 //! Bad input gives an error that names the input and field, never a panic.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax};

@@ -1,6 +1,5 @@
 //! Golden tests over every captured sample: each input format × {new, old} syntax × every
 //! ms_mode (plus the default). `LABNET_BLESS=1 cargo test -p mountgen --test golden` rewrites.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use mountgen::kconfig::{self, CephBuild};

@@ -1,6 +1,5 @@
 //! End-to-end tests of the `kmount` binary: --dry-run output, secret handling, errors, and
 //! (as root) the real add_key(2)/mount(2) calls observed with strace.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use std::io::Write;

@@ -4,7 +4,6 @@
 //! only the old syntax. Known, intended differences: we also pass `fsid=` (newer mount.ceph
 //! does too), and with no ms_mode on a v2-only cluster we fall back to v2 + prefer-crc where
 //! pacific gives up ("unable to determine mon addresses").
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax};

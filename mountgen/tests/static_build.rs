@@ -1,6 +1,5 @@
 //! kmount must run inside busybox guests with no libc: the documented crt-static build gives
 //! an ELF without a program interpreter that runs with an empty environment.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use std::process::Command;

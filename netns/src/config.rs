@@ -433,8 +433,7 @@ fn redact_keys(text: &str) -> String {
             i = end;
         } else {
             out.push_str(&text[start..i]);
-            if i < b.len() {
-                let ch = text[i..].chars().next().unwrap();
+            if let Some(ch) = text[i..].chars().next() {
                 out.push(ch);
                 i += ch.len_utf8();
             }

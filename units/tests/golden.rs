@@ -1,6 +1,5 @@
 //! Every generated unit and drop-in against a golden file under tests/golden/CASE/.
 //! `LABNET_BLESS=1 cargo test -p units --test golden` rewrites them.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,5 @@
 //! `install` / `remove` under a temp root: the layout `systemctl --root` uses, enablement
 //! links, several labs sharing the templates, and never touching files labnet did not write.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,5 @@
 //! `systemd-analyze verify` (systemd 252 in CI) on the installed units of real instances:
 //! templates plus drop-ins, ExecStart pointing at a real executable. Any warning fails.
-#![allow(clippy::unwrap_used)] // in a test, an unwrap is an assertion
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
