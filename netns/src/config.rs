@@ -394,7 +394,8 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
 pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
     let raw: RawLab = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
-        message: e.to_string().trim_end().replace('\n', " "),
+        // Multi-line on purpose: toml's message shows the line with a caret under the error.
+        message: e.to_string().trim_end().to_string(),
     })?;
     raw.validate(file, lab)
 }
