@@ -139,7 +139,11 @@ pub fn resolve(ctx: &Ctx, a: ResolveArgs) -> Result<()> {
             lab.dhcp
                 .reservations
                 .iter()
-                .find(|r| r.hostname.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&name)))
+                .find(|r| {
+                    r.hostname
+                        .as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(&name))
+                })
                 .and_then(|r| r.ip)
         })
         .or_else(|| crate::cmd_vm::running_vm_ip(&lab.name, &name));

@@ -102,6 +102,7 @@ pub struct MountArgs {
     /// Where the file system is mounted.
     #[arg(default_value = "/mnt")]
     mountpoint: String,
+    /// Device syntax: new (NAME@FSID.FS=/PATH, mon_addr=) or old (MON:/PATH).
     #[arg(long, value_enum, default_value = "auto")]
     syntax: SyntaxArg,
     /// Kernel release deciding --syntax auto (default: the running kernel).
@@ -113,6 +114,7 @@ pub struct MountArgs {
     /// Only monitors in the dump's quorum list.
     #[arg(long)]
     quorum_only: bool,
+    /// Add a named set of options.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// More kernel options, comma separated (repeatable).
@@ -136,6 +138,7 @@ pub struct MountArgs {
     /// `ceph fs ls --format=json` output to check --fs against.
     #[arg(long, value_name = "FILE")]
     fs_ls: Option<String>,
+    /// What to print.
     #[arg(long, value_enum, default_value = "cmd")]
     format: OutFormat,
 }

@@ -51,7 +51,7 @@ impl VmCommand {
 
 #[derive(Args, Clone)]
 pub struct BootArgs {
-    /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
+    /// VM name: hostname, DNS name, and what its stable MAC is derived from (default: vm1, vm2, ... for
     /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
@@ -67,8 +67,10 @@ pub struct BootArgs {
     /// Extra kernel command line (after labnet's console=ttyS0 ...).
     #[arg(long)]
     pub append: Option<String>,
+    /// Guest memory (QEMU -m syntax: 512M, 1G, ...).
     #[arg(long, default_value = "1G")]
     pub mem: String,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// q35 or microvm (default: microvm for the generated initramfs, q35 with --drive/--initrd).

@@ -159,3 +159,32 @@ fn main() -> ExitCode {
         Err(e) => report::report(&e, debug),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every argument says what it is for (`--help`, the man page and
+    /// the completions all show it).
+    #[test]
+    fn every_argument_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&cmd, "labnet", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+}

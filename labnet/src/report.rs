@@ -25,6 +25,7 @@ impl std::error::Error for Coded {
 }
 
 /// `error` that makes labnet exit with `code`.
+#[allow(dead_code)] // vm run's exit contract uses it
 pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(Coded {
         code,
@@ -123,7 +124,6 @@ pub fn die_quietly_on_closed_stdout() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
     #[derive(Debug, thiserror::Error)]
     #[error("{path}: {source}")]
@@ -149,14 +149,19 @@ mod tests {
     #[test]
     fn multi_line_messages_stay_multi_line() {
         let e = anyhow::anyhow!("f.toml: TOML parse error at line 1\n  |\n1 | x\n  | ^");
-        assert!(error_text(&e).starts_with("error: f.toml: TOML parse error at line 1\n  |\n1 | x\n"));
+        assert!(
+            error_text(&e).starts_with("error: f.toml: TOML parse error at line 1\n  |\n1 | x\n")
+        );
     }
 
     #[test]
     fn code_survives_context() {
         let e = with_code(125, anyhow::anyhow!("kernel panic")).context("vm run");
         assert_eq!(
-            e.chain().find_map(|c| c.downcast_ref::<Coded>()).unwrap().code,
+            e.chain()
+                .find_map(|c| c.downcast_ref::<Coded>())
+                .unwrap()
+                .code,
             125
         );
         assert!(error_text(&e).contains("caused by: kernel panic"));
