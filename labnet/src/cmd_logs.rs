@@ -93,14 +93,16 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
         t.print_existing(&mut out, a.lines)?;
     }
     out.flush()?;
-    while a.follow {
+    if !a.follow {
+        return Ok(());
+    }
+    loop {
         std::thread::sleep(Duration::from_millis(200));
         for t in &mut tails {
             t.print_new(&mut out)?;
         }
         out.flush()?;
     }
-    Ok(())
 }
 
 /// No log file: under systemd the journal has the daemons' output.

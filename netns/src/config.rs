@@ -318,7 +318,14 @@ impl Lab {
             let meta = std::fs::metadata(f).map_err(|e| ConfigError::Field {
                 file: self.source.clone(),
                 field: field.clone(),
-                message: format!("cannot read {}: {e}", f.display()),
+                message: if is_base64_key(&f.display().to_string()) {
+                    // The key itself where its file's path belongs: not echoed.
+                    format!(
+                        "{e}; the value looks like a key, not a path (name the file holding it)"
+                    )
+                } else {
+                    format!("cannot read {}: {e}", f.display())
+                },
             })?;
             if meta.permissions().mode() & 0o077 != 0 {
                 return Err(ConfigError::Field {
@@ -390,12 +397,73 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
     Ok(parsed)
 }
 
+/// A TOML error as `line L, column C: MESSAGE` and, under it, the line with a caret under
+/// the bad part (like the toml crate's own message), key-shaped tokens of that line
+/// redacted: it may hold a key pasted where it does not belong (`private_key = "…"`).
+fn syntax_message(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let col = before.len() - line_start + 1;
+            let src = text[line_start..].lines().next().unwrap_or("");
+            let width = span
+                .end
+                .saturating_sub(span.start)
+                .clamp(1, src.len().saturating_sub(col - 1).max(1));
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            format!(
+                "line {line}, column {col}: {}\n{pad} |\n{num} | {}\n{pad} | {}{}",
+                redact_keys(&message),
+                redact_keys(src),
+                " ".repeat(src[..(col - 1).min(src.len())].chars().count()),
+                "^".repeat(width)
+            )
+        }
+        None => redact_keys(&message),
+    }
+}
+
+/// `text` with every key-shaped token (38 or more base64 characters ending in `=` padding:
+/// WireGuard and cephx keys) replaced by `<redacted>`; serde quotes a bad value in its message.
+fn redact_keys(text: &str) -> String {
+    let b = text.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    let (mut out, mut i) = (String::with_capacity(text.len()), 0);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && is_b64(b[i]) {
+            i += 1;
+        }
+        let run = i - start;
+        let mut end = i;
+        while end < b.len() && b[end] == b'=' && end - i < 2 {
+            end += 1;
+        }
+        if run >= 38 && end > i {
+            out.push_str("<redacted>");
+            i = end;
+        } else {
+            out.push_str(&text[start..i]);
+            if i < b.len() {
+                let ch = text[i..].chars().next().unwrap();
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 /// Parses and validates a lab's TOML. `lab` (from the command line) overrides a missing name.
 pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
     let raw: RawLab = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
-        // Multi-line on purpose: toml's message shows the line with a caret under the error.
-        message: e.to_string().trim_end().to_string(),
+        message: syntax_message(&e, text),
     })?;
     raw.validate(file, lab)
 }
@@ -990,6 +1058,45 @@ mod tests {
         assert_eq!(
             err("name = \"x\"\n[dns]\nupstreams = [\"resolver\"]\n"),
             "lab.toml: dns.upstreams[0]: expected an IP address or IP:PORT, got \"resolver\""
+        );
+    }
+
+    #[test]
+    fn no_error_echoes_a_key() {
+        const KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        let base = "name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\n";
+        let peer = "peer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
+        for text in [
+            format!("{base}{peer}private_key = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = {KEY}\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\npersistent_keepalive = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\npreshared_key = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\n{KEY}\n"),
+        ] {
+            let e = err(&text);
+            assert!(!e.contains(&KEY[..20]), "{e}");
+            assert!(e.starts_with("lab.toml: line "), "{e}");
+        }
+        // The key pasted as the key file's path.
+        let lab = parse(
+            &format!("{base}{peer}private_key_file = \"{KEY}\"\nendpoint = \"127.0.0.1:51820\"\n"),
+            "lab.toml",
+            None,
+        )
+        .unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(
+            !e.contains(&KEY[..20]) && e.contains("looks like a key"),
+            "{e}"
+        );
+        // Long paths are not keys.
+        assert_eq!(
+            redact_keys("/a/very/long/path/that/goes/on/and/on/and/on"),
+            "/a/very/long/path/that/goes/on/and/on/and/on"
+        );
+        assert_eq!(
+            redact_keys(&format!("string \"{KEY}\", expected")),
+            "string \"<redacted>\", expected"
         );
     }
 

@@ -453,8 +453,12 @@ pub fn daemon_is_ours(pid: u32, exe: &str) -> bool {
 
 /// Removes the lab described by the persisted state. Uses only the state, never today's config.
 pub fn down(lab: &str) -> Result<DownOutcome, Error> {
-    let _lock = LabLock::acquire(lab, LOCK_WAIT)?;
+    // A lab that never ran here: nothing to lock, nothing to create.
+    let Some(lock) = LabLock::acquire_existing(lab, LOCK_WAIT)? else {
+        return Ok(DownOutcome::NotUp);
+    };
     let Some(mut st) = LabState::load(lab)? else {
+        lock.remove()?;
         return Ok(DownOutcome::NotUp);
     };
     undo(&mut st)?;
@@ -466,6 +470,7 @@ pub fn down(lab: &str) -> Result<DownOutcome, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&run, e)),
     }
+    lock.remove()?;
     Ok(DownOutcome::Removed)
 }
 
@@ -660,16 +665,6 @@ mod tests {
             super::resolv_conf(&lab),
             super::NSSWITCH_CONF
         );
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/etc-netns-sepian.txt");
-        if std::env::var_os("LABNET_BLESS").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        assert_eq!(
-            text,
-            std::fs::read_to_string(&path).unwrap(),
-            "LABNET_BLESS=1 regenerates {}",
-            path.display()
-        );
+        testkit::golden!("etc-netns-sepian.txt", &text);
     }
 }

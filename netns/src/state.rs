@@ -100,8 +100,19 @@ impl LabState {
 }
 
 /// An exclusive lock on /run/labnet/LAB.lock, held for the whole of an up or down.
+///
+/// `down` deletes the lock file while it holds it. A waiter that opened the file before the
+/// delete then locks an inode nobody else will see, so every lock taken is checked to still
+/// be the file at the path (else it is taken again on the new file).
 pub struct LabLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+}
+
+/// The temp file a state save writes before its rename (see [`paths::write_atomic`]).
+fn state_tmp_file(lab: &str) -> PathBuf {
+    let path = paths::lab_state_file(lab);
+    path.with_file_name(format!(".{lab}.json.tmp"))
 }
 
 impl LabLock {
@@ -110,25 +121,75 @@ impl LabLock {
         let dir = paths::run_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("{lab}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
         let deadline = std::time::Instant::now() + wait;
         loop {
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r == 0 {
-                return Ok(LabLock { _file: file });
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            loop {
+                let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                if r == 0 {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Other(format!(
+                        "another `labnet up` or `down` of lab {lab} holds {}; try again when it has finished",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::Other(format!(
-                    "another `labnet up` or `down` of lab {lab} holds {}; try again when it has finished",
-                    path.display()
-                )));
+            if !Self::is_current(&file, &path) {
+                continue; // a `down` removed the file we waited on
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            // A state save killed between write and rename leaves its temp file; whoever
+            // wrote it held this lock, so it is debris now.
+            let tmp = state_tmp_file(lab);
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&tmp, e)),
+            }
+            return Ok(LabLock { file, path });
         }
+    }
+
+    /// Like [`acquire`](Self::acquire), but only for a lab that left something in the run
+    /// dir (its state, lock or a state temp file): None, and nothing created, otherwise.
+    pub fn acquire_existing(
+        lab: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<LabLock>, Error> {
+        let lock = paths::run_dir().join(format!("{lab}.lock"));
+        let any = [paths::lab_state_file(lab), lock, state_tmp_file(lab)]
+            .iter()
+            .any(|p| p.symlink_metadata().is_ok());
+        if !any {
+            return Ok(None);
+        }
+        Self::acquire(lab, wait).map(Some)
+    }
+
+    fn is_current(file: &File, path: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            _ => false,
+        }
+    }
+
+    /// Deletes the lock file (still holding the lock, so no one else has it meanwhile) and
+    /// releases it: for `down`, after which the lab leaves nothing in the run dir.
+    pub fn remove(self) -> Result<(), Error> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }?;
+        drop(self.file);
+        Ok(())
     }
 }
