@@ -1,6 +1,7 @@
 //! `labnet`: the command line. Wiring only: every subcommand parses its arguments and calls
 //! into one library crate. Each subcommand lives in its own module (cmd_*.rs); what they
 //! share (choosing the lab, how a failure is reported) is in ctx.rs and report.rs.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 use std::process::ExitCode;
 
 use anyhow::Result;
