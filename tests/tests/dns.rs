@@ -1056,7 +1056,7 @@ fn dns_relay_checks_upstream_answers() {
     let replies = in_netns(&t.cl, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-        let mut ask = |q: Vec<u8>| -> Vec<u8> {
+        let ask = |q: Vec<u8>| -> Vec<u8> {
             s.send_to(&q, server).unwrap();
             let mut buf = vec![0u8; 65535];
             loop {
