@@ -33,6 +33,9 @@ pub struct VmState {
     pub exit: Option<String>,
     pub dir: PathBuf,
     pub command_line: String,
+    /// A throwaway `vm run` VM: once stopped, nothing of it is kept (vm list skips it).
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 pub fn vm_dir(lab: &str, name: &str) -> PathBuf {
