@@ -247,6 +247,7 @@ fn root_tarball(recipe: &Recipe, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let t = Instant::now();
     let mut cmd = Command::new(need("mmdebstrap", "mmdebstrap")?);
     // mmdebstrap must not outlive an interrupted build.
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
@@ -420,19 +421,16 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     })
 }
 
-/// An exclusive flock on `path`, released when the file is dropped.
-pub fn lock(path: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
+/// An exclusive flock on `path`, released when the returned guard is dropped.
+pub fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(f)
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(path, e.into()))
 }
 
 #[cfg(test)]

@@ -97,10 +97,8 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     while !d.exists() {
         d = d.parent()?;
     }
-    let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
-        .then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    let s = nix::sys::statvfs::statvfs(d).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
 /// Finds `prog` in $PATH (plus the sbin dirs, where mkfs.ext4 lives).
@@ -184,26 +182,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
 
 #[cfg(test)]
 pub(crate) mod golden {
+    /// image/tests/golden/NAME (LABNET_BLESS=1 rewrites it).
     pub fn check(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("LABNET_BLESS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with LABNET_BLESS=1 to create it)",
-                path.display()
-            )
-        });
-        assert!(
-            want == actual,
-            "{} differs (LABNET_BLESS=1 regenerates):\n--- want\n{want}\n--- got\n{actual}",
-            path.display()
-        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        testkit::check_golden(dir.join(name), actual);
     }
 }
 

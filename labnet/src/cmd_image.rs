@@ -17,6 +17,7 @@ pub enum ImageCommand {
 pub struct BuildArgs {
     /// Image name (default: the suite).
     pub name: Option<String>,
+    /// Debian suite (codename) to install.
     #[arg(long, default_value = "bookworm")]
     pub suite: String,
     /// File system size (the disk is sparse / qcow2: only what is used takes space).
@@ -25,6 +26,7 @@ pub struct BuildArgs {
     /// Extra Debian package (repeatable).
     #[arg(long = "package", value_name = "P")]
     pub packages: Vec<String>,
+    /// Disk format: qcow2 (compact, what `vm start --image` overlays) or raw.
     #[arg(long, default_value = "qcow2")]
     pub format: String,
     /// Debian mirror URL (default: the one the host's apt uses).
@@ -41,12 +43,14 @@ pub struct BuildArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
+    /// Print JSON (one array of manifests, each with its dir) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct RmArgs {
+    /// The image's name.
     pub name: String,
 }
 

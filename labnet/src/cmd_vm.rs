@@ -7,13 +7,20 @@ use std::time::Duration;
 use vm::initramfs::RunCmd;
 use vm::qemu::{Machine, Share};
 
+use crate::ctx::Ctx;
+
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Boot a VM in the lab (tap on the lab bridge, stable MAC + DHCP reservation).
+    #[command(after_help = START_HELP)]
     Start(StartArgs),
     /// Boot a throwaway VM with the generated initramfs, run CMD in it, print its output and
     /// exit with its exit status.
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Forget a stopped VM: its state and logs, its DHCP reservation and leases (--disk: its
+    /// overlay too).
+    Rm(RmArgs),
     /// List the lab's VMs (name, state, pid, MAC, tap, IP, uptime).
     List(ListArgs),
     /// Print a VM's leased address.
@@ -35,21 +42,64 @@ pub enum VmCommand {
     Stop(StopArgs),
 }
 
-#[derive(Args, Clone)]
-pub struct LabArgs {
-    /// Lab name (default: the lab of --config, else the embedded default "sepian").
-    #[arg(long)]
-    pub lab: Option<String>,
-    /// Lab config file (only read when the running lab's record does not say).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+const RUN_HELP: &str = "\
+Exit status:
+  N     the guest command's own exit status (0-255)
+  124   --timeout expired (like timeout(1))
+  125   the guest never reached the command, or died while it ran: a kernel panic (named in
+        the message), an init failure, no /init; the message gives the serial log's path
+  126   QEMU could not start (bad QEMU arguments, missing binary, ...)
+  1     labnet itself failed before booting (bad arguments, lab not up, ...)
+A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
+(under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
+
+On a terminal, progress (booting, the accelerator and why, the lease, the command starting)
+goes to stderr; --quiet or a non-terminal stderr silences it. stdout is the command's output.
+
+Examples:
+  labnet vm run --kernel arch/x86/boot/bzImage -- uname -r
+  labnet vm run --kernel ~/linux/arch/x86/boot/bzImage --module ceph --timeout 300 -- sh -c 'modprobe ceph && echo ok'
+  labnet vm run --kernel /boot/vmlinuz-$(uname -r) --append rdinit=/bin/sh -- true   # exit 125 on a panic";
+
+const START_HELP: &str = "\
+Examples:
+  labnet vm start --name k1 --image bookworm --daemonize && labnet vm ssh k1 --wait -- uname -r
+  labnet vm start --name k1 --kernel arch/x86/boot/bzImage --drive arch.qcow2 --overlay --daemonize
+  labnet vm start --kernel arch/x86/boot/bzImage --share ~/src:src   # console on this terminal
+  labnet vm ip k1 --wait 60 && labnet vm ssh k1 -- uname -r";
+
+impl VmCommand {
+    /// Stays with a VM (or a terminal) until it ends; see main.rs.
+    pub fn supervises(&self) -> bool {
+        matches!(
+            self,
+            VmCommand::Start(_)
+                | VmCommand::Run(_)
+                | VmCommand::Console(_)
+                | VmCommand::Ssh(_)
+                | VmCommand::Cp(_)
+                | VmCommand::Proxy(_)
+        )
+    }
+
+    pub fn needs_root(&self) -> Option<&'static str> {
+        match self {
+            VmCommand::Start(_) => Some("vm start"),
+            VmCommand::Run(_) => Some("vm run"),
+            VmCommand::Stop(_) => Some("vm stop"),
+            VmCommand::Rm(_) => Some("vm rm"),
+            VmCommand::Console(_) => Some("vm console"),
+            VmCommand::Ssh(_) => Some("vm ssh"),
+            VmCommand::Cp(_) => Some("vm cp"),
+            VmCommand::Proxy(_) => Some("vm proxy"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
 pub struct BootArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
-    /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
+    /// VM name: hostname, DNS name, and what its stable MAC is derived from (default: vm1, vm2, ... for
     /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
@@ -68,8 +118,10 @@ pub struct BootArgs {
     /// Extra kernel command line (after labnet's console=ttyS0 ...).
     #[arg(long)]
     pub append: Option<String>,
+    /// Guest memory (QEMU -m syntax: 512M, 1G, ...).
     #[arg(long, default_value = "1G")]
     pub mem: String,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// q35 or microvm (default: microvm for the generated initramfs, q35 with --drive/--initrd).
@@ -109,6 +161,16 @@ pub struct BootArgs {
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y (Debian's kernel lacks it: no eth0).
     #[arg(long)]
     pub pvh: bool,
+    /// No progress messages on stderr (they are shown only on a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl BootArgs {
+    /// Progress on stderr: only for a person watching.
+    fn progress(&self) -> bool {
+        !self.quiet && nix::unistd::isatty(std::io::stderr()).unwrap_or(false)
+    }
 }
 
 #[derive(Args)]
@@ -144,24 +206,23 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
+    /// Lab name [default: see `labnet --help`].
+    pub lab: Option<String>,
+    /// Print JSON (one array of VMs) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct NameArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 #[derive(Args)]
 pub struct IpArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Wait up to this many seconds for the lease.
     #[arg(long, default_value_t = 0)]
     pub wait: u64,
@@ -169,9 +230,8 @@ pub struct IpArgs {
 
 #[derive(Args)]
 pub struct SshArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Remote user.
     #[arg(long, short = 'l', default_value = "root")]
     pub user: String,
@@ -189,8 +249,6 @@ pub struct CpArgs {
     pub src: String,
     /// A local path or NAME:PATH.
     pub dst: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Copy directories recursively.
     #[arg(short = 'r', long)]
     pub recursive: bool,
@@ -200,42 +258,49 @@ pub struct CpArgs {
 pub struct SshConfigArgs {
     /// Only this VM (default: every VM of the lab).
     pub name: Option<String>,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 #[derive(Args)]
 pub struct ProxyArgs {
+    /// The VM's name.
     pub name: String,
+    /// The VM's TCP port.
     #[arg(default_value_t = 22)]
     pub port: u16,
-    #[command(flatten)]
-    pub lab: LabArgs,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// The VM's name.
+    pub name: String,
+    /// Also delete its disk overlay (state dir vms/NAME/overlay.qcow2).
+    #[arg(long)]
+    pub disk: bool,
 }
 
 #[derive(Args)]
 pub struct StopArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Seconds to wait for the power-down before killing QEMU.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
 }
 
-pub fn run(c: VmCommand) -> Result<()> {
+pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
     match c {
-        VmCommand::Start(a) => start(a),
-        VmCommand::Run(a) => run_cmd(a),
-        VmCommand::List(a) => list(a),
-        VmCommand::Ip(a) => ip(a),
-        VmCommand::Ssh(a) => ssh(a),
-        VmCommand::Cp(a) => cp(a),
-        VmCommand::SshConfig(a) => ssh_config(a),
-        VmCommand::Proxy(a) => proxy(a),
-        VmCommand::Console(a) => Ok(vm::manage::console(&lab_name(&a.lab)?, &a.name)?),
+        VmCommand::Start(a) => start(ctx, a),
+        VmCommand::Run(a) => run_cmd(ctx, a),
+        VmCommand::List(a) => list(ctx, a),
+        VmCommand::Ip(a) => ip(ctx, a),
+        VmCommand::Ssh(a) => ssh(ctx, a),
+        VmCommand::Cp(a) => cp(ctx, a),
+        VmCommand::SshConfig(a) => ssh_config(ctx, a),
+        VmCommand::Proxy(a) => proxy(ctx, a),
+        VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
+        VmCommand::Rm(a) => rm(ctx, a),
         VmCommand::Stop(a) => {
-            let lab = lab_name(&a.lab)?;
+            let lab = ctx.lab_name(None)?;
             let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
             println!("{}: stopped ({how})", a.name);
             Ok(())
@@ -243,15 +308,8 @@ pub fn run(c: VmCommand) -> Result<()> {
     }
 }
 
-fn lab_name(a: &LabArgs) -> Result<String> {
-    match &a.lab {
-        Some(l) => Ok(l.clone()),
-        None => Ok(netns::Lab::load(None, a.config.as_deref())?.name),
-    }
-}
-
-fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
-    let lab = lab_name(&b.lab)?;
+fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
+    let lab = ctx.lab_name(None)?;
     let img = b.image.as_deref().map(image::store::load).transpose()?;
     let kernel = match (&b.kernel, &img) {
         (Some(k), _) => k.clone(),
@@ -259,7 +317,7 @@ fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
         (None, None) => bail!("--kernel: required (or --image)"),
     };
     let mut o = vm::supervise::Options::new(&lab, &name, &kernel);
-    o.config = b.lab.config.clone();
+    o.config = ctx.config.clone();
     o.initrd = b.initrd.clone();
     o.drive = b.drive.clone();
     o.append = b.append.clone();
@@ -303,7 +361,7 @@ fn default_name(lab: &str, prefix: &str) -> String {
             // Free: nobody holds its lock (a VM being prepared holds it before it has state).
             matches!(vm::state::try_lock(lab, n), Ok(Some(_)))
         })
-        .unwrap()
+        .expect("an endless range of names")
 }
 
 fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
@@ -330,14 +388,14 @@ fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
     );
 }
 
-fn start(a: StartArgs) -> Result<()> {
-    let lab = lab_name(&a.boot.lab)?;
+fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let name = a
         .boot
         .name
         .clone()
         .unwrap_or_else(|| default_name(&lab, "vm"));
-    let mut o = options(&a.boot, name.clone())?;
+    let mut o = options(ctx, &a.boot, name.clone())?;
     o.run = a.run.clone().map(RunCmd::Shell);
     o.extra_qemu = a.qemu_args.clone();
     if a.daemonize {
@@ -380,36 +438,103 @@ fn start(a: StartArgs) -> Result<()> {
         Some(x) => bail!("--serial {x:?}: expected console or file"),
         None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
-    let p = vm::supervise::prepare(&o)?;
+    let progress = a.boot.progress();
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
+    if progress {
+        booting(&p);
+    }
     let out = vm::supervise::launch(
         &p,
         vm::supervise::Mode::Start {
             attach_console: attach,
         },
-        &mut |st| banner(&p, st),
-    )?;
-    eprintln!("{name}: {}", out.exit);
+        &mut |st| {
+            if progress || attach {
+                banner(&p, st)
+            }
+        },
+    )
+    .map_err(vm_failure)?;
+    if progress || attach {
+        eprintln!("{name}: {}", out.exit);
+    }
     Ok(())
 }
 
-fn run_cmd(a: RunArgs) -> Result<()> {
+/// The exit status a failed `vm run`/`vm start` carries (the contract in RUN_HELP).
+fn vm_failure(e: vm::Error) -> anyhow::Error {
+    let code = match &e {
+        vm::Error::TimedOut(_) => 124,
+        vm::Error::GuestFailed(_) => 125,
+        vm::Error::QemuStart(_) => 126,
+        vm::Error::MissingProgram { program, .. } if program.starts_with("qemu") => 126,
+        _ => 1,
+    };
+    crate::report::with_code(code, e)
+}
+
+/// Progress: what is booted, how, and why that accelerator.
+fn booting(p: &vm::supervise::Prepared) {
+    let name = &p.spec.name;
+    for n in &p.notes {
+        eprintln!("{name}: {n}");
+    }
+    eprintln!(
+        "{name}: booting {} on {} in lab {}; accelerator {}",
+        p.spec.kernel.display(),
+        p.spec.machine.as_str(),
+        p.lab,
+        p.accel_reason
+    );
+}
+
+fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let name = match &a.boot.name {
         Some(n) => n.clone(),
-        None => default_name(&lab_name(&a.boot.lab)?, "run"),
+        None => default_name(&ctx.lab_name(None)?, "run"),
     };
-    let mut o = options(&a.boot, name)?;
+    let mut o = options(ctx, &a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     o.ephemeral = a.boot.name.is_none();
-    let p = vm::supervise::prepare(&o)?;
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
     let verbose = a.verbose;
-    let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
-        if verbose {
-            banner(&p, st)
-        }
-    })?;
+    let progress = a.boot.progress();
+    if progress && !verbose {
+        booting(&p);
+    }
+    let out = vm::supervise::launch(
+        &p,
+        vm::supervise::Mode::Run { verbose, progress },
+        &mut |st| {
+            if verbose {
+                banner(&p, st)
+            }
+        },
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    std::process::exit(out.rc.unwrap_or(255));
+    let out = out.map_err(vm_failure)?;
+    // launch() returns Ok only with the command's status.
+    std::process::exit(out.rc.unwrap_or(125));
+}
+
+fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    for what in vm::manage::remove(&lab, &a.name, a.disk)? {
+        println!("{}: removed {what}", a.name);
+    }
+    let overlay = netns::paths::state_dir(&lab)
+        .join("vms")
+        .join(&a.name)
+        .join("overlay.qcow2");
+    if !a.disk && overlay.exists() {
+        println!(
+            "{}: kept its disk {} (--disk removes it)",
+            a.name,
+            overlay.display()
+        );
+    }
+    Ok(())
 }
 
 /// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
@@ -428,8 +553,8 @@ fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
         .map(|l| l.ip)
 }
 
-fn list(a: ListArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
+    let lab = ctx.lab_name(a.lab.as_deref())?;
     let vms = vm::manage::list(&lab, &|mac, since| lease_ip(&lab, mac, since))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&vms)?);
@@ -456,6 +581,14 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// The address of VM `name` in this boot, if it runs and has its lease.
+pub fn running_vm_ip(lab: &str, name: &str) -> Option<Ipv4Addr> {
+    let st = vm::manage::load(lab, name).ok()?;
+    (st.status != vm::state::Status::Stopped && st.qemu_alive())
+        .then(|| vm::manage::lease_of(&st, &|mac, since| lease_ip(lab, mac, since)))
+        .flatten()
+}
+
 fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
     let t0 = std::time::Instant::now();
@@ -470,14 +603,14 @@ fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     }
 }
 
-fn ip(a: IpArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ip(ctx: &Ctx, a: IpArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     println!("{}", vm_ip(&lab, &a.name, a.wait)?);
     Ok(())
 }
 
-fn ssh(a: SshArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ssh(ctx: &Ctx, a: SshArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let st = vm::manage::load(&lab, &a.name)?;
     let opts = vm::ssh::options(&lab, &st)?;
     let ip = match a.wait {
@@ -581,11 +714,11 @@ fn remote(spec: &str) -> Option<(&str, &str)> {
     (!n.is_empty() && !n.contains('/')).then_some((n, p))
 }
 
-fn cp(a: CpArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
-    let (name, to_vm) = match (remote(&a.src), remote(&a.dst)) {
-        (None, Some((n, _))) => (n.to_string(), true),
-        (Some((n, _)), None) => (n.to_string(), false),
+fn cp(ctx: &Ctx, a: CpArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    let (name, path, to_vm) = match (remote(&a.src), remote(&a.dst)) {
+        (None, Some((n, p))) => (n.to_string(), p.to_string(), true),
+        (Some((n, p)), None) => (n.to_string(), p.to_string(), false),
         _ => bail!(
             "vm cp: exactly one of SRC and DST must be NAME:PATH (got {:?} {:?})",
             a.src,
@@ -598,11 +731,11 @@ fn cp(a: CpArgs) -> Result<()> {
     if a.recursive {
         args.push("-r".into());
     }
-    let at = |spec: &str| format!("root@{ip}:{}", remote(spec).unwrap().1);
+    let at = format!("root@{ip}:{path}");
     if to_vm {
-        args.extend([a.src.clone(), at(&a.dst)]);
+        args.extend([a.src.clone(), at]);
     } else {
-        args.extend([at(&a.src), a.dst.clone()]);
+        args.extend([at, a.dst.clone()]);
     }
     let rc = vm::manage::exec_in_lab(&lab, "scp", &args).context("scp")?;
     if rc == 255 || rc == 1 {
@@ -611,21 +744,17 @@ fn cp(a: CpArgs) -> Result<()> {
     std::process::exit(rc);
 }
 
-fn ssh_config(a: SshConfigArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
-    let zone = netns::state::LabState::load(&lab)
+fn ssh_config(ctx: &Ctx, a: SshConfigArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    // The running lab's record says which zone its dns serves; else the config.
+    let zone = match model::state::LabState::load(&lab)
         .ok()
         .flatten()
         .and_then(|s| s.config)
-        .and_then(|c| {
-            c.pointer("/dns/zone")
-                .and_then(|z| z.as_str())
-                .map(str::to_string)
-        })
-        .map(Ok)
-        .unwrap_or_else(|| {
-            netns::Lab::load(Some(&lab), a.lab.config.as_deref()).map(|l| l.dns.zone)
-        })?;
+    {
+        Some(c) => c.dns.zone,
+        None => ctx.load(Some(&lab))?.dns.zone,
+    };
     let exe = std::env::current_exe()?;
     let vms = match &a.name {
         Some(n) => vec![vm::manage::load(&lab, n)?],
@@ -637,9 +766,9 @@ fn ssh_config(a: SshConfigArgs) -> Result<()> {
     Ok(())
 }
 
-fn proxy(a: ProxyArgs) -> Result<()> {
+fn proxy(ctx: &Ctx, a: ProxyArgs) -> Result<()> {
     use std::io::{Read, Write};
-    let lab = lab_name(&a.lab)?;
+    let lab = ctx.lab_name(None)?;
     let ip = vm_ip(&lab, &a.name, 30)?;
     let nsp = netns::paths::netns_path(&lab);
     let ns = std::fs::File::open(&nsp)

@@ -2,8 +2,12 @@
 //! that remove namespaces, links and processes a test made, even when it fails.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub use testkit::{
+    in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
+    wait_ready,
+};
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).
 pub fn labnet_bin() -> PathBuf {
@@ -16,33 +20,6 @@ pub fn labnet_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A short unique name: PREFIX + pid (base 36) + a per-process counter; ≤ 15 bytes with a
-/// 2-letter prefix and a 2-letter suffix.
-pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("{prefix}{}{}", base36(std::process::id()), base36(n))
-}
-
-fn base36(mut n: u32) -> String {
-    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut s = vec![];
-    loop {
-        s.push(digits[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    s.reverse();
-    String::from_utf8(s).unwrap()
 }
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
@@ -116,10 +93,11 @@ impl Drop for Cleanup {
                 Action::Link(n) => {
                     let _ = Command::new("ip").args(["link", "del", &n]).output();
                 }
-                Action::Pid(p) => unsafe {
-                    libc::kill(p as i32, libc::SIGKILL);
-                    libc::waitpid(p as i32, std::ptr::null_mut(), 0);
-                },
+                Action::Pid(p) => {
+                    signal(p as i32, libc::SIGKILL);
+                    // Reap it when it is our child (an error otherwise, which is fine).
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+                }
                 Action::Path(p) => {
                     let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
                 }
@@ -260,14 +238,11 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
     c.pid(child.id());
     let sock = format!("/var/run/wireguard/{wgb}.sock");
     c.path(&sock);
-    let t = Instant::now();
-    while !Path::new(&sock).exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "bounce wireguard-go did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the bounce box's wireguard-go socket",
+        Duration::from_secs(5),
+        || Path::new(&sock).exists(),
+    );
     sh(&format!(
         "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
          ip -n {ns} addr add 192.168.20.2/24 dev {wgb} && ip -n {ns} link set {wgb} up",
@@ -290,78 +265,6 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         lab_key,
         wg: wgb,
     }
-}
-
-/// The test's end of sd_notify: a datagram socket at `path` to hand a daemon as NOTIFY_SOCKET.
-pub fn notify_socket(path: &Path) -> std::os::unix::net::UnixDatagram {
-    let _ = std::fs::remove_file(path);
-    let sock = std::os::unix::net::UnixDatagram::bind(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    sock
-}
-
-/// Waits until the daemon says READY=1 on `sock` (Ok), or exits first (Err with its status).
-/// Panics after `timeout`, showing the daemon's `log`.
-pub fn wait_ready(
-    child: &mut std::process::Child,
-    sock: &std::os::unix::net::UnixDatagram,
-    timeout: Duration,
-    log: &Path,
-) -> Result<(), std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            return Err(st);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no READY=1 within {timeout:?}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-}
-
-/// The static kmount guests run (a busybox initramfs has no libc), built with the command the
-/// README documents. mountgen's own test builds the same thing into the same target dir, so
-/// in a `cargo test --workspace` run one of them finds it fresh.
-pub fn static_kmount() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(&cargo)
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mountgen",
-            "--bin",
-            "kmount",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ]));
-    assert!(
-        out.status.success(),
-        "static kmount build failed: {}",
-        text(&out)
-    );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
 }
 
 /// The packages the tests' image has on top of labnet's base set: what a lab inside the

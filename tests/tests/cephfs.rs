@@ -107,17 +107,6 @@ fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
     child.id()
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie (our own exited child not yet reaped) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -130,11 +119,9 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, WireGuard, Ceph daemons, QEMU)"]
 fn guest_mounts_cephfs_through_the_lab() {
-    if !is_root() {
-        eprintln!("skip: needs root (namespaces, WireGuard, Ceph daemons, QEMU)");
-        return;
-    }
+    require_root();
     let t_test = Instant::now();
     let kernel = format!("/var/cache/labnet-kernel/boot/vmlinuz-{KVER}");
     let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
@@ -235,17 +222,21 @@ fn guest_mounts_cephfs_through_the_lab() {
     let up = labnet(&["up", &lab, "--config", &cfgs], &env);
     assert!(up.status.success(), "labnet up: {}", text(&up));
     // From the lab itself the name resolves through labnet dns → the WireGuard peer.
-    wait_for("cephhost.test to resolve in the lab", 15, || {
-        let o = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &lab,
-            "getent",
-            "hosts",
-            "cephhost.test",
-        ]));
-        String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
-    });
+    wait_for(
+        "cephhost.test to resolve in the lab",
+        Duration::from_secs(15),
+        || {
+            let o = run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &lab,
+                "getent",
+                "hosts",
+                "cephhost.test",
+            ]));
+            String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
+        },
+    );
 
     eprintln!(
         "cephfs: lab up, name resolves, after {:.1} s",
@@ -472,11 +463,9 @@ fn comm(pid: u32) -> String {
 /// that mon, leaves alone a process whose pid sits in a pid file but is no ceph daemon, and
 /// removes the state dir.
 #[test]
+#[ignore = "needs root (namespace, Ceph daemons)"]
 fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
-    if !is_root() {
-        eprintln!("skip: needs root (namespace, Ceph daemons)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("cf");
     let ns = format!("{id}fx");
@@ -509,7 +498,7 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
             }
         }
         if t.elapsed() > Duration::from_secs(30) {
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            signal(-pgid, libc::SIGKILL);
             let _ = up.wait();
             panic!("mon.a never started");
         }
@@ -517,7 +506,7 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
     };
     // Kill the script and whatever it runs right now (its own process group); the mon has
     // left that group (daemonized), as after a crash or Ctrl-C.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    signal(-pgid, libc::SIGKILL);
     let _ = up.wait();
     let cluster = Cluster {
         dir: dir.clone(),

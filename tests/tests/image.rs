@@ -5,8 +5,6 @@
 //! dnsmasq in a namespace of the test's), and is reached with `vm ssh`/`vm cp` using the lab's
 //! key and the image's pinned host key; then kmount over ssh against a real Ceph cluster,
 //! from two VMs of the same image.
-// Helpers started here are killed and reaped (waitpid) by the Cleanup, by pid.
-#![allow(clippy::zombie_processes)]
 use labnet_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -215,11 +213,9 @@ fn sha256(p: &Path) -> String {
 /// not enough space; and build → list --json → rm of a second image (from the cached root
 /// tarball) works.
 #[test]
+#[ignore = "needs root (mmdebstrap unshare, tmpfs)"]
 fn image_build_errors_list_and_rm() {
-    if !is_root() {
-        eprintln!("skip: needs root (mmdebstrap unshare, tmpfs)");
-        return;
-    }
+    require_root();
     let (store, name) = test_image();
     let mut c = Cleanup::default();
     let dir = temp_dir(&mut c, "imgerr");
@@ -374,11 +370,9 @@ impl Drop for UmountOnDrop {
 /// `vm ssh-config` gives plain ssh, a changed host key is refused, and `vm stop` leaves
 /// nothing behind with the base image unchanged.
 #[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn image_vm_lease_dns_ssh_cp_and_host_key() {
-    if !is_root() {
-        eprintln!("skip: needs root (netns, tap, qemu in the lab)");
-        return;
-    }
+    require_root();
     let (store, image) = test_image();
     let disk = store.join(&image).join("disk.qcow2");
     let before = sha256(&disk);
@@ -524,11 +518,9 @@ fn image_vm_lease_dns_ssh_cp_and_host_key() {
 /// syntax, a file written over ssh is read back on the host with `rados`, and a second VM
 /// of the same image mounts the same file system and sees it.
 #[test]
+#[ignore = "needs root (netns, Ceph daemons, qemu in the lab)"]
 fn image_vms_mount_cephfs_over_ssh() {
-    if !is_root() {
-        eprintln!("skip: needs root (netns, Ceph daemons, qemu in the lab)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let l = Lab::up(&mut c, "ic", 83, None);
     let ceph = l.root.join("ceph");

@@ -231,7 +231,7 @@ fn proc_status(pid: u32, key: &str) -> String {
 }
 
 fn stop(d: &mut Daemon) -> std::process::ExitStatus {
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    signal(d.child.id() as i32, libc::SIGTERM);
     let t = Instant::now();
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {
@@ -328,11 +328,9 @@ impl Lab {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, setpriv to another uid)"]
 fn dns_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
-        return;
-    }
+    require_root();
     let mut l = Lab::up();
     let unit = l.unit("labnet-dns@.service");
     assert_eq!(
@@ -403,11 +401,9 @@ fn dns_unit_privileges_are_enough_and_needed() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, setpriv to another uid)"]
 fn dhcpd_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
-        return;
-    }
+    require_root();
     let mut l = Lab::up();
     let unit = l.unit("labnet-dhcpd@.service");
     assert_eq!(
@@ -557,11 +553,9 @@ fn run_lab_exec(
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn lab_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("ut");
     let lab = id.clone();

@@ -9,7 +9,7 @@ use crate::state::VmState;
 use crate::Error;
 
 pub fn ssh_dir(lab: &str) -> PathBuf {
-    netns::paths::state_dir(lab).join("ssh")
+    model::paths::state_dir(lab).join("ssh")
 }
 
 /// The lab's private key (ed25519), made with ssh-keygen the first time.
@@ -26,9 +26,8 @@ pub fn lab_key(lab: &str) -> Result<PathBuf, Error> {
     // Two VMs starting at once: one makes the key, the other waits and takes it.
     let lockp = dir.join("key.lock");
     let lock = std::fs::File::create(&lockp).map_err(|e| Error::io(&lockp, e))?;
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(Error::io(&lockp, std::io::Error::last_os_error()));
-    }
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(&lockp, e.into()))?;
     if key.exists() && key.with_extension("pub").exists() {
         return Ok(key);
     }
@@ -96,7 +95,7 @@ fn pin_in(p: &Path, name: &str, key: Option<&str>) -> Result<(), Error> {
     if !text.is_empty() {
         text.push('\n');
     }
-    netns::paths::write_atomic(p, text.as_bytes(), false).map_err(|e| Error::io(p, e))
+    model::paths::write_atomic(p, text.as_bytes(), false).map_err(|e| Error::io(p, e))
 }
 
 pub fn control_path(st: &VmState) -> PathBuf {
