@@ -28,11 +28,17 @@ pub enum Error {
     Config(String),
 }
 
-/// Logs a line to stderr (the daemon's log file / journal), prefixed `dhcpd:`.
+/// Logs a line to stderr (the daemon's log file, capped and rotated, or the journal),
+/// prefixed `dhcpd:`. Lines a client can cause per packet go through a rate limit first.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! log {
-    ($($t:tt)*) => { eprintln!("dhcpd: {}", format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::log_line(format_args!($($t)*)) };
+}
+
+#[doc(hidden)]
+pub fn log_line(args: std::fmt::Arguments<'_>) {
+    daemonlog::line(&format!("dhcpd: {args}"));
 }
 
 /// Runs the server on the current tokio runtime: bind, READY=1 to $NOTIFY_SOCKET, serve
