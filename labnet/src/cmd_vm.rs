@@ -7,6 +7,8 @@ use std::time::Duration;
 use vm::initramfs::RunCmd;
 use vm::qemu::{Machine, Share};
 
+use crate::ctx::Ctx;
+
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Boot a VM in the lab (tap on the lab bridge, stable MAC + DHCP reservation).
@@ -26,21 +28,30 @@ pub enum VmCommand {
     Stop(StopArgs),
 }
 
-#[derive(Args, Clone)]
-pub struct LabArgs {
-    /// Lab name (default: the lab of --config, else the embedded default "sepian").
-    #[arg(long)]
-    pub lab: Option<String>,
-    /// Lab config file (only read when the running lab's record does not say).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+impl VmCommand {
+    /// Stays with a VM (or a terminal) until it ends; see main.rs.
+    pub fn supervises(&self) -> bool {
+        matches!(
+            self,
+            VmCommand::Start(_) | VmCommand::Run(_) | VmCommand::Console(_) | VmCommand::Ssh(_)
+        )
+    }
+
+    pub fn needs_root(&self) -> Option<&'static str> {
+        match self {
+            VmCommand::Start(_) => Some("vm start"),
+            VmCommand::Run(_) => Some("vm run"),
+            VmCommand::Stop(_) => Some("vm stop"),
+            VmCommand::Console(_) => Some("vm console"),
+            VmCommand::Ssh(_) => Some("vm ssh"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
 pub struct BootArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
-    /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
+    /// VM name: hostname, DNS name, and what its stable MAC is derived from (default: vm1, vm2, ... for
     /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
@@ -56,8 +67,10 @@ pub struct BootArgs {
     /// Extra kernel command line (after labnet's console=ttyS0 ...).
     #[arg(long)]
     pub append: Option<String>,
+    /// Guest memory (QEMU -m syntax: 512M, 1G, ...).
     #[arg(long, default_value = "1G")]
     pub mem: String,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// q35 or microvm (default: microvm for the generated initramfs, q35 with --drive/--initrd).
@@ -132,24 +145,23 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
+    /// Lab name [default: see `labnet --help`].
+    pub lab: Option<String>,
+    /// Print JSON (one array of VMs) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct NameArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 #[derive(Args)]
 pub struct IpArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Wait up to this many seconds for the lease.
     #[arg(long, default_value_t = 0)]
     pub wait: u64,
@@ -157,9 +169,8 @@ pub struct IpArgs {
 
 #[derive(Args)]
 pub struct SshArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Remote user.
     #[arg(long, short = 'l', default_value = "root")]
     pub user: String,
@@ -170,24 +181,23 @@ pub struct SshArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Seconds to wait for the power-down before killing QEMU.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
 }
 
-pub fn run(c: VmCommand) -> Result<()> {
+pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
     match c {
-        VmCommand::Start(a) => start(a),
-        VmCommand::Run(a) => run_cmd(a),
-        VmCommand::List(a) => list(a),
-        VmCommand::Ip(a) => ip(a),
-        VmCommand::Ssh(a) => ssh(a),
-        VmCommand::Console(a) => Ok(vm::manage::console(&lab_name(&a.lab)?, &a.name)?),
+        VmCommand::Start(a) => start(ctx, a),
+        VmCommand::Run(a) => run_cmd(ctx, a),
+        VmCommand::List(a) => list(ctx, a),
+        VmCommand::Ip(a) => ip(ctx, a),
+        VmCommand::Ssh(a) => ssh(ctx, a),
+        VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
         VmCommand::Stop(a) => {
-            let lab = lab_name(&a.lab)?;
+            let lab = ctx.lab_name(None)?;
             let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
             println!("{}: stopped ({how})", a.name);
             Ok(())
@@ -195,17 +205,10 @@ pub fn run(c: VmCommand) -> Result<()> {
     }
 }
 
-fn lab_name(a: &LabArgs) -> Result<String> {
-    match &a.lab {
-        Some(l) => Ok(l.clone()),
-        None => Ok(netns::Lab::load(None, a.config.as_deref())?.name),
-    }
-}
-
-fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
-    let lab = lab_name(&b.lab)?;
+fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
+    let lab = ctx.lab_name(None)?;
     let mut o = vm::supervise::Options::new(&lab, &name, &b.kernel);
-    o.config = b.lab.config.clone();
+    o.config = ctx.config.clone();
     o.initrd = b.initrd.clone();
     o.drive = b.drive.clone();
     o.append = b.append.clone();
@@ -273,14 +276,14 @@ fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
     );
 }
 
-fn start(a: StartArgs) -> Result<()> {
-    let lab = lab_name(&a.boot.lab)?;
+fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let name = a
         .boot
         .name
         .clone()
         .unwrap_or_else(|| default_name(&lab, "vm"));
-    let mut o = options(&a.boot, name.clone())?;
+    let mut o = options(ctx, &a.boot, name.clone())?;
     o.run = a.run.clone().map(RunCmd::Shell);
     o.extra_qemu = a.qemu_args.clone();
     if a.daemonize {
@@ -335,12 +338,12 @@ fn start(a: StartArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_cmd(a: RunArgs) -> Result<()> {
+fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let name = match &a.boot.name {
         Some(n) => n.clone(),
-        None => default_name(&lab_name(&a.boot.lab)?, "run"),
+        None => default_name(&ctx.lab_name(None)?, "run"),
     };
-    let mut o = options(&a.boot, name)?;
+    let mut o = options(ctx, &a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     o.ephemeral = a.boot.name.is_none();
     let p = vm::supervise::prepare(&o)?;
@@ -371,8 +374,8 @@ fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
         .map(|l| l.ip)
 }
 
-fn list(a: ListArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
+    let lab = ctx.lab_name(a.lab.as_deref())?;
     let vms = vm::manage::list(&lab, &|mac, since| lease_ip(&lab, mac, since))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&vms)?);
@@ -399,6 +402,14 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// The address of VM `name` in this boot, if it runs and has its lease.
+pub fn running_vm_ip(lab: &str, name: &str) -> Option<Ipv4Addr> {
+    let st = vm::manage::load(lab, name).ok()?;
+    (st.status != vm::state::Status::Stopped && st.qemu_alive())
+        .then(|| vm::manage::lease_of(&st, &|mac, since| lease_ip(lab, mac, since)))
+        .flatten()
+}
+
 fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
     let t0 = std::time::Instant::now();
@@ -413,14 +424,14 @@ fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     }
 }
 
-fn ip(a: IpArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ip(ctx: &Ctx, a: IpArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     println!("{}", vm_ip(&lab, &a.name, a.wait)?);
     Ok(())
 }
 
-fn ssh(a: SshArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ssh(ctx: &Ctx, a: SshArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let ip = vm_ip(&lab, &a.name, 0)?;
     let mut args: Vec<String> = [
         "-o",

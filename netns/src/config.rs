@@ -397,16 +397,32 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
     Ok(parsed)
 }
 
-/// A TOML error as `line L, column C: MESSAGE`, without the toml crate's quote of the source
-/// line: that line may hold a key pasted where it does not belong (`private_key = "…"`).
+/// A TOML error as `line L, column C: MESSAGE` and, under it, the line with a caret under
+/// the bad part (like the toml crate's own message), key-shaped tokens of that line
+/// redacted: it may hold a key pasted where it does not belong (`private_key = "…"`).
 fn syntax_message(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim_end().replace('\n', " ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let start = span.start.min(text.len());
+            let before = &text[..start];
             let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {col}: {}", redact_keys(&message))
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let col = before.len() - line_start + 1;
+            let src = text[line_start..].lines().next().unwrap_or("");
+            let width = span
+                .end
+                .saturating_sub(span.start)
+                .clamp(1, src.len().saturating_sub(col - 1).max(1));
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            format!(
+                "line {line}, column {col}: {}\n{pad} |\n{num} | {}\n{pad} | {}{}",
+                redact_keys(&message),
+                redact_keys(src),
+                " ".repeat(src[..(col - 1).min(src.len())].chars().count()),
+                "^".repeat(width)
+            )
         }
         None => redact_keys(&message),
     }
