@@ -12,10 +12,15 @@ use crate::ctx::Ctx;
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Boot a VM in the lab (tap on the lab bridge, stable MAC + DHCP reservation).
+    #[command(after_help = START_HELP)]
     Start(StartArgs),
     /// Boot a throwaway VM with the generated initramfs, run CMD in it, print its output and
     /// exit with its exit status.
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Forget a stopped VM: its state and logs, its DHCP reservation and leases (--disk: its
+    /// overlay too).
+    Rm(RmArgs),
     /// List the lab's VMs (name, state, pid, MAC, tap, IP, uptime).
     List(ListArgs),
     /// Print a VM's leased address.
@@ -27,6 +32,31 @@ pub enum VmCommand {
     /// Stop a VM (ACPI power-down, then kill after --timeout).
     Stop(StopArgs),
 }
+
+const RUN_HELP: &str = "\
+Exit status:
+  N     the guest command's own exit status (0-255)
+  124   --timeout expired (like timeout(1))
+  125   the guest never reached the command, or died while it ran: a kernel panic (named in
+        the message), an init failure, no /init; the message gives the serial log's path
+  126   QEMU could not start (bad QEMU arguments, missing binary, ...)
+  1     labnet itself failed before booting (bad arguments, lab not up, ...)
+A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
+(under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
+
+On a terminal, progress (booting, the accelerator and why, the lease, the command starting)
+goes to stderr; --quiet or a non-terminal stderr silences it. stdout is the command's output.
+
+Examples:
+  labnet vm run --kernel arch/x86/boot/bzImage -- uname -r
+  labnet vm run --kernel ~/linux/arch/x86/boot/bzImage --module ceph --timeout 300 -- sh -c 'modprobe ceph && echo ok'
+  labnet vm run --kernel /boot/vmlinuz-$(uname -r) --append rdinit=/bin/sh -- true   # exit 125 on a panic";
+
+const START_HELP: &str = "\
+Examples:
+  labnet vm start --name k1 --kernel arch/x86/boot/bzImage --drive arch.qcow2 --overlay --daemonize
+  labnet vm start --kernel arch/x86/boot/bzImage --share ~/src:src   # console on this terminal
+  labnet vm ip k1 --wait 60 && labnet vm ssh k1 -- uname -r";
 
 impl VmCommand {
     /// Stays with a VM (or a terminal) until it ends; see main.rs.
@@ -42,6 +72,7 @@ impl VmCommand {
             VmCommand::Start(_) => Some("vm start"),
             VmCommand::Run(_) => Some("vm run"),
             VmCommand::Stop(_) => Some("vm stop"),
+            VmCommand::Rm(_) => Some("vm rm"),
             VmCommand::Console(_) => Some("vm console"),
             VmCommand::Ssh(_) => Some("vm ssh"),
             _ => None,
@@ -110,6 +141,16 @@ pub struct BootArgs {
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y (Debian's kernel lacks it: no eth0).
     #[arg(long)]
     pub pvh: bool,
+    /// No progress messages on stderr (they are shown only on a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl BootArgs {
+    /// Progress on stderr: only for a person watching.
+    fn progress(&self) -> bool {
+        !self.quiet && nix::unistd::isatty(std::io::stderr()).unwrap_or(false)
+    }
 }
 
 #[derive(Args)]
@@ -180,6 +221,15 @@ pub struct SshArgs {
 }
 
 #[derive(Args)]
+pub struct RmArgs {
+    /// The VM's name.
+    pub name: String,
+    /// Also delete its disk overlay (state dir vms/NAME/overlay.qcow2).
+    #[arg(long)]
+    pub disk: bool,
+}
+
+#[derive(Args)]
 pub struct StopArgs {
     /// The VM's name.
     pub name: String,
@@ -196,6 +246,7 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
         VmCommand::Ip(a) => ip(ctx, a),
         VmCommand::Ssh(a) => ssh(ctx, a),
         VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
+        VmCommand::Rm(a) => rm(ctx, a),
         VmCommand::Stop(a) => {
             let lab = ctx.lab_name(None)?;
             let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
@@ -326,16 +377,54 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
         Some(x) => bail!("--serial {x:?}: expected console or file"),
         None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
-    let p = vm::supervise::prepare(&o)?;
+    let progress = a.boot.progress();
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
+    if progress {
+        booting(&p);
+    }
     let out = vm::supervise::launch(
         &p,
         vm::supervise::Mode::Start {
             attach_console: attach,
         },
-        &mut |st| banner(&p, st),
-    )?;
-    eprintln!("{name}: {}", out.exit);
+        &mut |st| {
+            if progress || attach {
+                banner(&p, st)
+            }
+        },
+    )
+    .map_err(vm_failure)?;
+    if progress || attach {
+        eprintln!("{name}: {}", out.exit);
+    }
     Ok(())
+}
+
+/// The exit status a failed `vm run`/`vm start` carries (the contract in RUN_HELP).
+fn vm_failure(e: vm::Error) -> anyhow::Error {
+    let code = match &e {
+        vm::Error::TimedOut(_) => 124,
+        vm::Error::GuestFailed(_) => 125,
+        vm::Error::QemuStart(_) => 126,
+        vm::Error::MissingProgram { program, .. } if program.starts_with("qemu") => 126,
+        _ => 1,
+    };
+    crate::report::with_code(code, e)
+}
+
+/// Progress: what is booted, how, and why that accelerator.
+fn booting(p: &vm::supervise::Prepared) {
+    let name = &p.spec.name;
+    for n in &p.notes {
+        eprintln!("{name}: {n}");
+    }
+    eprintln!(
+        "{name}: booting {} on {} in lab {}; accelerator {}",
+        p.spec.kernel.display(),
+        p.spec.machine.as_str(),
+        p.lab,
+        p.accel_reason
+    );
 }
 
 fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
@@ -346,16 +435,45 @@ fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let mut o = options(ctx, &a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     o.ephemeral = a.boot.name.is_none();
-    let p = vm::supervise::prepare(&o)?;
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
     let verbose = a.verbose;
-    let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
-        if verbose {
-            banner(&p, st)
-        }
-    })?;
+    let progress = a.boot.progress();
+    if progress && !verbose {
+        booting(&p);
+    }
+    let out = vm::supervise::launch(
+        &p,
+        vm::supervise::Mode::Run { verbose, progress },
+        &mut |st| {
+            if verbose {
+                banner(&p, st)
+            }
+        },
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    std::process::exit(out.rc.unwrap_or(255));
+    let out = out.map_err(vm_failure)?;
+    // launch() returns Ok only with the command's status.
+    std::process::exit(out.rc.unwrap_or(125));
+}
+
+fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    for what in vm::manage::remove(&lab, &a.name, a.disk)? {
+        println!("{}: removed {what}", a.name);
+    }
+    let overlay = netns::paths::state_dir(&lab)
+        .join("vms")
+        .join(&a.name)
+        .join("overlay.qcow2");
+    if !a.disk && overlay.exists() {
+        println!(
+            "{}: kept its disk {} (--disk removes it)",
+            a.name,
+            overlay.display()
+        );
+    }
+    Ok(())
 }
 
 /// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left

@@ -25,7 +25,6 @@ impl std::error::Error for Coded {
 }
 
 /// `error` that makes labnet exit with `code`.
-#[allow(dead_code)] // vm run's exit contract uses it
 pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(Coded {
         code,
