@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Reservation, ServerConfig};
@@ -335,60 +335,32 @@ fn fingerprint(dir: &Path) -> Vec<(String, SystemTime, u64)> {
     v
 }
 
-#[derive(serde::Deserialize)]
-struct ResFile {
-    vm: Option<String>,
-    mac: String,
-    hostname: Option<String>,
-    ip: Option<Ipv4Addr>,
-}
-
-/// Reads `DIR/*.json` (`{"vm","mac","hostname","ip"?}`); bad files are reported by name and
-/// skipped. A missing dir means no reservations.
+/// Reads `DIR/*.json` ([`model::reservation`], written by `labnet vm`); bad files are
+/// reported by name and skipped. A missing dir means no reservations.
 pub fn load_reservations_dir(dir: &Path) -> (Vec<Reservation>, Vec<String>) {
-    let mut out = vec![];
-    let mut errs = vec![];
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+    let (loaded, errs) = model::reservation::load_dir(dir);
+    let res = loaded
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|r| Reservation {
+            mac: r.mac,
+            ip: r.ip,
+            hostname: r.hostname,
+            vm: r.vm,
+        })
         .collect();
-    paths.sort();
-    for p in paths {
-        let parsed = std::fs::read_to_string(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<ResFile>(&t).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                let mac = netns::config::parse_mac(&r.mac).ok_or_else(|| {
-                    format!(
-                        "mac: expected a MAC like 52:54:00:12:34:56, got {:?}",
-                        r.mac
-                    )
-                })?;
-                Ok(Reservation {
-                    mac,
-                    ip: r.ip,
-                    hostname: r.hostname.or_else(|| r.vm.clone()),
-                    vm: r
-                        .vm
-                        .or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
-                })
-            });
-        match parsed {
-            Ok(r) => out.push(r),
-            Err(e) => errs.push(format!("{}: skipped: {e}", p.display())),
-        }
-    }
-    (out, errs)
+    (res, errs)
 }
 
 /// Writes `STATE_DIR/hosts` atomically (temp file + rename).
 pub fn write_hosts(state_dir: &Path, text: &str) -> Result<(), Error> {
-    let path = state_dir.join("hosts");
-    netns::paths::write_atomic(&path, text.as_bytes(), false).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
+    model::hosts::write(state_dir, text).map_err(|e| match e {
+        model::Error::Io { path, source } => Error::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        other => Error::Io {
+            path: state_dir.join("hosts").display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })
 }

@@ -1,5 +1,4 @@
 //! `labnet dns LAB`: the lab's DNS server (forwarder + local zone), see the `dns` crate.
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -33,21 +32,9 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
     };
     if a.enter_netns {
         // Before any thread exists: setns only moves the calling thread.
-        let path = netns::paths::netns_path(&lab.name);
-        let f = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .with_context(|| format!("entering network namespace {}", path.display()))?;
+        model::netns::enter(&lab.name)?;
     }
-    let cfg = dns::Config {
-        listen: (lab.bridge.address.addr, 53).into(),
-        zone: lab.dns.zone.clone(),
-        bridge: lab.bridge.address.addr,
-        prefix: lab.bridge.address.prefix,
-        upstreams: lab.effective_upstreams(),
-        cache_size: lab.dns.cache_size,
-        timeout: Duration::from_millis(lab.dns.timeout_ms.max(1)),
-        hosts_file: netns::paths::state_dir(&lab.name).join("hosts"),
-    };
+    let cfg = dns::Config::from_lab(&lab);
     if cfg.upstreams.is_empty() {
         eprintln!(
             "{}labnet dns: lab {} has no DNS upstreams (dns.upstreams unset, no WireGuard uplink): only {}. is answered",

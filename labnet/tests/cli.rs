@@ -104,7 +104,6 @@ fn stdout(o: &std::process::Output) -> String {
 /// head -0`) ends quietly (SIGPIPE, like ls or cat), never with a panic and exit 101.
 #[test]
 fn closed_stdout_ends_quietly() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::ExitStatusExt;
     let e = Env::new("pipe");
     e.lab("lcpipe", "");
@@ -154,11 +153,9 @@ fn closed_stdout_ends_quietly() {
         &["--help"],
     ];
     for args in cases {
-        let mut fds = [0; 2];
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (r, w) = nix::unistd::pipe().unwrap();
         // The reader is gone before labnet writes a byte: every write hits EPIPE.
-        unsafe { libc::close(fds[0]) };
-        let w = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        drop(r);
         let out = e.cmd(args).stdout(w).output().unwrap();
         let err = stderr(&out);
         assert!(

@@ -84,7 +84,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
     preflight(lab)?;
     let mut st = LabState {
         lab: lab.name.clone(),
-        config: serde_json::to_value(lab).ok(),
+        config: Some(lab.clone()),
         ..Default::default()
     };
     st.save()?;
@@ -106,14 +106,18 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
 }
 
 /// Top-level config sections that differ from what the running lab was built from.
-fn changed_sections(built: Option<&serde_json::Value>, lab: &Lab) -> Vec<String> {
-    let now = serde_json::to_value(lab).unwrap_or_default();
-    let Some(built) = built else { return vec![] };
-    ["bridge", "uplink", "dhcp", "dns"]
-        .iter()
-        .filter(|k| built.get(**k) != now.get(**k))
-        .map(|k| format!("[{k}]"))
-        .collect()
+fn changed_sections(built: Option<&Lab>, lab: &Lab) -> Vec<String> {
+    let Some(b) = built else { return vec![] };
+    [
+        ("bridge", b.bridge == lab.bridge),
+        ("uplink", b.uplink == lab.uplink),
+        ("dhcp", b.dhcp == lab.dhcp),
+        ("dns", b.dns == lab.dns),
+    ]
+    .iter()
+    .filter(|(_, same)| !same)
+    .map(|(k, _)| format!("[{k}]"))
+    .collect()
 }
 
 /// Conflicts that would make `up` fail half-way, checked before anything is made.
@@ -414,7 +418,8 @@ fn start_daemon(ns: &str, d: &DaemonSpec, st: &mut LabState) -> Result<(), Error
         name: d.name.clone(),
         pid: Some(pid),
         exe: d.argv.join("\0"),
-    })
+    })?;
+    Ok(())
 }
 
 fn restart_dead_daemons(st: &mut LabState) -> Result<Vec<String>, Error> {

@@ -913,7 +913,6 @@ fn fake_upstream(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     std::thread::JoinHandle<()>,
 ) {
-    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let path = format!("/run/netns/{ns}");
@@ -921,10 +920,7 @@ fn fake_upstream(
     let flag = stop.clone();
     let t = std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let s = UdpSocket::bind(format!("{UPSTREAM}:53")).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         ready_tx.send(()).unwrap();

@@ -59,7 +59,9 @@ pub enum Error {
     #[error(transparent)]
     Net(#[from] netns::Error),
     #[error(transparent)]
-    Config(#[from] netns::config::ConfigError),
+    Model(#[from] model::Error),
+    #[error(transparent)]
+    Config(#[from] model::config::ConfigError),
     #[error("modules: {0}")]
     Modules(String),
     #[error("qemu: {0}")]

@@ -341,7 +341,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     use std::os::unix::process::CommandExt;
-    let nsp = netns::paths::netns_path(lab);
+    let nsp = model::paths::netns_path(lab);
     let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp {
         lab: lab.into(),
         path: nsp.display().to_string(),

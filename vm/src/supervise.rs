@@ -100,17 +100,14 @@ pub struct Prepared {
 /// The bridge VMs plug into: from the record `labnet up` wrote (the bridge that really
 /// exists), else from the lab's config.
 pub fn resolve_bridge(lab: &str, config: Option<&Path>) -> Result<String, Error> {
-    if let Ok(Some(st)) = netns::state::LabState::load(lab) {
-        if let Some(b) = st
-            .config
-            .as_ref()
-            .and_then(|c| c.pointer("/bridge/name"))
-            .and_then(|v| v.as_str())
-        {
-            return Ok(b.to_string());
-        }
+    if let Ok(Some(model::state::LabState {
+        config: Some(built),
+        ..
+    })) = model::state::LabState::load(lab)
+    {
+        return Ok(built.bridge.name);
     }
-    Ok(netns::Lab::load(Some(lab), config)?.bridge.name)
+    Ok(model::Lab::load(Some(lab), config)?.bridge.name)
 }
 
 /// Input checks that need no side effects (also run by a daemonizing parent, so bad input
@@ -136,7 +133,7 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
     if md.len() < 4096 {
         return Err(kerr(format!("only {} bytes: not a kernel image", md.len())));
     }
-    let nsp = netns::paths::netns_path(&o.lab);
+    let nsp = model::paths::netns_path(&o.lab);
     if !nsp.exists() {
         return Err(Error::LabNotUp {
             lab: o.lab.clone(),
@@ -241,7 +238,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
             ));
             kernel = v;
         } else {
-            match crate::kernel::vmlinux_for(&o.kernel, &netns::paths::run_dir().join("kernels")) {
+            match crate::kernel::vmlinux_for(&o.kernel, &model::paths::run_dir().join("kernels")) {
                 Ok(v) => {
                     notes.push(format!(
                         "booting {} (PVH, unpacked from the bzImage) instead of the bzImage",
@@ -333,7 +330,7 @@ fn make_overlay(
     base: &Disk,
     notes: &mut Vec<String>,
 ) -> Result<Disk, Error> {
-    let dir = netns::paths::state_dir(lab).join("vms").join(name);
+    let dir = model::paths::state_dir(lab).join("vms").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let ov = dir.join("overlay.qcow2");
     if ov.exists() {
@@ -631,7 +628,7 @@ pub fn failed_run_log(lab: &str, name: &str) -> PathBuf {
 
 fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
     let spec = &p.spec;
-    let nsp = netns::paths::netns_path(&p.lab);
+    let nsp = model::paths::netns_path(&p.lab);
     let ns = std::fs::File::open(&nsp).map_err(|e| Error::io(&nsp, e))?;
     let log = spec.dir.join("qemu.log");
     let logf = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
@@ -844,7 +841,7 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
         // VM goes too (instead of running on, unreachable, in an orphaned namespace).
         if stop_started.is_none() && last_lab_check.elapsed() > Duration::from_millis(500) {
             last_lab_check = Instant::now();
-            if !netns::paths::netns_path(&p.lab).exists() {
+            if !model::paths::netns_path(&p.lab).exists() {
                 eprintln!("{}: lab {} is gone; stopping the VM", spec.name, p.lab);
                 stop_started = Some(Instant::now());
                 request_stop(spec, p.generated_initramfs);

@@ -148,7 +148,7 @@ struct RawDns {
 
 // ---------- validated ----------
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lab {
     /// Lab name = network namespace name (/run/netns/NAME).
     pub name: String,
@@ -160,13 +160,13 @@ pub struct Lab {
     pub dns: Dns,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
     pub name: String,
     pub address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Uplink {
     /// Isolated lab: no route out.
@@ -177,7 +177,7 @@ pub enum Uplink {
     Host(HostUplink),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WgBackend {
     /// Kernel module when it exists, else userspace.
@@ -186,7 +186,7 @@ pub enum WgBackend {
     Userspace,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wireguard {
     pub interface: String,
     pub address: Ipv4Cidr,
@@ -201,7 +201,7 @@ pub struct Wireguard {
     pub backend: WgBackend,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostUplink {
     pub host_interface: String,
     pub lab_interface: String,
@@ -209,7 +209,7 @@ pub struct HostUplink {
     pub lab_address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dhcp {
     pub range_start: Ipv4Addr,
     pub range_end: Ipv4Addr,
@@ -217,14 +217,14 @@ pub struct Dhcp {
     pub reservations: Vec<Reservation>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub mac: [u8; 6],
     pub ip: Option<Ipv4Addr>,
     pub hostname: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dns {
     pub zone: String,
     pub upstreams: Vec<SocketAddr>,
@@ -362,9 +362,8 @@ impl Lab {
 
 /// The config file a running lab was built from, per /run/labnet/LAB.json.
 fn running_lab_source(lab: &str) -> Option<PathBuf> {
-    let state = std::fs::read(crate::paths::lab_state_file(lab)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
-    let source = PathBuf::from(v.get("config")?.get("source")?.as_str()?);
+    let state = crate::state::LabState::load(lab).ok()??;
+    let source = PathBuf::from(state.config?.source);
     source.is_file().then_some(source)
 }
 
