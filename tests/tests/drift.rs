@@ -30,7 +30,9 @@ fn up_repairs_a_drifted_lab_and_says_what_it_repaired() {
     let env = labnet_env(&root);
     // A stand-in host namespace: the host uplink's NAT and sysctl go there, not on this host.
     c.netns(&host);
-    sh(&format!("ip netns add {host} && ip -n {host} link set lo up"));
+    sh(&format!(
+        "ip netns add {host} && ip -n {host} link set lo up"
+    ));
     let cfg = root.join("lab.toml");
     std::fs::write(
         &cfg,
