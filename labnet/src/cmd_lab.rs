@@ -104,14 +104,27 @@ pub fn up(ctx: &Ctx, a: UpArgs) -> Result<()> {
                 );
             }
         }
-        UpOutcome::AlreadyUp { restarted } if restarted.is_empty() => {
+        UpOutcome::AlreadyUp {
+            repaired,
+            restarted,
+        } if repaired.is_empty() && restarted.is_empty() => {
             println!("lab {} is already up; nothing changed", lab.name)
         }
-        UpOutcome::AlreadyUp { restarted } => println!(
-            "lab {} was up; restarted {}",
-            lab.name,
-            restarted.join(", ")
-        ),
+        UpOutcome::AlreadyUp {
+            repaired,
+            restarted,
+        } => {
+            println!(
+                "lab {} was up but had drifted from its config; repaired:",
+                lab.name
+            );
+            for r in &repaired {
+                println!("  {r}");
+            }
+            for d in &restarted {
+                println!("  {d} was not running: restarted");
+            }
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! /run/labnet/LAB.json *before* it is made, so `down` can undo a lab after a crash, a
 //! SIGKILL half-way through `up`, or a reboot.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+pub mod converge;
 pub mod daemon;
 pub mod doctor;
 pub mod lab;
@@ -40,6 +41,10 @@ pub enum Error {
         what: String,
         source: rtnetlink::Error,
     },
+    #[error("lab {lab} is up but not as configured, and this cannot be repaired in place: {what}; `labnet down {lab}` then `labnet up {lab}` rebuilds it")]
+    Drift { lab: String, what: String },
+    #[error("repairing the lab: {step}: {source}")]
+    Repair { step: String, source: Box<Error> },
     #[error("{0}")]
     Other(String),
 }
