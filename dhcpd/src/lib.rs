@@ -28,12 +28,18 @@ pub enum Error {
     Config(String),
 }
 
-/// Logs a line to stderr (the daemon's log file / journal), prefixed `dhcpd:` and, unless
-/// the journal (which stamps lines itself) is the reader, the UTC time.
+/// Logs a line to stderr (the daemon's log file, capped and rotated, or the journal),
+/// prefixed `dhcpd:` and, unless the journal (which stamps lines itself) is the reader, the
+/// UTC time. Lines a client can cause per packet go through a rate limit first.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! log {
-    ($($t:tt)*) => { eprintln!("{}dhcpd: {}", $crate::log_stamp(), format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::log_line(format_args!($($t)*)) };
+}
+
+#[doc(hidden)]
+pub fn log_line(args: std::fmt::Arguments<'_>) {
+    daemonlog::line(&format!("{}dhcpd: {args}", log_stamp()));
 }
 
 /// `2026-12-01T19:55:00Z ` for a log line, or "" when stderr goes to the journal

@@ -17,19 +17,23 @@ pub struct DnsArgs {
 
 pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
     let lab = ctx.load(a.lab.as_deref())?;
-    // The dns crate reports skipped hosts lines and failures through `tracing`: to stderr
-    // (the journal under systemd), warnings and up unless LABNET_LOG says otherwise.
+    // The dns crate (and hickory, per request) report through `tracing`: to stderr (the
+    // journal under systemd, else the log file, capped and rotated), warnings and up unless
+    // LABNET_LOG says otherwise, each callsite rate-limited (a client controls how often
+    // they fire).
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::fmt::layer;
     // The journal stamps lines itself; a log file (`up` by hand) needs the time in the line.
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().try_init()
-    } else {
-        fmt.try_init()
-    };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(daemonlog::RateLimitLayer::new())
+        .with(journal.then(|| layer().with_writer(daemonlog::LogWriter).without_time()))
+        .with((!journal).then(|| layer().with_writer(daemonlog::LogWriter)))
+        .try_init();
     if a.enter_netns {
         // Before any thread exists: setns only moves the calling thread.
         model::netns::enter(&lab.name)?;

@@ -249,25 +249,64 @@ pub fn mount(a: MountArgs) -> Result<()> {
         eprintln!("labnet mount: note: {n}");
     }
     let (t, r) = (a.mountpoint.as_str(), a.show_secret);
+    let helper = match a.format {
+        OutFormat::Fstab | OutFormat::Unit | OutFormat::All => helper_plan(&a, &p, &name)?,
+        _ => p.clone(),
+    };
     match a.format {
         OutFormat::Cmd => println!("{}", render::mount_command(&p, t, r)),
         OutFormat::Syscall => println!("{}", render::mount_syscall(&p, t, r)),
-        OutFormat::Fstab => println!("{}", render::fstab_line(&p, t, r)),
-        OutFormat::Unit => print!("{}", render::systemd_unit(&p, t, r)),
+        OutFormat::Fstab => println!("{}", render::fstab_line(&helper, t, r)),
+        OutFormat::Unit => print!("{}", render::systemd_unit(&helper, t, r)),
         OutFormat::Json => print!("{}", render::to_json(&p, t, r)),
         OutFormat::All => {
             println!("# command\n{}\n", render::mount_command(&p, t, r));
             println!("# mount(2)\n{}\n", render::mount_syscall(&p, t, r));
-            println!("# /etc/fstab\n{}\n", render::fstab_line(&p, t, r));
+            println!("# /etc/fstab\n{}\n", render::fstab_line(&helper, t, r));
             println!(
                 "# /etc/systemd/system/{}\n{}",
                 render::unit_name(t),
-                render::systemd_unit(&p, t, r)
+                render::systemd_unit(&helper, t, r)
             );
             print!("# json\n{}", render::to_json(&p, t, r));
         }
     }
     Ok(())
+}
+
+/// The plan as fstab lines and .mount units need it. Those are mounted by mount(8), which
+/// runs mount.ceph: it reads a bare key file itself (`secretfile=`) or, given only `name=`,
+/// finds the key in /etc/ceph/ceph.client.NAME.keyring. So they never carry the secret
+/// inline (unless --show-secret asks for exactly that).
+fn helper_plan(a: &MountArgs, p: &plan::MountPlan, name: &str) -> Result<plan::MountPlan> {
+    if a.show_secret || matches!(a.auth, Some(AuthArg::Key | AuthArg::None)) || !p.has_secret() {
+        return Ok(p.clone());
+    }
+    let standard = format!("/etc/ceph/ceph.client.{name}.keyring");
+    let keyring = match (&a.secret_file, &a.keyring) {
+        (Some(f), _) => {
+            if !read(f, "--secret-file")?.contains('[') {
+                let abs = std::path::absolute(f).with_context(|| format!("--secret-file {f}"))?;
+                return Ok(p.with_auth(&Auth::SecretFile(abs.display().to_string())));
+            }
+            f
+        }
+        (None, Some(k)) => k,
+        (None, None) => bail!(
+            "--format fstab/unit: mount.ceph reads the key when it mounts, so give it a file: \
+             --secret-file FILE (the bare key, `ceph auth get-key client.{name}`) or --keyring \
+             FILE (or --show-secret to put the secret inline)"
+        ),
+    };
+    let abs = std::path::absolute(keyring).with_context(|| keyring.to_string())?;
+    if abs != std::path::Path::new(&standard) {
+        eprintln!(
+            "labnet mount: note: mount.ceph finds the key of client.{name} in {standard}: \
+             install -m 600 {} {standard}",
+            abs.display()
+        );
+    }
+    Ok(p.with_auth(&Auth::None))
 }
 
 pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
