@@ -59,7 +59,8 @@ enum Command {
     /// Show each component of the lab and whether it matches the config (exit 3 if not).
     #[command(after_help = cmd_lab::STATUS_EXAMPLES)]
     Status(cmd_lab::StatusArgs),
-    /// Diagnose why the lab cannot reach the bounce box, resolve names, or forward traffic.
+    /// Diagnose why the lab cannot reach the bounce box, hand out addresses, resolve names, or
+    /// forward traffic (exit 3 when something is wrong, like status).
     Doctor(cmd_lab::DoctorArgs),
     /// List every lab (configured, running, or both) with its state.
     List(cmd_lab::ListArgs),
