@@ -399,7 +399,8 @@ pub fn observe(lab: &Lab) -> Result<Observed, Error> {
     .trim()
         == "1";
     if let Some((link, _, _)) = uplink_of(lab) {
-        o.lab_nft = nft::masquerades(Some(&lab.name), nft::LAB_TABLE, &link)?;
+        o.lab_nft = nft::list_table(Some(&lab.name), nft::LAB_TABLE)?
+            .is_some_and(|t| nft::is_lab_table(&t, &link));
     }
     let dir = etc_netns_dir(&lab.name);
     for (name, text) in [
