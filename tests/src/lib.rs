@@ -267,6 +267,33 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
     }
 }
 
+/// Removes the tests' images of other keys (older kmount or guest files), ~700 MB each,
+/// except any another test process holds the lock of.
+fn prune_test_images(base: &Path, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == keep || name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        let lock = base.join(format!("{name}.lock"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+        else {
+            continue;
+        };
+        if let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(&lock);
+        }
+    }
+}
+
 /// The packages the tests' image has on top of labnet's base set: what a lab inside the
 /// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
 pub const TEST_IMAGE_PACKAGES: &[&str] = &["nftables", "wireguard-go", "wireguard-tools"];
@@ -305,6 +332,7 @@ pub fn test_image() -> (PathBuf, String) {
             .args(&args)
             .env("LABNET_IMAGE_DIR", &store));
         assert!(out.status.success(), "test image build: {}", text(&out));
+        prune_test_images(base, &key);
         eprintln!(
             "test image built in {:.0} s: {}",
             t0.elapsed().as_secs_f64(),
@@ -472,4 +500,3 @@ impl ImageLab {
         assert!(masters.is_empty(), "ssh master(s) left: {masters:?}");
     }
 }
-

@@ -272,9 +272,17 @@ pub fn service_dropin(lab: &str, service: &str) -> Result<UnitFile, UnitsError> 
     let _ = writeln!(t, "After={unit}");
     t.push_str("\n[Service]\n");
     let _ = writeln!(t, "NetworkNamespacePath=/run/netns/{lab}");
-    t.push_str("# `ip netns exec` would bind these over /etc; a unit in the namespace needs it said.\n");
-    let _ = writeln!(t, "BindReadOnlyPaths=/etc/netns/{lab}/resolv.conf:/etc/resolv.conf");
-    let _ = writeln!(t, "BindReadOnlyPaths=/etc/netns/{lab}/nsswitch.conf:/etc/nsswitch.conf");
+    t.push_str(
+        "# `ip netns exec` would bind these over /etc; a unit in the namespace needs it said.\n",
+    );
+    let _ = writeln!(
+        t,
+        "BindReadOnlyPaths=/etc/netns/{lab}/resolv.conf:/etc/resolv.conf"
+    );
+    let _ = writeln!(
+        t,
+        "BindReadOnlyPaths=/etc/netns/{lab}/nsswitch.conf:/etc/nsswitch.conf"
+    );
     Ok(UnitFile {
         path: PathBuf::from(format!("{service}.d")).join(format!("labnet-{lab}.conf")),
         text: t,

@@ -48,10 +48,15 @@ fn golden_awkward_paths() {
 #[test]
 fn golden_service_dropin() {
     let f = units::service_dropin("sepian", "resolver-probe.service").unwrap();
-    assert_eq!(f.path, Path::new("resolver-probe.service.d/labnet-sepian.conf"));
+    assert_eq!(
+        f.path,
+        Path::new("resolver-probe.service.d/labnet-sepian.conf")
+    );
     testkit::check_golden(golden_dir("for-service").join(&f.path), &f.text);
     for bad in ["x", ".service", "a b.service", "x.socket"] {
-        let e = units::service_dropin("sepian", bad).unwrap_err().to_string();
+        let e = units::service_dropin("sepian", bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--for-service"), "{e}");
     }
     assert!(units::service_dropin("a/b", "x.service").is_err());
