@@ -21,6 +21,8 @@ $apt -qq install -y --no-install-recommends \
   isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
   ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace xz-utils >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
+# labnet image build (mmdebstrap, mkfs.ext4 -d, ssh-keygen) and vm ssh/cp (ssh, scp, ssh-keyscan).
+$apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client >/dev/null
 if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   mkdir -p "$KDIR"
   (cd "$tmp" && chmod 777 . && $apt -qq download "linux-image-$KVER")
