@@ -1,7 +1,6 @@
-//! `labnet mount` and `labnet kernel-config` (owned by the mountgen work).
+//! `labnet mount` (owned by the mountgen work).
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use mountgen::kconfig::{self, CephBuild};
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
 use mountgen::{monmap, render, secret};
 use std::io::Read;
@@ -128,22 +127,6 @@ pub struct MountArgs {
     format: OutFormat,
 }
 
-#[derive(Args)]
-pub struct KernelConfigArgs {
-    /// Build the Ceph code into the kernel (seed 000; no modules to install in the guest).
-    #[arg(long, conflicts_with = "modules")]
-    builtin: bool,
-    /// Build libceph and ceph as modules (seed 001; reload with modprobe).
-    #[arg(long)]
-    modules: bool,
-    /// Merge the fragment into this .config (in place unless --output), like merge_config.sh.
-    #[arg(long, value_name = ".config")]
-    merge: Option<String>,
-    /// Write the merged config here instead of overwriting --merge.
-    #[arg(long, requires = "merge")]
-    output: Option<String>,
-}
-
 fn read(path: &str, what: &str) -> Result<String> {
     if path == "-" {
         let mut s = String::new();
@@ -252,30 +235,5 @@ pub fn mount(a: MountArgs) -> Result<()> {
             print!("# json\n{}", render::to_json(&p, t, r));
         }
     }
-    Ok(())
-}
-
-pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
-    let build = if a.modules {
-        CephBuild::Modules
-    } else {
-        CephBuild::Builtin
-    };
-    let Some(path) = &a.merge else {
-        print!("{}", kconfig::fragment(build));
-        return Ok(());
-    };
-    let old =
-        std::fs::read_to_string(path).with_context(|| format!("--merge: cannot read {path}"))?;
-    let (new, changes) = kconfig::merge(&old, &kconfig::fragment_entries(build));
-    let out = a.output.as_deref().unwrap_or(path);
-    std::fs::write(out, new).with_context(|| format!("cannot write {out}"))?;
-    for c in &changes {
-        println!("{c}");
-    }
-    println!(
-        "{} change(s) written to {out}; now run `make olddefconfig` (Kconfig dependencies may adjust values)",
-        changes.len()
-    );
     Ok(())
 }

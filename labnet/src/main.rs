@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd_dhcpd;
 mod cmd_dns;
+mod cmd_kernel;
 mod cmd_lab;
 mod cmd_mount;
 mod cmd_units;
@@ -42,8 +43,11 @@ enum Command {
     Vm(cmd_vm::VmCommand),
     /// Print a CephFS kernel mount (command line, fstab, unit, JSON) from `ceph mon dump`.
     Mount(cmd_mount::MountArgs),
-    /// Print or merge the CephFS kernel config fragment.
-    KernelConfig(cmd_mount::KernelConfigArgs),
+    /// Print or merge the labnet guest kernel config fragment (VM devices, PVH, CephFS).
+    KernelConfig(cmd_kernel::KernelConfigArgs),
+    /// Build a kernel tree into a bootable bzImage + vmlinux with that fragment.
+    #[command(subcommand)]
+    Kernel(cmd_kernel::KernelCommand),
     /// Print, install or remove the generated systemd units.
     #[command(subcommand)]
     Units(cmd_units::UnitsCommand),
@@ -61,7 +65,8 @@ fn main() -> Result<()> {
         Command::Dns(a) => cmd_dns::dns(a),
         Command::Vm(c) => cmd_vm::run(c),
         Command::Mount(a) => cmd_mount::mount(a),
-        Command::KernelConfig(a) => cmd_mount::kernel_config(a),
+        Command::KernelConfig(a) => cmd_kernel::kernel_config(a),
+        Command::Kernel(c) => cmd_kernel::run(c),
         Command::Units(c) => cmd_units::run(c),
     }
 }
