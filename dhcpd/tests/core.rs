@@ -98,32 +98,7 @@ fn dora(core: &mut Core, m: [u8; 6], now: u64) -> Ipv4Addr {
 }
 
 fn golden(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.hex"));
-    // 16 bytes a line, so a diff shows where a reply changed.
-    let text: String = bytes
-        .chunks(16)
-        .map(|c| {
-            c.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-                + "\n"
-        })
-        .collect();
-    if std::env::var_os("LABNET_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with LABNET_BLESS=1)", path.display()));
-    assert_eq!(
-        text,
-        want,
-        "{} differs (LABNET_BLESS=1 to accept)",
-        path.display()
-    );
+    testkit::golden!(format!("{name}.hex"), &testkit::hex_lines(bytes));
 }
 
 #[test]

@@ -14,9 +14,9 @@ fn labnet(args: &[&str], config_dir: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn unknown_lab_names_the_missing_file() {
-    let dir = std::env::temp_dir().join(format!("labnet-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = labnet(&["status", "nosuchlab"], &dir);
+    let tmp = testkit::temp_dir("cli");
+    let dir = tmp.path();
+    let out = labnet(&["status", "nosuchlab"], dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -32,7 +32,7 @@ fn unknown_lab_names_the_missing_file() {
         "name = \"bad\"\n[dhcp]\nlease_secs = \"long\"\n",
     )
     .unwrap();
-    let out = labnet(&["up", "bad"], &dir);
+    let out = labnet(&["up", "bad"], dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -43,5 +43,4 @@ fn unknown_lab_names_the_missing_file() {
         !dir.join("run").join("bad.json").exists(),
         "a bad config must not leave state"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

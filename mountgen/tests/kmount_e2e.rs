@@ -359,11 +359,9 @@ fn strace_strings(line: &str) -> Vec<Vec<u8>> {
 /// kernel without the "ceph" key type (this host kind) it falls back to secret= with a warning;
 /// with it, the data says key=client.fs. Either way the payload is the decoded key.
 #[test]
+#[ignore = "needs root (mount(2), add_key(2))"]
 fn real_run_traced_as_root() {
-    if !is_root() {
-        eprintln!("SKIP real_run_traced_as_root: needs root");
-        return;
-    }
+    testkit::require_root();
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     let mnt = dir.path().join("mnt");

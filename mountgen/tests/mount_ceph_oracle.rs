@@ -67,11 +67,9 @@ fn optset(data: &str) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs root (mount.ceph's mount(2) call)"]
 fn old_syntax_matches_mount_ceph() {
-    if !is_root() {
-        eprintln!("SKIP old_syntax_matches_mount_ceph: needs root (mount.ceph's mount(2) call)");
-        return;
-    }
+    testkit::require_root();
     let mnt = tempfile::tempdir().unwrap();
     let mnt = mnt.path().to_str().unwrap();
     let key = "AQBA6gJrg6vLCxAAmVZt5mv+oD2Qc+Vxz8OrUg==";

@@ -2,7 +2,6 @@
 //! an ELF without a program interpreter that runs with an empty environment.
 mod common;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 
 /// True if the ELF has a PT_INTERP program header (i.e. needs a dynamic loader).
@@ -18,29 +17,8 @@ fn has_interp(elf: &[u8]) -> bool {
 
 #[test]
 fn kmount_builds_static_and_runs_without_libc() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The command documented in the crate docs.
-    let st = Command::new(&cargo)
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mountgen",
-            "--bin",
-            "kmount",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "static build failed");
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| root.join("target"));
-    let bin = Path::new(&target_dir).join("x86_64-unknown-linux-gnu/release/kmount");
+    // The command documented in the crate docs (testkit runs it).
+    let bin = testkit::static_kmount();
     let elf = std::fs::read(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     assert!(!has_interp(&elf), "{} is dynamically linked", bin.display());
     // And the dynamically linked debug build does have an interpreter (the check can fail).

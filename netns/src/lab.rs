@@ -660,16 +660,6 @@ mod tests {
             super::resolv_conf(&lab),
             super::NSSWITCH_CONF
         );
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/etc-netns-sepian.txt");
-        if std::env::var_os("LABNET_BLESS").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        assert_eq!(
-            text,
-            std::fs::read_to_string(&path).unwrap(),
-            "LABNET_BLESS=1 regenerates {}",
-            path.display()
-        );
+        testkit::golden!("etc-netns-sepian.txt", &text);
     }
 }

@@ -150,23 +150,7 @@ mod tests {
     use super::*;
 
     fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("LABNET_BLESS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with LABNET_BLESS=1 to create)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            actual, expected,
-            "golden {name} differs (LABNET_BLESS=1 regenerates)"
-        );
+        testkit::golden!(name, actual);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! that remove namespaces, links and processes a test made, even when it fails.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub use testkit::{
+    is_root, notify_socket, require_root, static_kmount, unique, wait_for, wait_ready,
+};
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).
 pub fn labnet_bin() -> PathBuf {
@@ -16,33 +19,6 @@ pub fn labnet_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A short unique name: PREFIX + pid (base 36) + a per-process counter; ≤ 15 bytes with a
-/// 2-letter prefix and a 2-letter suffix.
-pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("{prefix}{}{}", base36(std::process::id()), base36(n))
-}
-
-fn base36(mut n: u32) -> String {
-    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut s = vec![];
-    loop {
-        s.push(digits[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    s.reverse();
-    String::from_utf8(s).unwrap()
 }
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
@@ -260,14 +236,11 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
     c.pid(child.id());
     let sock = format!("/var/run/wireguard/{wgb}.sock");
     c.path(&sock);
-    let t = Instant::now();
-    while !Path::new(&sock).exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "bounce wireguard-go did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the bounce box's wireguard-go socket",
+        Duration::from_secs(5),
+        || Path::new(&sock).exists(),
+    );
     sh(&format!(
         "ip netns exec {ns} wg set {wgb} listen-port 51820 private-key {d}/bounce.key peer $(cat {d}/lab.pub) allowed-ips 192.168.20.1/32 && \
          ip -n {ns} addr add 192.168.20.2/24 dev {wgb} && ip -n {ns} link set {wgb} up",
@@ -291,47 +264,6 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         wg: wgb,
     }
 }
-
-/// The test's end of sd_notify: a datagram socket at `path` to hand a daemon as NOTIFY_SOCKET.
-pub fn notify_socket(path: &Path) -> std::os::unix::net::UnixDatagram {
-    let _ = std::fs::remove_file(path);
-    let sock = std::os::unix::net::UnixDatagram::bind(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    sock
-}
-
-/// Waits until the daemon says READY=1 on `sock` (Ok), or exits first (Err with its status).
-/// Panics after `timeout`, showing the daemon's `log`.
-pub fn wait_ready(
-    child: &mut std::process::Child,
-    sock: &std::os::unix::net::UnixDatagram,
-    timeout: Duration,
-    log: &Path,
-) -> Result<(), std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            return Err(st);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no READY=1 within {timeout:?}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-}
-
 /// Where tests keep expensive artefacts, outside the clone (`LABNET_CACHE_DIR` overrides).
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("LABNET_CACHE_DIR")
@@ -376,8 +308,9 @@ pub fn linux_source_version() -> String {
         }
     }
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(LINUX_SOURCE_TARBALL)
-        .unwrap_or_else(|e| panic!("{LINUX_SOURCE_TARBALL}: {e} (apt-get install linux-source-6.1)"));
+    let md = std::fs::metadata(LINUX_SOURCE_TARBALL).unwrap_or_else(|e| {
+        panic!("{LINUX_SOURCE_TARBALL}: {e} (apt-get install linux-source-6.1)")
+    });
     format!("{}-{}", md.size(), md.mtime())
 }
 
@@ -397,9 +330,21 @@ pub fn linux_source_tree() -> PathBuf {
     }
     let _ = std::fs::remove_file(&marker);
     let _ = std::fs::remove_dir_all(&tree);
-    eprintln!("unpacking {LINUX_SOURCE_TARBALL} ({version}) into {}", root.display());
-    must(Command::new("tar").arg("-C").arg(&root).args(["-xf", LINUX_SOURCE_TARBALL]));
-    assert!(tree.join("Kconfig").is_file(), "{} not in the tarball", tree.display());
+    eprintln!(
+        "unpacking {LINUX_SOURCE_TARBALL} ({version}) into {}",
+        root.display()
+    );
+    must(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-xf", LINUX_SOURCE_TARBALL]),
+    );
+    assert!(
+        tree.join("Kconfig").is_file(),
+        "{} not in the tarball",
+        tree.display()
+    );
     std::fs::write(&marker, &version).unwrap();
     tree
 }
@@ -435,7 +380,11 @@ pub fn source_kernel_key() -> String {
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default();
-    let gcc = gcc.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
+    let gcc = gcc
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
     let h = sha256_hex(&[fragment.as_bytes(), b"tinyconfig", &gcc]);
     format!("{}-{}", linux_source_version(), &h[..16])
 }

@@ -21,39 +21,6 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ceph-cluster.sh")
 }
 
-/// The static kmount the guest runs (its busybox initramfs has no libc), built with the
-/// command documented in mountgen's crate docs. mountgen's own test builds the same thing
-/// into the same target dir, so in a `cargo test --workspace` run one of the two finds it
-/// fresh; from scratch it is mountgen + serde_json + thiserror + libc, a few seconds.
-fn static_kmount() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(&cargo)
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mountgen",
-            "--bin",
-            "kmount",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ]));
-    assert!(
-        out.status.success(),
-        "static kmount build failed: {}",
-        text(&out)
-    );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let bin = target.join("x86_64-unknown-linux-gnu/release/kmount");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
-
 /// Stops the cluster (by the pid files the fixture wrote) when dropped.
 struct Cluster {
     dir: PathBuf,
@@ -140,17 +107,6 @@ fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
     child.id()
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie (our own exited child not yet reaped) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -163,11 +119,9 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, WireGuard, Ceph daemons, QEMU)"]
 fn guest_mounts_cephfs_through_the_lab() {
-    if !is_root() {
-        eprintln!("skip: needs root (namespaces, WireGuard, Ceph daemons, QEMU)");
-        return;
-    }
+    require_root();
     let t_test = Instant::now();
     let kernel = format!("/var/cache/labnet-kernel/boot/vmlinuz-{KVER}");
     let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
@@ -268,17 +222,21 @@ fn guest_mounts_cephfs_through_the_lab() {
     let up = labnet(&["up", &lab, "--config", &cfgs], &env);
     assert!(up.status.success(), "labnet up: {}", text(&up));
     // From the lab itself the name resolves through labnet dns → the WireGuard peer.
-    wait_for("cephhost.test to resolve in the lab", 15, || {
-        let o = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &lab,
-            "getent",
-            "hosts",
-            "cephhost.test",
-        ]));
-        String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
-    });
+    wait_for(
+        "cephhost.test to resolve in the lab",
+        Duration::from_secs(15),
+        || {
+            let o = run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &lab,
+                "getent",
+                "hosts",
+                "cephhost.test",
+            ]));
+            String::from_utf8_lossy(&o.stdout).starts_with(&format!("{BOUNCE_IP} "))
+        },
+    );
 
     eprintln!(
         "cephfs: lab up, name resolves, after {:.1} s",
@@ -505,11 +463,9 @@ fn comm(pid: u32) -> String {
 /// that mon, leaves alone a process whose pid sits in a pid file but is no ceph daemon, and
 /// removes the state dir.
 #[test]
+#[ignore = "needs root (namespace, Ceph daemons)"]
 fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
-    if !is_root() {
-        eprintln!("skip: needs root (namespace, Ceph daemons)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("cf");
     let ns = format!("{id}fx");

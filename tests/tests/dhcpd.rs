@@ -8,20 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labnet_tests::{is_root, labnet_bin, must, notify_socket, run, unique, wait_ready, Cleanup};
+use labnet_tests::{
+    labnet_bin, must, notify_socket, require_root, run, unique, wait_for, wait_ready, Cleanup,
+};
 use serde_json::Value;
 
 const BR_ADDR: &str = "10.77.0.1";
 const LEASE_SECS: u64 = 120;
-
-macro_rules! root_or_skip {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (network namespaces)");
-            return;
-        }
-    };
-}
 
 struct Lab {
     name: String,
@@ -230,14 +223,6 @@ fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A client hook script that applies the address (so unicast renew works) and records
 /// what it was given, one line per event: `EVENT key=value ...`.
 fn udhcpc_script(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
@@ -354,8 +339,9 @@ fn send_garbage(ns: &str, iface: &str) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dhcpd_udhcpc_bound_renew_release() {
-    root_or_skip!();
+    require_root();
     let mut c = Cleanup::default();
     let mut lab = lab(&mut c, "");
     lab.start(&mut c);
@@ -445,8 +431,9 @@ fn dhcpd_udhcpc_bound_renew_release() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
-    root_or_skip!();
+    require_root();
     let mut c = Cleanup::default();
     let mut lab = lab(&mut c, "");
     lab.start(&mut c);
@@ -590,8 +577,9 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dhcpd_reservations_from_config_and_vm_dir() {
-    root_or_skip!();
+    require_root();
     let mut c = Cleanup::default();
     let mut lab = lab(&mut c, "[[dhcp.reservations]]\nmac = \"52:54:00:dd:00:01\"\nip = \"10.77.0.42\"\nhostname = \"fixedhost\"\n");
     lab.start(&mut c);
@@ -681,8 +669,9 @@ fn dhcpd_reservations_from_config_and_vm_dir() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dhcpd_kill9_after_acks_loses_no_lease() {
-    root_or_skip!();
+    require_root();
     const N: usize = 12;
     let mut c = Cleanup::default();
     let mut lab = lab(&mut c, "");

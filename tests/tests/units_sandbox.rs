@@ -328,11 +328,9 @@ impl Lab {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, setpriv to another uid)"]
 fn dns_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
-        return;
-    }
+    require_root();
     let mut l = Lab::up();
     let unit = l.unit("labnet-dns@.service");
     assert_eq!(
@@ -403,11 +401,9 @@ fn dns_unit_privileges_are_enough_and_needed() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, setpriv to another uid)"]
 fn dhcpd_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, setpriv to another uid)");
-        return;
-    }
+    require_root();
     let mut l = Lab::up();
     let unit = l.unit("labnet-dhcpd@.service");
     assert_eq!(
@@ -557,11 +553,9 @@ fn run_lab_exec(
 }
 
 #[test]
+#[ignore = "needs root (network namespaces)"]
 fn lab_unit_privileges_are_enough_and_needed() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let id = unique("ut");
     let lab = id.clone();

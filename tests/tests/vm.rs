@@ -63,25 +63,12 @@ fn taps(lab: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The acceptance path: `vm run` returns the guest command's output and exit status, the
 /// guest's lease (from labnet's dhcpd) carries the VM name, and no tap survives the VM.
 #[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn vm_run_microvm_gets_lease_and_exit_status() {
-    if !is_root() {
-        eprintln!("skip: needs root (netns, tap, qemu in the lab)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let l = lab(&mut c, "vmrun", true);
     let (k, m) = kernel();
@@ -163,11 +150,9 @@ fn vm_run_microvm_gets_lease_and_exit_status() {
 /// Bad input fails early and names the problem; a started VM has its tap on the bridge; a
 /// VM that dies (SIGKILL) and a VM that is stopped leave no tap; a name runs only once.
 #[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn vm_start_stop_lifecycle_and_errors() {
-    if !is_root() {
-        eprintln!("skip: needs root (netns, tap, qemu in the lab)");
-        return;
-    }
+    require_root();
     let mut c = Cleanup::default();
     let l = lab(&mut c, "vmlife", true);
     let (k, m) = kernel();
@@ -286,14 +271,20 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert_eq!(v[0]["tap"], "tap-a", "{v}");
     let pid = v[0]["pid"].as_u64().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("the tap of a killed VM to go", 10, || {
-        taps(&l.id).is_empty()
-    });
-    wait_for("vm list to show it stopped", 10, || {
-        let v: serde_json::Value =
-            serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
-        v[0]["state"] == "stopped"
-    });
+    wait_for(
+        "the tap of a killed VM to go",
+        Duration::from_secs(10),
+        || taps(&l.id).is_empty(),
+    );
+    wait_for(
+        "vm list to show it stopped",
+        Duration::from_secs(10),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_slice(&vm(&["list", "--lab", &l.id, "--json"]).stdout).unwrap();
+            v[0]["state"] == "stopped"
+        },
+    );
 
     // SIGTERM to a foreground `vm run`: it stops QEMU, removes the tap, and fails.
     let mut fg = Command::new(labnet_bin())
@@ -316,10 +307,12 @@ fn vm_start_stop_lifecycle_and_errors() {
         .spawn()
         .unwrap();
     c.pid(fg.id());
-    wait_for("tap-c", 30, || taps(&l.id).contains(&"tap-c".to_string()));
+    wait_for("tap-c", Duration::from_secs(30), || {
+        taps(&l.id).contains(&"tap-c".to_string())
+    });
     let qemu_pid = {
         let st = l.root.join("run").join(&l.id).join("vms/c/state.json");
-        wait_for("qemu of c", 30, || {
+        wait_for("qemu of c", Duration::from_secs(30), || {
             std::fs::read(&st)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -435,9 +428,11 @@ fn vm_start_stop_lifecycle_and_errors() {
                   grep -w ceph /proc/filesystems; echo CONSOLE-$((40+2))\n",
             )
             .unwrap();
-        wait_for("the console command's output", 60, || {
-            String::from_utf8_lossy(&seen.lock().unwrap()).contains("CONSOLE-42")
-        });
+        wait_for(
+            "the console command's output",
+            Duration::from_secs(60),
+            || String::from_utf8_lossy(&seen.lock().unwrap()).contains("CONSOLE-42"),
+        );
         stdin.write_all(&[0x1d]).unwrap();
     }
     let status = con.wait().unwrap();
@@ -475,7 +470,7 @@ fn vm_start_stop_lifecycle_and_errors() {
     fails(&["stop", "b", "--lab", &l.id], "not running");
     fails(&["stop", "nosuch", "--lab", &l.id], "no VM \"nosuch\"");
     // The supervisor (its argv names the lab) has exited.
-    wait_for("the supervisor to exit", 5, || {
+    wait_for("the supervisor to exit", Duration::from_secs(5), || {
         pids_with_arg("labnet", &l.id).into_iter().all(|p| {
             let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
             !cmd.split(|c| *c == 0).any(|a| a == b"start")
@@ -494,7 +489,9 @@ fn vm_start_stop_lifecycle_and_errors() {
     let qemu = a["pid"].as_u64().unwrap() as i32;
     let down = labnet(&["down", &l.id], &l.env);
     assert!(down.status.success(), "{}", text(&down));
-    wait_for("the VM to end after labnet down", 40, || unsafe {
-        libc::kill(qemu, 0) != 0
-    });
+    wait_for(
+        "the VM to end after labnet down",
+        Duration::from_secs(40),
+        || unsafe { libc::kill(qemu, 0) != 0 },
+    );
 }

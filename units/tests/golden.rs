@@ -10,50 +10,12 @@ fn golden_dir(case: &str) -> PathBuf {
         .join(case)
 }
 
-fn list(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            list(&p, base, out);
-        } else {
-            out.push(p.strip_prefix(base).unwrap().to_path_buf());
-        }
-    }
-}
-
 fn check(case: &str, files: &[units::UnitFile]) {
-    let dir = golden_dir(case);
-    if std::env::var_os("LABNET_BLESS").is_some() {
-        let _ = std::fs::remove_dir_all(&dir);
-        for f in files {
-            let p = dir.join(&f.path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &f.text).unwrap();
-        }
-        return;
-    }
-    let mut want = vec![];
-    list(&dir, &dir, &mut want);
-    want.sort();
-    let mut got: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    got.sort();
-    assert_eq!(
-        got,
-        want,
-        "{case}: generated files differ from {} (LABNET_BLESS=1 rewrites)",
-        dir.display()
-    );
-    for f in files {
-        let p = dir.join(&f.path);
-        let g = std::fs::read_to_string(&p).unwrap();
-        assert!(
-            g == f.text,
-            "{case}: {} differs from the golden {} (LABNET_BLESS=1 rewrites)\n--- generated:\n{}",
-            f.path.display(),
-            p.display(),
-            f.text
-        );
-    }
+    let files: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|f| (f.path.clone(), f.text.clone()))
+        .collect();
+    testkit::check_golden_tree(golden_dir(case), &files);
 }
 
 #[test]

@@ -324,30 +324,12 @@ impl Spec {
     }
 }
 
-/// Golden-file helper shared by the crate's tests: compares `actual` with
-/// vm/tests/golden/NAME, or rewrites the file when LABNET_BLESS=1.
+/// Golden-file helper shared by the crate's tests: vm/tests/golden/NAME (LABNET_BLESS=1
+/// regenerates).
 #[cfg(test)]
 pub(crate) mod golden {
     pub fn check(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("LABNET_BLESS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, actual).unwrap();
-            return;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with LABNET_BLESS=1 to create it)",
-                path.display()
-            )
-        });
-        assert!(
-            want == actual,
-            "{} differs (LABNET_BLESS=1 regenerates):\n--- want\n{want}\n--- got\n{actual}",
-            path.display()
-        );
+        testkit::golden!(name, actual);
     }
 }
 

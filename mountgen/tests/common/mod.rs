@@ -39,29 +39,5 @@ pub const INPUTS: &[&str] = &[
 
 /// Compares `actual` with the golden file `tests/golden/NAME`; `LABNET_BLESS=1` rewrites it.
 pub fn check_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("LABNET_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "golden {}: {e} (run with LABNET_BLESS=1 to create)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        panic!(
-            "golden mismatch for {}\n--- expected\n{expected}\n--- actual\n{actual}\n(LABNET_BLESS=1 regenerates)",
-            path.display()
-        );
-    }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    testkit::golden!(name, actual);
 }
