@@ -327,6 +327,8 @@ pub fn merge(
                 false,
                 &[("KCONFIG_CONFIG", &abs)],
             )?;
+            // Kconfig itself saves the file it rewrites as .old: put the pre-merge one back.
+            std::fs::write(&backup, &old).map_err(|e| io(&backup, e))?;
             let fin = std::fs::read_to_string(config).map_err(|e| io(config, e))?;
             Some(kconfig::check(&fin, opts))
         }

@@ -432,3 +432,11 @@ pub fn source_kernel() -> SourceKernel {
     })
     .clone()
 }
+
+/// `prog` in PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
