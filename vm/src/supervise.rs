@@ -40,10 +40,10 @@ pub struct Options {
     pub run: Option<RunCmd>,
     pub extra_qemu: Vec<String>,
     pub qemu: Option<PathBuf>,
-    /// microvm: boot an uncompressed vmlinux through PVH when one can be found or unpacked.
-    /// Opt-in: the machine then runs without ACPI (see qemu.rs), so virtio-mmio devices need
+    /// microvm: boot an uncompressed vmlinux through PVH (see kernel.rs). The machine then
+    /// runs without ACPI (see qemu.rs), so virtio-mmio devices need
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y in the guest kernel.
-    pub pvh: bool,
+    pub pvh: crate::kernel::PvhMode,
     /// Kill the VM after this long (run mode: a hung guest must not hang the caller).
     pub timeout: Option<Duration>,
     /// A throwaway VM (`vm run` without --name): its directory is removed when it ended
@@ -74,7 +74,7 @@ impl Options {
             run: None,
             extra_qemu: vec![],
             qemu: None,
-            pvh: false,
+            pvh: crate::kernel::PvhMode::Auto,
             timeout: None,
             ephemeral: false,
         }
@@ -88,8 +88,10 @@ pub struct Prepared {
     pub lab: String,
     pub bridge: String,
     pub accel_reason: String,
-    /// Notes for the user (fast path taken, modules dir guessed, ...).
+    /// Notes for the user (modules dir guessed, overlay reused, ...).
     pub notes: Vec<String>,
+    /// One line: which kernel image boots and how (PVH or bzImage, and why).
+    pub boot: String,
     pub generated_initramfs: bool,
     pub timeout: Option<Duration>,
     pub ephemeral: bool,
@@ -177,17 +179,6 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
     Ok(qemu)
 }
 
-/// A kernel build tree's uncompressed `vmlinux` next to `arch/x86/boot/bzImage`: microvm
-/// boots it through the PVH entry, skipping the in-guest decompression (~2.5 s under TCG).
-pub fn build_tree_vmlinux(kernel: &Path) -> Option<PathBuf> {
-    let k = std::fs::canonicalize(kernel).ok()?;
-    if !k.ends_with("arch/x86/boot/bzImage") {
-        return None;
-    }
-    let v = k.parent()?.parent()?.parent()?.parent()?.join("vmlinux");
-    v.is_file().then_some(v)
-}
-
 /// Guesses the modules dir for a distro kernel `.../boot/vmlinuz-VER`:
 /// `.../lib/modules/VER` (an unpacked package) or `/lib/modules/VER`.
 pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
@@ -232,30 +223,14 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     }
     let mut notes = vec![];
     let (accel, accel_reason) = accel::choose(o.accel);
-    let mut kernel = o.kernel.clone();
-    if o.machine == Machine::Microvm && o.pvh {
-        if let Some(v) = build_tree_vmlinux(&o.kernel) {
-            notes.push(format!(
-                "booting {} (PVH) instead of the bzImage: no in-guest decompression",
-                v.display()
-            ));
-            kernel = v;
-        } else {
-            match crate::kernel::vmlinux_for(&o.kernel, &netns::paths::run_dir().join("kernels")) {
-                Ok(v) => {
-                    notes.push(format!(
-                        "booting {} (PVH, unpacked from the bzImage) instead of the bzImage",
-                        v.display()
-                    ));
-                    kernel = v;
-                }
-                Err(why) => {
-                    notes.push(format!("booting the bzImage as is (no PVH vmlinux: {why})"))
-                }
-            }
-        }
-    }
-    let pvh = kernel != o.kernel;
+    let choice = crate::kernel::choose(
+        &o.kernel,
+        o.machine == Machine::Microvm,
+        o.pvh,
+        &netns::paths::run_dir().join("kernels"),
+    );
+    let pvh = choice.pvh;
+    let kernel = choice.kernel.clone();
     let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
 
     let drive = match &o.drive {
@@ -318,6 +293,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         bridge,
         accel_reason,
         notes,
+        boot: choice.line,
         generated_initramfs: generated,
         timeout: o.timeout,
         ephemeral: o.ephemeral,
@@ -894,14 +870,5 @@ mod tests {
                 .join("lib/modules/6.1.0-x")
         );
         assert!(guess_modules_dir(&d.path().join("bzImage")).is_none());
-        // A build tree: vmlinux next to arch/x86/boot/bzImage.
-        let b = d.path().join("linux/arch/x86/boot");
-        std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(b.join("bzImage"), b"k").unwrap();
-        assert!(build_tree_vmlinux(&b.join("bzImage")).is_none());
-        std::fs::write(d.path().join("linux/vmlinux"), b"elf").unwrap();
-        assert!(build_tree_vmlinux(&b.join("bzImage"))
-            .unwrap()
-            .ends_with("linux/vmlinux"));
     }
 }
