@@ -125,9 +125,13 @@ pub struct StartArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub boot: BootArgs,
-    /// Also show the guest's boot console on stderr.
+    /// Also show the guest's boot console on stderr (and the --timings line).
     #[arg(long, short)]
     pub verbose: bool,
+    /// Print host-side times of QEMU start, kernel start, /init, link up, lease, command
+    /// start and end (the kernel then prints its notices: loglevel=6).
+    #[arg(long)]
+    pub timings: bool,
     /// The command (argv) to run in the guest.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,
@@ -351,6 +355,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let mut o = options(&a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     o.ephemeral = a.boot.name.is_none();
+    o.timings = a.timings || a.verbose;
     let p = vm::supervise::prepare(&o)?;
     let verbose = a.verbose;
     let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
@@ -363,6 +368,9 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     })?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    if o.timings {
+        eprintln!("{}: timings: {}", p.spec.name, out.timings.render());
+    }
     std::process::exit(out.rc.unwrap_or(255));
 }
 

@@ -44,6 +44,8 @@ pub struct Options {
     /// runs without ACPI (see qemu.rs), so virtio-mmio devices need
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y in the guest kernel.
     pub pvh: crate::kernel::PvhMode,
+    /// Record [`Timings`] (and let the kernel print its notices to mark its start).
+    pub timings: bool,
     /// Kill the VM after this long (run mode: a hung guest must not hang the caller).
     pub timeout: Option<Duration>,
     /// A throwaway VM (`vm run` without --name): its directory is removed when it ended
@@ -75,6 +77,7 @@ impl Options {
             extra_qemu: vec![],
             qemu: None,
             pvh: crate::kernel::PvhMode::Auto,
+            timings: false,
             timeout: None,
             ephemeral: false,
         }
@@ -92,6 +95,8 @@ pub struct Prepared {
     pub notes: Vec<String>,
     /// One line: which kernel image boots and how (PVH or bzImage, and why).
     pub boot: String,
+    /// When [`prepare`] began: the origin of [`Timings`].
+    pub started: Instant,
     pub generated_initramfs: bool,
     pub timeout: Option<Duration>,
     pub ephemeral: bool,
@@ -202,6 +207,7 @@ pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
 /// Validates the options and decides the QEMU command line; builds the initramfs (or the
 /// overlay) in the VM's directory.
 pub fn prepare(o: &Options) -> Result<Prepared, Error> {
+    let started = Instant::now();
     let qemu_bin = precheck(o)?;
     let lock = state::try_lock(&o.lab, &o.name)?.ok_or_else(|| Error::AlreadyRunning {
         lab: o.lab.clone(),
@@ -231,6 +237,12 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     );
     let pvh = choice.pvh;
     let kernel = choice.kernel.clone();
+    // --timings: the kernel's notices mark its start on the console (see Timings).
+    let append = match (o.timings, &o.append) {
+        (false, a) => a.clone(),
+        (true, None) => Some("loglevel=6".to_string()),
+        (true, Some(a)) => Some(format!("loglevel=6 {a}")),
+    };
     let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
 
     let drive = match &o.drive {
@@ -276,7 +288,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         cpus: o.cpus,
         kernel,
         initrd,
-        append: qemu::cmdline_for(o.machine, accel, pvh, o.append.as_deref()),
+        append: qemu::cmdline_for(o.machine, accel, pvh, append.as_deref()),
         dir,
         tap: naming::tap_for(&o.lab, &o.name),
         mac: naming::mac_for(&o.lab, &o.name),
@@ -294,6 +306,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         accel_reason,
         notes,
         boot: choice.line,
+        started,
         generated_initramfs: generated,
         timeout: o.timeout,
         ephemeral: o.ephemeral,
@@ -425,6 +438,46 @@ pub struct Outcome {
     /// How QEMU ended.
     pub exit: String,
     pub timed_out: bool,
+    /// Host-side times of the boot's milestones (run mode).
+    pub timings: Timings,
+}
+
+/// When the host saw each milestone of a run, measured from [`prepare`]'s start (serial log
+/// polled every 20 ms). `kernel` is the first console byte: with `timings` the kernel prints
+/// its notices (loglevel=6), so that is its first line, "Linux version ...".
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub qemu_spawned: Option<Duration>,
+    pub qemu_ready: Option<Duration>,
+    pub kernel: Option<Duration>,
+    pub init: Option<Duration>,
+    pub link_up: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub command_start: Option<Duration>,
+    pub command_end: Option<Duration>,
+    pub qemu_exit: Option<Duration>,
+}
+
+impl Timings {
+    /// One line: `qemu start 0.05 s, ... qemu exit 2.10 s` (missing milestones left out).
+    pub fn render(&self) -> String {
+        let items = [
+            ("qemu start", self.qemu_spawned),
+            ("qmp up", self.qemu_ready),
+            ("kernel start", self.kernel),
+            ("/init", self.init),
+            ("link up", self.link_up),
+            ("lease", self.lease),
+            ("command start", self.command_start),
+            ("command end", self.command_end),
+            ("qemu exit", self.qemu_exit),
+        ];
+        items
+            .iter()
+            .filter_map(|(n, t)| t.map(|t| format!("{n} {:.2} s", t.as_secs_f64())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -472,6 +525,7 @@ pub fn launch(
         dir: spec.dir.clone(),
         command_line: spec.command_line(),
     };
+    let spawned = p.started.elapsed();
     let res = st.save().and_then(|_| spawn_qemu(p));
     let mut child = match res {
         Ok(c) => c,
@@ -488,8 +542,13 @@ pub fn launch(
     let saved = st.save();
     let outcome = match saved {
         Ok(()) => {
+            let ready = p.started.elapsed();
             on_started(&st);
-            supervise(p, &mut child, mode)
+            supervise(p, &mut child, mode).map(|mut o| {
+                o.timings.qemu_spawned = Some(spawned);
+                o.timings.qemu_ready = Some(ready);
+                o
+            })
         }
         Err(e) => {
             let _ = child.kill();
@@ -602,6 +661,8 @@ struct RunTail {
     pending_newline: bool,
     rc: Option<i32>,
     verbose: bool,
+    origin: Instant,
+    timings: Timings,
 }
 
 impl RunTail {
@@ -614,7 +675,12 @@ impl RunTail {
         loop {
             match f.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.timings
+                        .kernel
+                        .get_or_insert_with(|| self.origin.elapsed());
+                    self.buf.extend_from_slice(&chunk[..n])
+                }
             }
         }
         while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
@@ -630,6 +696,19 @@ impl RunTail {
 
     fn line(&mut self, line: &[u8], out: &mut dyn Write) {
         let s = String::from_utf8_lossy(line);
+        let now = self.origin.elapsed();
+        let t = &mut self.timings;
+        for (marker, slot) in [
+            (initramfs::INIT_MARK, &mut t.init),
+            (initramfs::LINK_MARK, &mut t.link_up),
+            (initramfs::LEASE_MARK, &mut t.lease),
+            (initramfs::RUN_BEGIN, &mut t.command_start),
+            (initramfs::RUN_END_PREFIX, &mut t.command_end),
+        ] {
+            if slot.is_none() && s.contains(marker) {
+                *slot = Some(now);
+            }
+        }
         if !self.in_output {
             if s.contains(initramfs::RUN_BEGIN) {
                 self.in_output = true;
@@ -666,6 +745,8 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
         pending_newline: false,
         rc: None,
         verbose: false,
+        origin: p.started,
+        timings: Timings::default(),
     };
     if let Mode::Run { verbose } = mode {
         tail.verbose = verbose;
@@ -697,10 +778,13 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
                 // QEMU closed the socket; the console thread restores the terminal and ends.
                 let _ = c.join();
             }
+            let mut timings = std::mem::take(&mut tail.timings);
+            timings.qemu_exit = Some(p.started.elapsed());
             return Ok(Outcome {
                 rc: tail.rc,
                 exit: format!("qemu {s}"),
                 timed_out,
+                timings,
             });
         }
         let ts = libc::timespec {
@@ -822,6 +906,8 @@ mod tests {
             pending_newline: false,
             rc: None,
             verbose,
+            origin: Instant::now(),
+            timings: Timings::default(),
         };
         let mut out = vec![];
         // Written in pieces, as QEMU does, with polls in between.
@@ -831,6 +917,46 @@ mod tests {
             t.poll(&p, &mut out);
         }
         (String::from_utf8(out).unwrap(), t.rc)
+    }
+
+    #[test]
+    fn timings_pick_up_each_milestone_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("serial.log");
+        std::fs::write(&p, b"[0.1] Linux version 6.1\r\nlabnet-init: start\r\nlabnet-init: eth0 up\r\nlabnet-init: lease 192.168.0.100 on eth0\r\n@@LABNET-RUN-BEGIN@@\r\nlabnet-init: start\r\n@@LABNET-RUN-END rc=0@@\r\n").unwrap();
+        let mut t = RunTail {
+            file: None,
+            buf: vec![],
+            in_output: false,
+            pending_newline: false,
+            rc: None,
+            verbose: false,
+            origin: Instant::now(),
+            timings: Timings::default(),
+        };
+        let mut out = vec![];
+        t.poll(&p, &mut out);
+        let tm = &t.timings;
+        for (n, v) in [
+            ("kernel", tm.kernel),
+            ("init", tm.init),
+            ("link", tm.link_up),
+            ("lease", tm.lease),
+            ("start", tm.command_start),
+            ("end", tm.command_end),
+        ] {
+            assert!(v.is_some(), "{n} missing");
+        }
+        assert!(tm.init <= tm.command_start && tm.command_start <= tm.command_end);
+        let r = tm.render();
+        assert!(
+            r.starts_with("kernel start ")
+                && r.contains(", /init ")
+                && r.contains(", command end "),
+            "{r}"
+        );
+        // The command's own output mentioning a marker does not move the milestone.
+        assert_eq!(String::from_utf8(out).unwrap(), "labnet-init: start");
     }
 
     #[test]
