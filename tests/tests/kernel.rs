@@ -172,3 +172,38 @@ fn build_names_the_missing_tool() {
     // Nothing was configured.
     assert!(!obj.path().join(".config").exists());
 }
+
+/// The cached source-built kernel (`labnet kernel build --base tinyconfig` of linux-source-6.1,
+/// built on first use): bzImage, vmlinux with the PVH note, and a config with everything the
+/// fragment requires built in.
+#[test]
+fn source_kernel_is_built_with_the_fragment() {
+    let k = labnet_tests::source_kernel();
+    assert!(k.bzimage.is_file() && k.vmlinux.is_file(), "{k:?}");
+    let elf = std::fs::read(&k.vmlinux).unwrap();
+    assert!(
+        vm::kernel::has_pvh_note(&elf),
+        "{} has no PVH note",
+        k.vmlinux.display()
+    );
+    let config = std::fs::read_to_string(&k.config).unwrap();
+    for want in [
+        "CONFIG_CEPH_FS=y",
+        "CONFIG_PVH=y",
+        "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
+        "CONFIG_VIRTIO_NET=y",
+        "CONFIG_9P_FS=y",
+        "CONFIG_VIRTIO_FS=y",
+    ] {
+        assert!(
+            config.lines().any(|l| l == want),
+            "{want} not in {}",
+            k.config.display()
+        );
+    }
+    assert!(
+        !config.lines().any(|l| l == "CONFIG_MODULES=y"),
+        "a no-modules kernel"
+    );
+    assert!(k.dir.join("build.log").is_file());
+}
