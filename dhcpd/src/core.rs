@@ -59,9 +59,11 @@ struct Offer {
 pub struct Core {
     cfg: ServerConfig,
     mtu: Option<u16>,
-    /// Latest record per address (what the lease log replays to).
+    /// The bindings held: active and declined leases, by address. Released and expired
+    /// ones are forgotten (the lease log compacts them away likewise), so this never holds
+    /// more than the pool and the reservations, however many clients come and go.
     leases: HashMap<Ipv4Addr, Lease>,
-    /// Client key -> the address it last had.
+    /// Client key -> its address, for exactly the active leases in `leases`.
     by_key: HashMap<String, Ipv4Addr>,
     offers: HashMap<Ipv4Addr, Offer>,
     offer_by_key: HashMap<String, Ipv4Addr>,
@@ -70,6 +72,25 @@ pub struct Core {
     reserved_ips: HashMap<Ipv4Addr, [u8; 6]>,
     cursor: u32,
     rate: HashMap<[u8; 6], (u64, u32)>,
+}
+
+/// How many entries the engine's tables hold (see [`Core::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Active and declined leases.
+    pub leases: usize,
+    /// Client keys indexed to their address.
+    pub keys: usize,
+    /// Outstanding offers (by address and by client key).
+    pub offers: usize,
+    pub offer_keys: usize,
+    /// Flood counters (one per hardware address seen in the last seconds).
+    pub rate: usize,
+}
+
+/// Is `l` still a binding at `now` (an unexpired active or declined lease)?
+pub fn is_held(l: &Lease, now: u64) -> bool {
+    matches!(l.state, LeaseState::Active | LeaseState::Declined) && l.expires > now
 }
 
 /// The key a lease is filed under: `id:<client id>` or `hw:<mac>`.
@@ -116,11 +137,11 @@ impl Core {
             reserved_ips: HashMap::new(),
             rate: HashMap::new(),
         };
+        // Released (and expired, at the first tick) leases are not bindings any more.
         for l in initial {
-            if l.state != LeaseState::Declined {
-                c.by_key.insert(lease_key(&l), l.ip);
+            if matches!(l.state, LeaseState::Active | LeaseState::Declined) {
+                c.file(l);
             }
-            c.leases.insert(l.ip, l);
         }
         c.rebuild_reservations();
         c
@@ -164,22 +185,66 @@ impl Core {
 
     /// `IP NAME` lines for every active lease with a hostname, sorted by address.
     pub fn hosts_text(&self, now: u64) -> String {
-        let mut v: Vec<(&Ipv4Addr, &str)> = self
-            .leases
-            .values()
-            .filter(|l| l.state_at(now) == LeaseState::Active)
-            .filter_map(|l| l.hostname.as_deref().map(|h| (&l.ip, h)))
-            .collect();
-        v.sort();
-        v.iter().map(|(ip, h)| format!("{ip} {h}\n")).collect()
+        model::hosts::format(
+            self.leases
+                .values()
+                .filter(|l| l.state_at(now) == LeaseState::Active)
+                .filter_map(|l| l.hostname.as_deref().map(|h| (l.ip, h))),
+        )
     }
 
-    /// Forgets expired offers and flood counters.
+    /// What the engine holds; bounded by the pool and the reservations after a [`Core::tick`].
+    pub fn held(&self) -> Held {
+        Held {
+            leases: self.leases.len(),
+            keys: self.by_key.len(),
+            offers: self.offers.len(),
+            offer_keys: self.offer_by_key.len(),
+            rate: self.rate.len(),
+        }
+    }
+
+    /// Forgets expired leases, offers and flood counters.
     pub fn tick(&mut self, now: u64) {
+        let gone: Vec<Ipv4Addr> = self
+            .leases
+            .values()
+            .filter(|l| !is_held(l, now))
+            .map(|l| l.ip)
+            .collect();
+        for ip in gone {
+            self.forget(ip);
+        }
         self.offers.retain(|_, o| o.expires > now);
         let offers = &self.offers;
-        self.offer_by_key.retain(|_, ip| offers.contains_key(ip));
+        self.offer_by_key
+            .retain(|k, ip| offers.get(ip).is_some_and(|o| o.key == *k));
         self.rate.retain(|_, (sec, _)| *sec + 2 > now);
+    }
+
+    /// Files `l` as the binding of its address; the address's previous holder, if another
+    /// client, loses its index entry. Only an active lease is indexed by its key.
+    fn file(&mut self, l: Lease) {
+        let (ip, key, active) = (l.ip, lease_key(&l), l.state == LeaseState::Active);
+        if let Some(prev) = self.leases.insert(ip, l) {
+            let pk = lease_key(&prev);
+            if pk != key && self.by_key.get(&pk) == Some(&ip) {
+                self.by_key.remove(&pk);
+            }
+        }
+        if active {
+            self.by_key.insert(key, ip);
+        }
+    }
+
+    /// Forgets the binding of `ip` (released or expired) and its key's index entry.
+    fn forget(&mut self, ip: Ipv4Addr) {
+        if let Some(l) = self.leases.remove(&ip) {
+            let k = lease_key(&l);
+            if self.by_key.get(&k) == Some(&ip) {
+                self.by_key.remove(&k);
+            }
+        }
     }
 
     fn parse(&mut self, buf: &[u8], now: u64) -> Result<Req, Drop> {
@@ -331,7 +396,8 @@ impl Core {
                 return Some(ip);
             }
         }
-        // 6. A never-used address, scanning on from where the last scan stopped.
+        // 6. An address nobody holds, scanning on from where the last scan stopped (so freed
+        //    addresses are reused round-robin, the longest-free first).
         for _ in 0..size {
             let ip = Ipv4Addr::from(self.cursor);
             self.cursor = if self.cursor >= u32::from(self.cfg.range_end) {
@@ -343,7 +409,7 @@ impl Core {
                 return Some(ip);
             }
         }
-        // 7. The address that has been free the longest.
+        // 7. A lease that ran out since the last tick, the longest-expired first.
         let mut best: Option<(u64, Ipv4Addr)> = None;
         for (ip, l) in &self.leases {
             if l.state_at(now) == LeaseState::Active || !ok(self, *ip) {
@@ -373,13 +439,16 @@ impl Core {
                 self.offers.remove(&old);
             }
         }
-        self.offers.insert(
-            ip,
-            Offer {
-                key: req.key.clone(),
-                expires: now + self.cfg.offer_secs,
-            },
-        );
+        let offer = Offer {
+            key: req.key.clone(),
+            expires: now + self.cfg.offer_secs,
+        };
+        // An expired offer of this address to another client goes with its index entry.
+        if let Some(prev) = self.offers.insert(ip, offer) {
+            if prev.key != req.key && self.offer_by_key.get(&prev.key) == Some(&ip) {
+                self.offer_by_key.remove(&prev.key);
+            }
+        }
         let hostname = self.hostname_for(req);
         let reply = self.reply(req, MessageType::Offer, ip, hostname.as_deref(), true);
         Outcome {
@@ -431,8 +500,8 @@ impl Core {
                         let mut l = l.clone();
                         l.state = LeaseState::Released;
                         l.expires = now;
-                        self.leases.insert(old, l.clone());
                         records.push(l);
+                        self.forget(old);
                     }
                 }
             }
@@ -446,8 +515,7 @@ impl Core {
             expires: now + self.cfg.lease_secs as u64,
             state: LeaseState::Active,
         };
-        self.leases.insert(ip, lease.clone());
-        self.by_key.insert(req.key.clone(), ip);
+        self.file(lease.clone());
         if let Some(oip) = self.offer_by_key.remove(&req.key) {
             self.offers.remove(&oip);
         }
@@ -477,7 +545,8 @@ impl Core {
                 let mut l = l.clone();
                 l.state = LeaseState::Released;
                 l.expires = now;
-                self.leases.insert(ip, l.clone());
+                // On disk as released; in memory, forgotten.
+                self.forget(ip);
                 Outcome {
                     log: Some(format!("RELEASE {ip} from {}", l.mac)),
                     records: vec![l],
@@ -516,7 +585,7 @@ impl Core {
             expires: now + self.cfg.decline_secs,
             state: LeaseState::Declined,
         };
-        self.leases.insert(ip, l.clone());
+        self.file(l.clone());
         Outcome {
             log: Some(format!(
                 "DECLINE {ip} from {}: address is in use by another host",

@@ -6,6 +6,12 @@
 //! socket and share the next). No other thread is involved, so an ACK never waits for a
 //! thread to be woken and scheduled, only for the disk.
 //!
+//! Only bindings are live: the latest record of an address while it is an unexpired active
+//! or declined lease. A release (or expiry) is still appended, so a replay of the log never
+//! brings the lease back, but the address leaves the live state, and a compaction leaves it
+//! out of the file: the log, like the server's memory, holds at most one record per address
+//! in use, whatever number of clients came and went.
+//!
 //! When the log holds many more records than live addresses, a thread writes a snapshot of
 //! the live state to `leases.log.tmp` and fsyncs it, while commits keep appending to the old
 //! log and remember what they appended since the snapshot. The next commit after the snapshot
@@ -18,7 +24,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crate::leases::{encode_record, log_path, parse_log, Lease, HEADER};
+use crate::core::is_held;
+use crate::leases::{encode_record, log_path, now_secs, parse_log, Lease, LeaseState, HEADER};
 
 /// Preallocation step: the log is kept this much ahead of its data, filled with NULs.
 const PREALLOC: u64 = 4 << 20;
@@ -153,7 +160,9 @@ impl LeaseLog {
                 corrupt.display()
             ));
         }
-        let state = parsed.latest();
+        let now = now_secs();
+        let mut state = parsed.latest();
+        state.retain(|_, l| is_held(l, now));
         let (file, n) = write_snapshot(dir, state.values())?;
         install_snapshot(dir)?;
         Ok((
@@ -169,7 +178,8 @@ impl LeaseLog {
         ))
     }
 
-    /// The recovered leases (latest record per address).
+    /// The live leases: what was recovered and committed since, less what was released or
+    /// ran out (as of the last compaction).
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.state.values()
     }
@@ -186,7 +196,11 @@ impl LeaseLog {
             }
             self.file.append(&self.buf).map_err(|e| io(&path, e))?;
             for r in records {
-                self.state.insert(r.ip, r.clone());
+                if matches!(r.state, LeaseState::Active | LeaseState::Declined) {
+                    self.state.insert(r.ip, r.clone());
+                } else {
+                    self.state.remove(&r.ip);
+                }
             }
             self.records_in_file += records.len();
             if let Some((_, pending)) = self.compaction.as_mut() {
@@ -233,6 +247,9 @@ impl LeaseLog {
             && self.records_in_file > live + COMPACT_MIN_GARBAGE
             && self.records_in_file > live * COMPACT_RATIO
         {
+            // Leases that ran out since are not carried over.
+            let now = now_secs();
+            self.state.retain(|_, l| is_held(l, now));
             let dir = self.dir.clone();
             let snap: Vec<Lease> = self.state.values().cloned().collect();
             let h = std::thread::Builder::new()

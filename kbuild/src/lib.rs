@@ -5,6 +5,7 @@
 //! Everything runs `make` in the tree (`make -C TREE [O=OBJDIR] ARCH=x86_64 ...`): the
 //! kernel's own build system decides, labnet only picks the base config, merges the fragment,
 //! checks that Kconfig kept what labnet relies on, and copies the results out.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -189,9 +190,15 @@ fn run_make(
         .map_err(|e| io(Path::new("make"), e))?;
     // Both streams into one sequence of lines, in arrival order, for the log and the status.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io(
+            Path::new("make"),
+            std::io::Error::other("no output pipes"),
+        ));
+    };
     let readers: Vec<_> = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
     ]
     .into_iter()
     .map(|r| {

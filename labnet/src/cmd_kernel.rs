@@ -4,15 +4,21 @@ use clap::{Args, Subcommand};
 use mountgen::kconfig::{self, CephBuild};
 use std::path::PathBuf;
 
+pub const KCONFIG_EXAMPLES: &str = "\
+Examples:
+  labnet kernel-config > labnet.config && scripts/kconfig/merge_config.sh -m .config labnet.config
+  labnet kernel-config --merge .config   # runs make olddefconfig; the old file is kept as .config.old
+  labnet kernel build --tree ~/linux --base defconfig   # the whole build, see `labnet kernel build --help`";
+
 /// Exit status when Kconfig dropped or changed an option labnet requires.
-const EXIT_REQUIRED_LOST: i32 = 3;
+const EXIT_REQUIRED_LOST: u8 = 3;
 
 #[derive(Args)]
 pub struct FragmentArgs {
-    /// Build the Ceph code into the kernel (seed 000; the default: no modules in the guest).
+    /// Build the Ceph code into the kernel (the default: no modules in the guest).
     #[arg(long, conflicts_with = "modules")]
     builtin: bool,
-    /// Build libceph and ceph as modules (seed 001; reload with modprobe).
+    /// Build libceph and ceph as modules (reload them with modprobe after a rebuild).
     #[arg(long)]
     modules: bool,
     /// Leave out the --vm part (PVH, virtio-pci/mmio, console, net, disks, 9p, virtiofs).
@@ -62,12 +68,14 @@ pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
     }
     let lost = report.required_lost();
     if !lost.is_empty() {
-        eprintln!(
-            "labnet kernel-config: Kconfig dropped or changed {} required option(s): {}",
-            lost.len(),
-            lost.iter().map(|o| o.option).collect::<Vec<_>>().join(", ")
-        );
-        std::process::exit(EXIT_REQUIRED_LOST);
+        return Err(crate::report::with_code(
+            EXIT_REQUIRED_LOST,
+            anyhow::anyhow!(
+                "Kconfig dropped or changed {} required option(s): {}",
+                lost.len(),
+                lost.iter().map(|o| o.option).collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
     Ok(())
 }
@@ -132,8 +140,7 @@ fn build(a: BuildArgs) -> Result<()> {
             Ok(())
         }
         Err(e @ kbuild::Error::RequiredLost { .. }) => {
-            eprintln!("labnet kernel build: {e}");
-            std::process::exit(EXIT_REQUIRED_LOST);
+            Err(crate::report::with_code(EXIT_REQUIRED_LOST, e))
         }
         Err(e) => Err(e.into()),
     }

@@ -186,7 +186,7 @@ pub fn fragment_entries(build: CephBuild, vm: bool) -> Vec<(&'static str, &'stat
 /// The fragment as a file for `merge_config.sh` (or `labnet kernel-config --merge`).
 pub fn fragment(build: CephBuild, vm: bool) -> String {
     let mut s = format!(
-        "# labnet guest kernel fragment: {}CephFS client (seeds 000/001), ceph {}\n",
+        "# labnet guest kernel fragment: {}CephFS client, ceph {}\n",
         if vm { "VM devices and boot, " } else { "" },
         match build {
             CephBuild::Builtin => "built in",

@@ -45,7 +45,7 @@
 //!
 //! ```text
 //! kmount --mon-dump-cmd "ssh HOST 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'" \
-//!        --keyring /etc/ceph/keyring --name fs --fs a --preset seed --ms-mode crc \
+//!        --keyring /etc/ceph/keyring --name fs --fs a --preset testing --ms-mode crc \
 //!        --conf-out /etc/ceph/ceph.conf --debug /mnt
 //! ```
 //!
@@ -60,6 +60,7 @@
 //!
 //! Measured in a TCG guest (Debian 6.1, busybox): ms_mode secure/prefer-secure needs the
 //! crypto modules gf128mul, ghash-generic, ctr, gcm (aes is built in there).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod addr;
 pub mod kconfig;
 pub mod monmap;

@@ -124,6 +124,9 @@ pub enum Auth {
     Key,
     /// `secret=BASE64`, the fallback when the kernel has no "ceph" key type.
     Secret(Secret),
+    /// `secretfile=PATH`: for mount.ceph (what fstab and .mount units run), which reads the
+    /// bare base64 key from PATH; the kernel never sees this option.
+    SecretFile(String),
 }
 
 /// The seed's mount options (`norequire_active_mds,noshare`).
@@ -268,7 +271,7 @@ impl MountPlan {
         let i = p
             .options
             .iter()
-            .position(|o| o.key == "key" || o.key == "secret");
+            .position(|o| o.key == "key" || o.key == "secret" || o.key == "secretfile");
         let new = auth_opt(auth, &p.name);
         match (i, new) {
             (Some(i), Some(o)) => p.options[i] = o,
@@ -291,6 +294,7 @@ fn auth_opt(auth: &Auth, name: &str) -> Option<MountOpt> {
             value: Some(s.base64().into()),
             secret: true,
         }),
+        Auth::SecretFile(path) => Some(MountOpt::kv("secretfile", path.clone())),
     }
 }
 
@@ -326,6 +330,52 @@ fn check_token(field: &str, v: &str, forbid: &[char]) -> Result<(), Error> {
     Ok(())
 }
 
+/// One `-o` option. Its errors never quote the option's text, only a name that reads as an
+/// option name: a value may be a secret (`secret=KEY`), and a pasted key is no option name.
+fn check_option(index: usize, o: &str) -> Result<(), Error> {
+    let (key, value) = match o.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (o, None),
+    };
+    let is_name = !key.is_empty()
+        && key.len() <= 32
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    let managed = MANAGED
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key.trim()));
+    if let Some((k, why)) = managed {
+        return Err(Error::Request {
+            field: format!("option {k}="),
+            msg: (*why).into(),
+        });
+    }
+    if !is_name {
+        return Err(Error::Request {
+            field: format!("option {} of -o", index + 1),
+            msg: "not a mount option name (lowercase letters, digits, '_', '.', '-'); \
+                  its text is not shown in case it is a secret"
+                .into(),
+        });
+    }
+    let bad = value.and_then(|v| {
+        v.chars()
+            .find(|c| *c == ',' || c.is_whitespace() || c.is_control())
+    });
+    match (value, bad) {
+        (Some(""), _) => Err(Error::Request {
+            field: format!("option {key}="),
+            msg: "empty value".into(),
+        }),
+        (_, Some(c)) => Err(Error::Request {
+            field: format!("option {key}="),
+            msg: format!("the value contains {c:?} (the value is not shown)"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Builds the mount for `req` from `map`.
 pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
     let name = req
@@ -350,15 +400,8 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
             msg: format!("{:?} contains {c:?}", req.path),
         });
     }
-    for o in &req.options {
-        check_token("option", o, &[','])?;
-        let key = o.split('=').next().unwrap_or_default();
-        if let Some((_, why)) = MANAGED.iter().find(|(k, _)| *k == key) {
-            return Err(Error::Request {
-                field: format!("option {key}="),
-                msg: (*why).into(),
-            });
-        }
+    for (i, o) in req.options.iter().enumerate() {
+        check_option(i, o)?;
     }
 
     let fsid = match (&req.fsid, &map.fsid) {

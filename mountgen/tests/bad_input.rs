@@ -108,7 +108,10 @@ fn plan_errors_are_specific() {
     assert!(build_err(&both, |r| r.options = vec!["ms_mode=crc".into()])
         .starts_with("option ms_mode=: use --ms-mode"));
     assert!(build_err(&both, |r| r.options = vec!["a,b".into()])
-        .starts_with("option: \"a,b\" contains ','"));
+        .starts_with("option 1 of -o: not a mount option name"));
+    assert!(build_err(&both, |r| r.options =
+        vec!["noshare".into(), "x=a,b".into()])
+    .starts_with("option x=: the value contains ','"));
 
     // Old syntax without fs/fsid is fine: the kernel then uses the default fs.
     let mut req = MountRequest::new("fs", None, Syntax::Old);

@@ -31,6 +31,7 @@ pub fn netns_exists(name: &str) -> bool {
 
 fn is_netns_fd(f: &File) -> bool {
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `f` keeps open.
     let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), 0xb703 as _) };
     r == libc::CLONE_NEWNET
 }
@@ -149,6 +150,5 @@ fn same_netns(a: &str, b: &str) -> bool {
 /// Enters the lab's namespace for the whole (still single-threaded) process: used by the
 /// daemons' `--enter-netns` before any runtime starts.
 pub fn enter_netns(name: &str) -> Result<(), Error> {
-    let file = File::open(netns_path(name)).map_err(|e| Error::io(netns_path(name), e))?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns into the lab", e))
+    Ok(model::netns::enter(name)?)
 }

@@ -203,10 +203,10 @@ pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> Boot
                     t.lines()
                         .any(|l| l == "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
                 });
-            if cmdline_devices == Some(false) && mode == PvhMode::Auto {
+            if let (Some(false), Some(c), PvhMode::Auto) = (cmdline_devices, &config, mode) {
                 return bz(format!(
                     "{} lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y: no devices under PVH",
-                    config.unwrap().display()
+                    c.display()
                 ));
             }
             pvh(v, "the vmlinux beside the bzImage")

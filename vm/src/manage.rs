@@ -44,6 +44,71 @@ fn tidy(st: &mut VmState) {
     }
 }
 
+/// A throwaway `vm run` VM whose supervisor died before removing it: removed now (unless
+/// someone holds its lock, i.e. a new run of that name is being prepared). True if gone.
+fn forget_throwaway(st: &VmState) -> bool {
+    match state::try_lock(&st.lab, &st.name) {
+        Ok(Some(_lock)) => std::fs::remove_dir_all(&st.dir).is_ok(),
+        _ => false,
+    }
+}
+
+/// `vm rm`: forgets a stopped VM: its runtime dir (state, logs), its DHCP reservation, a
+/// kept failed-run log, and with `disk` its durable overlay. Returns what was removed.
+pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
+    crate::naming::check_name(name)?;
+    let dir = state::vm_dir(lab, name);
+    if let Some(mut st) = VmState::load(lab, name)? {
+        tidy(&mut st);
+        if st.status != Status::Stopped && st.qemu_alive() {
+            return Err(Error::invalid(
+                "vm rm",
+                format!("VM {name:?} is running; stop it first (`labnet vm stop {name}`)"),
+            ));
+        }
+    }
+    let mut removed = vec![];
+    let overlay_dir = netns::paths::state_dir(lab).join("vms").join(name);
+    let mut paths = vec![
+        dir.clone(),
+        netns::paths::reservations_dir(lab).join(format!("{name}.json")),
+        crate::supervise::failed_run_log(lab, name),
+    ];
+    if disk {
+        paths.push(overlay_dir.clone());
+    }
+    if !paths.iter().any(|p| p.exists()) {
+        return Err(Error::NoSuchVm {
+            lab: lab.into(),
+            name: name.into(),
+            dir: dir.display().to_string(),
+        });
+    }
+    {
+        // Held while removing, so a start of the same name cannot interleave.
+        let _lock = state::try_lock(lab, name)?.ok_or_else(|| Error::AlreadyRunning {
+            lab: lab.into(),
+            name: name.into(),
+            pid: 0,
+        })?;
+        for p in paths {
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match gone {
+                Ok(()) => removed.push(p.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+    }
+    // try_lock made the dir again to hold the lock file in it.
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(removed)
+}
+
 /// The address the guest itself reported on its console in this boot (the generated
 /// initramfs prints `labnet-init: lease IP on eth0`; serial.log starts empty each boot).
 pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
@@ -65,6 +130,9 @@ pub fn list(
     for mut st in state::list(lab)? {
         tidy(&mut st);
         let running = st.status != Status::Stopped && st.qemu_alive();
+        if !running && st.ephemeral && forget_throwaway(&st) {
+            continue;
+        }
         out.push(VmInfo {
             name: st.name.clone(),
             state: if running {
@@ -231,6 +299,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
     loop {
         let nfds = if stdin_open { 2 } else { 1 };
         let (start, n) = if stdin_open { (0, nfds) } else { (1, 1) };
+        // SAFETY: `fds[start..]` holds at least `n` initialised pollfds for the whole call.
         let r = unsafe { libc::poll(fds[start..].as_mut_ptr(), n as _, 500) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -249,6 +318,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
             }
         }
         if stdin_open && fds[0].revents != 0 {
+            // SAFETY: reads at most buf.len() bytes into `buf`, which outlives the call.
             let n = unsafe { libc::read(stdin_fd, buf.as_mut_ptr() as *mut _, buf.len()) };
             if n <= 0 {
                 stdin_open = false;
@@ -271,7 +341,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     use std::os::unix::process::CommandExt;
-    let nsp = netns::paths::netns_path(lab);
+    let nsp = model::paths::netns_path(lab);
     let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp {
         lab: lab.into(),
         path: nsp.display().to_string(),
@@ -283,6 +353,8 @@ pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Err
     let fd = ns.as_raw_fd();
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
+    // SAFETY: the hook runs between fork and exec and only calls setns(2) (async-signal-safe)
+    // on `fd`, which `ns` keeps open until after the spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {

@@ -148,7 +148,7 @@ struct RawDns {
 
 // ---------- validated ----------
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lab {
     /// Lab name = network namespace name (/run/netns/NAME).
     pub name: String,
@@ -160,13 +160,13 @@ pub struct Lab {
     pub dns: Dns,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
     pub name: String,
     pub address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Uplink {
     /// Isolated lab: no route out.
@@ -177,7 +177,7 @@ pub enum Uplink {
     Host(HostUplink),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WgBackend {
     /// Kernel module when it exists, else userspace.
@@ -186,7 +186,7 @@ pub enum WgBackend {
     Userspace,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wireguard {
     pub interface: String,
     pub address: Ipv4Cidr,
@@ -201,7 +201,7 @@ pub struct Wireguard {
     pub backend: WgBackend,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostUplink {
     pub host_interface: String,
     pub lab_interface: String,
@@ -209,7 +209,7 @@ pub struct HostUplink {
     pub lab_address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dhcp {
     pub range_start: Ipv4Addr,
     pub range_end: Ipv4Addr,
@@ -217,14 +217,14 @@ pub struct Dhcp {
     pub reservations: Vec<Reservation>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub mac: [u8; 6],
     pub ip: Option<Ipv4Addr>,
     pub hostname: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dns {
     pub zone: String,
     pub upstreams: Vec<SocketAddr>,
@@ -318,7 +318,14 @@ impl Lab {
             let meta = std::fs::metadata(f).map_err(|e| ConfigError::Field {
                 file: self.source.clone(),
                 field: field.clone(),
-                message: format!("cannot read {}: {e}", f.display()),
+                message: if is_base64_key(&f.display().to_string()) {
+                    // The key itself where its file's path belongs: not echoed.
+                    format!(
+                        "{e}; the value looks like a key, not a path (name the file holding it)"
+                    )
+                } else {
+                    format!("cannot read {}: {e}", f.display())
+                },
             })?;
             if meta.permissions().mode() & 0o077 != 0 {
                 return Err(ConfigError::Field {
@@ -355,9 +362,8 @@ impl Lab {
 
 /// The config file a running lab was built from, per /run/labnet/LAB.json.
 fn running_lab_source(lab: &str) -> Option<PathBuf> {
-    let state = std::fs::read(crate::paths::lab_state_file(lab)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
-    let source = PathBuf::from(v.get("config")?.get("source")?.as_str()?);
+    let state = crate::state::LabState::load(lab).ok()??;
+    let source = PathBuf::from(state.config?.source);
     source.is_file().then_some(source)
 }
 
@@ -390,11 +396,72 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
     Ok(parsed)
 }
 
+/// A TOML error as `line L, column C: MESSAGE` and, under it, the line with a caret under
+/// the bad part (like the toml crate's own message), key-shaped tokens of that line
+/// redacted: it may hold a key pasted where it does not belong (`private_key = "…"`).
+fn syntax_message(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let col = before.len() - line_start + 1;
+            let src = text[line_start..].lines().next().unwrap_or("");
+            let width = span
+                .end
+                .saturating_sub(span.start)
+                .clamp(1, src.len().saturating_sub(col - 1).max(1));
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            format!(
+                "line {line}, column {col}: {}\n{pad} |\n{num} | {}\n{pad} | {}{}",
+                redact_keys(&message),
+                redact_keys(src),
+                " ".repeat(src[..(col - 1).min(src.len())].chars().count()),
+                "^".repeat(width)
+            )
+        }
+        None => redact_keys(&message),
+    }
+}
+
+/// `text` with every key-shaped token (38 or more base64 characters ending in `=` padding:
+/// WireGuard and cephx keys) replaced by `<redacted>`; serde quotes a bad value in its message.
+fn redact_keys(text: &str) -> String {
+    let b = text.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    let (mut out, mut i) = (String::with_capacity(text.len()), 0);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && is_b64(b[i]) {
+            i += 1;
+        }
+        let run = i - start;
+        let mut end = i;
+        while end < b.len() && b[end] == b'=' && end - i < 2 {
+            end += 1;
+        }
+        if run >= 38 && end > i {
+            out.push_str("<redacted>");
+            i = end;
+        } else {
+            out.push_str(&text[start..i]);
+            if let Some(ch) = text[i..].chars().next() {
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 /// Parses and validates a lab's TOML. `lab` (from the command line) overrides a missing name.
 pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
     let raw: RawLab = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
-        message: e.to_string().trim_end().replace('\n', " "),
+        message: syntax_message(&e, text),
     })?;
     raw.validate(file, lab)
 }
@@ -832,15 +899,13 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
                 u.address
                     .get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
             }
-            ("interface", "listenport") => {
-                if u.listen_port.is_none() {
-                    u.listen_port = Some(val.parse().map_err(|_| {
-                        v.err(
-                            "uplink.conf",
-                            format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
-                        )
-                    })?);
-                }
+            ("interface", "listenport") if u.listen_port.is_none() => {
+                u.listen_port = Some(val.parse().map_err(|_| {
+                    v.err(
+                        "uplink.conf",
+                        format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
+                    )
+                })?);
             }
             ("interface", "privatekey") => {
                 return Err(v.err("uplink.conf", format!("{path}:{}: PrivateKey inline is refused; put the key in its own chmod-600 file and name it with uplink.private_key_file", n + 1)));
@@ -855,10 +920,8 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
                 u.allowed_ips
                     .get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
             }
-            ("peer", "persistentkeepalive") => {
-                if u.persistent_keepalive.is_none() {
-                    u.persistent_keepalive = val.parse().ok();
-                }
+            ("peer", "persistentkeepalive") if u.persistent_keepalive.is_none() => {
+                u.persistent_keepalive = val.parse().ok();
             }
             _ => {}
         }
@@ -989,6 +1052,45 @@ mod tests {
         assert_eq!(
             err("name = \"x\"\n[dns]\nupstreams = [\"resolver\"]\n"),
             "lab.toml: dns.upstreams[0]: expected an IP address or IP:PORT, got \"resolver\""
+        );
+    }
+
+    #[test]
+    fn no_error_echoes_a_key() {
+        const KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        let base = "name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\n";
+        let peer = "peer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
+        for text in [
+            format!("{base}{peer}private_key = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = {KEY}\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\npersistent_keepalive = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\npreshared_key = \"{KEY}\"\n"),
+            format!("{base}{peer}private_key_file = \"/k\"\n{KEY}\n"),
+        ] {
+            let e = err(&text);
+            assert!(!e.contains(&KEY[..20]), "{e}");
+            assert!(e.starts_with("lab.toml: line "), "{e}");
+        }
+        // The key pasted as the key file's path.
+        let lab = parse(
+            &format!("{base}{peer}private_key_file = \"{KEY}\"\nendpoint = \"127.0.0.1:51820\"\n"),
+            "lab.toml",
+            None,
+        )
+        .unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(
+            !e.contains(&KEY[..20]) && e.contains("looks like a key"),
+            "{e}"
+        );
+        // Long paths are not keys.
+        assert_eq!(
+            redact_keys("/a/very/long/path/that/goes/on/and/on/and/on"),
+            "/a/very/long/path/that/goes/on/and/on/and/on"
+        );
+        assert_eq!(
+            redact_keys(&format!("string \"{KEY}\", expected")),
+            "string \"<redacted>\", expected"
         );
     }
 
