@@ -24,6 +24,8 @@ $apt -qq install -y --no-install-recommends \
 $apt -qq install -y --no-install-recommends \
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
+# labnet image build (mmdebstrap, mkfs.ext4 -d, ssh-keygen) and vm ssh/cp (ssh, scp, ssh-keyscan).
+$apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client >/dev/null
 if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   mkdir -p "$KDIR"
   (cd "$tmp" && chmod 777 . && $apt -qq download "linux-image-$KVER")
