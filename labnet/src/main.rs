@@ -121,8 +121,10 @@ impl Command {
         match self {
             Command::Up(_) => Some("up"),
             Command::Down(_) => Some("down"),
-            Command::Dhcpd(_) => Some("dhcpd"),
-            Command::Dns(_) => Some("dns"),
+            // Not the daemons: under systemd (labnet-dhcpd@/labnet-dns@) they run as a
+            // DynamicUser= with only CAP_NET_BIND_SERVICE (+ CAP_NET_RAW), already placed in
+            // the lab by NetworkNamespacePath=; they fail on their own, naming what, when
+            // they cannot enter the namespace or bind.
             Command::Vm(v) => v.needs_root(),
             _ => None,
         }

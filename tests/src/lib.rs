@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests: the built `labnet` binary, unique names, and guards
 //! that remove namespaces, links and processes a test made, even when it fails.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use testkit::{
@@ -444,6 +444,33 @@ pub fn which(prog: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Removes the tests' images of other keys (older kmount or guest files), ~700 MB each,
+/// except any another test process holds the lock of.
+fn prune_test_images(base: &Path, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == keep || name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        let lock = base.join(format!("{name}.lock"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+        else {
+            continue;
+        };
+        if let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(&lock);
+        }
+    }
+}
+
 /// The packages the tests' image has on top of labnet's base set: what a lab inside the
 /// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
 pub const TEST_IMAGE_PACKAGES: &[&str] = &["nftables", "wireguard-go", "wireguard-tools"];
@@ -482,6 +509,7 @@ pub fn test_image() -> (PathBuf, String) {
             .args(&args)
             .env("LABNET_IMAGE_DIR", &store));
         assert!(out.status.success(), "test image build: {}", text(&out));
+        prune_test_images(base, &key);
         eprintln!(
             "test image built in {:.0} s: {}",
             t0.elapsed().as_secs_f64(),
@@ -489,4 +517,163 @@ pub fn test_image() -> (PathBuf, String) {
         );
     }
     (store, name)
+}
+
+/// Every `vm ssh` / `vm cp` runs under this many seconds of timeout(1).
+pub const SSH_TIMEOUT: &str = "120";
+
+/// A lab of a test's own for VMs of the tests' image (see [`test_image`]).
+pub struct ImageLab {
+    pub id: String,
+    pub env: Vec<(String, String)>,
+    pub root: PathBuf,
+    pub cfg: String,
+    /// The bridge's address (the lab's dns and dhcpd).
+    pub gw: String,
+}
+
+impl ImageLab {
+    /// A lab of its own (bridge 10.OCTET.0.1/24) whose dns forwards to `upstream`.
+    pub fn up(c: &mut Cleanup, tag: &str, octet: u8, upstream: Option<&str>) -> ImageLab {
+        let id = unique(&format!("li{tag}"));
+        let root = temp_dir(c, tag);
+        let mut env = labnet_env(&root);
+        let (store, _) = test_image();
+        env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
+        let gw = format!("10.{octet}.0.1");
+        let ups = upstream
+            .map(|u| format!("upstreams = [\"{u}:53\"]\n"))
+            .unwrap_or_default();
+        let cfg = root.join("lab.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{id}\"\n[bridge]\nname = \"{id}b\"\naddress = \"{gw}/24\"\n\
+                 [dhcp]\nrange_start = \"10.{octet}.0.100\"\nrange_end = \"10.{octet}.0.150\"\n\
+                 [dns]\nzone = \"lab\"\n{ups}"
+            ),
+        )
+        .unwrap();
+        let cfg = cfg.display().to_string();
+        c.labnet(&["down", &id], &env);
+        // LIFO: the VMs go before the lab.
+        for vm in ["k1", "k2"] {
+            c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
+        }
+        let up = labnet(&["up", &id, "--config", &cfg], &env);
+        assert!(up.status.success(), "labnet up: {}", text(&up));
+        ImageLab {
+            id,
+            env,
+            root,
+            cfg,
+            gw,
+        }
+    }
+
+    pub fn labnet(&self, args: &[&str]) -> Output {
+        labnet(args, &self.env)
+    }
+
+    /// `labnet vm ARGS --lab LAB` under a timeout.
+    pub fn vm(&self, args: &[&str]) -> Output {
+        run(Command::new("timeout")
+            .args([SSH_TIMEOUT, labnet_bin().to_str().unwrap(), "vm", args[0]])
+            .args(["--lab", &self.id])
+            .args(&args[1..])
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null()))
+    }
+
+    /// `vm ssh NAME -- SCRIPT`, which must succeed; its stdout.
+    pub fn ssh(&self, name: &str, script: &str) -> String {
+        let o = self.vm(&["ssh", name, "--", script]);
+        assert!(
+            o.status.success(),
+            "vm ssh {name} -- {script}: {}",
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `vm start --image test --daemonize` (q35, TCG; QEMU killed after `secs`), then
+    /// `vm ssh --wait` until sshd answers.
+    pub fn boot(&self, name: &str, secs: u64) -> Duration {
+        self.boot_with(name, secs, &[])
+    }
+
+    /// [`ImageLab::boot`] with more `vm start` arguments (e.g. `--share DIR:TAG`).
+    pub fn boot_with(&self, name: &str, secs: u64, more: &[&str]) -> Duration {
+        let t0 = Instant::now();
+        let (_, image) = test_image();
+        let secs = secs.to_string();
+        let mut args = vec![
+            "vm",
+            "start",
+            "--lab",
+            &self.id,
+            "--image",
+            &image,
+            "--name",
+            name,
+            "--timeout",
+            &secs,
+            "--daemonize",
+        ];
+        args.extend_from_slice(more);
+        let st = self.labnet(&args);
+        assert!(st.status.success(), "vm start {name}: {}", text(&st));
+        let w = self.vm(&["ssh", name, "--wait", "240"]);
+        assert!(
+            w.status.success(),
+            "vm ssh --wait {name}: {}\nserial log:\n{}",
+            text(&w),
+            std::fs::read_to_string(self.vm_dir(name).join("serial.log")).unwrap_or_default()
+        );
+        t0.elapsed()
+    }
+
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        self.root.join("run").join(&self.id).join("vms").join(name)
+    }
+
+    pub fn taps(&self) -> Vec<String> {
+        sh(&format!("ip -n {} -o link show", self.id))
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("tap-"))
+            .collect()
+    }
+
+    pub fn lease_of(&self, name: &str) -> serde_json::Value {
+        let o = self.labnet(&["leases", &self.id, "--config", &self.cfg, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["hostname"].as_str() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no lease with hostname {name}: {v}"))
+    }
+
+    /// `vm stop NAME`, then nothing of the VM is left: no tap, no overlay, no ssh control
+    /// socket (and no ssh master process for it).
+    pub fn stop_and_check_clean(&self, name: &str) {
+        let o = self.vm(&["stop", name, "--timeout", "30"]);
+        assert!(o.status.success(), "vm stop {name}: {}", text(&o));
+        let dir = self.vm_dir(name);
+        let tap = format!("tap-{name}");
+        assert!(!self.taps().contains(&tap), "{tap} left: {:?}", self.taps());
+        assert!(
+            !dir.join("overlay.qcow2").exists(),
+            "overlay left in {}",
+            dir.display()
+        );
+        assert!(!dir.join("ssh.ctl").exists(), "ssh control socket left");
+        let ctl = dir.join("ssh.ctl").display().to_string();
+        let masters: Vec<u32> = pids_with_arg("ssh", &format!("ControlPath={ctl}"));
+        assert!(masters.is_empty(), "ssh master(s) left: {masters:?}");
+    }
 }
