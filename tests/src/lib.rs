@@ -448,7 +448,14 @@ impl ImageLab {
         assert!(st.status.success(), "vm start {name}: {}", text(&st));
         // Its own timeout(1): a loaded 2-core host can take minutes to boot a TCG guest.
         let w = run(Command::new("timeout")
-            .args(["330", labnet_bin().to_str().unwrap(), "vm", "ssh", "--lab", &self.id])
+            .args([
+                "330",
+                labnet_bin().to_str().unwrap(),
+                "vm",
+                "ssh",
+                "--lab",
+                &self.id,
+            ])
             .args([name, "--wait", "300"])
             .envs(self.env.iter().cloned())
             .stdin(Stdio::null()));
