@@ -184,8 +184,14 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
     let mut f = std::fs::File::open(p)?;
     let mut b = vec![];
     f.by_ref().take(64 * 1024).read_to_end(&mut b)?;
+    Ok(elf_is_dynamic(&b))
+}
+
+/// True when the ELF image starting with `b` has a PT_INTERP program header among the
+/// headers inside `b`.
+pub fn elf_is_dynamic(b: &[u8]) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return Ok(false);
+        return false;
     }
     let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
     let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
@@ -196,10 +202,10 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
             break;
         }
         if u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3 {
-            return Ok(true);
+            return true;
         }
     }
-    Ok(false)
+    false
 }
 
 /// Everything that goes into the archive.
