@@ -6,6 +6,7 @@
 //! - [`server`]: the socket on the bridge, reservations dir and hosts file watchers.
 //! - [`daemon`]: setns, sd_notify, SIGTERM/SIGINT.
 //! - [`run`]: all of it, as `labnet dhcpd LAB` runs it.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod config;
 pub mod core;
 pub mod daemon;

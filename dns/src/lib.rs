@@ -24,6 +24,7 @@
 //! dns::server::serve(cfg, bound, || { dns::notify::ready(); }, std::future::pending()).await
 //! # }
 //! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod handler;
 pub mod hosts;
 pub mod notify;

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::Time;
@@ -103,7 +103,11 @@ impl Relay {
                 continue;
             }
             for _ in 0..SOCKETS {
-                let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+                let bind = if v6 {
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                } else {
+                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+                };
                 let s = std::net::UdpSocket::bind(bind)
                     .and_then(|s| s.set_nonblocking(true).map(|_| s))
                     .and_then(UdpSocket::from_std)
@@ -140,7 +144,7 @@ impl Relay {
             .downcast_ref::<UdpReply>()
             .cloned();
         if let Some(cache) = &self.shared.cache {
-            let hit = cache.lock().unwrap().get(&key);
+            let hit = locked(cache).get(&key);
             if let Some((msg, wire, age)) = hit {
                 // The stored datagram, patched, when it fits this client as it is.
                 let raw = match (&udp, &wire) {
@@ -178,7 +182,7 @@ impl Relay {
         if let (Some(cache), Some(msg)) = (&self.shared.cache, &msg) {
             if let Some(ttl) = cache_ttl(msg) {
                 let wire = Wire::parse(&answer).map(Arc::new);
-                cache.lock().unwrap().insert(key, msg.clone(), wire, ttl);
+                locked(cache).insert(key, msg.clone(), wire, ttl);
             }
         }
         match (info, msg) {
@@ -247,7 +251,7 @@ impl Relay {
         let (tx, rx) = oneshot::channel();
         // A random ID that no other waiting query has.
         let id = {
-            let mut w = self.waiting.lock().unwrap();
+            let mut w = locked(&self.waiting);
             let mut id;
             loop {
                 id = self
@@ -272,7 +276,7 @@ impl Relay {
             Err(_) => None,
         };
         if answer.is_none() {
-            self.waiting.lock().unwrap().remove(&id);
+            locked(&self.waiting).remove(&id);
         }
         answer
     }
@@ -292,13 +296,20 @@ async fn receive(sock: Arc<UdpSocket>, waiting: Arc<Waiters>) {
             continue;
         }
         let id = u16::from_be_bytes([buf[0], buf[1]]);
-        let mut w = waiting.lock().unwrap();
+        let mut w = locked(&waiting);
         if w.get(&id).is_some_and(|(from, _)| *from == src) {
-            let (_, tx) = w.remove(&id).unwrap();
-            drop(w);
-            let _ = tx.send(buf[..n].to_vec());
+            if let Some((_, tx)) = w.remove(&id) {
+                drop(w);
+                let _ = tx.send(buf[..n].to_vec());
+            }
         }
     }
+}
+
+/// The relay's shared maps stay usable after a panic elsewhere: a query's state is a whole
+/// insert or remove, never half-written, so a poisoned lock still holds consistent data.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn ask_tcp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {

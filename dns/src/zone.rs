@@ -145,12 +145,10 @@ fn build(origin: &Name, zone: &Name, serial: u32, records: Vec<Record>) -> InMem
     let mut h: InMemoryZoneHandler =
         InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
     let mname = Name::from_ascii("ns")
-        .unwrap()
-        .append_domain(zone)
+        .and_then(|n| n.append_domain(zone))
         .unwrap_or_else(|_| zone.clone());
     let rname = Name::from_ascii("hostmaster")
-        .unwrap()
-        .append_domain(zone)
+        .and_then(|n| n.append_domain(zone))
         .unwrap_or_else(|_| zone.clone());
     let soa = SOA::new(mname, rname, serial, 3600, 600, 86400, LOCAL_TTL);
     h.upsert_mut(

@@ -246,7 +246,7 @@ fn default_name(lab: &str, prefix: &str) -> String {
             // Free: nobody holds its lock (a VM being prepared holds it before it has state).
             matches!(vm::state::try_lock(lab, n), Ok(Some(_)))
         })
-        .unwrap()
+        .expect("an endless range of names")
 }
 
 fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {

@@ -1,5 +1,6 @@
 //! `labnet`: the command line. Wiring only: every subcommand parses its arguments and calls
 //! into one library crate. Each subcommand lives in its own module (cmd_*.rs).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 

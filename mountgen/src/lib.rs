@@ -60,6 +60,7 @@
 //!
 //! Measured in a TCG guest (Debian 6.1, busybox): ms_mode secure/prefer-secure needs the
 //! crypto modules gf128mul, ghash-generic, ctr, gcm (aes is built in there).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod addr;
 pub mod kconfig;
 pub mod monmap;

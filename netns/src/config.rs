@@ -433,8 +433,7 @@ fn redact_keys(text: &str) -> String {
             i = end;
         } else {
             out.push_str(&text[start..i]);
-            if i < b.len() {
-                let ch = text[i..].chars().next().unwrap();
+            if let Some(ch) = text[i..].chars().next() {
                 out.push(ch);
                 i += ch.len_utf8();
             }
@@ -885,15 +884,13 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
                 u.address
                     .get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
             }
-            ("interface", "listenport") => {
-                if u.listen_port.is_none() {
-                    u.listen_port = Some(val.parse().map_err(|_| {
-                        v.err(
-                            "uplink.conf",
-                            format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
-                        )
-                    })?);
-                }
+            ("interface", "listenport") if u.listen_port.is_none() => {
+                u.listen_port = Some(val.parse().map_err(|_| {
+                    v.err(
+                        "uplink.conf",
+                        format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
+                    )
+                })?);
             }
             ("interface", "privatekey") => {
                 return Err(v.err("uplink.conf", format!("{path}:{}: PrivateKey inline is refused; put the key in its own chmod-600 file and name it with uplink.private_key_file", n + 1)));
@@ -908,10 +905,8 @@ fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigErro
                 u.allowed_ips
                     .get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
             }
-            ("peer", "persistentkeepalive") => {
-                if u.persistent_keepalive.is_none() {
-                    u.persistent_keepalive = val.parse().ok();
-                }
+            ("peer", "persistentkeepalive") if u.persistent_keepalive.is_none() => {
+                u.persistent_keepalive = val.parse().ok();
             }
             _ => {}
         }

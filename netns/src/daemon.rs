@@ -35,6 +35,8 @@ pub fn spawn_detached(
         .stdout(out)
         .stderr(err);
     // A session of its own: ^C on the terminal that ran `labnet up` must not stop the lab.
+    // SAFETY: the hook runs between fork and exec and only calls setsid(2), which is
+    // async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
@@ -94,6 +96,7 @@ pub fn spawn_notify(
 
 /// Reaps `pid` if it is our child (a zombie still counts as "alive" for kill(0)).
 fn reap(pid: u32) {
+    // SAFETY: waitpid with a null status pointer writes nothing; WNOHANG never blocks.
     unsafe {
         libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
     }
@@ -101,6 +104,7 @@ fn reap(pid: u32) {
 
 pub fn process_alive(pid: u32) -> bool {
     reap(pid);
+    // SAFETY: signal 0 only checks that the pid exists; no memory is involved.
     if unsafe { libc::kill(pid as i32, 0) } != 0 {
         return false;
     }
@@ -152,7 +156,9 @@ pub fn kill_and_wait(pid: u32, grace: Duration) {
     };
     // A pidfd wakes us the moment the whole process (every thread) is gone, for children
     // and non-children alike; sleeping in 1 ms steps instead cost `down` tens of ms.
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd (or -1) we own.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    // SAFETY: kill(2) takes plain integers.
     unsafe { libc::kill(pid as i32, first) };
     let wait_exit = |limit: Duration| {
         let end = Instant::now() + limit;
@@ -167,6 +173,7 @@ pub fn kill_and_wait(pid: u32, grace: Duration) {
                     events: libc::POLLIN,
                     revents: 0,
                 };
+                // SAFETY: one valid pollfd on the stack, and nfds says one.
                 unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as i32) };
             } else {
                 std::thread::sleep(Duration::from_millis(1));
@@ -175,10 +182,12 @@ pub fn kill_and_wait(pid: u32, grace: Duration) {
         true
     };
     if !wait_exit(grace) {
+        // SAFETY: kill(2) takes plain integers.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         wait_exit(Duration::from_secs(2));
     }
     if pidfd >= 0 {
+        // SAFETY: pidfd was opened above, is owned here only, and is closed once.
         unsafe { libc::close(pidfd) };
     }
 }

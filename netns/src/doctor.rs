@@ -181,6 +181,7 @@ pub fn ping(ns: &str, to: Ipv4Addr, from: Option<Ipv4Addr>) -> Result<bool, Erro
             };
             let b: Vec<u8> = buf[..n]
                 .iter()
+                // SAFETY: recv_from initialised the first n bytes it reported.
                 .map(|x| unsafe { x.assume_init() })
                 .collect();
             let ihl = ((b.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;

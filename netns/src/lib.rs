@@ -2,6 +2,7 @@
 //! plan that builds a lab over netlink ([`lab`]): every step is recorded in
 //! /run/labnet/LAB.json *before* it is made, so `down` can undo a lab after a crash, a
 //! SIGKILL half-way through `up`, or a reboot.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod config;
 pub mod daemon;
 pub mod doctor;

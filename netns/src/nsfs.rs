@@ -31,6 +31,7 @@ pub fn netns_exists(name: &str) -> bool {
 
 fn is_netns_fd(f: &File) -> bool {
     // NS_GET_NSTYPE = _IO(0xb7, 0x3)
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `f` keeps open.
     let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), 0xb703 as _) };
     r == libc::CLONE_NEWNET
 }

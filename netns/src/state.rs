@@ -130,6 +130,7 @@ impl LabLock {
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
             loop {
+                // SAFETY: flock(2) on an fd that `file` owns and keeps open; no memory involved.
                 let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
                 if r == 0 {
                     break;

@@ -132,6 +132,31 @@ pub fn require_root() {
     );
 }
 
+/// Sends `sig` (0: only check that it exists) to `pid` (negative: a process group); true when
+/// delivered.
+pub fn signal(pid: i32, sig: i32) -> bool {
+    use nix::sys::signal::{kill, Signal};
+    let sig = match sig {
+        0 => None,
+        n => Some(Signal::try_from(n).unwrap_or_else(|e| panic!("signal {n}: {e}"))),
+    };
+    kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
+}
+
+/// Runs `f` on a thread of its own inside network namespace `ns` (`/run/netns/NS`); the
+/// sockets it makes stay in that namespace.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// Polls `f` every 20 ms until it is true; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

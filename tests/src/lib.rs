@@ -5,7 +5,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 pub use testkit::{
-    is_root, notify_socket, require_root, static_kmount, unique, wait_for, wait_ready,
+    in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
+    wait_ready,
 };
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).
@@ -92,10 +93,11 @@ impl Drop for Cleanup {
                 Action::Link(n) => {
                     let _ = Command::new("ip").args(["link", "del", &n]).output();
                 }
-                Action::Pid(p) => unsafe {
-                    libc::kill(p as i32, libc::SIGKILL);
-                    libc::waitpid(p as i32, std::ptr::null_mut(), 0);
-                },
+                Action::Pid(p) => {
+                    signal(p as i32, libc::SIGKILL);
+                    // Reap it when it is our child (an error otherwise, which is fine).
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+                }
                 Action::Path(p) => {
                     let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
                 }

@@ -498,7 +498,7 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
             }
         }
         if t.elapsed() > Duration::from_secs(30) {
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            signal(-pgid, libc::SIGKILL);
             let _ = up.wait();
             panic!("mon.a never started");
         }
@@ -506,7 +506,7 @@ fn fixture_down_after_interrupted_up_stops_only_its_daemons() {
     };
     // Kill the script and whatever it runs right now (its own process group); the mon has
     // left that group (daemonized), as after a crash or Ctrl-C.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    signal(-pgid, libc::SIGKILL);
     let _ = up.wait();
     let cluster = Cluster {
         dir: dir.clone(),

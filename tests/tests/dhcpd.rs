@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use labnet_tests::{
-    labnet_bin, must, notify_socket, require_root, run, unique, wait_for, wait_ready, Cleanup,
+    in_netns, labnet_bin, must, notify_socket, require_root, run, signal, unique, wait_for,
+    wait_ready, Cleanup,
 };
 use serde_json::Value;
 
@@ -163,7 +164,7 @@ impl Lab {
     /// SIGTERM; the server must exit 0 promptly.
     fn stop(&mut self) {
         let pid = self.server.take().expect("running") as i32;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        signal(pid, libc::SIGTERM);
         let status = wait_pid(pid, Duration::from_secs(5))
             .unwrap_or_else(|| panic!("no exit within 5s of SIGTERM:\n{}", self.log()));
         assert_eq!(status, 0, "exit status after SIGTERM:\n{}", self.log());
@@ -171,7 +172,7 @@ impl Lab {
 
     fn kill9(&mut self) {
         let pid = self.server.take().expect("running") as i32;
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal(pid, libc::SIGKILL);
         wait_pid(pid, Duration::from_secs(5)).expect("reaped");
     }
 
@@ -208,6 +209,7 @@ fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut st = 0;
+        // SAFETY: `st` is a live local the call writes the status into; WNOHANG never blocks.
         let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
         if r == pid {
             return Some(if libc::WIFEXITED(st) {
@@ -290,23 +292,16 @@ fn spawn_in(ns: &str, args: &[&str]) -> Child {
 /// Broadcasts junk at the server from inside `ns`: short, truncated and absurd packets, a
 /// BOOTREPLY, options with lengths running past the end, and a flood from one MAC.
 fn send_garbage(ns: &str, iface: &str) {
-    let (ns, iface) = (ns.to_string(), iface.to_string());
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let iface = iface.to_string();
+    in_netns(ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_broadcast(true).unwrap();
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                iface.as_ptr().cast(),
-                iface.len() as u32,
-            )
-        };
-        assert_eq!(r, 0, "SO_BINDTODEVICE {iface}");
+        nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from(&iface),
+        )
+        .unwrap_or_else(|e| panic!("SO_BINDTODEVICE {iface}: {e}"));
         let mut discover = vec![0u8; 236];
         discover[..4].copy_from_slice(&[1, 1, 6, 0]);
         discover[28..34].copy_from_slice(&[0x52, 0x54, 0, 0xee, 0, 1]);
@@ -333,9 +328,7 @@ fn send_garbage(ns: &str, iface: &str) {
         for p in packets {
             let _ = s.send_to(&p, "255.255.255.255:67");
         }
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
@@ -404,7 +397,7 @@ fn dhcpd_udhcpc_bound_renew_release() {
     // RENEWING: SIGUSR1 makes udhcpc unicast a REQUEST with ciaddr; the ACK comes back to it.
     let start0 = l["start"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    signal(child.id() as i32, libc::SIGUSR1);
     wait_for("udhcpc renew", Duration::from_secs(10), || {
         events(&log).iter().any(|l| l.starts_with("renew"))
     });
@@ -419,7 +412,7 @@ fn dhcpd_udhcpc_bound_renew_release() {
     );
 
     // RELEASE (udhcpc -R on SIGTERM): the address is free in the lease list and hosts file.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child.id() as i32, libc::SIGTERM);
     wait_pid(child.id() as i32, Duration::from_secs(5)).expect("udhcpc exits");
     wait_for("released", Duration::from_secs(5), || {
         lab.lease_of(&addr)["state"] == "released"
@@ -552,7 +545,7 @@ fn dhcpd_dhclient_and_dhcpcd_get_distinct_addresses() {
     assert_eq!(lab.lease_of(&a2)["state"], "active");
 
     // Both come back (INIT-REBOOT from their lease files) and get the same addresses.
-    unsafe { libc::kill(d1.id() as i32, libc::SIGKILL) };
+    signal(d1.id() as i32, libc::SIGKILL);
     wait_pid(d1.id() as i32, Duration::from_secs(5));
     let _d1b = dhclient(&mut c);
     let bound_or_reboot = |l: &String| l.starts_with("REBOOT") || l.starts_with("BOUND");

@@ -9,7 +9,6 @@
 //! ```
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,10 +127,8 @@ impl Topo {
 
     fn stop_upstream(&mut self) {
         if let Some(p) = self.upstream_pid.take() {
-            unsafe {
-                libc::kill(p as i32, libc::SIGKILL);
-                libc::waitpid(p as i32, std::ptr::null_mut(), 0);
-            }
+            signal(p as i32, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
         }
     }
 
@@ -230,7 +227,7 @@ impl Daemon {
     }
     /// SIGTERM must end it with status 0, promptly.
     fn terminate(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        signal(self.child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -324,22 +321,6 @@ fn dig_in(ns: &str, server: &str, args: &[&str]) -> Dig {
         }
     }
     d
-}
-
-/// Runs `f` on a thread inside netns `ns` (sockets it makes stay in that namespace).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {path}"
-        );
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn ns_inode(p: &Path) -> u64 {
@@ -723,16 +704,8 @@ fn dns_survives_bad_input_and_floods() {
         }
         // A flood: 5000 queries as fast as the socket goes, then count the answers (a big
         // receive buffer, so what is counted is the server's doing, not ours).
-        let big: libc::c_int = 16 << 20;
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                &big as *const _ as *const libc::c_void,
-                4,
-            );
-        }
+        let big: usize = 16 << 20;
+        let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &big);
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let names = ["vm1.lab", "www.example.test", "nope.lab", "x.example.test"];

@@ -231,7 +231,7 @@ fn proc_status(pid: u32, key: &str) -> String {
 }
 
 fn stop(d: &mut Daemon) -> std::process::ExitStatus {
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    signal(d.child.id() as i32, libc::SIGTERM);
     let t = Instant::now();
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {

@@ -270,7 +270,7 @@ fn vm_start_stop_lifecycle_and_errors() {
     assert_eq!(v[0]["state"], "running", "{v}");
     assert_eq!(v[0]["tap"], "tap-a", "{v}");
     let pid = v[0]["pid"].as_u64().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, libc::SIGKILL);
     wait_for(
         "the tap of a killed VM to go",
         Duration::from_secs(10),
@@ -321,7 +321,7 @@ fn vm_start_stop_lifecycle_and_errors() {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&st).unwrap()).unwrap();
         v["qemu_pid"].as_u64().unwrap() as i32
     };
-    unsafe { libc::kill(fg.id() as i32, libc::SIGTERM) };
+    signal(fg.id() as i32, libc::SIGTERM);
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = fg.try_wait().unwrap() {
@@ -343,7 +343,7 @@ fn vm_start_stop_lifecycle_and_errors() {
         taps(&l.id)
     );
     assert!(
-        unsafe { libc::kill(qemu_pid, 0) } != 0,
+        !signal(qemu_pid, 0),
         "qemu {qemu_pid} still runs after its supervisor got SIGTERM"
     );
 
@@ -492,6 +492,6 @@ fn vm_start_stop_lifecycle_and_errors() {
     wait_for(
         "the VM to end after labnet down",
         Duration::from_secs(40),
-        || unsafe { libc::kill(qemu, 0) != 0 },
+        || !signal(qemu, 0),
     );
 }

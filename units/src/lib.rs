@@ -99,6 +99,7 @@
 //! leases an address to udhcpc, and without the capabilities neither can bind its port. The
 //! lab unit's ExecStart/ExecStop build and remove a userspace-WireGuard lab under its
 //! bounding set, and fail without CAP_SYS_ADMIN or CAP_DAC_READ_SEARCH.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

@@ -46,6 +46,7 @@ pub fn kvm_usable() -> Result<(), String> {
         .write(true)
         .open("/dev/kvm")
         .map_err(|e| format!("/dev/kvm: {e}"))?;
+    // SAFETY: KVM_GET_API_VERSION takes no argument; `f` keeps the fd open.
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
     if v != 12 {
         let e = std::io::Error::last_os_error();

@@ -193,15 +193,28 @@ pub fn elf_is_dynamic(b: &[u8]) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
         return false;
     }
+    // Every read is bounds-checked: the file is the user's (`--busybox`, `--add`).
     let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let word = |o: usize, n: usize| -> Option<usize> {
+        let s = b.get(o..o.checked_add(n)?)?;
+        Some(
+            s.iter()
+                .rev()
+                .fold(0usize, |acc, &x| (acc << 8) | x as usize),
+        )
+    };
+    let Some(phoff) = word(0x20, 8) else {
+        return false;
+    };
     let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
     for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        if o + 4 > b.len() {
+        let Some(o) = i.checked_mul(phentsize).and_then(|x| x.checked_add(phoff)) else {
             break;
-        }
-        if u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3 {
+        };
+        let Some(p_type) = word(o, 4) else {
+            break;
+        };
+        if p_type == 3 {
             return true;
         }
     }

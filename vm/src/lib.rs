@@ -10,6 +10,7 @@
 //! - [`supervise`]: spawns QEMU inside the namespace and stays with it: streams `run` output,
 //!   removes the tap when QEMU ends (however it ends);
 //! - [`manage`]: list / ip / ssh / console / stop for running VMs, from [`state`] files.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod accel;
 pub mod cpio;
 pub mod initramfs;

@@ -231,6 +231,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
     loop {
         let nfds = if stdin_open { 2 } else { 1 };
         let (start, n) = if stdin_open { (0, nfds) } else { (1, 1) };
+        // SAFETY: `fds[start..]` holds at least `n` initialised pollfds for the whole call.
         let r = unsafe { libc::poll(fds[start..].as_mut_ptr(), n as _, 500) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -249,6 +250,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
             }
         }
         if stdin_open && fds[0].revents != 0 {
+            // SAFETY: reads at most buf.len() bytes into `buf`, which outlives the call.
             let n = unsafe { libc::read(stdin_fd, buf.as_mut_ptr() as *mut _, buf.len()) };
             if n <= 0 {
                 stdin_open = false;
@@ -283,6 +285,8 @@ pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Err
     let fd = ns.as_raw_fd();
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
+    // SAFETY: the hook runs between fork and exec and only calls setns(2) (async-signal-safe)
+    // on `fd`, which `ns` keeps open until after the spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {

@@ -136,6 +136,7 @@ pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
         .write(true)
         .open(&p)
         .map_err(|e| Error::io(&p, e))?;
+    // SAFETY: flock(2) on an fd that `f` owns and keeps open; no memory involved.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         Ok(Some(f))
     } else {

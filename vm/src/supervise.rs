@@ -454,6 +454,8 @@ pub struct Outcome {
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value to hand sigemptyset, which initialises it;
+    // sigaddset only writes into that local set.
     unsafe {
         let mut s: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut s);
@@ -475,6 +477,7 @@ pub fn launch(
     // Stop signals become events of the loop below (sigtimedwait), not process death: the tap
     // must be removed whatever happens. Blocked before any thread starts so all inherit it.
     let set = sigset(&STOP_SIGNALS);
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     state::write_reservation(&p.lab, &spec.name, &spec.mac)?;
@@ -535,6 +538,7 @@ pub fn launch(
         (Err(e), None) => format!("supervisor error: {e}"),
     });
     let _ = st.save();
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     if p.ephemeral && outcome.as_ref().is_ok_and(|o| o.rc.is_some()) {
         let _ = std::fs::remove_dir_all(&spec.dir);
@@ -569,6 +573,8 @@ fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
         .stdout(logf.try_clone().map_err(|e| Error::io(&log, e))?)
         .stderr(logf);
     let ns_fd = ns.as_raw_fd();
+    // SAFETY: the hook runs between fork and exec and makes only async-signal-safe calls on
+    // fds that stay open until the spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             // Only async-signal-safe calls here (we are between fork and exec).
@@ -731,6 +737,7 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
             tv_sec: 0,
             tv_nsec: 20_000_000,
         };
+        // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
         if sig > 0 && stop_started.is_none() {
             stop_started = Some(Instant::now());
@@ -793,6 +800,8 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
         .stdin(Stdio::null())
         .stdout(f.try_clone().map_err(|e| Error::io(&log, e))?)
         .stderr(f);
+    // SAFETY: the hook runs between fork and exec and only calls setsid(2), which is
+    // async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();

@@ -1,6 +1,7 @@
 //! kmount: mount CephFS inside a test guest from a `ceph mon dump`, without mount.ceph.
 //! Runs in busybox initramfs guests, so: no clap, no async, built static (see crate docs).
 //! The secret never comes from argv and never reaches a child process.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
 use mountgen::{monmap, render, secret, sys, Secret};
 use std::io::{Read, Write};
