@@ -31,7 +31,7 @@ fn harness() -> &'static Mutex<Harness> {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, "10.9.0.100 vm1\n10.9.0.101 box-two\n").expect("hosts file");
-        // SAFETY: before any other thread of this process reads the environment.
+        // One serving thread: one socket, one address. Set before any thread reads it.
         std::env::set_var("LABNET_DNS_THREADS", "1");
         let cfg = dns::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -170,7 +170,12 @@ pub fn query(data: &[u8]) {
 }
 
 /// Names the upstream target asks for (forwarded: not under `lab.` or the reverse zone).
-const NAMES: &[&str] = &["example.org", "a.example.net", "x.y.z.test", "big.example.com"];
+const NAMES: &[&str] = &[
+    "example.org",
+    "a.example.net",
+    "x.y.z.test",
+    "big.example.com",
+];
 
 /// The upstream's answer to a forwarded query. Input: byte 0 picks the name and whether the
 /// answer is raw; byte 1 the query type; byte 2 EDNS (none, 512, 1232, 4096); the rest is the
@@ -229,8 +234,9 @@ pub fn upstream(data: &[u8]) {
         "a {}-byte answer to a client whose limit is {limit}",
         answer.len()
     );
-    let m = Message::from_vec(&answer)
-        .unwrap_or_else(|e| panic!("the client got an answer that does not decode ({e}): {answer:02x?}"));
+    let m = Message::from_vec(&answer).unwrap_or_else(|e| {
+        panic!("the client got an answer that does not decode ({e}): {answer:02x?}")
+    });
     assert_eq!(m.queries.len(), 1, "{m:?}");
     assert!(
         m.queries[0]

@@ -13,8 +13,11 @@ use std::path::PathBuf;
 
 pub mod dns;
 
+/// A fuzz target: arbitrary bytes in, a panic for a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the corpus directory) and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dhcp", dhcp),
     ("dns_query", dns::query),
     ("dns_upstream", dns::upstream),
@@ -26,7 +29,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The function of target `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
@@ -98,7 +101,10 @@ pub fn dhcp(data: &[u8]) {
         now += 1;
         core.tick(now);
         let h = core.held();
-        assert!(h.leases <= 5 && h.keys <= h.leases && h.offers <= 5, "{h:?}");
+        assert!(
+            h.leases <= 5 && h.keys <= h.leases && h.offers <= 5,
+            "{h:?}"
+        );
     }
     let _ = core.hosts_text(now);
 }
@@ -125,8 +131,15 @@ pub fn monmap(data: &[u8]) {
     let Ok(map) = monmap::parse(&s, "fuzz") else {
         return;
     };
-    assert!(!map.mons.is_empty(), "a map without monitors parsed: {map:?}");
-    let _ = map.minimal_conf(map.fsid.as_deref().unwrap_or("00000000-0000-0000-0000-000000000000"));
+    assert!(
+        !map.mons.is_empty(),
+        "a map without monitors parsed: {map:?}"
+    );
+    let _ = map.minimal_conf(
+        map.fsid
+            .as_deref()
+            .unwrap_or("00000000-0000-0000-0000-000000000000"),
+    );
     for syntax in [mountgen::Syntax::New, mountgen::Syntax::Old] {
         for quorum_only in [false, true] {
             let mut req = mountgen::MountRequest::new("fs", Some("a"), syntax);
@@ -149,7 +162,10 @@ pub fn keyring(data: &[u8]) {
     let _ = secret::keyring_secret(&s, "client.fs", "fuzz");
     let _ = secret::secret_from_text(&s, "client.fs", "fuzz");
     if let Ok(k) = mountgen::Secret::from_base64(&s) {
-        assert_eq!(secret::base64_decode(k.base64()).ok().as_deref(), Some(k.raw()));
+        assert_eq!(
+            secret::base64_decode(k.base64()).ok().as_deref(),
+            Some(k.raw())
+        );
     }
     if let Ok(raw) = secret::base64_decode(&s) {
         assert_eq!(
