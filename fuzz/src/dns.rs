@@ -66,6 +66,8 @@ fn harness() -> &'static Mutex<Harness> {
             .expect("server thread");
         ready_rx.recv().expect("server ready");
         let client = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+        client.set_nonblocking(true).expect("non-blocking");
+        upstream.set_nonblocking(true).expect("non-blocking");
         Mutex::new(Harness {
             server,
             client,
@@ -75,14 +77,26 @@ fn harness() -> &'static Mutex<Harness> {
     })
 }
 
-/// Waits up to `timeout` for a datagram on `sock`.
-fn recv(sock: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
-    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .unwrap();
+/// The next datagram waiting on `sock` (non-blocking), if any.
+fn try_recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = vec![0u8; 65535];
     let (n, from) = sock.recv_from(&mut buf).ok()?;
     buf.truncate(n);
     Some((buf, from))
+}
+
+/// Waits until one of `socks` is readable or `timeout` passes; which ones are.
+fn wait_readable<const N: usize>(socks: [&UdpSocket; N], timeout: Duration) -> [bool; N] {
+    use std::os::fd::AsRawFd;
+    let mut fds = socks.map(|s| libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `fds` is a valid array of N pollfd for the duration of the call.
+    let _ = unsafe { libc::poll(fds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    fds.map(|f| f.revents & libc::POLLIN != 0)
 }
 
 /// A query for `name` (dotted, no trailing dot), with an OPT record of `edns` bytes if given.
@@ -113,7 +127,7 @@ impl Harness {
     /// Answers whatever the relay asked meanwhile (NXDOMAIN, echoing the question), so no
     /// query of an earlier input waits into this one.
     fn answer_pending(&self) {
-        while let Some((mut q, from)) = recv(&self.upstream, Duration::from_millis(0)) {
+        while let Some((mut q, from)) = try_recv(&self.upstream) {
             if q.len() >= 12 {
                 q[2] |= 0x80;
                 q[3] = (q[3] & 0xf0) | 3;
@@ -136,7 +150,8 @@ impl Harness {
             self.answer_pending();
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "the server stopped answering");
-            let Some((r, _)) = recv(&self.client, left.min(Duration::from_millis(5))) else {
+            wait_readable([&self.client, &self.upstream], left);
+            let Some((r, _)) = try_recv(&self.client) else {
                 continue;
             };
             if r.len() >= 2 && r[..2] == id.to_be_bytes() {
@@ -198,7 +213,8 @@ pub fn upstream(data: &[u8]) {
     let q = build_query(id, name, qtype, edns);
     h.client.send_to(&q, h.server).unwrap();
     // The relay's query (none when the cache answers).
-    if let Some((rq, from)) = recv(&h.upstream, Duration::from_millis(200)) {
+    let [_, asked] = wait_readable([&h.client, &h.upstream], Duration::from_millis(500));
+    if let Some((rq, from)) = asked.then(|| try_recv(&h.upstream)).flatten() {
         let mut a = Vec::with_capacity(rq.len() + body.len());
         a.extend_from_slice(&rq[..2.min(rq.len())]);
         if raw {
@@ -221,7 +237,8 @@ pub fn upstream(data: &[u8]) {
         h.answer_pending();
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no answer to the client's query");
-        let Some((r, _)) = recv(&h.client, left.min(Duration::from_millis(5))) else {
+        wait_readable([&h.client, &h.upstream], left);
+        let Some((r, _)) = try_recv(&h.client) else {
             continue;
         };
         if r.len() >= 2 && r[..2] == id.to_be_bytes() {

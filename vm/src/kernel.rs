@@ -52,36 +52,56 @@ pub fn has_pvh_note(b: &[u8]) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
         return false;
     }
-    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u32at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize)
+    // Every offset and size comes from the file: checked arithmetic, bounds-checked reads
+    // (an overflow here was a fuzzing finding: fuzz/corpus/kernel/crash-phdr-offset-overflow).
+    let word = |o: usize, n: usize| -> Option<usize> {
+        let s = b.get(o..o.checked_add(n)?)?;
+        Some(
+            s.iter()
+                .rev()
+                .fold(0usize, |acc, &x| (acc << 8) | x as usize),
+        )
     };
-    let u64at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap()) as usize)
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (word(0x20, 8), word(0x36, 2), word(0x38, 2))
+    else {
+        return false;
     };
-    let (phoff, phentsize, phnum) = (u64at(0x20).unwrap_or(0), u16at(0x36), u16at(0x38));
     for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32at(ph) != Some(4) {
+        let Some(ph) = i.checked_mul(phentsize).and_then(|x| x.checked_add(phoff)) else {
+            break;
+        };
+        if word(ph, 4) != Some(4) {
             continue; // PT_NOTE only
         }
-        let (Some(mut o), Some(size)) = (u64at(ph + 8), u64at(ph + 32)) else {
+        let (Some(mut o), Some(size)) = (
+            ph.checked_add(8).and_then(|p| word(p, 8)),
+            ph.checked_add(32).and_then(|p| word(p, 8)),
+        ) else {
             continue;
         };
         let end = o.saturating_add(size).min(b.len());
-        while o + 12 <= end {
-            let (namesz, descsz, ty) = (
-                u32at(o).unwrap(),
-                u32at(o + 4).unwrap(),
-                u32at(o + 8).unwrap(),
-            );
-            let name = b.get(o + 12..o + 12 + namesz).unwrap_or(&[]);
+        while o.saturating_add(12) <= end {
+            let (Some(namesz), Some(descsz), Some(ty)) =
+                (word(o, 4), word(o + 4, 4), word(o + 8, 4))
+            else {
+                break;
+            };
+            let name = (o + 12)
+                .checked_add(namesz)
+                .and_then(|e| b.get(o + 12..e))
+                .unwrap_or(&[]);
             if name == b"Xen\0" && ty == 18 {
                 return true;
             }
-            o += 12 + namesz.div_ceil(4) * 4 + descsz.div_ceil(4) * 4;
+            let Some(next) = namesz
+                .div_ceil(4)
+                .checked_add(descsz.div_ceil(4))
+                .and_then(|words| words.checked_mul(4))
+                .and_then(|n| n.checked_add(o + 12))
+            else {
+                break;
+            };
+            o = next;
         }
     }
     false
