@@ -45,8 +45,8 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The lab's DHCP settings: the bridge address is server, router and DNS server; the
-    /// lab zone is the domain name; state under `netns::paths::state_dir(lab)`.
-    pub fn from_lab(lab: &netns::Lab) -> ServerConfig {
+    /// lab zone is the domain name; state under `model::paths::state_dir(lab)`.
+    pub fn from_lab(lab: &model::Lab) -> ServerConfig {
         let addr = lab.bridge.address;
         ServerConfig {
             interface: lab.bridge.name.clone(),
@@ -70,8 +70,8 @@ impl ServerConfig {
                     vm: None,
                 })
                 .collect(),
-            reservations_dir: Some(netns::paths::reservations_dir(&lab.name)),
-            state_dir: netns::paths::state_dir(&lab.name),
+            reservations_dir: Some(model::paths::reservations_dir(&lab.name)),
+            state_dir: model::paths::state_dir(&lab.name),
             server_port: 67,
             client_port: 68,
             offer_secs: 30,

@@ -185,14 +185,12 @@ impl Core {
 
     /// `IP NAME` lines for every active lease with a hostname, sorted by address.
     pub fn hosts_text(&self, now: u64) -> String {
-        let mut v: Vec<(&Ipv4Addr, &str)> = self
-            .leases
-            .values()
-            .filter(|l| l.state_at(now) == LeaseState::Active)
-            .filter_map(|l| l.hostname.as_deref().map(|h| (&l.ip, h)))
-            .collect();
-        v.sort();
-        v.iter().map(|(ip, h)| format!("{ip} {h}\n")).collect()
+        model::hosts::format(
+            self.leases
+                .values()
+                .filter(|l| l.state_at(now) == LeaseState::Active)
+                .filter_map(|l| l.hostname.as_deref().map(|h| (l.ip, h))),
+        )
     }
 
     /// What the engine holds; bounded by the pool and the reservations after a [`Core::tick`].

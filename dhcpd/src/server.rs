@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Reservation, ServerConfig};
@@ -132,7 +132,7 @@ impl Server {
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 4096];
         let mut drops = DropLog::default();
-        let mut lines = LineLimit::default();
+        let lines = LineLimit::default();
         let mut last_recv_err: Option<String> = None;
         let mut records = Vec::new();
         let mut acks: Vec<Reply> = Vec::new();
@@ -143,6 +143,7 @@ impl Server {
                 _ = &mut shutdown => break,
                 _ = watch_tick.tick() => {
                     watcher.poll(&mut core, &cfg);
+                    lines.flush();
                     continue;
                 }
                 r = sock.readable() => if let Err(e) = r {
@@ -171,10 +172,10 @@ impl Server {
                 match core.handle(&buf[..n], now) {
                     Ok(o) => {
                         if let Some(l) = o.log {
-                            lines.log(now, &l);
+                            lines.log(&l);
                         }
                         match o.reply {
-                            Some(r) if o.records.is_empty() => send(&sock, &r).await,
+                            Some(r) if o.records.is_empty() => send(&sock, &r, &lines).await,
                             Some(r) => {
                                 records.extend(o.records);
                                 acks.push(r);
@@ -192,7 +193,7 @@ impl Server {
             match log.commit(&records) {
                 Ok(()) => {
                     for r in &acks {
-                        send(&sock, r).await;
+                        send(&sock, r, &lines).await;
                     }
                 }
                 Err(e) => log!("{e}; {} repl(ies) not sent", acks.len()),
@@ -208,7 +209,7 @@ impl Server {
 }
 
 /// Sends a reply; waits for room if the socket's queue is full.
-async fn send(sock: &tokio::net::UdpSocket, r: &Reply) {
+async fn send(sock: &tokio::net::UdpSocket, r: &Reply, lines: &LineLimit) {
     let sent = match sock.try_send_to(&r.bytes, r.dest.into()) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             match tokio::time::timeout(Duration::from_secs(1), sock.send_to(&r.bytes, r.dest)).await
@@ -220,32 +221,36 @@ async fn send(sock: &tokio::net::UdpSocket, r: &Reply) {
         r => r.map(|_| ()),
     };
     if let Err(e) = sent {
-        log!("send {:?} to {}: {e}", r.kind, r.dest);
+        lines.log(&format!("send {:?} to {}: {e}", r.kind, r.dest));
     }
 }
 
-/// Log lines from the engine: at most 20 a second (pool exhaustion under a flood must not
-/// turn into a log flood).
+/// Log lines a client can cause per packet (the engine's, failed sends), rate-limited per
+/// kind — the line's first word: DISCOVER, NAK, RELEASE, send… — with a "suppressed N
+/// similar" summary (pool exhaustion under a flood must not turn into a log flood).
 #[derive(Default)]
 struct LineLimit {
-    sec: u64,
-    logged: u32,
-    suppressed: u64,
+    limit: daemonlog::RateLimit<String>,
 }
 
 impl LineLimit {
-    fn log(&mut self, now: u64, line: &str) {
-        if now != self.sec {
-            if self.suppressed > 0 {
-                log!("({} more log lines suppressed)", self.suppressed);
+    fn log(&self, line: &str) {
+        let kind = line.split_whitespace().next().unwrap_or_default();
+        if let Some(n) = self
+            .limit
+            .check(&kind.to_string(), std::time::Instant::now())
+        {
+            if n > 0 {
+                log!("{}", daemonlog::summary(kind, n));
             }
-            (self.sec, self.logged, self.suppressed) = (now, 0, 0);
-        }
-        if self.logged < 20 {
-            self.logged += 1;
             log!("{line}");
-        } else {
-            self.suppressed += 1;
+        }
+    }
+
+    /// Summaries of the kinds whose window ended with lines suppressed.
+    fn flush(&self) {
+        for (kind, n) in self.limit.flush(std::time::Instant::now()) {
+            log!("{}", daemonlog::summary(&kind, n));
         }
     }
 }
@@ -335,60 +340,32 @@ fn fingerprint(dir: &Path) -> Vec<(String, SystemTime, u64)> {
     v
 }
 
-#[derive(serde::Deserialize)]
-struct ResFile {
-    vm: Option<String>,
-    mac: String,
-    hostname: Option<String>,
-    ip: Option<Ipv4Addr>,
-}
-
-/// Reads `DIR/*.json` (`{"vm","mac","hostname","ip"?}`); bad files are reported by name and
-/// skipped. A missing dir means no reservations.
+/// Reads `DIR/*.json` ([`model::reservation`], written by `labnet vm`); bad files are
+/// reported by name and skipped. A missing dir means no reservations.
 pub fn load_reservations_dir(dir: &Path) -> (Vec<Reservation>, Vec<String>) {
-    let mut out = vec![];
-    let mut errs = vec![];
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+    let (loaded, errs) = model::reservation::load_dir(dir);
+    let res = loaded
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|r| Reservation {
+            mac: r.mac,
+            ip: r.ip,
+            hostname: r.hostname,
+            vm: r.vm,
+        })
         .collect();
-    paths.sort();
-    for p in paths {
-        let parsed = std::fs::read_to_string(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<ResFile>(&t).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                let mac = netns::config::parse_mac(&r.mac).ok_or_else(|| {
-                    format!(
-                        "mac: expected a MAC like 52:54:00:12:34:56, got {:?}",
-                        r.mac
-                    )
-                })?;
-                Ok(Reservation {
-                    mac,
-                    ip: r.ip,
-                    hostname: r.hostname.or_else(|| r.vm.clone()),
-                    vm: r
-                        .vm
-                        .or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
-                })
-            });
-        match parsed {
-            Ok(r) => out.push(r),
-            Err(e) => errs.push(format!("{}: skipped: {e}", p.display())),
-        }
-    }
-    (out, errs)
+    (res, errs)
 }
 
 /// Writes `STATE_DIR/hosts` atomically (temp file + rename).
 pub fn write_hosts(state_dir: &Path, text: &str) -> Result<(), Error> {
-    let path = state_dir.join("hosts");
-    netns::paths::write_atomic(&path, text.as_bytes(), false).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
+    model::hosts::write(state_dir, text).map_err(|e| match e {
+        model::Error::Io { path, source } => Error::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        other => Error::Io {
+            path: state_dir.join("hosts").display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })
 }

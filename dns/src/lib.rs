@@ -26,8 +26,8 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod handler;
-pub mod hosts;
-pub mod notify;
+pub use model::hosts;
+pub use model::notify;
 pub mod relay;
 pub mod server;
 pub mod udp;
@@ -68,4 +68,21 @@ pub struct Config {
     pub timeout: Duration,
     /// `IP NAME` lines, written by dhcpd; reloaded when it changes.
     pub hosts_file: PathBuf,
+}
+
+impl Config {
+    /// The lab's DNS: on the bridge address, port 53; the lab zone; its upstreams (by default
+    /// the WireGuard peer); the hosts file dhcpd writes.
+    pub fn from_lab(lab: &model::Lab) -> Config {
+        Config {
+            listen: (lab.bridge.address.addr, 53).into(),
+            zone: lab.dns.zone.clone(),
+            bridge: lab.bridge.address.addr,
+            prefix: lab.bridge.address.prefix,
+            upstreams: lab.effective_upstreams(),
+            cache_size: lab.dns.cache_size,
+            timeout: Duration::from_millis(lab.dns.timeout_ms.max(1)),
+            hosts_file: model::hosts::file(&lab.name),
+        }
+    }
 }

@@ -12,7 +12,12 @@
 //! - at most [`MAX_IN_FLIGHT`] queries wait on upstreams, the rest get SERVFAIL at once;
 //! - cache: keyed by (name, type, class); positive answers live for their smallest TTL,
 //!   negative ones for the SOA's negative TTL; TTLs count down in served answers; TTL 0 and
-//!   truncated answers are not cached; `cache_size` 0 = no cache.
+//!   truncated answers are not cached; `cache_size` 0 = no cache;
+//! - only a well-formed answer (it decodes whole) to the question asked is used: one with
+//!   the right ID but another question is dropped and the query keeps waiting; a malformed
+//!   one counts as no answer (SERVFAIL unless another upstream answers);
+//! - a UDP client never gets more than its limit (EDNS size, else 512): a bigger upstream
+//!   answer is re-encoded, cut to fit, with TC set.
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -43,7 +48,16 @@ const MAX_CACHE_TTL: u32 = 86400;
 const MIN_TRY: Duration = Duration::from_millis(250);
 
 type Key = (LowerName, RecordType, DNSClass);
-type Waiters = Mutex<HashMap<u16, (SocketAddr, oneshot::Sender<Vec<u8>>)>>;
+type Waiters = Mutex<HashMap<u16, Waiter>>;
+
+/// A query waiting on one upstream's answer.
+struct Waiter {
+    upstream: SocketAddr,
+    /// The query as sent: an answer must repeat its question to be handed over.
+    query: Vec<u8>,
+    key: Key,
+    tx: oneshot::Sender<Vec<u8>>,
+}
 
 /// What the relays of all serving threads share: the upstreams and which one answered last,
 /// the answer cache, and the bound on queries in flight.
@@ -161,41 +175,36 @@ impl Relay {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let tcp = request.protocol() == Protocol::Tcp;
-        let Some(answer) = self.forward(request.as_slice(), &key, tcp).await else {
+        // Only a well-formed answer to this question comes back (anything else counts as no
+        // answer: SERVFAIL once no upstream gives a usable one).
+        let Some((answer, msg)) = self.forward(request.as_slice(), &key, tcp).await else {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
-        // A UDP client gets the upstream's datagram as it came (its ID back, RA set, AA
-        // cleared): the upstream answered the client's own query bytes, so the answer already
-        // fits the client's EDNS size (or carries TC). No decode and re-encode on the way.
-        let info = match &udp {
-            Some(u) => {
-                let mut bytes = answer.clone();
-                as_forwarder_answer(&mut bytes, &request.as_slice()[..3]);
-                Some(u.send_raw(bytes).await)
-            }
-            None => None,
-        };
-        let msg = match (info.is_some(), &self.shared.cache) {
-            (true, None) => None,
-            _ => Message::from_vec(&answer).ok().map(Arc::new),
-        };
-        if let (Some(cache), Some(msg)) = (&self.shared.cache, &msg) {
-            if let Some(ttl) = cache_ttl(msg) {
+        let msg = Arc::new(msg);
+        if let Some(cache) = &self.shared.cache {
+            if let Some(ttl) = cache_ttl(&msg) {
                 let wire = Wire::parse(&answer).map(Arc::new);
                 locked(cache).insert(key, msg.clone(), wire, ttl);
             }
         }
-        match (info, msg) {
-            (Some(Ok(info)), _) => info,
-            (Some(Err(_)), _) => failed(request),
-            (None, Some(msg)) => respond(request, &msg, 0, edns.as_ref(), &mut rh).await,
-            (None, None) => servfail(request, edns.as_ref(), &mut rh).await,
+        // A UDP client gets the upstream's datagram as it came (its ID back, RA set, AA
+        // cleared) when it fits the client's limit (its EDNS size, else 512 bytes): no
+        // re-encode on the way. A bigger one (an upstream that ignored the limit) is
+        // re-encoded, which cuts it to the limit and sets TC.
+        match &udp {
+            Some(u) if answer.len() <= udp_limit(request) => {
+                let mut bytes = answer;
+                as_forwarder_answer(&mut bytes, &request.as_slice()[..3]);
+                u.send_raw(bytes).await.unwrap_or_else(|_| failed(request))
+            }
+            _ => respond(request, &msg, 0, edns.as_ref(), &mut rh).await,
         }
     }
 
-    /// Tries the upstreams in turn until one gives a usable answer or the deadline passes;
-    /// the answer as received (its ID is the one this relay sent).
-    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<Vec<u8>> {
+    /// Tries the upstreams in turn until one gives a usable answer (well-formed, to this
+    /// question) or the deadline passes; the answer as received (its ID is the one this relay
+    /// sent) and decoded.
+    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<(Vec<u8>, Message)> {
         let sh = &*self.shared;
         let deadline = Instant::now() + sh.timeout;
         let n = sh.upstreams.len();
@@ -216,10 +225,15 @@ impl Relay {
                     .ok()
                     .flatten()
             } else {
-                self.ask_udp(upstream, query, budget).await
+                self.ask_udp(upstream, query, key, budget).await
             };
-            let Some((answer, rcode)) = got.and_then(|b| answers(&b, query, key).map(|r| (b, r)))
-            else {
+            // A malformed answer (it must decode whole) is no answer: never relayed.
+            let usable = got.and_then(|b| {
+                answers(&b, query, key)?;
+                let m = Message::from_vec(&b).ok()?;
+                Some((b, m))
+            });
+            let Some((answer, msg)) = usable else {
                 // No (usable) answer: prefer the next upstream from now on.
                 let _ = sh.preferred.compare_exchange(
                     idx,
@@ -229,12 +243,15 @@ impl Relay {
                 );
                 continue;
             };
-            if matches!(rcode, ResponseCode::ServFail | ResponseCode::Refused) {
-                last = Some(answer);
+            if matches!(
+                msg.metadata.response_code,
+                ResponseCode::ServFail | ResponseCode::Refused
+            ) {
+                last = Some((answer, msg));
                 continue;
             }
             sh.preferred.store(idx, Ordering::Relaxed);
-            return Some(answer);
+            return Some((answer, msg));
         }
         last
     }
@@ -243,6 +260,7 @@ impl Relay {
         &self,
         upstream: SocketAddr,
         query: &[u8],
+        key: &Key,
         budget: Duration,
     ) -> Option<Vec<u8>> {
         if query.len() < 12 {
@@ -250,7 +268,7 @@ impl Relay {
         }
         let (tx, rx) = oneshot::channel();
         // A random ID that no other waiting query has.
-        let id = {
+        let (id, out) = {
             let mut w = locked(&self.waiting);
             let mut id;
             loop {
@@ -261,11 +279,19 @@ impl Relay {
                     break;
                 }
             }
-            w.insert(id, (upstream, tx));
-            id
+            let mut out = query.to_vec();
+            out[..2].copy_from_slice(&id.to_be_bytes());
+            w.insert(
+                id,
+                Waiter {
+                    upstream,
+                    query: out.clone(),
+                    key: key.clone(),
+                    tx,
+                },
+            );
+            (id, out)
         };
-        let mut out = query.to_vec();
-        out[..2].copy_from_slice(&id.to_be_bytes());
         let socks = &self.socks[upstream.is_ipv6() as usize];
         let sock = &socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % socks.len()];
         let answer = match sock.send_to(&out, upstream).await {
@@ -282,8 +308,9 @@ impl Relay {
     }
 }
 
-/// Hands upstream answers to the query waiting for their ID (and only if they come from the
-/// upstream that query was sent to).
+/// Hands upstream answers to the query waiting for their ID, only if they come from the
+/// upstream that query was sent to and answer its question. Anything else (a spoof, a stray
+/// answer to an earlier query that reused the ID) is dropped and the query keeps waiting.
 async fn receive(sock: Arc<UdpSocket>, waiting: Arc<Waiters>) {
     let mut buf = vec![0u8; 65535];
     loop {
@@ -297,10 +324,13 @@ async fn receive(sock: Arc<UdpSocket>, waiting: Arc<Waiters>) {
         }
         let id = u16::from_be_bytes([buf[0], buf[1]]);
         let mut w = locked(&waiting);
-        if w.get(&id).is_some_and(|(from, _)| *from == src) {
-            if let Some((_, tx)) = w.remove(&id) {
+        let ours = w
+            .get(&id)
+            .is_some_and(|q| q.upstream == src && answers(&buf[..n], &q.query, &q.key).is_some());
+        if ours {
+            if let Some(q) = w.remove(&id) {
                 drop(w);
-                let _ = tx.send(buf[..n].to_vec());
+                let _ = q.tx.send(buf[..n].to_vec());
             }
         }
     }
@@ -389,6 +419,15 @@ fn cache_ttl(m: &Message) -> Option<u32> {
         _ => return None,
     };
     (ttl > 0).then_some(ttl.min(MAX_CACHE_TTL))
+}
+
+/// The largest UDP answer `request`'s client takes: its EDNS size, else 512 (RFC 1035 4.2.1).
+fn udp_limit(request: &Request) -> usize {
+    request
+        .edns
+        .as_ref()
+        .map(|e| e.max_payload().max(512) as usize)
+        .unwrap_or(512)
 }
 
 fn response_edns(request: &Request) -> Option<Edns> {
@@ -525,11 +564,7 @@ impl Wire {
     /// less `age`), if it fits as it is: EDNS on both or neither, and within the client's
     /// size. None: serve it re-encoded (which truncates or drops the OPT as needed).
     fn serve(&self, request: &Request, age: u32) -> Option<Vec<u8>> {
-        let limit = request
-            .edns
-            .as_ref()
-            .map(|e| e.max_payload().max(512) as usize)
-            .unwrap_or(512);
+        let limit = udp_limit(request);
         if request.edns.is_some() != self.has_opt || self.bytes.len() > limit {
             return None;
         }

@@ -1,55 +1,50 @@
 //! `labnet dns LAB`: the lab's DNS server (forwarder + local zone), see the `dns` crate.
-use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::ctx::Ctx;
+
 #[derive(Args)]
 pub struct DnsArgs {
-    /// Lab name.
-    pub lab: String,
-    /// Lab config file (default: /etc/labnet/LAB.toml, else the embedded default lab).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    /// Lab name [default: see `labnet --help`].
+    pub lab: Option<String>,
     /// Enter the lab's network namespace (/run/netns/LAB) first. systemd uses
     /// NetworkNamespacePath= instead.
     #[arg(long)]
     pub enter_netns: bool,
 }
 
-pub fn dns(a: DnsArgs) -> Result<()> {
-    let lab = netns::Lab::load(Some(&a.lab), a.config.as_deref())?;
-    // The dns crate reports skipped hosts lines and failures through `tracing`: to stderr
-    // (the journal under systemd), warnings and up unless LABNET_LOG says otherwise.
+pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
+    let lab = ctx.load(a.lab.as_deref())?;
+    // The dns crate (and hickory, per request) report through `tracing`: to stderr (the
+    // journal under systemd, else the log file, capped and rotated), warnings and up unless
+    // LABNET_LOG says otherwise, each callsite rate-limited (a client controls how often
+    // they fire).
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
+    use tracing_subscriber::fmt::layer;
+    // The journal stamps lines itself; a log file (`up` by hand) needs the time in the line.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(daemonlog::RateLimitLayer::new())
+        .with(journal.then(|| layer().with_writer(daemonlog::LogWriter).without_time()))
+        .with((!journal).then(|| layer().with_writer(daemonlog::LogWriter)))
         .try_init();
     if a.enter_netns {
         // Before any thread exists: setns only moves the calling thread.
-        let path = netns::paths::netns_path(&lab.name);
-        let f = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .with_context(|| format!("entering network namespace {}", path.display()))?;
+        model::netns::enter(&lab.name)?;
     }
-    let cfg = dns::Config {
-        listen: (lab.bridge.address.addr, 53).into(),
-        zone: lab.dns.zone.clone(),
-        bridge: lab.bridge.address.addr,
-        prefix: lab.bridge.address.prefix,
-        upstreams: lab.effective_upstreams(),
-        cache_size: lab.dns.cache_size,
-        timeout: Duration::from_millis(lab.dns.timeout_ms.max(1)),
-        hosts_file: netns::paths::state_dir(&lab.name).join("hosts"),
-    };
+    let cfg = dns::Config::from_lab(&lab);
     if cfg.upstreams.is_empty() {
         eprintln!(
-            "labnet dns: lab {} has no DNS upstreams (dns.upstreams unset, no WireGuard uplink): only {}. is answered",
-            lab.name, cfg.zone
+            "{}labnet dns: lab {} has no DNS upstreams (dns.upstreams unset, no WireGuard uplink): only {}. is answered",
+            dhcpd::log_stamp(),
+            lab.name,
+            cfg.zone
         );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -63,7 +58,8 @@ pub fn dns(a: DnsArgs) -> Result<()> {
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let bound = dns::server::bind(&cfg)?;
         eprintln!(
-            "labnet dns: lab {}: zone {}. on {} (udp+tcp), upstreams {:?}, cache {}, timeout {:?}, hosts {}",
+            "{}labnet dns: lab {}: zone {}. on {} (udp+tcp), upstreams {:?}, cache {}, timeout {:?}, hosts {}",
+            dhcpd::log_stamp(),
             lab.name,
             cfg.zone,
             cfg.listen,
@@ -91,4 +87,67 @@ pub fn dns(a: DnsArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+pub const RESOLVE_EXAMPLES: &str = "\
+Names are the lab's DNS names (VM names, DHCP client hostnames, reservations), with or
+without the zone (vm1 or vm1.lab). The lab's network lives in its namespace, so reach the
+address from there, e.g. with ssh's ProxyCommand in ~/.ssh/config:
+  Host *.lab
+    ProxyCommand sh -c 'exec ip netns exec sepian busybox nc $(labnet resolve %h) %p'
+
+Examples:
+  labnet resolve vm1                     # 192.168.0.123
+  ip netns exec sepian ping -c1 $(labnet resolve vm1)
+Exit status 1 when the name is not known in the lab.";
+
+#[derive(Args)]
+pub struct ResolveArgs {
+    /// The name to look up (NAME or NAME.ZONE).
+    pub name: String,
+    /// Lab name [default: see `labnet --help`].
+    pub lab: Option<String>,
+}
+
+/// What the lab's DNS answers for NAME in its zone: the hosts file dhcpd writes (active
+/// leases with a hostname), the config's reservations, and a running VM's lease.
+pub fn resolve(ctx: &Ctx, a: ResolveArgs) -> Result<()> {
+    let lab = ctx.load(a.lab.as_deref())?;
+    let zone = lab.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+    let wanted = a.name.trim_end_matches('.').to_ascii_lowercase();
+    let name = wanted
+        .strip_suffix(&format!(".{zone}"))
+        .unwrap_or(&wanted)
+        .to_string();
+    let hosts = std::fs::read_to_string(netns::paths::state_dir(&lab.name).join("hosts"))
+        .unwrap_or_default();
+    let (entries, _) = dns::hosts::parse(&hosts, &zone);
+    let ip = entries
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.ip)
+        .or_else(|| {
+            lab.dhcp
+                .reservations
+                .iter()
+                .find(|r| {
+                    r.hostname
+                        .as_deref()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(&name))
+                })
+                .and_then(|r| r.ip)
+        })
+        .or_else(|| crate::cmd_vm::running_vm_ip(&lab.name, &name));
+    match ip {
+        Some(ip) => {
+            println!("{ip}");
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "{} is not known in lab {} (no lease, reservation or running VM of that name; see `labnet leases {}`)",
+            a.name,
+            lab.name,
+            lab.name
+        ),
+    }
 }

@@ -6,6 +6,17 @@ use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
 use mountgen::{monmap, render, secret};
 use std::io::Read;
 
+pub const MOUNT_EXAMPLES: &str = "\
+Examples:
+  labnet mount --mon-dump mon_dump.json --name fs --fs a /mnt              # mount -t ceph ... line
+  labnet mount --mon-dump mon_dump.json --name fs --fs a --keyring fs.keyring --format fstab
+  ssh cephhost ceph mon dump --format=json | labnet mount --mon-dump - --name fs --fs a --format json";
+
+pub const KCONFIG_EXAMPLES: &str = "\
+Examples:
+  labnet kernel-config > ceph.config && scripts/kconfig/merge_config.sh -m .config ceph.config
+  labnet kernel-config --merge .config && make olddefconfig   # the old file is kept as .config.old";
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SyntaxArg {
     /// New if the kernel (--kernel-release, default the running one) is 5.17 or later.
@@ -37,8 +48,9 @@ impl From<MsModeArg> for MsMode {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Preset {
-    /// Seed 000's options: norequire_active_mds,noshare.
-    Seed,
+    /// The Ceph docs' kernel testing options: norequire_active_mds,noshare.
+    #[value(alias = "seed")]
+    Testing,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +102,7 @@ pub struct MountArgs {
     /// Where the file system is mounted.
     #[arg(default_value = "/mnt")]
     mountpoint: String,
+    /// Device syntax: new (NAME@FSID.FS=/PATH, mon_addr=) or old (MON:/PATH).
     #[arg(long, value_enum, default_value = "auto")]
     syntax: SyntaxArg,
     /// Kernel release deciding --syntax auto (default: the running kernel).
@@ -101,6 +114,7 @@ pub struct MountArgs {
     /// Only monitors in the dump's quorum list.
     #[arg(long)]
     quorum_only: bool,
+    /// Add a named set of options.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// More kernel options, comma separated (repeatable).
@@ -124,16 +138,17 @@ pub struct MountArgs {
     /// `ceph fs ls --format=json` output to check --fs against.
     #[arg(long, value_name = "FILE")]
     fs_ls: Option<String>,
+    /// What to print.
     #[arg(long, value_enum, default_value = "cmd")]
     format: OutFormat,
 }
 
 #[derive(Args)]
 pub struct KernelConfigArgs {
-    /// Build the Ceph code into the kernel (seed 000; no modules to install in the guest).
+    /// Build the Ceph code into the kernel (the default; no modules to install in the guest).
     #[arg(long, conflicts_with = "modules")]
     builtin: bool,
-    /// Build libceph and ceph as modules (seed 001; reload with modprobe).
+    /// Build libceph and ceph as modules (reload them with modprobe after a rebuild).
     #[arg(long)]
     modules: bool,
     /// Merge the fragment into this .config (in place unless --output), like merge_config.sh.
@@ -214,7 +229,7 @@ pub fn mount(a: MountArgs) -> Result<()> {
     req.fsid = a.fsid.clone();
     req.ms_mode = a.ms_mode.map(Into::into);
     req.quorum_only = a.quorum_only;
-    if let Some(Preset::Seed) = a.preset {
+    if let Some(Preset::Testing) = a.preset {
         req.options
             .extend(PRESET_SEED.iter().map(|s| s.to_string()));
     }
@@ -234,25 +249,64 @@ pub fn mount(a: MountArgs) -> Result<()> {
         eprintln!("labnet mount: note: {n}");
     }
     let (t, r) = (a.mountpoint.as_str(), a.show_secret);
+    let helper = match a.format {
+        OutFormat::Fstab | OutFormat::Unit | OutFormat::All => helper_plan(&a, &p, &name)?,
+        _ => p.clone(),
+    };
     match a.format {
         OutFormat::Cmd => println!("{}", render::mount_command(&p, t, r)),
         OutFormat::Syscall => println!("{}", render::mount_syscall(&p, t, r)),
-        OutFormat::Fstab => println!("{}", render::fstab_line(&p, t, r)),
-        OutFormat::Unit => print!("{}", render::systemd_unit(&p, t, r)),
+        OutFormat::Fstab => println!("{}", render::fstab_line(&helper, t, r)),
+        OutFormat::Unit => print!("{}", render::systemd_unit(&helper, t, r)),
         OutFormat::Json => print!("{}", render::to_json(&p, t, r)),
         OutFormat::All => {
             println!("# command\n{}\n", render::mount_command(&p, t, r));
             println!("# mount(2)\n{}\n", render::mount_syscall(&p, t, r));
-            println!("# /etc/fstab\n{}\n", render::fstab_line(&p, t, r));
+            println!("# /etc/fstab\n{}\n", render::fstab_line(&helper, t, r));
             println!(
                 "# /etc/systemd/system/{}\n{}",
                 render::unit_name(t),
-                render::systemd_unit(&p, t, r)
+                render::systemd_unit(&helper, t, r)
             );
             print!("# json\n{}", render::to_json(&p, t, r));
         }
     }
     Ok(())
+}
+
+/// The plan as fstab lines and .mount units need it. Those are mounted by mount(8), which
+/// runs mount.ceph: it reads a bare key file itself (`secretfile=`) or, given only `name=`,
+/// finds the key in /etc/ceph/ceph.client.NAME.keyring. So they never carry the secret
+/// inline (unless --show-secret asks for exactly that).
+fn helper_plan(a: &MountArgs, p: &plan::MountPlan, name: &str) -> Result<plan::MountPlan> {
+    if a.show_secret || matches!(a.auth, Some(AuthArg::Key | AuthArg::None)) || !p.has_secret() {
+        return Ok(p.clone());
+    }
+    let standard = format!("/etc/ceph/ceph.client.{name}.keyring");
+    let keyring = match (&a.secret_file, &a.keyring) {
+        (Some(f), _) => {
+            if !read(f, "--secret-file")?.contains('[') {
+                let abs = std::path::absolute(f).with_context(|| format!("--secret-file {f}"))?;
+                return Ok(p.with_auth(&Auth::SecretFile(abs.display().to_string())));
+            }
+            f
+        }
+        (None, Some(k)) => k,
+        (None, None) => bail!(
+            "--format fstab/unit: mount.ceph reads the key when it mounts, so give it a file: \
+             --secret-file FILE (the bare key, `ceph auth get-key client.{name}`) or --keyring \
+             FILE (or --show-secret to put the secret inline)"
+        ),
+    };
+    let abs = std::path::absolute(keyring).with_context(|| format!("{keyring}"))?;
+    if abs != std::path::Path::new(&standard) {
+        eprintln!(
+            "labnet mount: note: mount.ceph finds the key of client.{name} in {standard}: \
+             install -m 600 {} {standard}",
+            abs.display()
+        );
+    }
+    Ok(p.with_auth(&Auth::None))
 }
 
 pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
@@ -269,6 +323,11 @@ pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("--merge: cannot read {path}"))?;
     let (new, changes) = kconfig::merge(&old, &kconfig::fragment_entries(build));
     let out = a.output.as_deref().unwrap_or(path);
+    if out == path {
+        // Like the kernel's own config tools: the previous file stays as .config.old.
+        let old_path = format!("{path}.old");
+        std::fs::write(&old_path, &old).with_context(|| format!("cannot write {old_path}"))?;
+    }
     std::fs::write(out, new).with_context(|| format!("cannot write {out}"))?;
     for c in &changes {
         println!("{c}");

@@ -3,6 +3,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
+use crate::ctx::Ctx;
+
 #[derive(Subcommand)]
 pub enum UnitsCommand {
     /// Print the units `install` would write.
@@ -15,12 +17,9 @@ pub enum UnitsCommand {
 
 #[derive(Args)]
 pub struct GenArgs {
-    /// Lab name (default: the embedded default lab, "sepian").
+    /// Lab name [default: see `labnet --help`]. The units pass the absolute path of its
+    /// config file (--config, or /etc/labnet/LAB.toml) on.
     pub lab: Option<String>,
-    /// Lab config file (default: /etc/labnet/LAB.toml, else the embedded default); the units
-    /// pass its absolute path on.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     /// The labnet binary the units run (default: this binary).
     #[arg(long, value_name = "PATH")]
     pub labnet_bin: Option<PathBuf>,
@@ -40,32 +39,32 @@ pub struct InstallArgs {
 
 #[derive(Args)]
 pub struct RemoveArgs {
-    /// Lab name (default: the embedded default lab, "sepian").
+    /// Lab name [default: see `labnet --help`].
     pub lab: Option<String>,
     /// Root directory the units were installed under.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
 }
 
-pub fn run(c: UnitsCommand) -> Result<()> {
+pub fn run(ctx: &Ctx, c: UnitsCommand) -> Result<()> {
     match c {
         UnitsCommand::Print(a) => {
-            let (_, files) = generate(&a)?;
+            let (_, files) = generate(ctx, &a)?;
             print!(
                 "{}",
                 units::render(&files, &Path::new("/").join(units::UNIT_DIR))
             );
             Ok(())
         }
-        UnitsCommand::Install(a) => install(a),
-        UnitsCommand::Remove(a) => remove(a),
+        UnitsCommand::Install(a) => install(ctx, a),
+        UnitsCommand::Remove(a) => remove(ctx, a),
     }
 }
 
-fn generate(a: &GenArgs) -> Result<(netns::Lab, Vec<units::UnitFile>)> {
-    let lab = netns::Lab::load(a.lab.as_deref(), a.config.as_deref())?;
+fn generate(ctx: &Ctx, a: &GenArgs) -> Result<(netns::Lab, Vec<units::UnitFile>)> {
+    let lab = ctx.load(a.lab.as_deref())?;
     // The file the lab came from (--config, or /etc/labnet/LAB.toml), absolute.
-    let config = if let Some(c) = &a.config {
+    let config = if let Some(c) = ctx.config() {
         Some(std::fs::canonicalize(c).with_context(|| format!("{}", c.display()))?)
     } else if Path::new(&lab.source).is_absolute() {
         Some(PathBuf::from(&lab.source))
@@ -94,8 +93,8 @@ fn generate(a: &GenArgs) -> Result<(netns::Lab, Vec<units::UnitFile>)> {
     Ok((lab, files))
 }
 
-fn install(a: InstallArgs) -> Result<()> {
-    let (lab, files) = generate(&a.gen)?;
+fn install(ctx: &Ctx, a: InstallArgs) -> Result<()> {
+    let (lab, files) = generate(ctx, &a.gen)?;
     let changes = units::install(&a.root, &lab.name, &files, a.enable)?;
     for c in &changes {
         println!("{c}");
@@ -110,8 +109,8 @@ fn install(a: InstallArgs) -> Result<()> {
     Ok(())
 }
 
-fn remove(a: RemoveArgs) -> Result<()> {
-    let name = match a.lab {
+fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<()> {
+    let name = match ctx.given(a.lab.as_deref())? {
         Some(l) => l,
         None => netns::Lab::embedded_default().name,
     };

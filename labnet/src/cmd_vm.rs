@@ -7,13 +7,20 @@ use std::time::Duration;
 use vm::initramfs::RunCmd;
 use vm::qemu::{Machine, Share};
 
+use crate::ctx::Ctx;
+
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Boot a VM in the lab (tap on the lab bridge, stable MAC + DHCP reservation).
+    #[command(after_help = START_HELP)]
     Start(StartArgs),
     /// Boot a throwaway VM with the generated initramfs, run CMD in it, print its output and
     /// exit with its exit status.
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Forget a stopped VM: its state and logs, its DHCP reservation and leases (--disk: its
+    /// overlay too).
+    Rm(RmArgs),
     /// List the lab's VMs (name, state, pid, MAC, tap, IP, uptime).
     List(ListArgs),
     /// Print a VM's leased address.
@@ -26,21 +33,56 @@ pub enum VmCommand {
     Stop(StopArgs),
 }
 
-#[derive(Args, Clone)]
-pub struct LabArgs {
-    /// Lab name (default: the lab of --config, else the embedded default "sepian").
-    #[arg(long)]
-    pub lab: Option<String>,
-    /// Lab config file (only read when the running lab's record does not say).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+const RUN_HELP: &str = "\
+Exit status:
+  N     the guest command's own exit status (0-255)
+  124   --timeout expired (like timeout(1))
+  125   the guest never reached the command, or died while it ran: a kernel panic (named in
+        the message), an init failure, no /init; the message gives the serial log's path
+  126   QEMU could not start (bad QEMU arguments, missing binary, ...)
+  1     labnet itself failed before booting (bad arguments, lab not up, ...)
+A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
+(under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
+
+On a terminal, progress (booting, the accelerator and why, the lease, the command starting)
+goes to stderr; --quiet or a non-terminal stderr silences it. stdout is the command's output.
+
+Examples:
+  labnet vm run --kernel arch/x86/boot/bzImage -- uname -r
+  labnet vm run --kernel ~/linux/arch/x86/boot/bzImage --module ceph --timeout 300 -- sh -c 'modprobe ceph && echo ok'
+  labnet vm run --kernel /boot/vmlinuz-$(uname -r) --append rdinit=/bin/sh -- true   # exit 125 on a panic";
+
+const START_HELP: &str = "\
+Examples:
+  labnet vm start --name k1 --kernel arch/x86/boot/bzImage --drive arch.qcow2 --overlay --daemonize
+  labnet vm start --kernel arch/x86/boot/bzImage --share ~/src:src   # console on this terminal
+  labnet vm ip k1 --wait 60 && labnet vm ssh k1 -- uname -r";
+
+impl VmCommand {
+    /// Stays with a VM (or a terminal) until it ends; see main.rs.
+    pub fn supervises(&self) -> bool {
+        matches!(
+            self,
+            VmCommand::Start(_) | VmCommand::Run(_) | VmCommand::Console(_) | VmCommand::Ssh(_)
+        )
+    }
+
+    pub fn needs_root(&self) -> Option<&'static str> {
+        match self {
+            VmCommand::Start(_) => Some("vm start"),
+            VmCommand::Run(_) => Some("vm run"),
+            VmCommand::Stop(_) => Some("vm stop"),
+            VmCommand::Rm(_) => Some("vm rm"),
+            VmCommand::Console(_) => Some("vm console"),
+            VmCommand::Ssh(_) => Some("vm ssh"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
 pub struct BootArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
-    /// VM name: hostname, DNS name, and the seed of its MAC (default: vm1, vm2, ... for
+    /// VM name: hostname, DNS name, and what its stable MAC is derived from (default: vm1, vm2, ... for
     /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
@@ -56,8 +98,10 @@ pub struct BootArgs {
     /// Extra kernel command line (after labnet's console=ttyS0 ...).
     #[arg(long)]
     pub append: Option<String>,
+    /// Guest memory (QEMU -m syntax: 512M, 1G, ...).
     #[arg(long, default_value = "1G")]
     pub mem: String,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// q35 or microvm (default: microvm for the generated initramfs, q35 with --drive/--initrd).
@@ -97,6 +141,16 @@ pub struct BootArgs {
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y (Debian's kernel lacks it: no eth0).
     #[arg(long)]
     pub pvh: bool,
+    /// No progress messages on stderr (they are shown only on a terminal anyway).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl BootArgs {
+    /// Progress on stderr: only for a person watching.
+    fn progress(&self) -> bool {
+        !self.quiet && nix::unistd::isatty(std::io::stderr()).unwrap_or(false)
+    }
 }
 
 #[derive(Args)]
@@ -132,24 +186,23 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    pub lab: LabArgs,
+    /// Lab name [default: see `labnet --help`].
+    pub lab: Option<String>,
+    /// Print JSON (one array of VMs) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct NameArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 #[derive(Args)]
 pub struct IpArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Wait up to this many seconds for the lease.
     #[arg(long, default_value_t = 0)]
     pub wait: u64,
@@ -157,9 +210,8 @@ pub struct IpArgs {
 
 #[derive(Args)]
 pub struct SshArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
     /// Remote user.
     #[arg(long, short = 'l', default_value = "root")]
     pub user: String,
@@ -169,25 +221,34 @@ pub struct SshArgs {
 }
 
 #[derive(Args)]
-pub struct StopArgs {
+pub struct RmArgs {
+    /// The VM's name.
     pub name: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
+    /// Also delete its disk overlay (state dir vms/NAME/overlay.qcow2).
+    #[arg(long)]
+    pub disk: bool,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// The VM's name.
+    pub name: String,
     /// Seconds to wait for the power-down before killing QEMU.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
 }
 
-pub fn run(c: VmCommand) -> Result<()> {
+pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
     match c {
-        VmCommand::Start(a) => start(a),
-        VmCommand::Run(a) => run_cmd(a),
-        VmCommand::List(a) => list(a),
-        VmCommand::Ip(a) => ip(a),
-        VmCommand::Ssh(a) => ssh(a),
-        VmCommand::Console(a) => Ok(vm::manage::console(&lab_name(&a.lab)?, &a.name)?),
+        VmCommand::Start(a) => start(ctx, a),
+        VmCommand::Run(a) => run_cmd(ctx, a),
+        VmCommand::List(a) => list(ctx, a),
+        VmCommand::Ip(a) => ip(ctx, a),
+        VmCommand::Ssh(a) => ssh(ctx, a),
+        VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
+        VmCommand::Rm(a) => rm(ctx, a),
         VmCommand::Stop(a) => {
-            let lab = lab_name(&a.lab)?;
+            let lab = ctx.lab_name(None)?;
             let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
             println!("{}: stopped ({how})", a.name);
             Ok(())
@@ -195,17 +256,10 @@ pub fn run(c: VmCommand) -> Result<()> {
     }
 }
 
-fn lab_name(a: &LabArgs) -> Result<String> {
-    match &a.lab {
-        Some(l) => Ok(l.clone()),
-        None => Ok(netns::Lab::load(None, a.config.as_deref())?.name),
-    }
-}
-
-fn options(b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
-    let lab = lab_name(&b.lab)?;
+fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
+    let lab = ctx.lab_name(None)?;
     let mut o = vm::supervise::Options::new(&lab, &name, &b.kernel);
-    o.config = b.lab.config.clone();
+    o.config = ctx.config.clone();
     o.initrd = b.initrd.clone();
     o.drive = b.drive.clone();
     o.append = b.append.clone();
@@ -273,14 +327,14 @@ fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
     );
 }
 
-fn start(a: StartArgs) -> Result<()> {
-    let lab = lab_name(&a.boot.lab)?;
+fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let name = a
         .boot
         .name
         .clone()
         .unwrap_or_else(|| default_name(&lab, "vm"));
-    let mut o = options(&a.boot, name.clone())?;
+    let mut o = options(ctx, &a.boot, name.clone())?;
     o.run = a.run.clone().map(RunCmd::Shell);
     o.extra_qemu = a.qemu_args.clone();
     if a.daemonize {
@@ -323,36 +377,103 @@ fn start(a: StartArgs) -> Result<()> {
         Some(x) => bail!("--serial {x:?}: expected console or file"),
         None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
-    let p = vm::supervise::prepare(&o)?;
+    let progress = a.boot.progress();
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
+    if progress {
+        booting(&p);
+    }
     let out = vm::supervise::launch(
         &p,
         vm::supervise::Mode::Start {
             attach_console: attach,
         },
-        &mut |st| banner(&p, st),
-    )?;
-    eprintln!("{name}: {}", out.exit);
+        &mut |st| {
+            if progress || attach {
+                banner(&p, st)
+            }
+        },
+    )
+    .map_err(vm_failure)?;
+    if progress || attach {
+        eprintln!("{name}: {}", out.exit);
+    }
     Ok(())
 }
 
-fn run_cmd(a: RunArgs) -> Result<()> {
+/// The exit status a failed `vm run`/`vm start` carries (the contract in RUN_HELP).
+fn vm_failure(e: vm::Error) -> anyhow::Error {
+    let code = match &e {
+        vm::Error::TimedOut(_) => 124,
+        vm::Error::GuestFailed(_) => 125,
+        vm::Error::QemuStart(_) => 126,
+        vm::Error::MissingProgram { program, .. } if program.starts_with("qemu") => 126,
+        _ => 1,
+    };
+    crate::report::with_code(code, e)
+}
+
+/// Progress: what is booted, how, and why that accelerator.
+fn booting(p: &vm::supervise::Prepared) {
+    let name = &p.spec.name;
+    for n in &p.notes {
+        eprintln!("{name}: {n}");
+    }
+    eprintln!(
+        "{name}: booting {} on {} in lab {}; accelerator {}",
+        p.spec.kernel.display(),
+        p.spec.machine.as_str(),
+        p.lab,
+        p.accel_reason
+    );
+}
+
+fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let name = match &a.boot.name {
         Some(n) => n.clone(),
-        None => default_name(&lab_name(&a.boot.lab)?, "run"),
+        None => default_name(&ctx.lab_name(None)?, "run"),
     };
-    let mut o = options(&a.boot, name)?;
+    let mut o = options(ctx, &a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));
     o.ephemeral = a.boot.name.is_none();
-    let p = vm::supervise::prepare(&o)?;
+    let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
     let verbose = a.verbose;
-    let out = vm::supervise::launch(&p, vm::supervise::Mode::Run { verbose }, &mut |st| {
-        if verbose {
-            banner(&p, st)
-        }
-    })?;
+    let progress = a.boot.progress();
+    if progress && !verbose {
+        booting(&p);
+    }
+    let out = vm::supervise::launch(
+        &p,
+        vm::supervise::Mode::Run { verbose, progress },
+        &mut |st| {
+            if verbose {
+                banner(&p, st)
+            }
+        },
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    std::process::exit(out.rc.unwrap_or(255));
+    let out = out.map_err(vm_failure)?;
+    // launch() returns Ok only with the command's status.
+    std::process::exit(out.rc.unwrap_or(125));
+}
+
+fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    for what in vm::manage::remove(&lab, &a.name, a.disk)? {
+        println!("{}: removed {what}", a.name);
+    }
+    let overlay = netns::paths::state_dir(&lab)
+        .join("vms")
+        .join(&a.name)
+        .join("overlay.qcow2");
+    if !a.disk && overlay.exists() {
+        println!(
+            "{}: kept its disk {} (--disk removes it)",
+            a.name,
+            overlay.display()
+        );
+    }
+    Ok(())
 }
 
 /// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
@@ -371,8 +492,8 @@ fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
         .map(|l| l.ip)
 }
 
-fn list(a: ListArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
+    let lab = ctx.lab_name(a.lab.as_deref())?;
     let vms = vm::manage::list(&lab, &|mac, since| lease_ip(&lab, mac, since))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&vms)?);
@@ -399,6 +520,14 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// The address of VM `name` in this boot, if it runs and has its lease.
+pub fn running_vm_ip(lab: &str, name: &str) -> Option<Ipv4Addr> {
+    let st = vm::manage::load(lab, name).ok()?;
+    (st.status != vm::state::Status::Stopped && st.qemu_alive())
+        .then(|| vm::manage::lease_of(&st, &|mac, since| lease_ip(lab, mac, since)))
+        .flatten()
+}
+
 fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
     let t0 = std::time::Instant::now();
@@ -413,14 +542,14 @@ fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     }
 }
 
-fn ip(a: IpArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ip(ctx: &Ctx, a: IpArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     println!("{}", vm_ip(&lab, &a.name, a.wait)?);
     Ok(())
 }
 
-fn ssh(a: SshArgs) -> Result<()> {
-    let lab = lab_name(&a.lab)?;
+fn ssh(ctx: &Ctx, a: SshArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
     let ip = vm_ip(&lab, &a.name, 0)?;
     let mut args: Vec<String> = [
         "-o",

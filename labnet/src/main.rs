@@ -1,23 +1,49 @@
 //! `labnet`: the command line. Wiring only: every subcommand parses its arguments and calls
-//! into one library crate. Each subcommand lives in its own module (cmd_*.rs).
+//! into one library crate. Each subcommand lives in its own module (cmd_*.rs); what they
+//! share (choosing the lab, how a failure is reported) is in ctx.rs and report.rs.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+use std::process::ExitCode;
+
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd_dhcpd;
 mod cmd_dns;
+mod cmd_help;
 mod cmd_lab;
+mod cmd_logs;
 mod cmd_mount;
 mod cmd_units;
 mod cmd_vm;
+mod ctx;
+mod report;
+
+use ctx::{Ctx, GlobalArgs};
+
+const AFTER_HELP: &str = "\
+Choosing the lab: the positional LAB, or --lab LAB (any command), or $LABNET_LAB; else the
+lab named in --config FILE; else the embedded default lab \"sepian\". `labnet list` shows them all.
+
+Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 bad usage;
+3 `status` found the lab not as configured. `vm run` has its own (see `labnet vm run --help`).
+
+Examples:
+  labnet up                          # the default lab: bridge br0 192.168.0.1/24, DHCP, DNS
+  labnet status --json               # each component vs the config
+  labnet vm run --kernel arch/x86/boot/bzImage -- uname -r
+  labnet leases --lab uxlab          # DHCP leases of lab uxlab
+  labnet completions bash > /etc/bash_completion.d/labnet";
 
 #[derive(Parser)]
 #[command(
     name = "labnet",
     version,
-    about = "Private lab networks for kernel test VMs"
+    about = "Private lab networks for kernel test VMs",
+    after_help = AFTER_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,44 +51,141 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build the lab (namespace, uplink, bridge, NAT, DHCP, DNS). Idempotent.
+    #[command(after_help = cmd_lab::UP_EXAMPLES)]
     Up(cmd_lab::UpArgs),
     /// Remove everything `up` created for the lab, and only that.
     Down(cmd_lab::DownArgs),
-    /// Show each component of the lab and whether it matches the config.
+    /// Show each component of the lab and whether it matches the config (exit 3 if not).
+    #[command(after_help = cmd_lab::STATUS_EXAMPLES)]
     Status(cmd_lab::StatusArgs),
     /// Diagnose why the lab cannot reach the bounce box, resolve names, or forward traffic.
     Doctor(cmd_lab::DoctorArgs),
+    /// List every lab (configured, running, or both) with its state.
+    List(cmd_lab::ListArgs),
+    /// Show a lab's daemon and VM logs, with timestamps.
+    #[command(after_help = cmd_logs::EXAMPLES)]
+    Logs(cmd_logs::LogsArgs),
     /// Run the DHCP server for a lab (inside the lab namespace).
     Dhcpd(cmd_dhcpd::DhcpdArgs),
-    /// List DHCP leases of a lab.
+    /// List DHCP leases of a lab (and which VM holds each).
+    #[command(after_help = cmd_dhcpd::LEASES_EXAMPLES)]
     Leases(cmd_dhcpd::LeasesArgs),
     /// Run the DNS server for a lab (inside the lab namespace).
     Dns(cmd_dns::DnsArgs),
+    /// Print the address of a VM or host of the lab, by name (what the lab's DNS answers).
+    #[command(after_help = cmd_dns::RESOLVE_EXAMPLES)]
+    Resolve(cmd_dns::ResolveArgs),
     /// Launch and manage QEMU VMs in the lab.
     #[command(subcommand)]
     Vm(cmd_vm::VmCommand),
     /// Print a CephFS kernel mount (command line, fstab, unit, JSON) from `ceph mon dump`.
+    #[command(after_help = cmd_mount::MOUNT_EXAMPLES)]
     Mount(cmd_mount::MountArgs),
     /// Print or merge the CephFS kernel config fragment.
+    #[command(after_help = cmd_mount::KCONFIG_EXAMPLES)]
     KernelConfig(cmd_mount::KernelConfigArgs),
     /// Print, install or remove the generated systemd units.
     #[command(subcommand)]
     Units(cmd_units::UnitsCommand),
+    /// Print a shell completion script.
+    #[command(after_help = cmd_help::COMPLETIONS_EXAMPLES)]
+    Completions(cmd_help::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(after_help = cmd_help::MAN_EXAMPLES)]
+    Man(cmd_help::ManArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+impl Command {
+    /// Commands that supervise something (a daemon, a VM) and must always clean up, so a
+    /// closed stdout must not kill them (see report::die_quietly_on_closed_stdout).
+    fn supervises(&self) -> bool {
+        match self {
+            Command::Dhcpd(_) | Command::Dns(_) => true,
+            Command::Vm(v) => v.supervises(),
+            _ => false,
+        }
+    }
+
+    /// What to call the command in "needs root" messages, for commands that change the
+    /// system's network; None for the others.
+    fn needs_root(&self) -> Option<&'static str> {
+        match self {
+            Command::Up(_) => Some("up"),
+            Command::Down(_) => Some("down"),
+            Command::Dhcpd(_) => Some("dhcpd"),
+            Command::Dns(_) => Some("dns"),
+            Command::Vm(v) => v.needs_root(),
+            _ => None,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(&cli.global);
+    if let Some(what) = cli.command.needs_root() {
+        report::require_root(what)?;
+    }
     match cli.command {
-        Command::Up(a) => cmd_lab::up(a),
-        Command::Down(a) => cmd_lab::down(a),
-        Command::Status(a) => cmd_lab::status(a),
-        Command::Doctor(a) => cmd_lab::doctor(a),
-        Command::Dhcpd(a) => cmd_dhcpd::dhcpd(a),
-        Command::Leases(a) => cmd_dhcpd::leases(a),
-        Command::Dns(a) => cmd_dns::dns(a),
-        Command::Vm(c) => cmd_vm::run(c),
+        Command::Up(a) => cmd_lab::up(&ctx, a),
+        Command::Down(a) => cmd_lab::down(&ctx, a),
+        Command::Status(a) => cmd_lab::status(&ctx, a),
+        Command::Doctor(a) => cmd_lab::doctor(&ctx, a),
+        Command::List(a) => cmd_lab::list(&ctx, a),
+        Command::Logs(a) => cmd_logs::logs(&ctx, a),
+        Command::Dhcpd(a) => cmd_dhcpd::dhcpd(&ctx, a),
+        Command::Leases(a) => cmd_dhcpd::leases(&ctx, a),
+        Command::Dns(a) => cmd_dns::dns(&ctx, a),
+        Command::Resolve(a) => cmd_dns::resolve(&ctx, a),
+        Command::Vm(c) => cmd_vm::run(&ctx, c),
         Command::Mount(a) => cmd_mount::mount(a),
         Command::KernelConfig(a) => cmd_mount::kernel_config(a),
-        Command::Units(c) => cmd_units::run(c),
+        Command::Units(c) => cmd_units::run(&ctx, c),
+        Command::Completions(a) => cmd_help::completions(Cli::command(), a),
+        Command::Man(a) => cmd_help::man(Cli::command(), a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.command.supervises() {
+        report::die_quietly_on_closed_stdout();
+    }
+    if cli.global.debug && std::env::var_os("RUST_BACKTRACE").is_none() {
+        // SAFETY: single-threaded still; anyhow reads it when the first error is made.
+        unsafe { std::env::set_var("RUST_BACKTRACE", "1") };
+    }
+    let debug = cli.global.debug;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report::report(&e, debug),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every argument says what it is for (`--help`, the man page and
+    /// the completions all show it).
+    #[test]
+    fn every_argument_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&cmd, "labnet", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
     }
 }

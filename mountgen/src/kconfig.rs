@@ -45,7 +45,7 @@ pub fn fragment_entries(build: CephBuild) -> Vec<(&'static str, &'static str)> {
 /// The fragment as a file for `merge_config.sh`.
 pub fn fragment(build: CephBuild) -> String {
     let mut s = format!(
-        "# CephFS kernel client test fragment (labnet; seeds 000/001), ceph {}\n",
+        "# CephFS kernel client test fragment (labnet), ceph {}\n",
         match build {
             CephBuild::Builtin => "built in",
             CephBuild::Modules => "as modules",

@@ -45,7 +45,7 @@
 //!
 //! ```text
 //! kmount --mon-dump-cmd "ssh HOST 'cd ceph/build && . ./vstart_environment.sh && ceph mon dump --format=json'" \
-//!        --keyring /etc/ceph/keyring --name fs --fs a --preset seed --ms-mode crc \
+//!        --keyring /etc/ceph/keyring --name fs --fs a --preset testing --ms-mode crc \
 //!        --conf-out /etc/ceph/ceph.conf --debug /mnt
 //! ```
 //!

@@ -124,6 +124,9 @@ pub enum Auth {
     Key,
     /// `secret=BASE64`, the fallback when the kernel has no "ceph" key type.
     Secret(Secret),
+    /// `secretfile=PATH`: for mount.ceph (what fstab and .mount units run), which reads the
+    /// bare base64 key from PATH; the kernel never sees this option.
+    SecretFile(String),
 }
 
 /// The seed's mount options (`norequire_active_mds,noshare`).
@@ -268,7 +271,7 @@ impl MountPlan {
         let i = p
             .options
             .iter()
-            .position(|o| o.key == "key" || o.key == "secret");
+            .position(|o| o.key == "key" || o.key == "secret" || o.key == "secretfile");
         let new = auth_opt(auth, &p.name);
         match (i, new) {
             (Some(i), Some(o)) => p.options[i] = o,
@@ -291,6 +294,7 @@ fn auth_opt(auth: &Auth, name: &str) -> Option<MountOpt> {
             value: Some(s.base64().into()),
             secret: true,
         }),
+        Auth::SecretFile(path) => Some(MountOpt::kv("secretfile", path.clone())),
     }
 }
 

@@ -61,7 +61,7 @@ fn dry_run_with_keyring_prints_the_mount_without_the_secret() {
         "--ms-mode",
         "crc",
         "--preset",
-        "seed",
+        "testing",
         "--conf-out",
         "/etc/ceph/ceph.conf",
         "--debug",
@@ -84,7 +84,7 @@ fn dry_run_with_keyring_prints_the_mount_without_the_secret() {
         "conf not printed:\n{out}"
     );
     assert!(
-        out.contains("echo 'module ceph +p' > dynamic_debug/control"),
+        out.contains("echo 'module ceph +p' > /sys/kernel/debug/dynamic_debug/control"),
         "{out}"
     );
     // Nothing of the secret anywhere: not in what we ran it with, not in what it printed.
@@ -335,11 +335,21 @@ fn help_lists_the_interface() {
         "--keyring FILE",
         "--secret-stdin",
         "--dry-run",
-        "--preset seed",
+        "--preset testing",
         "--syntax auto|new|old",
     ] {
         assert!(out.contains(opt), "help lacks {opt}");
     }
+}
+
+#[test]
+fn version() {
+    let o = kmount(&["--version"], None);
+    assert!(o.status.success());
+    assert_eq!(
+        text(&o).0,
+        format!("kmount {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// Parses strace's `-xx` output of a string argument ("\x41\x51…") into bytes.

@@ -31,8 +31,10 @@ pub struct UpOptions {
 #[derive(Debug, PartialEq)]
 pub enum UpOutcome {
     Created,
-    /// The lab was up already; lists daemons that had died and were started again.
+    /// The lab was up already: what had drifted from the config and was repaired, and
+    /// daemons that had died and were started again.
     AlreadyUp {
+        repaired: Vec<String>,
         restarted: Vec<String>,
     },
 }
@@ -69,8 +71,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
                     lab.name
                 )));
             }
-            let restarted = restart_dead_daemons(&mut st)?;
-            return Ok(UpOutcome::AlreadyUp { restarted });
+            return converge(lab, &mut st);
         }
         // A crashed or killed `up`, or a reboot: clear what is left, then build afresh.
         undo(&mut st)?;
@@ -84,7 +85,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
     preflight(lab)?;
     let mut st = LabState {
         lab: lab.name.clone(),
-        config: serde_json::to_value(lab).ok(),
+        config: Some(lab.clone()),
         ..Default::default()
     };
     st.save()?;
@@ -105,15 +106,52 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
     }
 }
 
+/// Brings a lab that is up back to its config: repairs drift in place (links down, lost
+/// addresses or route, ip_forward, labnet's nft tables, /etc/netns files), restarts dead
+/// daemons, then checks with `status` that nothing is left; what cannot be repaired in place
+/// is an error naming it.
+fn converge(lab: &Lab, st: &mut LabState) -> Result<UpOutcome, Error> {
+    let plan = crate::converge::plan(lab, &crate::converge::observe(lab)?);
+    if !plan.unrepairable.is_empty() {
+        return Err(Error::Drift {
+            lab: lab.name.clone(),
+            what: plan.unrepairable.join("; "),
+        });
+    }
+    crate::converge::apply(&mut crate::converge::SystemNet, &plan.steps)?;
+    let restarted = restart_dead_daemons(st)?;
+    let report = crate::status::status(lab)?;
+    if !report.ok {
+        let failing: Vec<String> = report
+            .components
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(Error::Drift {
+            lab: lab.name.clone(),
+            what: failing.join("; "),
+        });
+    }
+    Ok(UpOutcome::AlreadyUp {
+        repaired: plan.steps.iter().map(|s| s.describe()).collect(),
+        restarted,
+    })
+}
+
 /// Top-level config sections that differ from what the running lab was built from.
-fn changed_sections(built: Option<&serde_json::Value>, lab: &Lab) -> Vec<String> {
-    let now = serde_json::to_value(lab).unwrap_or_default();
-    let Some(built) = built else { return vec![] };
-    ["bridge", "uplink", "dhcp", "dns"]
-        .iter()
-        .filter(|k| built.get(**k) != now.get(**k))
-        .map(|k| format!("[{k}]"))
-        .collect()
+fn changed_sections(built: Option<&Lab>, lab: &Lab) -> Vec<String> {
+    let Some(b) = built else { return vec![] };
+    [
+        ("bridge", b.bridge == lab.bridge),
+        ("uplink", b.uplink == lab.uplink),
+        ("dhcp", b.dhcp == lab.dhcp),
+        ("dns", b.dns == lab.dns),
+    ]
+    .iter()
+    .filter(|(_, same)| !same)
+    .map(|(k, _)| format!("[{k}]"))
+    .collect()
 }
 
 /// Conflicts that would make `up` fail half-way, checked before anything is made.
@@ -414,7 +452,8 @@ fn start_daemon(ns: &str, d: &DaemonSpec, st: &mut LabState) -> Result<(), Error
         name: d.name.clone(),
         pid: Some(pid),
         exe: d.argv.join("\0"),
-    })
+    })?;
+    Ok(())
 }
 
 fn restart_dead_daemons(st: &mut LabState) -> Result<Vec<String>, Error> {

@@ -126,6 +126,14 @@ pub fn delete_table(ns: Option<&str>, table: &str) -> Result<(), Error> {
     })
 }
 
+/// True when `table` exists in `ns` and holds a masquerade rule for `oifname`.
+pub fn masquerades(ns: Option<&str>, table: &str, oifname: &str) -> Result<bool, Error> {
+    Ok(list_table(ns, table)?.is_some_and(|t| {
+        let s = t.to_string();
+        s.contains("masquerade") && s.contains(&format!("\"{oifname}\""))
+    }))
+}
+
 /// The table's rules as JSON (None when it does not exist).
 pub fn list_table(ns: Option<&str>, table: &str) -> Result<Option<serde_json::Value>, Error> {
     let table = table.to_string();

@@ -187,6 +187,22 @@ pub async fn add_default_route(h: &Handle, dev: &str, via: Ipv4Addr) -> Result<(
     }
 }
 
+/// The name of the link with index `idx`, if it exists.
+pub async fn name_of(h: &Handle, idx: u32) -> Result<Option<String>, Error> {
+    let mut s = h.link().get().match_index(idx).execute();
+    let m = match s.try_next().await {
+        Ok(m) => m,
+        Err(e) if is_errno(&e, libc::ENODEV) => None,
+        Err(e) => return Err(nl(format!("look up link {idx}"))(e)),
+    };
+    Ok(m.and_then(|m| {
+        m.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        })
+    }))
+}
+
 /// The IPv4 default route's (gateway, output ifindex), if any.
 pub async fn default_route(h: &Handle) -> Result<Option<(Option<Ipv4Addr>, Option<u32>)>, Error> {
     let mut s = h

@@ -150,6 +150,5 @@ fn same_netns(a: &str, b: &str) -> bool {
 /// Enters the lab's namespace for the whole (still single-threaded) process: used by the
 /// daemons' `--enter-netns` before any runtime starts.
 pub fn enter_netns(name: &str) -> Result<(), Error> {
-    let file = File::open(netns_path(name)).map_err(|e| Error::io(netns_path(name), e))?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns into the lab", e))
+    Ok(model::netns::enter(name)?)
 }

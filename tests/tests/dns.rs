@@ -34,8 +34,12 @@ struct Topo {
 
 impl Topo {
     fn new(tag: &str) -> Topo {
+        Topo::named(unique(&format!("dn{tag}")))
+    }
+
+    /// The topology with every name starting with `base`.
+    fn named(base: String) -> Topo {
         let mut c = Cleanup::default();
-        let base = unique(&format!("dn{tag}"));
         let (lab, up, cl) = (format!("{base}l"), format!("{base}u"), format!("{base}c"));
         for ns in [&lab, &up, &cl] {
             must(Command::new("ip").args(["netns", "add", ns]));
@@ -897,5 +901,187 @@ fn dns_without_upstreams_refuses_other_names() {
             r.elapsed
         );
     }
+    d.terminate();
+}
+
+/// A fake upstream on UPSTREAM:53 in netns `ns`, run on a thread until the returned flag is
+/// set: `reply(query)` gives the datagrams to send back for each query it receives.
+fn fake_upstream(
+    ns: &str,
+    reply: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let path = format!("/run/netns/{ns}");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = UdpSocket::bind(format!("{UPSTREAM}:53")).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 4096];
+        while !flag.load(Ordering::SeqCst) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            for (i, d) in reply(&buf[..n]).into_iter().enumerate() {
+                if i > 0 {
+                    // The real answer comes a little after the decoy.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                s.send_to(&d, from).unwrap();
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    (stop, t)
+}
+
+/// The question section of a one-question query (bytes 12.. up to and with QTYPE/QCLASS).
+fn question_of(q: &[u8]) -> &[u8] {
+    let mut i = 12;
+    while q[i] != 0 {
+        i += 1 + q[i] as usize;
+    }
+    &q[12..i + 5]
+}
+
+/// The qname of a query, dotted, lower case.
+fn qname_of(q: &[u8]) -> String {
+    let (mut i, mut labels) = (12, vec![]);
+    while q[i] != 0 {
+        let l = q[i] as usize;
+        labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).to_lowercase());
+        i += 1 + l;
+    }
+    labels.join(".")
+}
+
+/// An answer to `q` (its ID and question) with `ancount` claimed and `records` appended.
+fn answer_to(q: &[u8], question: &[u8], ancount: u16, records: &[u8]) -> Vec<u8> {
+    let mut a = q[..2].to_vec();
+    a.extend_from_slice(&[0x81, 0x80, 0, 1]);
+    a.extend_from_slice(&ancount.to_be_bytes());
+    a.extend_from_slice(&[0, 0, 0, 0]);
+    a.extend_from_slice(question);
+    a.extend_from_slice(records);
+    a
+}
+
+/// An A record for the question's name (compression pointer to offset 12).
+fn a_record(ip: [u8; 4]) -> Vec<u8> {
+    let mut r = vec![0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4];
+    r.extend_from_slice(&ip);
+    r
+}
+
+/// `q` with an EDNS OPT record advertising `size` bytes.
+fn with_edns(mut q: Vec<u8>, size: u16) -> Vec<u8> {
+    q[11] = 1; // ARCOUNT
+    q.extend_from_slice(&[0, 0, 41]);
+    q.extend_from_slice(&size.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    q
+}
+
+/// What the relay does with upstream answers it must not pass on as they came (issue 17,
+/// item 5), against a fake upstream the test controls: one bigger than the client's limit is
+/// truncated to it with TC set; a malformed one becomes SERVFAIL; one with the right ID but
+/// another question is ignored, and the real answer that follows is the one relayed.
+#[test]
+#[ignore = "needs root (network namespaces)"]
+fn dns_relay_checks_upstream_answers() {
+    require_root();
+    let mut t = Topo::named(unique("lsr"));
+    let (stop, fake) = fake_upstream(&t.up.clone(), |q| {
+        let question = question_of(q).to_vec();
+        match qname_of(q).as_str() {
+            // 200 A records, about 3.2 kB, whatever the client's limit.
+            "big.fake.test" => {
+                let recs: Vec<u8> = (0..200u8).flat_map(|i| a_record([10, 8, 0, i])).collect();
+                vec![answer_to(q, &question, 200, &recs)]
+            }
+            // Claims two answers, carries one and a cut one.
+            "junk.fake.test" => {
+                let mut recs = a_record([10, 8, 1, 1]);
+                recs.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0]);
+                vec![answer_to(q, &question, 2, &recs)]
+            }
+            // First an answer with the query's ID for another name, then the real one.
+            "wrong.fake.test" => {
+                let other = query_bytes(0, "other.fake.test");
+                let decoy = answer_to(q, question_of(&other), 1, &a_record([10, 8, 2, 66]));
+                vec![decoy, answer_to(q, &question, 1, &a_record([10, 8, 2, 1]))]
+            }
+            _ => vec![],
+        }
+    });
+    let d = t.start_dns(&[UPSTREAM], 1024, 2000);
+    let server: SocketAddr = format!("{SERVER}:53").parse().unwrap();
+    let replies = in_netns(&t.cl, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        let ask = |q: Vec<u8>| -> Vec<u8> {
+            s.send_to(&q, server).unwrap();
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let (n, _) = s.recv_from(&mut buf).expect("no answer from labnet dns");
+                if buf[..2] == q[..2] {
+                    return buf[..n].to_vec();
+                }
+            }
+        };
+        vec![
+            // Twice each: the upstream's datagram, then the cached answer.
+            ask(query_bytes(0x1001, "big.fake.test")),
+            ask(query_bytes(0x1002, "big.fake.test")),
+            ask(with_edns(query_bytes(0x1003, "big.fake.test"), 1232)),
+            ask(query_bytes(0x2001, "junk.fake.test")),
+            ask(query_bytes(0x3001, "wrong.fake.test")),
+        ]
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.join().unwrap();
+    let tc = |r: &[u8]| r[2] & 0x02 != 0;
+    let rcode = |r: &[u8]| r[3] & 0x0f;
+    let ancount = |r: &[u8]| u16::from_be_bytes([r[6], r[7]]);
+    for (i, r) in replies[..2].iter().enumerate() {
+        assert!(
+            r.len() <= 512 && tc(r) && rcode(r) == 0,
+            "big answer #{i} to a client without EDNS: {} bytes, TC {}, rcode {}",
+            r.len(),
+            tc(r),
+            rcode(r)
+        );
+    }
+    let r = &replies[2];
+    assert!(
+        r.len() <= 1232 && r.len() > 512 && tc(r),
+        "big answer to EDNS 1232: {} bytes, TC {}",
+        r.len(),
+        tc(r)
+    );
+    assert_eq!(
+        (rcode(&replies[3]), ancount(&replies[3])),
+        (2, 0),
+        "a malformed upstream answer must become SERVFAIL ({} bytes relayed)",
+        replies[3].len()
+    );
+    let r = &replies[4];
+    assert_eq!(
+        (rcode(r), ancount(r)),
+        (0, 1),
+        "right ID, other question: the relay must wait for the real answer"
+    );
+    assert_eq!(&r[r.len() - 4..], &[10, 8, 2, 1], "the decoy was relayed");
+    assert_eq!(
+        question_of(r),
+        question_of(&query_bytes(0, "wrong.fake.test"))
+    );
     d.terminate();
 }

@@ -1,5 +1,5 @@
 //! systemd units for labnet labs: seed 000's hand-written `sepian-netns` oneshot and its
-//! "hacked" dhcpd service, generated from a [`netns::Lab`] and the absolute path of the
+//! "hacked" dhcpd service, generated from a [`model::Lab`] and the absolute path of the
 //! `labnet` binary. [`generate`] is pure text; [`install`] / [`remove`] write and delete the
 //! files under a root directory (`/` or a test's temp dir).
 //!
@@ -17,7 +17,7 @@
 //!
 //! Everything in the units that depends on the lab is its name: the namespace
 //! (`/run/netns/%i`), the state directory (`labnet/%i`), the argument of every command.
-//! Lab names are limited to `[A-Za-z0-9_-]` (see [`netns::config::valid_lab_name`]), which
+//! Lab names are limited to `[A-Za-z0-9_-]` (see [`model::config::valid_lab_name`]), which
 //! need no unit-name escaping, so `%i` is the lab name verbatim (we never use `%I`, which
 //! would turn `-` into `/`). One set of three templates therefore serves every lab, and
 //! `systemctl start labnet@LAB` works for any lab whose config labnet can find. What is
@@ -66,7 +66,7 @@
 //!
 //! Least privilege: `DynamicUser=yes` with the shared name `labnet` (both daemons of a lab
 //! get the same transient uid while they run, so the dns server can read the `hosts` file the
-//! dhcpd writes), `StateDirectory=labnet/%i` (= `netns::paths::state_dir`, leases and hosts;
+//! dhcpd writes), `StateDirectory=labnet/%i` (= `model::paths::state_dir`, leases and hosts;
 //! both units declare it so both can reach it), and only the capabilities each needs:
 //! `CAP_NET_BIND_SERVICE` for ports 67 / 53, plus `CAP_NET_RAW` for the dhcpd
 //! (`SO_BINDTODEVICE` needs it before Linux 5.7). `ProtectSystem=strict`, `ProtectHome=yes`,
@@ -179,8 +179,8 @@ pub fn lab_unit(lab: &str) -> String {
 }
 
 /// Generates the three templates and the lab's drop-ins, in a fixed order.
-pub fn generate(lab: &netns::Lab, opts: &Options) -> Result<Vec<UnitFile>, UnitsError> {
-    if !netns::config::valid_lab_name(&lab.name) {
+pub fn generate(lab: &model::Lab, opts: &Options) -> Result<Vec<UnitFile>, UnitsError> {
+    if !model::config::valid_lab_name(&lab.name) {
         return Err(UnitsError::BadLabName(lab.name.clone()));
     }
     let bin = exec_path("labnet_bin", &opts.labnet_bin)?;
@@ -261,11 +261,11 @@ pub fn render(files: &[UnitFile], unit_dir: &Path) -> String {
     out
 }
 
-fn describe(lab: &netns::Lab) -> String {
+fn describe(lab: &model::Lab) -> String {
     let up = match &lab.uplink {
-        netns::Uplink::None => "isolated".to_string(),
-        netns::Uplink::Wireguard(w) => format!("WireGuard {} via {}", w.interface, w.gateway),
-        netns::Uplink::Host(h) => format!("NAT to the host via {}", h.host_interface),
+        model::Uplink::None => "isolated".to_string(),
+        model::Uplink::Wireguard(w) => format!("WireGuard {} via {}", w.interface, w.gateway),
+        model::Uplink::Host(h) => format!("NAT to the host via {}", h.host_interface),
     };
     // `%` would be a specifier in Description=.
     format!("{} {}, {up}", lab.bridge.name, lab.bridge.address).replace('%', "%%")
@@ -501,7 +501,7 @@ mod tests {
 
     #[test]
     fn relative_binary_is_refused_naming_the_field() {
-        let lab = netns::Lab::embedded_default();
+        let lab = model::Lab::embedded_default();
         let e = generate(
             &lab,
             &Options {

@@ -59,15 +59,52 @@ pub enum Error {
     #[error(transparent)]
     Net(#[from] netns::Error),
     #[error(transparent)]
-    Config(#[from] netns::config::ConfigError),
+    Model(#[from] model::Error),
+    #[error(transparent)]
+    Config(#[from] model::config::ConfigError),
     #[error("modules: {0}")]
     Modules(String),
     #[error("qemu: {0}")]
     Qemu(String),
+    /// QEMU could not be started, or quit before the guest ran (`vm run` exits 126).
+    #[error("QEMU did not start: {0}")]
+    QemuStart(String),
+    /// `--timeout` expired before the guest reported the command's status (`vm run`: 124).
+    #[error(transparent)]
+    TimedOut(Box<TimedOut>),
+    /// The guest ended without reporting the command's status: a kernel panic, an init
+    /// failure, no /init (`vm run`: 125).
+    #[error(transparent)]
+    GuestFailed(Box<GuestFailed>),
     #[error("QMP {path}: {message}")]
     Qmp { path: String, message: String },
     #[error("{0}")]
     Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: timed out after {secs} s (--timeout), {}; serial log: {serial_log}", if *reached_command { "before the command finished" } else { "before the guest reached the command" })]
+pub struct TimedOut {
+    pub name: String,
+    pub secs: u64,
+    pub reached_command: bool,
+    pub serial_log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {}{}, {exit}; serial log: {serial_log}\nlast console lines:\n{tail}",
+    if *reached_command { "the guest ended while the command ran" } else { "the guest never reached the command" },
+    match panic { Some(p) => format!(" (kernel panic: {p})"), None => " (init failure or no /init? no kernel panic seen)".into() })]
+pub struct GuestFailed {
+    pub name: String,
+    pub reached_command: bool,
+    /// The guest kernel's "Kernel panic - ..." line.
+    pub panic: Option<String>,
+    /// How QEMU ended.
+    pub exit: String,
+    pub serial_log: String,
+    /// The console lines that led there.
+    pub tail: String,
 }
 
 impl Error {

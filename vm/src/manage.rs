@@ -44,6 +44,71 @@ fn tidy(st: &mut VmState) {
     }
 }
 
+/// A throwaway `vm run` VM whose supervisor died before removing it: removed now (unless
+/// someone holds its lock, i.e. a new run of that name is being prepared). True if gone.
+fn forget_throwaway(st: &VmState) -> bool {
+    match state::try_lock(&st.lab, &st.name) {
+        Ok(Some(_lock)) => std::fs::remove_dir_all(&st.dir).is_ok(),
+        _ => false,
+    }
+}
+
+/// `vm rm`: forgets a stopped VM: its runtime dir (state, logs), its DHCP reservation, a
+/// kept failed-run log, and with `disk` its durable overlay. Returns what was removed.
+pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
+    crate::naming::check_name(name)?;
+    let dir = state::vm_dir(lab, name);
+    if let Some(mut st) = VmState::load(lab, name)? {
+        tidy(&mut st);
+        if st.status != Status::Stopped && st.qemu_alive() {
+            return Err(Error::invalid(
+                "vm rm",
+                format!("VM {name:?} is running; stop it first (`labnet vm stop {name}`)"),
+            ));
+        }
+    }
+    let mut removed = vec![];
+    let overlay_dir = netns::paths::state_dir(lab).join("vms").join(name);
+    let mut paths = vec![
+        dir.clone(),
+        netns::paths::reservations_dir(lab).join(format!("{name}.json")),
+        crate::supervise::failed_run_log(lab, name),
+    ];
+    if disk {
+        paths.push(overlay_dir.clone());
+    }
+    if !paths.iter().any(|p| p.exists()) {
+        return Err(Error::NoSuchVm {
+            lab: lab.into(),
+            name: name.into(),
+            dir: dir.display().to_string(),
+        });
+    }
+    {
+        // Held while removing, so a start of the same name cannot interleave.
+        let _lock = state::try_lock(lab, name)?.ok_or_else(|| Error::AlreadyRunning {
+            lab: lab.into(),
+            name: name.into(),
+            pid: 0,
+        })?;
+        for p in paths {
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match gone {
+                Ok(()) => removed.push(p.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+    }
+    // try_lock made the dir again to hold the lock file in it.
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(removed)
+}
+
 /// The address the guest itself reported on its console in this boot (the generated
 /// initramfs prints `labnet-init: lease IP on eth0`; serial.log starts empty each boot).
 pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
@@ -65,6 +130,9 @@ pub fn list(
     for mut st in state::list(lab)? {
         tidy(&mut st);
         let running = st.status != Status::Stopped && st.qemu_alive();
+        if !running && st.ephemeral && forget_throwaway(&st) {
+            continue;
+        }
         out.push(VmInfo {
             name: st.name.clone(),
             state: if running {
@@ -273,7 +341,7 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     use std::os::unix::process::CommandExt;
-    let nsp = netns::paths::netns_path(lab);
+    let nsp = model::paths::netns_path(lab);
     let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp {
         lab: lab.into(),
         path: nsp.display().to_string(),

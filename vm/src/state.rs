@@ -1,4 +1,4 @@
-//! Per-VM runtime state: netns::paths::vms_dir(LAB)/NAME/state.json, next to the serial
+//! Per-VM runtime state: model::paths::vms_dir(LAB)/NAME/state.json, next to the serial
 //! log, console and QMP sockets. Written atomically by the supervisor; read by list/stop/ip.
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,10 +33,13 @@ pub struct VmState {
     pub exit: Option<String>,
     pub dir: PathBuf,
     pub command_line: String,
+    /// A throwaway `vm run` VM: once stopped, nothing of it is kept (vm list skips it).
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 pub fn vm_dir(lab: &str, name: &str) -> PathBuf {
-    netns::paths::vms_dir(lab).join(name)
+    model::paths::vms_dir(lab).join(name)
 }
 
 pub fn now() -> u64 {
@@ -70,7 +73,7 @@ impl VmState {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let p = Self::file(&self.dir);
         let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        netns::paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
+        model::paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
     }
 
     /// QEMU still runs (and the pid was not reused: its command line names our dir).
@@ -96,7 +99,7 @@ pub fn pid_cmdline_contains(pid: u32, needle: &str) -> bool {
 
 /// All VMs with a state dir in the lab, by name.
 pub fn list(lab: &str) -> Result<Vec<VmState>, Error> {
-    let dir = netns::paths::vms_dir(lab);
+    let dir = model::paths::vms_dir(lab);
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -115,12 +118,7 @@ pub fn list(lab: &str) -> Result<Vec<VmState>, Error> {
 /// The DHCP reservation the lab's dhcpd watches (contract in the common brief):
 /// reservations_dir(LAB)/NAME.json = {"vm","mac","hostname"}.
 pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> {
-    let dir = netns::paths::reservations_dir(lab);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let p = dir.join(format!("{name}.json"));
-    let body = serde_json::json!({ "vm": name, "mac": mac, "hostname": name });
-    let bytes = serde_json::to_vec_pretty(&body).expect("reservation serializes");
-    netns::paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
+    Ok(model::reservation::write(lab, name, mac)?)
 }
 
 /// Takes the VM's lock (vm_dir/lock, flock): held by the supervisor for the VM's whole life,

@@ -100,17 +100,14 @@ pub struct Prepared {
 /// The bridge VMs plug into: from the record `labnet up` wrote (the bridge that really
 /// exists), else from the lab's config.
 pub fn resolve_bridge(lab: &str, config: Option<&Path>) -> Result<String, Error> {
-    if let Ok(Some(st)) = netns::state::LabState::load(lab) {
-        if let Some(b) = st
-            .config
-            .as_ref()
-            .and_then(|c| c.pointer("/bridge/name"))
-            .and_then(|v| v.as_str())
-        {
-            return Ok(b.to_string());
-        }
+    if let Ok(Some(model::state::LabState {
+        config: Some(built),
+        ..
+    })) = model::state::LabState::load(lab)
+    {
+        return Ok(built.bridge.name);
     }
-    Ok(netns::Lab::load(Some(lab), config)?.bridge.name)
+    Ok(model::Lab::load(Some(lab), config)?.bridge.name)
 }
 
 /// Input checks that need no side effects (also run by a daemonizing parent, so bad input
@@ -136,7 +133,7 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
     if md.len() < 4096 {
         return Err(kerr(format!("only {} bytes: not a kernel image", md.len())));
     }
-    let nsp = netns::paths::netns_path(&o.lab);
+    let nsp = model::paths::netns_path(&o.lab);
     if !nsp.exists() {
         return Err(Error::LabNotUp {
             lab: o.lab.clone(),
@@ -241,7 +238,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
             ));
             kernel = v;
         } else {
-            match crate::kernel::vmlinux_for(&o.kernel, &netns::paths::run_dir().join("kernels")) {
+            match crate::kernel::vmlinux_for(&o.kernel, &model::paths::run_dir().join("kernels")) {
                 Ok(v) => {
                     notes.push(format!(
                         "booting {} (PVH, unpacked from the bzImage) instead of the bzImage",
@@ -333,7 +330,7 @@ fn make_overlay(
     base: &Disk,
     notes: &mut Vec<String>,
 ) -> Result<Disk, Error> {
-    let dir = netns::paths::state_dir(lab).join("vms").join(name);
+    let dir = model::paths::state_dir(lab).join("vms").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let ov = dir.join("overlay.qcow2");
     if ov.exists() {
@@ -437,7 +434,8 @@ fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `vm run`: stream the command's output to stdout, return its exit status.
-    Run { verbose: bool },
+    /// `progress`: say on stderr what the guest is doing (lease, command started).
+    Run { verbose: bool, progress: bool },
     /// `vm start`: wait for QEMU to end; optionally attach the console to this terminal.
     Start { attach_console: bool },
 }
@@ -449,6 +447,10 @@ pub struct Outcome {
     /// How QEMU ended.
     pub exit: String,
     pub timed_out: bool,
+    /// Run mode: the guest started the command (its begin marker was seen).
+    pub reached_command: bool,
+    /// The guest kernel's "Kernel panic - ..." line, if it panicked.
+    pub panic: Option<String>,
 }
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -498,6 +500,7 @@ pub fn launch(
         exit: None,
         dir: spec.dir.clone(),
         command_line: spec.command_line(),
+        ephemeral: p.ephemeral,
     };
     let res = st.save().and_then(|_| spawn_qemu(p));
     let mut child = match res {
@@ -507,6 +510,10 @@ pub fn launch(
             st.status = Status::Stopped;
             st.exit = Some(format!("failed to start: {e}"));
             let _ = st.save();
+            if p.ephemeral {
+                // The error carries QEMU's own words; nothing else of this run is worth keeping.
+                let _ = std::fs::remove_dir_all(&spec.dir);
+            }
             return Err(e);
         }
     };
@@ -540,30 +547,88 @@ pub fn launch(
     let _ = st.save();
     // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-    if p.ephemeral && outcome.as_ref().is_ok_and(|o| o.rc.is_some()) {
+    // QEMU that quit with an error before the guest printed a thing did not really start
+    // (e.g. guest memory it cannot allocate): its own log says why.
+    let serial_empty = std::fs::metadata(spec.serial_log()).map_or(true, |m| m.len() == 0);
+    let qemu_failed = status.is_some_and(|s| !s.success());
+    let start_error = (qemu_failed && serial_empty && !matches!(&outcome, Ok(o) if o.timed_out))
+        .then(|| {
+            Error::QemuStart(format!(
+                "exited at startup ({}):\n{}",
+                status.map_or("?".into(), |s| s.to_string()),
+                tail_lines(&spec.dir.join("qemu.log"), 20)
+            ))
+        });
+    // A run that gave no exit status keeps its console log for a look, out of the VM dir
+    // (a throwaway VM's dir goes, so `vm list` keeps no stale runs).
+    let failed = !matches!(&outcome, Ok(o) if o.rc.is_some());
+    let mut serial_log = spec.serial_log();
+    if p.ephemeral {
+        if failed && !serial_empty {
+            let kept = failed_run_log(&p.lab, &spec.name);
+            if let Some(d) = kept.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            if std::fs::rename(&serial_log, &kept).is_ok() {
+                serial_log = kept;
+            }
+        }
         let _ = std::fs::remove_dir_all(&spec.dir);
     }
     let outcome = outcome?;
+    if outcome.rc.is_none() {
+        if let Some(e) = start_error {
+            return Err(e);
+        }
+    }
     if let Mode::Run { .. } = mode {
         if outcome.rc.is_none() {
-            let tail = tail_lines(&spec.serial_log(), 15);
-            let why = if outcome.timed_out {
-                "timed out"
-            } else {
-                "ended"
-            };
-            return Err(Error::Qemu(format!(
-                "the guest {why} without reporting the command's exit status ({}); last console lines:\n{tail}",
-                outcome.exit
-            )));
+            let serial = serial_log.display().to_string();
+            if outcome.timed_out {
+                return Err(Error::TimedOut(Box::new(crate::TimedOut {
+                    name: spec.name.clone(),
+                    secs: p.timeout.map_or(0, |t| t.as_secs()),
+                    reached_command: outcome.reached_command,
+                    serial_log: serial,
+                })));
+            }
+            return Err(Error::GuestFailed(Box::new(crate::GuestFailed {
+                name: spec.name.clone(),
+                reached_command: outcome.reached_command,
+                panic: outcome.panic.clone(),
+                exit: outcome.exit.clone(),
+                serial_log: serial,
+                tail: lines_up_to(&serial_log, "Kernel panic - ", 12),
+            })));
         }
     }
     Ok(outcome)
 }
 
+/// The last `n` lines of the file up to and including the first line containing `mark`
+/// (the lines that led to a panic, not its call trace), or its last `n` lines.
+fn lines_up_to(p: &Path, mark: &str, n: usize) -> String {
+    let s = std::fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.contains(mark))
+        .map_or(lines.len(), |i| i + 1);
+    lines[end.saturating_sub(n)..end].join("\n")
+}
+
+/// Where a failed throwaway run's serial log is kept (the last one per name).
+pub fn failed_run_log(lab: &str, name: &str) -> PathBuf {
+    netns::paths::lab_run_dir(lab)
+        .join("failed-runs")
+        .join(format!("{name}.serial.log"))
+}
+
 fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
     let spec = &p.spec;
-    let nsp = netns::paths::netns_path(&p.lab);
+    let nsp = model::paths::netns_path(&p.lab);
     let ns = std::fs::File::open(&nsp).map_err(|e| Error::io(&nsp, e))?;
     let log = spec.dir.join("qemu.log");
     let logf = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
@@ -592,13 +657,13 @@ fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::Qemu(format!("{}: {e}", spec.qemu.display())))?;
+        .map_err(|e| Error::QemuStart(format!("{}: {e}", spec.qemu.display())))?;
     drop(ns);
     // QEMU is up once its QMP socket exists; an early exit is a configuration error.
     let t0 = Instant::now();
     while !spec.qmp_sock().exists() {
         if let Ok(Some(s)) = child.try_wait() {
-            return Err(Error::Qemu(format!(
+            return Err(Error::QemuStart(format!(
                 "exited at startup ({s}):\n{}",
                 tail_lines(&log, 20)
             )));
@@ -606,7 +671,7 @@ fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
         if t0.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Qemu(format!(
+            return Err(Error::QemuStart(format!(
                 "no QMP socket after 30 s:\n{}",
                 tail_lines(&log, 20)
             )));
@@ -632,9 +697,27 @@ struct RunTail {
     pending_newline: bool,
     rc: Option<i32>,
     verbose: bool,
+    /// Say on stderr when the guest got its lease and started the command, as NAME: ….
+    progress: Option<String>,
+    begun: bool,
+    panic: Option<String>,
 }
 
 impl RunTail {
+    fn new(verbose: bool, progress: Option<String>) -> RunTail {
+        RunTail {
+            file: None,
+            buf: vec![],
+            in_output: false,
+            pending_newline: false,
+            rc: None,
+            verbose,
+            progress,
+            begun: false,
+            panic: None,
+        }
+    }
+
     fn poll(&mut self, path: &Path, out: &mut dyn Write) {
         if self.file.is_none() {
             self.file = std::fs::File::open(path).ok();
@@ -660,11 +743,25 @@ impl RunTail {
 
     fn line(&mut self, line: &[u8], out: &mut dyn Write) {
         let s = String::from_utf8_lossy(line);
+        if self.panic.is_none() {
+            if let Some(i) = s.find("Kernel panic - ") {
+                self.panic = Some(s[i..].trim_end().to_string());
+            }
+        }
         if !self.in_output {
             if s.contains(initramfs::RUN_BEGIN) {
                 self.in_output = true;
+                self.begun = true;
+                if let Some(name) = &self.progress {
+                    eprintln!("{name}: running the command");
+                }
             } else if self.verbose {
                 eprintln!("{s}");
+            } else if let Some(name) = &self.progress {
+                if let Some(i) = s.find("labnet-init: ") {
+                    // The init's own news: its lease, or what went wrong on the way.
+                    eprintln!("{name}: {}", s[i + "labnet-init: ".len()..].trim_end());
+                }
             }
             return;
         }
@@ -689,17 +786,12 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
     let spec = &p.spec;
     let set = sigset(&STOP_SIGNALS);
     let t0 = Instant::now();
-    let mut tail = RunTail {
-        file: None,
-        buf: vec![],
-        in_output: false,
-        pending_newline: false,
-        rc: None,
-        verbose: false,
+    let mut tail = match mode {
+        Mode::Run { verbose, progress } => {
+            RunTail::new(verbose, progress.then(|| spec.name.clone()))
+        }
+        Mode::Start { .. } => RunTail::new(false, None),
     };
-    if let Mode::Run { verbose } = mode {
-        tail.verbose = verbose;
-    }
     let mut console = None;
     if let Mode::Start {
         attach_console: true,
@@ -731,6 +823,8 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
                 rc: tail.rc,
                 exit: format!("qemu {s}"),
                 timed_out,
+                reached_command: tail.begun,
+                panic: tail.panic.clone(),
             });
         }
         let ts = libc::timespec {
@@ -747,7 +841,7 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
         // VM goes too (instead of running on, unreachable, in an orphaned namespace).
         if stop_started.is_none() && last_lab_check.elapsed() > Duration::from_millis(500) {
             last_lab_check = Instant::now();
-            if !netns::paths::netns_path(&p.lab).exists() {
+            if !model::paths::netns_path(&p.lab).exists() {
                 eprintln!("{}: lab {} is gone; stopping the VM", spec.name, p.lab);
                 stop_started = Some(Instant::now());
                 request_stop(spec, p.generated_initramfs);
@@ -848,14 +942,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("serial.log");
         std::fs::write(&p, b"").unwrap();
-        let mut t = RunTail {
-            file: None,
-            buf: vec![],
-            in_output: false,
-            pending_newline: false,
-            rc: None,
-            verbose,
-        };
+        let mut t = RunTail::new(verbose, None);
         let mut out = vec![];
         // Written in pieces, as QEMU does, with polls in between.
         for chunk in log.chunks(7) {

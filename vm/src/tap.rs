@@ -49,7 +49,7 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
 
 /// Deletes the tap; a missing tap or a lab that is already gone is fine.
 pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
-    if !netns::paths::netns_path(lab).exists() {
+    if !model::paths::netns_path(lab).exists() {
         return Ok(false);
     }
     let tap = name.to_string();
@@ -60,7 +60,7 @@ pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
 
 /// True when the link exists in the lab namespace.
 pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
-    if !netns::paths::netns_path(lab).exists() {
+    if !model::paths::netns_path(lab).exists() {
         return Ok(false);
     }
     let tap = name.to_string();

@@ -30,7 +30,7 @@ How:
   --ms-mode MODE           legacy|crc|secure|prefer-crc|prefer-secure
                            (default: v2 addresses with prefer-crc, v1 if the cluster has no v2)
   --quorum-only            only monitors in the dump's quorum list
-  --preset seed            add norequire_active_mds,noshare (seed 000's options)
+  --preset testing         add norequire_active_mds,noshare (the Ceph docs' kernel testing options)
   -o OPTS                  more kernel options, comma separated (no secret/key/name here)
   --fs-ls FILE|--fs-ls-cmd CMD   check --fs against `ceph fs ls --format=json` first
 Secret (never on the command line):
@@ -44,6 +44,7 @@ Extras:
   --dry-run                print every step instead of doing it (inputs are still read)
   --show-secret            print the secret in --dry-run output and messages
   -h, --help               this text
+  -V, --version            print kmount's version
 ";
 
 #[derive(Default)]
@@ -105,8 +106,10 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
             "--ms-mode" => a.ms_mode = Some(val("--ms-mode")?.parse().map_err(|e| format!("--ms-mode: {e}"))?),
             "--quorum-only" => a.quorum_only = true,
             "--preset" => match val("--preset")?.as_str() {
-                "seed" => a.options.extend(PRESET_SEED.iter().map(|s| s.to_string())),
-                p => return Err(format!("--preset: unknown preset {p:?} (known: seed)")),
+                "testing" | "seed" => {
+                    a.options.extend(PRESET_SEED.iter().map(|s| s.to_string()))
+                }
+                p => return Err(format!("--preset: unknown preset {p:?} (known: testing)")),
             },
             "-o" | "--options" => {
                 a.options.extend(val("-o")?.split(',').filter(|s| !s.is_empty()).map(String::from))
@@ -235,6 +238,10 @@ fn warn(s: &str) {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--version" || a == "-V") {
+        println!("kmount {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args(argv) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -507,7 +514,17 @@ fn run(a: Args) -> Result<(), String> {
     if a.debug {
         for m in ["ceph", "libceph"] {
             let line = format!("module {m} +p");
-            ctx.step(&format!("echo '{line}' > dynamic_debug/control"));
+            // Where it will go (debugfs is mounted first when needed); both possible files named.
+            ctx.step(&format!(
+                "echo '{line}' > {}",
+                sys::DYNDBG_CONTROL
+                    .iter()
+                    .rev()
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" (or, if present, ")
+                    + ")"
+            ));
             if !ctx.dry {
                 ensure_debugfs(&ctx);
                 let ok = sys::DYNDBG_CONTROL.iter().any(|c| {

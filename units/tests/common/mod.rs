@@ -13,14 +13,14 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// The embedded default lab (no config file).
-pub fn default_lab() -> netns::Lab {
-    netns::Lab::embedded_default()
+pub fn default_lab() -> model::Lab {
+    model::Lab::embedded_default()
 }
 
 /// The WireGuard lab, parsed as if read from WG_CONFIG.
-pub fn wg_lab() -> netns::Lab {
+pub fn wg_lab() -> model::Lab {
     let text = std::fs::read_to_string(fixture("wg.toml")).unwrap();
-    netns::config::parse(&text, WG_CONFIG, None).unwrap_or_else(|e| panic!("{e}"))
+    model::config::parse(&text, WG_CONFIG, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn opts(bin: &Path, config: Option<&str>) -> units::Options {

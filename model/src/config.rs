@@ -148,7 +148,7 @@ struct RawDns {
 
 // ---------- validated ----------
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lab {
     /// Lab name = network namespace name (/run/netns/NAME).
     pub name: String,
@@ -160,13 +160,13 @@ pub struct Lab {
     pub dns: Dns,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
     pub name: String,
     pub address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Uplink {
     /// Isolated lab: no route out.
@@ -177,7 +177,7 @@ pub enum Uplink {
     Host(HostUplink),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WgBackend {
     /// Kernel module when it exists, else userspace.
@@ -186,7 +186,7 @@ pub enum WgBackend {
     Userspace,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wireguard {
     pub interface: String,
     pub address: Ipv4Cidr,
@@ -201,7 +201,7 @@ pub struct Wireguard {
     pub backend: WgBackend,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostUplink {
     pub host_interface: String,
     pub lab_interface: String,
@@ -209,7 +209,7 @@ pub struct HostUplink {
     pub lab_address: Ipv4Cidr,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dhcp {
     pub range_start: Ipv4Addr,
     pub range_end: Ipv4Addr,
@@ -217,14 +217,14 @@ pub struct Dhcp {
     pub reservations: Vec<Reservation>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub mac: [u8; 6],
     pub ip: Option<Ipv4Addr>,
     pub hostname: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dns {
     pub zone: String,
     pub upstreams: Vec<SocketAddr>,
@@ -362,9 +362,8 @@ impl Lab {
 
 /// The config file a running lab was built from, per /run/labnet/LAB.json.
 fn running_lab_source(lab: &str) -> Option<PathBuf> {
-    let state = std::fs::read(crate::paths::lab_state_file(lab)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&state).ok()?;
-    let source = PathBuf::from(v.get("config")?.get("source")?.as_str()?);
+    let state = crate::state::LabState::load(lab).ok()??;
+    let source = PathBuf::from(state.config?.source);
     source.is_file().then_some(source)
 }
 
@@ -397,16 +396,32 @@ fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
     Ok(parsed)
 }
 
-/// A TOML error as `line L, column C: MESSAGE`, without the toml crate's quote of the source
-/// line: that line may hold a key pasted where it does not belong (`private_key = "…"`).
+/// A TOML error as `line L, column C: MESSAGE` and, under it, the line with a caret under
+/// the bad part (like the toml crate's own message), key-shaped tokens of that line
+/// redacted: it may hold a key pasted where it does not belong (`private_key = "…"`).
 fn syntax_message(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim_end().replace('\n', " ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let start = span.start.min(text.len());
+            let before = &text[..start];
             let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {col}: {}", redact_keys(&message))
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let col = before.len() - line_start + 1;
+            let src = text[line_start..].lines().next().unwrap_or("");
+            let width = span
+                .end
+                .saturating_sub(span.start)
+                .clamp(1, src.len().saturating_sub(col - 1).max(1));
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            format!(
+                "line {line}, column {col}: {}\n{pad} |\n{num} | {}\n{pad} | {}{}",
+                redact_keys(&message),
+                redact_keys(src),
+                " ".repeat(src[..(col - 1).min(src.len())].chars().count()),
+                "^".repeat(width)
+            )
         }
         None => redact_keys(&message),
     }

@@ -1,7 +1,10 @@
-//! The hosts file dhcpd writes (`state_dir(lab)/hosts`): one `IP NAME` per line, NAME without
+//! The hosts file dhcpd writes ([`format`], [`write`]) and dns reads ([`parse`]) (`state_dir(lab)/hosts`): one `IP NAME` per line, NAME without
 //! the zone. The parser is lenient on purpose: a bad line is skipped (and reported), never a
 //! reason to stop serving the good ones.
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::{paths, Error};
 
 /// One usable line of the hosts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,24 @@ pub fn parse(text: &str, zone: &str) -> (Vec<HostEntry>, Vec<BadLine>) {
 }
 
 /// `vm1`, `VM1.lab`, `vm1.lab.` -> `vm1`; None if it is not a valid host name.
+/// The hosts file of `lab`.
+pub fn file(lab: &str) -> PathBuf {
+    paths::state_dir(lab).join("hosts")
+}
+
+/// `IP NAME` lines, sorted by address then name, as [`parse`] reads them back.
+pub fn format<'a>(entries: impl IntoIterator<Item = (Ipv4Addr, &'a str)>) -> String {
+    let mut v: Vec<(Ipv4Addr, &str)> = entries.into_iter().collect();
+    v.sort();
+    v.iter().map(|(ip, h)| format!("{ip} {h}\n")).collect()
+}
+
+/// Replaces `STATE_DIR/hosts` atomically, so dns never reads half a file.
+pub fn write(state_dir: &Path, text: &str) -> Result<(), Error> {
+    let path = state_dir.join("hosts");
+    paths::write_atomic(&path, text.as_bytes(), false).map_err(|e| Error::io(&path, e))
+}
+
 fn relative_name(name: &str, zone: &str) -> Option<String> {
     let mut n = name.trim_end_matches('.').to_ascii_lowercase();
     if let Some(stripped) = n.strip_suffix(&format!(".{zone}")) {
@@ -81,6 +102,19 @@ fn relative_name(name: &str, zone: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_format_writes_parse_reads() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let text = super::format([(ip("192.168.0.101"), "vm2"), (ip("192.168.0.100"), "vm1")]);
+        assert_eq!(text, "192.168.0.100 vm1\n192.168.0.101 vm2\n");
+        let (hosts, bad) = super::parse(&text, "lab");
+        assert!(bad.is_empty());
+        assert_eq!(
+            hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["vm1", "vm2"]
+        );
+    }
+
     use super::*;
 
     #[test]

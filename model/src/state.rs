@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
+use crate::config::Lab;
 use crate::{paths, Error};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,12 +47,19 @@ pub enum Resource {
 pub struct LabState {
     pub lab: String,
     /// The config the lab was built from (down must not depend on today's config file).
-    pub config: Option<serde_json::Value>,
+    /// A record written by an older labnet whose config no longer parses reads as None.
+    #[serde(default, deserialize_with = "lenient")]
+    pub config: Option<Lab>,
     /// True once `up` finished every step.
     pub complete: bool,
     /// Which WireGuard backend `up` chose.
     pub wg_backend: Option<String>,
     pub resources: Vec<Resource>,
+}
+
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Lab>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl LabState {
@@ -60,7 +68,7 @@ impl LabState {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| Error::Other(format!("{}: corrupt state: {e}", path.display()))),
+                .map_err(|source| Error::CorruptState { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&path, e)),
         }
@@ -69,9 +77,13 @@ impl LabState {
     /// Writes the record atomically (tmp + fsync + rename).
     pub fn save(&self) -> Result<(), Error> {
         let path = paths::lab_state_file(&self.lab);
-        let dir = path.parent().expect("state file has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::CorruptState {
+            path: path.clone(),
+            source,
+        })?;
         paths::write_atomic(&path, &bytes, true).map_err(|e| Error::io(&path, e))
     }
 
@@ -136,10 +148,10 @@ impl LabLock {
                     break;
                 }
                 if std::time::Instant::now() >= deadline {
-                    return Err(Error::Other(format!(
-                        "another `labnet up` or `down` of lab {lab} holds {}; try again when it has finished",
-                        path.display()
-                    )));
+                    return Err(Error::LockBusy {
+                        lab: lab.into(),
+                        path,
+                    });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

@@ -1,0 +1,168 @@
+//! How a labnet run ends: a failure is printed once as `error: …` with its cause chain (no
+//! backtrace unless `--debug`) and ends the process with the status it carries (1 unless a
+//! command says otherwise, e.g. `vm run`'s 124/125/126); printing commands die quietly of
+//! SIGPIPE on a closed stdout; commands that change the system check for root first.
+use std::fmt;
+use std::process::ExitCode;
+
+/// An error that ends the process with a specific exit status.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for Coded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// `error` that makes labnet exit with `code`.
+pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code,
+        error: error.into(),
+    })
+}
+
+/// The lines `labnet` prints for a failure (without `--debug`): `error: TOP` then one
+/// `  caused by: …` per cause, skipping a cause its parent's message already quotes (a
+/// thiserror `{source}`), so nothing is said twice.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut said: Vec<String> = vec![];
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || said.iter().any(|p| p.contains(s.as_str())) {
+            continue;
+        }
+        said.push(s);
+    }
+    let mut out = String::new();
+    for (i, s) in said.iter().enumerate() {
+        out.push_str(if i == 0 { "error: " } else { "  caused by: " });
+        out.push_str(s);
+        out.push('\n');
+    }
+    if !has_net_admin() && e.chain().any(is_permission_error) {
+        out.push_str(
+            "  hint: labnet needs root (CAP_NET_ADMIN) for this; run it as root, e.g. with sudo\n",
+        );
+    }
+    out
+}
+
+/// Prints the failure and returns the exit status it carries.
+pub fn report(e: &anyhow::Error, debug: bool) -> ExitCode {
+    let code = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map(|c| c.code)
+        .unwrap_or(1);
+    if debug {
+        // The full chain and, when captured, the backtrace (anyhow's Debug form).
+        eprintln!("error: {e:?}");
+    } else {
+        eprint!("{}", error_text(e));
+    }
+    ExitCode::from(code)
+}
+
+fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io.kind() == std::io::ErrorKind::PermissionDenied;
+    }
+    if let Some(n) = e.downcast_ref::<nix::errno::Errno>() {
+        return matches!(n, nix::errno::Errno::EPERM | nix::errno::Errno::EACCES);
+    }
+    false
+}
+
+/// CAP_NET_ADMIN is in this process's effective set (/proc/self/status CapEff).
+pub fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Fails up front, before anything is read or locked, when `what` needs root and this
+/// process lacks CAP_NET_ADMIN (instead of a bare EPERM somewhere half-way).
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if has_net_admin() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "labnet {what} needs root (CAP_NET_ADMIN): it works on network namespaces, links and \
+         /run/labnet; run it as root, e.g. `sudo labnet {what} …`"
+    )
+}
+
+/// A closed stdout ends a printing command the Unix way, silently by SIGPIPE (like `ls |
+/// head`), instead of a "failed printing to stdout" panic. Commands that supervise
+/// something (a daemon, a VM) keep Rust's default of ignoring SIGPIPE: they must always
+/// clean up, and they treat a failed write as nothing worse.
+pub fn die_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Quoting {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn chain_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Quoting {
+            path: "/x".into(),
+            source: io,
+        })
+        .context("loading lab a");
+        assert_eq!(
+            error_text(&e).lines().take(2).collect::<Vec<_>>(),
+            ["error: loading lab a", "  caused by: /x: no such file"]
+        );
+    }
+
+    #[test]
+    fn multi_line_messages_stay_multi_line() {
+        let e = anyhow::anyhow!("f.toml: TOML parse error at line 1\n  |\n1 | x\n  | ^");
+        assert!(
+            error_text(&e).starts_with("error: f.toml: TOML parse error at line 1\n  |\n1 | x\n")
+        );
+    }
+
+    #[test]
+    fn code_survives_context() {
+        let e = with_code(125, anyhow::anyhow!("kernel panic")).context("vm run");
+        assert_eq!(
+            e.chain()
+                .find_map(|c| c.downcast_ref::<Coded>())
+                .unwrap()
+                .code,
+            125
+        );
+        assert!(error_text(&e).contains("caused by: kernel panic"));
+    }
+}
