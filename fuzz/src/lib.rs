@@ -175,12 +175,33 @@ pub fn keyring(data: &[u8]) {
     }
 }
 
-/// A lab's TOML as `labnet up --config FILE` reads it.
+/// Whether `v` (a lab TOML document) is safe to hand to the parser here: no `conf` (it would
+/// read the file it names) and no `endpoint` that is not an IP:PORT literal (the parser
+/// resolves a host name with getaddrinfo, and a fuzzer must never send a name lookup to the
+/// machine's resolver). Keys are compared as the toml crate reads them (escapes undone).
+fn lab_toml_is_offline(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Table(t) => t.iter().all(|(k, v)| match k.as_str() {
+            "conf" => false,
+            "endpoint" => v
+                .as_str()
+                .is_none_or(|e| e.parse::<std::net::SocketAddr>().is_ok()),
+            _ => lab_toml_is_offline(v),
+        }),
+        toml::Value::Array(a) => a.iter().all(lab_toml_is_offline),
+        _ => true,
+    }
+}
+
+/// A lab's TOML as `labnet up --config FILE` reads it (documents that would read a file or
+/// resolve a name are skipped, see [`lab_toml_is_offline`]).
 pub fn lab_toml(data: &[u8]) {
     let s = text(data);
-    // A config naming files (uplink.conf) would read them: only fuzz what reads none.
-    if s.contains("conf") {
-        return;
+    match toml::from_str::<toml::Value>(&s) {
+        Ok(v) if lab_toml_is_offline(&v) => {}
+        // Not TOML: the parser stops at the syntax error, before any field is read.
+        Err(_) => {}
+        Ok(_) => return,
     }
     if let Ok(lab) = netns::config::parse(&s, "fuzz.toml", None) {
         let _ = lab.effective_upstreams();
@@ -188,10 +209,30 @@ pub fn lab_toml(data: &[u8]) {
     let _ = netns::config::parse(&s, "fuzz.toml", Some("fz"));
 }
 
-/// A wg-quick `.conf` named by `uplink.conf`, filling the peer fields of a lab.
+/// Whether a wg-quick conf has no `Endpoint` other than an IP:PORT literal (lines read as
+/// the lab config reads them: `#` comments, `KEY = VALUE`, keys without regard to case).
+fn wg_quick_is_offline(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        match line.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("endpoint") => {
+                v.trim().parse::<std::net::SocketAddr>().is_ok()
+            }
+            _ => true,
+        }
+    })
+}
+
+/// A wg-quick `.conf` named by `uplink.conf`, filling the peer fields of a lab (confs with a
+/// host-name Endpoint are skipped: resolving it would query the machine's resolver).
 pub fn wg_quick(data: &[u8]) {
     use std::sync::OnceLock;
     static FILE: OnceLock<PathBuf> = OnceLock::new();
+    let conf = text(data);
+    // The conf is read as UTF-8; lossy text stands in for what the reader would reject.
+    if !wg_quick_is_offline(&conf) || std::str::from_utf8(data).is_err() {
+        return;
+    }
     let path = FILE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("labnet-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -216,4 +257,22 @@ pub fn kernel(data: &[u8]) {
     }
     let _ = vm::kernel::has_pvh_note(data);
     let _ = vm::initramfs::elf_is_dynamic(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_that_would_resolve_or_read_are_not_parsed() {
+        let ok = |s: &str| lab_toml_is_offline(&toml::from_str(s).unwrap());
+        assert!(ok("[uplink]\nendpoint = \"127.0.0.1:51820\"\n"));
+        assert!(ok("[uplink]\nendpoint = \"[::1]:51820\"\n"));
+        assert!(!ok("[uplink]\nendpoint = \"bounce.example.com:51820\"\n"));
+        // An escaped key is still the key `endpoint`.
+        assert!(!ok("[uplink]\n\"end\\u0070oint\" = \"h:1\"\n"));
+        assert!(!ok("[uplink]\nconf = \"/etc/wireguard/wg0.conf\"\n"));
+        assert!(wg_quick_is_offline("[Peer]\nEndpoint = 127.0.0.1:51820 # x\n"));
+        assert!(!wg_quick_is_offline("[Peer]\n ENDPOINT=host.test:51820\n"));
+    }
 }
