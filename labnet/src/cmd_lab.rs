@@ -180,8 +180,9 @@ pub fn doctor(ctx: &Ctx, a: DoctorArgs) -> Result<()> {
     } else {
         print!("{}", report.to_text());
     }
+    // Like status: 3 means the lab is up but something is wrong.
     if !report.ok {
-        std::process::exit(1);
+        std::process::exit(3);
     }
     Ok(())
 }

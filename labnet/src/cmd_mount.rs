@@ -298,7 +298,7 @@ fn helper_plan(a: &MountArgs, p: &plan::MountPlan, name: &str) -> Result<plan::M
              FILE (or --show-secret to put the secret inline)"
         ),
     };
-    let abs = std::path::absolute(keyring).with_context(|| format!("{keyring}"))?;
+    let abs = std::path::absolute(keyring).with_context(|| keyring.to_string())?;
     if abs != std::path::Path::new(&standard) {
         eprintln!(
             "labnet mount: note: mount.ceph finds the key of client.{name} in {standard}: \

@@ -25,8 +25,17 @@ pub enum VmCommand {
     List(ListArgs),
     /// Print a VM's leased address.
     Ip(IpArgs),
-    /// ssh to a VM from inside the lab namespace.
+    /// ssh to a VM from inside the lab namespace (the lab's key, the pinned host key); the
+    /// exit status is the remote command's.
     Ssh(SshArgs),
+    /// Copy files to or from a VM (scp): `vm cp SRC NAME:DST` or `vm cp NAME:SRC DST`.
+    Cp(CpArgs),
+    /// Print an ssh_config block per VM, so plain `ssh NAME.ZONE` works from the host.
+    SshConfig(SshConfigArgs),
+    /// ssh's ProxyCommand (from `vm ssh-config`): connects stdin/stdout to the VM's PORT
+    /// from inside the lab's namespace.
+    #[command(hide = true)]
+    Proxy(ProxyArgs),
     /// Attach this terminal to a VM's serial console (Ctrl-] detaches).
     Console(NameArgs),
     /// Stop a VM (ACPI power-down, then kill after --timeout).
@@ -54,6 +63,7 @@ Examples:
 
 const START_HELP: &str = "\
 Examples:
+  labnet vm start --name k1 --image bookworm --daemonize && labnet vm ssh k1 --wait -- uname -r
   labnet vm start --name k1 --kernel arch/x86/boot/bzImage --drive arch.qcow2 --overlay --daemonize
   labnet vm start --kernel arch/x86/boot/bzImage --share ~/src:src   # console on this terminal
   labnet vm ip k1 --wait 60 && labnet vm ssh k1 -- uname -r";
@@ -63,7 +73,12 @@ impl VmCommand {
     pub fn supervises(&self) -> bool {
         matches!(
             self,
-            VmCommand::Start(_) | VmCommand::Run(_) | VmCommand::Console(_) | VmCommand::Ssh(_)
+            VmCommand::Start(_)
+                | VmCommand::Run(_)
+                | VmCommand::Console(_)
+                | VmCommand::Ssh(_)
+                | VmCommand::Cp(_)
+                | VmCommand::Proxy(_)
         )
     }
 
@@ -75,6 +90,8 @@ impl VmCommand {
             VmCommand::Rm(_) => Some("vm rm"),
             VmCommand::Console(_) => Some("vm console"),
             VmCommand::Ssh(_) => Some("vm ssh"),
+            VmCommand::Cp(_) => Some("vm cp"),
+            VmCommand::Proxy(_) => Some("vm proxy"),
             _ => None,
         }
     }
@@ -86,9 +103,12 @@ pub struct BootArgs {
     /// start; run1, run2, ... for run).
     #[arg(long)]
     pub name: Option<String>,
-    /// Kernel image (bzImage).
-    #[arg(long)]
-    pub kernel: PathBuf,
+    /// Kernel image (bzImage); with --image, default: the image's own kernel.
+    #[arg(long, required_unless_present = "image")]
+    pub kernel: Option<PathBuf>,
+    /// Boot a per-VM overlay of this `labnet image` (root=/dev/vda; the base is never written).
+    #[arg(long, conflicts_with_all = ["drive", "overlay"])]
+    pub image: Option<String>,
     /// Use this initrd instead of the generated initramfs.
     #[arg(long)]
     pub initrd: Option<PathBuf>,
@@ -215,9 +235,38 @@ pub struct SshArgs {
     /// Remote user.
     #[arg(long, short = 'l', default_value = "root")]
     pub user: String,
+    /// First wait (up to SECS, default 300) for the lease and for sshd to answer.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "300")]
+    pub wait: Option<u64>,
     /// Command to run (default: a login shell).
     #[arg(last = true)]
     pub cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// A local path or NAME:PATH.
+    pub src: String,
+    /// A local path or NAME:PATH.
+    pub dst: String,
+    /// Copy directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+}
+
+#[derive(Args)]
+pub struct SshConfigArgs {
+    /// Only this VM (default: every VM of the lab).
+    pub name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The VM's name.
+    pub name: String,
+    /// The VM's TCP port.
+    #[arg(default_value_t = 22)]
+    pub port: u16,
 }
 
 #[derive(Args)]
@@ -245,6 +294,9 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
         VmCommand::List(a) => list(ctx, a),
         VmCommand::Ip(a) => ip(ctx, a),
         VmCommand::Ssh(a) => ssh(ctx, a),
+        VmCommand::Cp(a) => cp(ctx, a),
+        VmCommand::SshConfig(a) => ssh_config(ctx, a),
+        VmCommand::Proxy(a) => proxy(ctx, a),
         VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
         VmCommand::Rm(a) => rm(ctx, a),
         VmCommand::Stop(a) => {
@@ -258,7 +310,13 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
 
 fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Options> {
     let lab = ctx.lab_name(None)?;
-    let mut o = vm::supervise::Options::new(&lab, &name, &b.kernel);
+    let img = b.image.as_deref().map(image::store::load).transpose()?;
+    let kernel = match (&b.kernel, &img) {
+        (Some(k), _) => k.clone(),
+        (None, Some(i)) => vm::image_boot::default_kernel(i),
+        (None, None) => bail!("--kernel: required (or --image)"),
+    };
+    let mut o = vm::supervise::Options::new(&lab, &name, &kernel);
     o.config = ctx.config.clone();
     o.initrd = b.initrd.clone();
     o.drive = b.drive.clone();
@@ -267,7 +325,7 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
     o.cpus = b.cpus;
     o.machine = match &b.machine {
         Some(m) => Machine::parse(m)?,
-        None if b.drive.is_some() || b.initrd.is_some() => Machine::Q35,
+        None if b.drive.is_some() || b.initrd.is_some() || b.image.is_some() => Machine::Q35,
         None => Machine::Microvm,
     };
     o.accel = vm::accel::Choice::parse(&b.accel)?;
@@ -288,6 +346,9 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
     o.qemu = b.qemu.clone();
     o.timeout = b.timeout.map(Duration::from_secs);
     o.pvh = b.pvh;
+    if let Some(i) = &img {
+        vm::image_boot::apply(&mut o, i, b.kernel.is_none(), b.machine.is_some())?;
+    }
     Ok(o)
 }
 
@@ -550,19 +611,196 @@ fn ip(ctx: &Ctx, a: IpArgs) -> Result<()> {
 
 fn ssh(ctx: &Ctx, a: SshArgs) -> Result<()> {
     let lab = ctx.lab_name(None)?;
-    let ip = vm_ip(&lab, &a.name, 0)?;
-    let mut args: Vec<String> = [
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-    .map(String::from)
-    .into();
+    let st = vm::manage::load(&lab, &a.name)?;
+    let opts = vm::ssh::options(&lab, &st)?;
+    let ip = match a.wait {
+        None => vm_ip(&lab, &a.name, 0)?,
+        Some(secs) => {
+            let t0 = std::time::Instant::now();
+            let ip = vm_ip(&lab, &a.name, secs)?;
+            wait_sshd(
+                &lab,
+                &st,
+                &opts,
+                ip,
+                &a.user,
+                Duration::from_secs(secs).saturating_sub(t0.elapsed()),
+            )?;
+            if a.cmd.is_empty() {
+                eprintln!(
+                    "{}: sshd answering at {ip} after {:.1} s",
+                    a.name,
+                    t0.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            ip
+        }
+    };
+    let mut args = opts;
     args.push(format!("{}@{ip}", a.user));
-    args.extend(a.cmd);
+    if !a.cmd.is_empty() {
+        args.push("--".into());
+        args.extend(a.cmd);
+    }
     let rc = vm::manage::exec_in_lab(&lab, "ssh", &args).context("ssh")?;
+    if rc == 255 {
+        refuse_changed_host_key(&lab, &st, ip)?;
+    }
     std::process::exit(rc);
+}
+
+/// ssh exits 255 for its own failures: when the VM presents another host key than its
+/// image recorded, say so plainly (ssh's own words are a wall of @ signs).
+fn refuse_changed_host_key(lab: &str, st: &vm::state::VmState, ip: Ipv4Addr) -> Result<()> {
+    if let Some(msg) = vm::ssh::host_key_mismatch(lab, st, ip) {
+        eprintln!("labnet: {msg}");
+        std::process::exit(255);
+    }
+    Ok(())
+}
+
+/// Polls `ssh true` until sshd lets us in; a changed host key ends the wait at once.
+fn wait_sshd(
+    lab: &str,
+    st: &vm::state::VmState,
+    opts: &[String],
+    ip: Ipv4Addr,
+    user: &str,
+    budget: Duration,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut args = opts.to_vec();
+    args.extend([
+        "-o".into(),
+        "ConnectTimeout=3".into(),
+        format!("{user}@{ip}"),
+        "true".into(),
+    ]);
+    loop {
+        let (mut cmd, _ns) = vm::manage::lab_command(lab, "ssh", &args)?;
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("ssh")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if out.status.code() == Some(255) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("Host key verification failed")
+                || err.contains("HOST IDENTIFICATION HAS CHANGED")
+            {
+                refuse_changed_host_key(lab, st, ip)?;
+                bail!("{}: host key verification failed: {}", st.name, err.trim());
+            }
+        }
+        if t0.elapsed() >= budget {
+            bail!(
+                "{}: sshd at {ip} did not answer within {} s (last: {}; serial log: {})",
+                st.name,
+                budget.as_secs(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                st.dir.join("serial.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `NAME:PATH` → Some((NAME, PATH)); a local path (no colon before the first slash) → None.
+fn remote(spec: &str) -> Option<(&str, &str)> {
+    let (n, p) = spec.split_once(':')?;
+    (!n.is_empty() && !n.contains('/')).then_some((n, p))
+}
+
+fn cp(ctx: &Ctx, a: CpArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    let (name, path, to_vm) = match (remote(&a.src), remote(&a.dst)) {
+        (None, Some((n, p))) => (n.to_string(), p.to_string(), true),
+        (Some((n, p)), None) => (n.to_string(), p.to_string(), false),
+        _ => bail!(
+            "vm cp: exactly one of SRC and DST must be NAME:PATH (got {:?} {:?})",
+            a.src,
+            a.dst
+        ),
+    };
+    let st = vm::manage::load(&lab, &name)?;
+    let ip = vm_ip(&lab, &name, 0)?;
+    let mut args = vm::ssh::options(&lab, &st)?;
+    if a.recursive {
+        args.push("-r".into());
+    }
+    let at = format!("root@{ip}:{path}");
+    if to_vm {
+        args.extend([a.src.clone(), at]);
+    } else {
+        args.extend([at, a.dst.clone()]);
+    }
+    let rc = vm::manage::exec_in_lab(&lab, "scp", &args).context("scp")?;
+    if rc == 255 || rc == 1 {
+        refuse_changed_host_key(&lab, &st, ip)?;
+    }
+    std::process::exit(rc);
+}
+
+fn ssh_config(ctx: &Ctx, a: SshConfigArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    // The running lab's record says which zone its dns serves; else the config.
+    let zone = match model::state::LabState::load(&lab)
+        .ok()
+        .flatten()
+        .and_then(|s| s.config)
+    {
+        Some(c) => c.dns.zone,
+        None => ctx.load(Some(&lab))?.dns.zone,
+    };
+    let exe = std::env::current_exe()?;
+    let vms = match &a.name {
+        Some(n) => vec![vm::manage::load(&lab, n)?],
+        None => vm::state::list(&lab)?,
+    };
+    for st in vms {
+        print!("{}", vm::ssh::config_block(&lab, &st, &zone, &exe)?);
+    }
+    Ok(())
+}
+
+fn proxy(ctx: &Ctx, a: ProxyArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let lab = ctx.lab_name(None)?;
+    let ip = vm_ip(&lab, &a.name, 30)?;
+    let nsp = netns::paths::netns_path(&lab);
+    let ns = std::fs::File::open(&nsp)
+        .with_context(|| format!("lab {lab} is not up ({})", nsp.display()))?;
+    // This thread enters the lab; the socket it opens lives there.
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+    let sock =
+        std::net::TcpStream::connect((ip, a.port)).with_context(|| format!("{ip}:{}", a.port))?;
+    let mut up = sock.try_clone()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || up.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    let mut down = sock;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 16384];
+    loop {
+        match down.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+    Ok(())
 }

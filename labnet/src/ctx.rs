@@ -56,12 +56,13 @@ impl Ctx {
             .or_else(|| std::env::var(LAB_ENV).ok().filter(|s| !s.is_empty())))
     }
 
-    /// The chosen lab, loaded and validated.
+    /// The chosen lab, loaded and validated; what is odd but allowed is warned about.
     pub fn load(&self, positional: Option<&str>) -> Result<netns::Lab> {
-        Ok(netns::Lab::load(
-            self.given(positional)?.as_deref(),
-            self.config(),
-        )?)
+        let lab = netns::Lab::load(self.given(positional)?.as_deref(), self.config())?;
+        for w in lab.warnings() {
+            eprintln!("labnet: warning: {w}");
+        }
+        Ok(lab)
     }
 
     /// The chosen lab's name; reads the config only when no name is given.

@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod cmd_dhcpd;
 mod cmd_dns;
 mod cmd_help;
+mod cmd_image;
 mod cmd_lab;
 mod cmd_logs;
 mod cmd_mount;
@@ -58,7 +59,8 @@ enum Command {
     /// Show each component of the lab and whether it matches the config (exit 3 if not).
     #[command(after_help = cmd_lab::STATUS_EXAMPLES)]
     Status(cmd_lab::StatusArgs),
-    /// Diagnose why the lab cannot reach the bounce box, resolve names, or forward traffic.
+    /// Diagnose why the lab cannot reach the bounce box, hand out addresses, resolve names, or
+    /// forward traffic (exit 3 when something is wrong, like status).
     Doctor(cmd_lab::DoctorArgs),
     /// List every lab (configured, running, or both) with its state.
     List(cmd_lab::ListArgs),
@@ -75,6 +77,9 @@ enum Command {
     /// Print the address of a VM or host of the lab, by name (what the lab's DNS answers).
     #[command(after_help = cmd_dns::RESOLVE_EXAMPLES)]
     Resolve(cmd_dns::ResolveArgs),
+    /// Build, list and remove Debian root images for long-lived VMs (`vm start --image`).
+    #[command(subcommand)]
+    Image(cmd_image::ImageCommand),
     /// Launch and manage QEMU VMs in the lab.
     #[command(subcommand)]
     Vm(cmd_vm::VmCommand),
@@ -136,6 +141,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Leases(a) => cmd_dhcpd::leases(&ctx, a),
         Command::Dns(a) => cmd_dns::dns(&ctx, a),
         Command::Resolve(a) => cmd_dns::resolve(&ctx, a),
+        Command::Image(c) => cmd_image::run(c),
         Command::Vm(c) => cmd_vm::run(&ctx, c),
         Command::Mount(a) => cmd_mount::mount(a),
         Command::KernelConfig(a) => cmd_mount::kernel_config(a),

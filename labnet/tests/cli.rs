@@ -392,3 +392,52 @@ fn generated_text_works_as_printed() {
     // kmount's dry run naming /sys/kernel/debug/dynamic_debug/control and --version:
     // mountgen/tests/kmount_e2e.rs.
 }
+
+/// Item 9: duplicate reservations are refused when the config is loaded, naming both
+/// entries; one inside the dynamic pool is warned about.
+#[test]
+fn duplicate_reservations_are_refused() {
+    let e = Env::new("res");
+    let r = |mac: &str, ip: &str, h: &str| {
+        format!("[[dhcp.reservations]]\nmac = \"{mac}\"\nip = \"{ip}\"\nhostname = \"{h}\"\n")
+    };
+    for (extra, field, says) in [
+        (
+            r("52:54:00:00:00:02", "10.79.0.10", "b"),
+            "dhcp.reservations[1].ip",
+            "10.79.0.10 is also reserved by dhcp.reservations[0]",
+        ),
+        (
+            r("52:54:00:00:00:01", "10.79.0.11", "b"),
+            "dhcp.reservations[1].mac",
+            "52:54:00:00:00:01 is also the MAC of dhcp.reservations[0]",
+        ),
+        (
+            r("52:54:00:00:00:02", "10.79.0.11", "A"),
+            "dhcp.reservations[1].hostname",
+            "\"A\" is also the hostname of dhcp.reservations[0]",
+        ),
+    ] {
+        e.lab(
+            "lcdup",
+            &(r("52:54:00:00:00:01", "10.79.0.10", "a") + &extra),
+        );
+        let out = e.run(&["leases", "lcdup"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("lcdup.toml: {field}: {says}")),
+            "{err}"
+        );
+    }
+    e.lab("lcdup", &r("52:54:00:00:00:01", "10.79.0.120", "a"));
+    let out = e.run(&["leases", "lcdup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning:")
+            && stderr(&out)
+                .contains("10.79.0.120 is inside the dynamic pool 10.79.0.100-10.79.0.150"),
+        "{}",
+        stderr(&out)
+    );
+}

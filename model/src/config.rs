@@ -457,6 +457,29 @@ fn redact_keys(text: &str) -> String {
     out
 }
 
+impl Lab {
+    /// Things in the config that work but are probably not meant: a reservation inside the
+    /// dynamic pool (dhcpd then keeps that address out of the pool for everyone else).
+    pub fn warnings(&self) -> Vec<String> {
+        let pool = u32::from(self.dhcp.range_start)..=u32::from(self.dhcp.range_end);
+        self.dhcp
+            .reservations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let ip = r.ip?;
+                pool.contains(&u32::from(ip)).then(|| {
+                    format!(
+                        "{}: dhcp.reservations[{i}].ip: {ip} is inside the dynamic pool {}-{}; \
+                         better pick an address outside it",
+                        self.source, self.dhcp.range_start, self.dhcp.range_end
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// Parses and validates a lab's TOML. `lab` (from the command line) overrides a missing name.
 pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigError> {
     let raw: RawLab = toml::from_str(text).map_err(|e| ConfigError::Syntax {
@@ -655,6 +678,44 @@ impl RawLab {
                 }
                 None => None,
             };
+            // Two entries for one MAC, address or name: dhcpd could honour only one of them.
+            let fmt_mac = |m: &[u8; 6]| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            for (j, o) in reservations.iter().enumerate() {
+                let o: &Reservation = o;
+                let other = format!("dhcp.reservations[{j}]");
+                if o.mac == mac {
+                    return Err(v.err(
+                        &f("mac"),
+                        format!("{} is also the MAC of {other}", fmt_mac(&mac)),
+                    ));
+                }
+                if ip.is_some() && o.ip == ip {
+                    return Err(v.err(
+                        &f("ip"),
+                        format!(
+                            "{} is also reserved by {other} (mac {})",
+                            ip.map(|i| i.to_string()).unwrap_or_default(),
+                            fmt_mac(&o.mac)
+                        ),
+                    ));
+                }
+                if let (Some(h), Some(oh)) = (&r.hostname, &o.hostname) {
+                    if h.eq_ignore_ascii_case(oh) {
+                        return Err(v.err(
+                            &f("hostname"),
+                            format!(
+                                "{h:?} is also the hostname of {other} (mac {})",
+                                fmt_mac(&o.mac)
+                            ),
+                        ));
+                    }
+                }
+            }
             reservations.push(Reservation {
                 mac,
                 ip,
@@ -721,6 +782,29 @@ impl RawLab {
             dns,
         })
     }
+}
+
+/// `HOST:PORT` (or `[V6]:PORT`) of the bounce box, an IPv4 address preferred. A name that
+/// does not resolve says so, naming the host, rather than blaming the syntax.
+fn resolve_endpoint(v: &V, e: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |m: String| v.err("uplink.endpoint", m);
+    if let Ok(sa) = e.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let (host, port) = e
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        .ok_or_else(|| bad(format!("expected HOST:PORT of the bounce box, got {e:?}")))?;
+    let addrs: Vec<SocketAddr> = e
+        .to_socket_addrs()
+        .map_err(|err| bad(format!("cannot resolve {host}: {err}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad(format!("cannot resolve {host}: no address (port {port})")))
 }
 
 fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Uplink, ConfigError> {
@@ -790,20 +874,7 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
             }
             let endpoint = match &u.endpoint {
                 None => None,
-                Some(e) => Some(
-                    e.to_socket_addrs()
-                        .ok()
-                        .and_then(|mut a| {
-                            a.find(|a| a.is_ipv4())
-                                .or_else(|| e.to_socket_addrs().ok()?.next())
-                        })
-                        .ok_or_else(|| {
-                            v.err(
-                                "uplink.endpoint",
-                                format!("expected HOST:PORT of the bounce box, got {e:?}"),
-                            )
-                        })?,
-                ),
+                Some(e) => Some(resolve_endpoint(v, e)?),
             };
             let mut allowed_ips = Vec::new();
             for (i, a) in u
@@ -939,6 +1010,55 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text, "lab.toml", None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn duplicate_reservations_name_both_entries() {
+        let lab = |res: &str| format!("name = \"x\"\n{res}");
+        let r = |mac: &str, ip: &str, h: &str| {
+            format!("[[dhcp.reservations]]\nmac = \"{mac}\"\nip = \"{ip}\"\nhostname = \"{h}\"\n")
+        };
+        let a = r("52:54:00:00:00:01", "192.168.0.10", "vm1");
+        assert_eq!(
+            err(&lab(&(a.clone() + &r("52:54:00:00:00:01", "192.168.0.11", "vm2")))),
+            "lab.toml: dhcp.reservations[1].mac: 52:54:00:00:00:01 is also the MAC of dhcp.reservations[0]"
+        );
+        assert_eq!(
+            err(&lab(&(a.clone() + &r("52:54:00:00:00:02", "192.168.0.10", "vm2")))),
+            "lab.toml: dhcp.reservations[1].ip: 192.168.0.10 is also reserved by dhcp.reservations[0] (mac 52:54:00:00:00:01)"
+        );
+        assert_eq!(
+            err(&lab(&(a.clone() + &r("52:54:00:00:00:02", "192.168.0.11", "VM1")))),
+            "lab.toml: dhcp.reservations[1].hostname: \"VM1\" is also the hostname of dhcp.reservations[0] (mac 52:54:00:00:00:01)"
+        );
+        let ok = parse(
+            &lab(&(a + &r("52:54:00:00:00:02", "192.168.0.150", "vm2"))),
+            "lab.toml",
+            None,
+        )
+        .unwrap();
+        // .150 is inside the default pool (.100-.199): warned, not refused.
+        assert_eq!(
+            ok.warnings(),
+            ["lab.toml: dhcp.reservations[1].ip: 192.168.0.150 is inside the dynamic pool 192.168.0.100-192.168.0.199; better pick an address outside it"]
+        );
+    }
+
+    #[test]
+    fn endpoint_errors_say_what_is_wrong() {
+        let wg = |ep: &str| {
+            format!("name = \"x\"\n[uplink]\nkind = \"wireguard\"\naddress = \"192.168.20.1/24\"\nprivate_key_file = \"/k\"\npeer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nendpoint = \"{ep}\"\n")
+        };
+        assert_eq!(
+            err(&wg("bounce")),
+            "lab.toml: uplink.endpoint: expected HOST:PORT of the bounce box, got \"bounce\""
+        );
+        // `localhost` resolves from /etc/hosts, without any DNS traffic.
+        let lab = parse(&wg("localhost:51820"), "lab.toml", None).unwrap();
+        let Uplink::Wireguard(w) = lab.uplink else {
+            panic!()
+        };
+        assert_eq!(w.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
     }
 
     #[test]

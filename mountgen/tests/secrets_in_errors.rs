@@ -29,12 +29,8 @@ fn kmount(args: &[&str], stdin: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // kmount may fail (and close stdin) before it reads it.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let o = child.wait_with_output().unwrap();
     (
         o.status.success(),
@@ -58,10 +54,8 @@ fn assert_not_echoed(secret: &str, out: &str, what: &str) {
     }
 }
 
-fn tmp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kmount-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+fn tmp_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -69,7 +63,8 @@ fn tmp_file(name: &str, text: &str) -> PathBuf {
 #[test]
 fn option_errors_never_quote_the_option() {
     let d = dump();
-    let keyring = tmp_file("ok.keyring", &format!("[client.fs]\n\tkey = {KEY}\n"));
+    let dir = testkit::temp_dir("kmount-secrets");
+    let keyring = tmp_file(&dir, "ok.keyring", &format!("[client.fs]\n\tkey = {KEY}\n"));
     let kr = keyring.display().to_string();
     for opt in [
         format!("secret= {KEY}"),
@@ -113,10 +108,23 @@ fn key_input_errors_never_quote_the_key() {
     // A key one character off (no longer valid base64 / no longer a ceph key).
     let broken = KEY.replacen('+', "*", 1);
     let short = &KEY[..30];
-    let bad_keyring = tmp_file("bad.keyring", &format!("[client.fs]\n\tkey = {broken}\n"));
-    let other_entity = tmp_file("other.keyring", &format!("[client.admin]\n\tkey = {KEY}\n"));
-    let bad_file = tmp_file("bad.key", &format!("{short}\n"));
-    let good_keyring = tmp_file("good.keyring", &format!("[client.fs]\n\tkey = {KEY}\n"));
+    let dir = testkit::temp_dir("kmount-secrets");
+    let bad_keyring = tmp_file(
+        &dir,
+        "bad.keyring",
+        &format!("[client.fs]\n\tkey = {broken}\n"),
+    );
+    let other_entity = tmp_file(
+        &dir,
+        "other.keyring",
+        &format!("[client.admin]\n\tkey = {KEY}\n"),
+    );
+    let bad_file = tmp_file(&dir, "bad.key", &format!("{short}\n"));
+    let good_keyring = tmp_file(
+        &dir,
+        "good.keyring",
+        &format!("[client.fs]\n\tkey = {KEY}\n"),
+    );
     let base = ["--dry-run", "--name", "fs", "--fs", "a"];
     let cases: Vec<(Vec<String>, &str, &str)> = vec![
         (

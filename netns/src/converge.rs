@@ -34,7 +34,7 @@ pub struct Observed {
     /// The lab's IPv4 default route: (gateway, output link name).
     pub default_route: Option<(Option<Ipv4Addr>, Option<String>)>,
     pub ip_forward: bool,
-    /// `table ip labnet` in the lab masquerades out of the uplink.
+    /// `table ip labnet` in the lab masquerades out of the uplink and filters input/forward.
     pub lab_nft: bool,
     /// For a host uplink: the lab's table in labnet's own namespace exists.
     pub host_nft: bool,
@@ -70,6 +70,7 @@ pub enum Repair {
     /// labnet made it.
     NftLabMasquerade {
         netns: String,
+        bridge: String,
         uplink: String,
     },
     NftHostMasquerade {
@@ -95,7 +96,7 @@ impl Repair {
             }
             Repair::Sysctl { path, value, .. } => format!("{path} was not {value}: set"),
             Repair::NftLabMasquerade { uplink, .. } => format!(
-                "nft table ip {} lacked the masquerade out of {uplink}: rebuilt",
+                "nft table ip {} lacked the masquerade out of {uplink}: rebuilt (with its input/forward policy)",
                 nft::LAB_TABLE
             ),
             Repair::NftHostMasquerade { lab, .. } => format!(
@@ -237,6 +238,7 @@ pub fn plan(lab: &Lab, obs: &Observed) -> Plan {
         if !obs.lab_nft {
             p.steps.push(Repair::NftLabMasquerade {
                 netns: lab.name.clone(),
+                bridge: lab.bridge.name.clone(),
                 uplink: link.clone(),
             });
         }
@@ -291,9 +293,11 @@ pub fn apply(net: &mut dyn Net, steps: &[Repair]) -> Result<(), Error> {
             } => net.add_address(netns.as_deref(), link, *address),
             Repair::DefaultRoute { netns, link, via } => net.add_default_route(netns, link, *via),
             Repair::Sysctl { netns, path, value } => net.sysctl(netns, path, value),
-            Repair::NftLabMasquerade { netns, uplink } => {
-                net.replace_nft_table(Some(netns), nft::LAB_TABLE, nft::lab_masquerade(uplink))
-            }
+            Repair::NftLabMasquerade {
+                netns,
+                bridge,
+                uplink,
+            } => net.replace_nft_table(Some(netns), nft::LAB_TABLE, nft::lab_table(bridge, uplink)),
             Repair::NftHostMasquerade {
                 lab,
                 host_interface,
@@ -395,7 +399,8 @@ pub fn observe(lab: &Lab) -> Result<Observed, Error> {
     .trim()
         == "1";
     if let Some((link, _, _)) = uplink_of(lab) {
-        o.lab_nft = nft::masquerades(Some(&lab.name), nft::LAB_TABLE, &link)?;
+        o.lab_nft = nft::list_table(Some(&lab.name), nft::LAB_TABLE)?
+            .is_some_and(|t| nft::is_lab_table(&t, &link));
     }
     let dir = etc_netns_dir(&lab.name);
     for (name, text) in [

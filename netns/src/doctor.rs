@@ -1,13 +1,19 @@
-//! `labnet doctor`: seed 000's three ways a lab fails, checked from inside the lab, and said in
-//! words: (1) no route or handshake to the bounce box, (2) DNS not answering, (3) a firewall
-//! on the path (traffic leaves but nothing is forwarded back).
+//! `labnet doctor`: the ways a lab fails, checked from inside the lab, and said in words:
+//! (1) no route, handshake or session with the bounce box, (2) the lab's DHCP server dead or
+//! not answering on the bridge, (3) DNS: labnet's own server (a `lab.` name) apart from the
+//! upstream path, so a dead upstream is not blamed on labnet, (4) a firewall on the path
+//! (traffic leaves but nothing is forwarded back).
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use serde::Serialize;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::{Lab, Uplink};
+use crate::lab::daemon_is_ours;
 use crate::nsfs::{in_netns, netns_exists};
-use crate::state::LabState;
+use crate::probe::{dhcp_discover, dns_query, DnsReply};
+use crate::state::{LabState, Resource};
 use crate::{nft, wg, Error};
 
 #[derive(Debug, Serialize)]
@@ -92,6 +98,13 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
                     p.tx_bytes, p.endpoint.clone().unwrap_or("(no endpoint)".into())
                 )),
                 (_, None, false) => (false, format!("no handshake with the bounce box: set uplink.endpoint (now {:?}) and check the bounce box is up", w.endpoint)),
+                (_, Some(s), false) if s > session_timeout() => (false, format!(
+                    "WireGuard session with the bounce box lost: the last handshake with peer {} ({}) was {s} s ago, past the {} s a session lives without one, and {} does not answer; the bounce box is down, or unreachable at its endpoint",
+                    &w.peer_public_key[..8],
+                    peer.and_then(|p| p.endpoint.clone()).unwrap_or("no endpoint".into()),
+                    session_timeout(),
+                    w.gateway
+                )),
                 (_, Some(s), false) => (false, format!("handshake {s} s ago, but {} does not answer ping: the bounce box drops ICMP or does not own {}", w.gateway, w.gateway)),
             };
             path_ok = ok;
@@ -99,19 +112,75 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         }
     }
 
-    // 2. DNS.
+    // 2. The lab's DHCP server: running, and answering a DISCOVER on the bridge.
+    let daemons: Vec<(String, Option<u32>, bool)> = st
+        .iter()
+        .flat_map(|s| s.resources.iter())
+        .filter_map(|r| match r {
+            Resource::Daemon { name, pid, exe } => Some((
+                name.clone(),
+                *pid,
+                pid.is_some_and(|p| daemon_is_ours(p, exe)),
+            )),
+            _ => None,
+        })
+        .collect();
+    let daemon = |name: &str| daemons.iter().find(|d| d.0 == name).cloned();
+    let br = &lab.bridge.name;
+    let offer = dhcp_discover(&ns, br)?;
+    let (ok, words) = match (daemon("dhcpd"), offer) {
+        (Some((_, pid, false)), _) => (false, format!(
+            "labnet dhcpd is not running (pid {} is gone): VMs get no address; `labnet up {ns}` restarts it",
+            pid.map(|p| p.to_string()).unwrap_or("-".into())
+        )),
+        (_, Some(a)) => (true, format!("a DHCP server on {br} offered {a} to a throwaway client")),
+        (Some((_, pid, true)), None) => (false, format!(
+            "labnet dhcpd runs (pid {}) but did not answer a DISCOVER on {br} within 2 s: it is not bound to the bridge, or stopped",
+            pid.map(|p| p.to_string()).unwrap_or("-".into())
+        )),
+        (None, None) => (false, format!(
+            "nothing answered a DISCOVER on {br} within 2 s (labnet up did not start dhcpd: is labnet-dhcpd@{ns}.service running?)"
+        )),
+    };
+    f.push(finding("dhcp", ok, words));
+
+    // 3. DNS: labnet's own server with a name of the lab zone, then each upstream directly,
+    // then forwarding through labnet's server only when an upstream answers.
+    let lab_dns = SocketAddr::from((lab.bridge.address.addr, 53));
+    let zone = format!("{}.", lab.dns.zone.trim_end_matches('.'));
+    let local = dns_query(&ns, lab_dns, &zone, RecordType::SOA)?;
+    let local_ok = matches!(local, DnsReply::Answered { code: ResponseCode::NoError, answers, authoritative: true } if answers > 0);
+    f.push(finding("lab dns", local_ok, match (&local, daemon("dns")) {
+        (_, Some((_, pid, false))) => format!(
+            "labnet dns is not running (pid {} is gone): nothing answers on {lab_dns}; `labnet up {ns}` restarts it",
+            pid.map(|p| p.to_string()).unwrap_or("-".into())
+        ),
+        _ if local_ok => format!("labnet dns answers for {zone} on {lab_dns}"),
+        (DnsReply::Silent, _) => format!("labnet dns does not answer on {lab_dns} (no reply to {zone} SOA within 1 s)"),
+        (DnsReply::Answered { code, .. }, _) => format!("labnet dns on {lab_dns} answered {zone} SOA with {code}, not the lab zone"),
+    }));
     let upstreams = lab.effective_upstreams();
     let mut any_dns = false;
     for u in &upstreams {
-        let ok = dns_answers(&ns, *u)?;
+        let ok = matches!(
+            dns_query(&ns, *u, ".", RecordType::NS)?,
+            DnsReply::Answered { .. }
+        );
         any_dns |= ok;
-        f.push(finding("dns upstream", ok, if ok { format!("{u} answers queries") } else { format!("DNS not answering: {u} gave no reply within 1 s{}", if path_ok { " (the path to the bounce box works, so the resolver there is down or not listening on that address)" } else { " (the path itself is down, see above)" }) }));
+        f.push(finding("dns upstream", ok, if ok { format!("{u} answers queries") } else { format!("upstream DNS {u} gave no reply within 1 s{}; names outside {zone} cannot resolve (labnet dns itself {})", if path_ok { " (the path to the bounce box works, so the resolver there is down or not listening on that address)" } else { " (the path itself is down, see above)" }, if local_ok { "is fine" } else { "fails too, see above" }) }));
     }
-    let lab_dns = SocketAddr::from((lab.bridge.address.addr, 53));
-    let ok = dns_answers(&ns, lab_dns)?;
-    f.push(finding("lab dns", ok, if ok { format!("labnet dns answers on {lab_dns}") } else { format!("DNS not answering: nothing answers on {lab_dns}; `labnet up {ns}` restarts the lab's dns daemon") }));
+    if any_dns && local_ok {
+        let ok = matches!(
+            dns_query(&ns, lab_dns, ".", RecordType::NS)?,
+            DnsReply::Answered {
+                code: ResponseCode::NoError,
+                ..
+            }
+        );
+        f.push(finding("dns forwarding", ok, if ok { format!("labnet dns forwards names outside {zone} to its upstreams") } else { format!("an upstream answers directly, but labnet dns on {lab_dns} does not forward to it") }));
+    }
 
-    // 3. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
+    // 4. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
     let fwd = in_netns(Some(&ns), || {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
             .map_err(|e| Error::io("ip_forward", e))
@@ -138,6 +207,15 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         }
     }
     Ok(report(lab, f))
+}
+
+/// How long a WireGuard session lives without a new handshake (REJECT_AFTER_TIME, 180 s);
+/// `LABNET_WG_SESSION_SECS` shortens it (the tests do, to see a lost session without waiting).
+fn session_timeout() -> u64 {
+    std::env::var("LABNET_WG_SESSION_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(180)
 }
 
 fn report(lab: &Lab, findings: Vec<Finding>) -> DoctorReport {
@@ -207,39 +285,4 @@ fn checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-/// Sends one query (". NS") and accepts any well-formed reply with our id.
-pub fn dns_answers(ns: &str, server: SocketAddr) -> Result<bool, Error> {
-    in_netns(Some(ns), move || {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("udp socket", e))?;
-        s.set_read_timeout(Some(Duration::from_secs(1))).ok();
-        let id: u16 = 0x4c4e;
-        let q = [
-            (id >> 8) as u8,
-            id as u8,
-            1,
-            0,
-            0,
-            1,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            2,
-            0,
-            1,
-        ];
-        if s.send_to(&q, server).is_err() {
-            return Ok(false);
-        }
-        let mut buf = [0u8; 1500];
-        Ok(
-            matches!(s.recv_from(&mut buf), Ok((n, from)) if n >= 12 && from == server && buf[0..2] == q[0..2] && buf[2] & 0x80 != 0),
-        )
-    })
 }

@@ -216,7 +216,8 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
                 family: "ip".into(),
                 name: nft::LAB_TABLE.into(),
             })?;
-            let (nft_ns, rules) = (ns.clone(), nft::lab_masquerade(&w.interface));
+            let rules = nft::lab_table(&lab.bridge.name, &w.interface);
+            let nft_ns = ns.clone();
             let nft_job = std::thread::spawn(move || nft::apply(Some(&nft_ns), rules));
             let started = wg_started.expect("wireguard started above");
             let userspace = started.userspace;
@@ -266,7 +267,10 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
                 family: "ip".into(),
                 name: nft::LAB_TABLE.into(),
             })?;
-            nft::apply(Some(&ns), nft::lab_masquerade(&hu.lab_interface))?;
+            nft::apply(
+                Some(&ns),
+                nft::lab_table(&lab.bridge.name, &hu.lab_interface),
+            )?;
             let path = "/proc/sys/net/ipv4/ip_forward";
             let old = std::fs::read_to_string(path)
                 .map_err(|e| Error::io(path, e))?

@@ -1,8 +1,10 @@
-//! The nftables table labnet owns: NAT for traffic leaving the lab through its uplink.
+//! The nftables tables labnet owns: in a lab with an uplink, the input/forward policy (from
+//! the uplink only replies) and NAT for traffic leaving through the uplink; for a host
+//! uplink, the NAT in labnet's own namespace.
 //! Built with the `nftables` crate's JSON schema and applied by `nft -j -f -` started inside
 //! the target namespace (so nothing else's ruleset is touched; the table is deleted whole).
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, CT};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -35,34 +37,157 @@ fn postrouting_chain(table: &str) -> Chain<'static> {
     }
 }
 
-/// `table ip labnet { chain postrouting { type nat hook postrouting priority srcnat;
-///  oifname "UPLINK" masquerade } }` — seed 000's `iptables -t nat -A POSTROUTING -o wg-sepian
-/// -j MASQUERADE`, in a table of its own.
-pub fn lab_masquerade(uplink: &str) -> Nftables<'static> {
+fn filter_chain(name: &str, hook: NfHook) -> Chain<'static> {
+    Chain {
+        family: NfFamily::IP,
+        table: LAB_TABLE.into(),
+        name: name.to_string().into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(hook),
+        prio: Some(0),
+        policy: Some(NfChainPolicy::Drop),
+        ..Default::default()
+    }
+}
+
+fn iif(name: &str) -> Statement<'static> {
+    Statement::Match(Match {
+        left: meta(MetaKey::Iifname),
+        right: Expression::String(name.to_string().into()),
+        op: Operator::EQ,
+    })
+}
+
+fn oif(name: &str) -> Statement<'static> {
+    Statement::Match(Match {
+        left: meta(MetaKey::Oifname),
+        right: Expression::String(name.to_string().into()),
+        op: Operator::EQ,
+    })
+}
+
+/// `ct state established,related`: replies to the lab's own connections.
+fn replies() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT {
+            key: "state".into(),
+            family: None,
+            dir: None,
+        })),
+        right: Expression::List(vec![
+            Expression::String("established".into()),
+            Expression::String("related".into()),
+        ]),
+        op: Operator::IN,
+    })
+}
+
+fn rule(
+    chain: &str,
+    mut expr: Vec<Statement<'static>>,
+    verdict: Statement<'static>,
+    why: &str,
+) -> NfListObject<'static> {
+    expr.push(verdict);
+    NfListObject::Rule(Rule {
+        family: NfFamily::IP,
+        table: LAB_TABLE.into(),
+        chain: chain.to_string().into(),
+        expr: expr.into(),
+        comment: Some(format!("labnet: {why}").into()),
+        ..Default::default()
+    })
+}
+
+/// labnet's table in a lab with an uplink:
+///
+/// ```text
+/// table ip labnet {
+///   chain input { type filter hook input priority 0; policy drop;
+///     iifname "lo" accept; ct state established,related accept; iifname "BRIDGE" accept }
+///   chain forward { type filter hook forward priority 0; policy drop;
+///     ct state established,related accept; iifname "BRIDGE" oifname "UPLINK" accept }
+///   chain postrouting { type nat hook postrouting priority srcnat;
+///     oifname "UPLINK" masquerade } }
+/// ```
+///
+/// From the uplink (the bounce box, the host) only replies to the lab's own connections come
+/// in: the lab's DNS and DHCP are no open services to the other side, nor are its VMs. From
+/// the bridge, the lab host (its daemons, a cluster on the bridge address) and the way out;
+/// from anywhere else (a link that is neither), nothing. The NAT is seed 000's `iptables -t
+/// nat -A POSTROUTING -o wg-sepian -j MASQUERADE`, in a table of its own.
+pub fn lab_table(bridge: &str, uplink: &str) -> Nftables<'static> {
+    let accept = || Statement::Accept(None);
     let mut b = Batch::new();
     b.add(NfListObject::Table(Table {
         family: NfFamily::IP,
         name: LAB_TABLE.into(),
         ..Default::default()
     }));
+    b.add(NfListObject::Chain(filter_chain("input", NfHook::Input)));
+    b.add(rule(
+        "input",
+        vec![iif("lo")],
+        accept(),
+        "the lab's own traffic",
+    ));
+    b.add(rule(
+        "input",
+        vec![replies()],
+        accept(),
+        "replies to the lab's connections",
+    ));
+    b.add(rule(
+        "input",
+        vec![iif(bridge)],
+        accept(),
+        "the lab's clients",
+    ));
+    b.add(NfListObject::Chain(filter_chain(
+        "forward",
+        NfHook::Forward,
+    )));
+    b.add(rule(
+        "forward",
+        vec![replies()],
+        accept(),
+        "replies to the lab's connections",
+    ));
+    b.add(rule(
+        "forward",
+        vec![iif(bridge), oif(uplink)],
+        accept(),
+        "the lab's clients out through the uplink",
+    ));
     b.add(NfListObject::Chain(postrouting_chain(LAB_TABLE)));
     b.add(NfListObject::Rule(Rule {
         family: NfFamily::IP,
         table: LAB_TABLE.into(),
         chain: "postrouting".into(),
-        expr: vec![
-            Statement::Match(Match {
-                left: meta(MetaKey::Oifname),
-                right: Expression::String(uplink.to_string().into()),
-                op: Operator::EQ,
-            }),
-            Statement::Masquerade(None),
-        ]
-        .into(),
+        expr: vec![oif(uplink), Statement::Masquerade(None)].into(),
         comment: Some("labnet: lab traffic leaving the uplink".into()),
         ..Default::default()
     }));
     b.to_nftables()
+}
+
+/// Whether a listed lab table (`nft -j list table`) is [`lab_table`]'s: the masquerade out
+/// of `uplink` and both filter chains with policy drop.
+pub fn is_lab_table(listed: &serde_json::Value, uplink: &str) -> bool {
+    let s = listed.to_string();
+    let drop_chains = listed["nftables"]
+        .as_array()
+        .map(|objs| {
+            objs.iter()
+                .filter(|o| {
+                    let c = &o["chain"];
+                    ["input", "forward"].contains(&c["name"].as_str().unwrap_or_default())
+                        && c["policy"] == "drop"
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    s.contains("masquerade") && s.contains(&format!("\"{uplink}\"")) && drop_chains == 2
 }
 
 /// For a host uplink: in labnet's own namespace, masquerade what arrives from the lab's veth
@@ -126,14 +251,6 @@ pub fn delete_table(ns: Option<&str>, table: &str) -> Result<(), Error> {
     })
 }
 
-/// True when `table` exists in `ns` and holds a masquerade rule for `oifname`.
-pub fn masquerades(ns: Option<&str>, table: &str, oifname: &str) -> Result<bool, Error> {
-    Ok(list_table(ns, table)?.is_some_and(|t| {
-        let s = t.to_string();
-        s.contains("masquerade") && s.contains(&format!("\"{oifname}\""))
-    }))
-}
-
 /// The table's rules as JSON (None when it does not exist).
 pub fn list_table(ns: Option<&str>, table: &str) -> Result<Option<serde_json::Value>, Error> {
     let table = table.to_string();
@@ -162,9 +279,9 @@ mod tests {
     }
 
     #[test]
-    fn lab_masquerade_golden() {
-        let json = serde_json::to_string_pretty(&lab_masquerade("wg-sepian")).unwrap();
-        golden("nft-lab-masquerade.json", &(json + "\n"));
+    fn lab_table_golden() {
+        let json = serde_json::to_string_pretty(&lab_table("br0", "wg-sepian")).unwrap();
+        golden("nft-lab-table.json", &(json + "\n"));
     }
 
     #[test]

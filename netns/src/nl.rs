@@ -18,19 +18,27 @@ where
     F: FnOnce(Handle) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, Error>>,
 {
-    in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime", e))?;
-        rt.block_on(async move {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|e| Error::io("netlink socket", e))?;
-            let task = tokio::spawn(conn);
-            let out = f(handle).await;
-            task.abort();
-            out
-        })
+    in_netns(ns, move || netlink_here(f))
+}
+
+/// Runs `f(handle)` on a current-thread runtime in the calling thread's namespace, whatever
+/// it is (e.g. a thread that unshared one of its own).
+pub fn netlink_here<T, F, Fut>(f: F) -> Result<T, Error>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    rt.block_on(async move {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("netlink socket", e))?;
+        let task = tokio::spawn(conn);
+        let out = f(handle).await;
+        task.abort();
+        out
     })
 }
 
@@ -143,6 +151,16 @@ pub async fn move_to_netns(h: &Handle, name: &str, ns_fd: i32) -> Result<(), Err
         .execute()
         .await
         .map_err(nl(format!("move {name} into the lab namespace")))
+}
+
+/// Makes `name` a port of bridge `bridge`.
+pub async fn set_controller(h: &Handle, name: &str, bridge: &str) -> Result<(), Error> {
+    let (idx, br) = (index_of(h, name).await?, index_of(h, bridge).await?);
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).controller(br).build())
+        .execute()
+        .await
+        .map_err(nl(format!("attach {name} to {bridge}")))
 }
 
 pub async fn add_address(h: &Handle, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {

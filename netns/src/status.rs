@@ -257,22 +257,21 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
                 Err(e) => c.push(comp("wg peer", false, e.to_string())),
             }
             let table = nft::list_table(Some(&ns), nft::LAB_TABLE)?;
-            let ok = table.as_ref().is_some_and(|t| {
-                let s = t.to_string();
-                s.contains("masquerade") && s.contains(&format!("\"{}\"", w.interface))
-            });
+            let ok = table
+                .as_ref()
+                .is_some_and(|t| nft::is_lab_table(t, &w.interface));
             c.push(comp(
                 "nft",
                 ok,
                 if ok {
                     format!(
-                        "table ip {} masquerades oifname {}",
+                        "table ip {} masquerades oifname {} and lets in only replies from it",
                         nft::LAB_TABLE,
                         w.interface
                     )
                 } else {
                     format!(
-                        "table ip {} missing or without the masquerade rule",
+                        "table ip {} missing, without the masquerade rule or the input/forward policy",
                         nft::LAB_TABLE
                     )
                 },

@@ -2,7 +2,7 @@
 //! that remove namespaces, links and processes a test made, even when it fails.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use testkit::{
     in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
@@ -265,4 +265,51 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         lab_key,
         wg: wgb,
     }
+}
+
+/// The packages the tests' image has on top of labnet's base set: what a lab inside the
+/// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
+pub const TEST_IMAGE_PACKAGES: &[&str] = &["nftables", "wireguard-go", "wireguard-tools"];
+
+/// The tests' Debian image, built once with `labnet image build` and cached outside the clone
+/// in /var/cache/labnet/images/KEY (KEY: a hash of the recipe, labnet's guest files and the
+/// kmount binary), under a file lock so parallel tests wait instead of racing. Returns the
+/// image store dir (for LABNET_IMAGE_DIR) and the image's name.
+pub fn test_image() -> (PathBuf, String) {
+    let kmount = static_kmount();
+    let packages: Vec<String> = TEST_IMAGE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mirror = image::recipe::host_mirror().expect("a Debian mirror in the host's apt sources");
+    let recipe = image::recipe::Recipe::new("bookworm", &mirror, &packages).unwrap();
+    let mut inputs = recipe.key().into_bytes();
+    inputs.extend(image::guest::render(&image::guest::entries()).into_bytes());
+    inputs.extend(std::fs::read(&kmount).unwrap());
+    let key = format!("{:016x}", image::fnv1a(&inputs));
+    let base = Path::new("/var/cache/labnet/images");
+    std::fs::create_dir_all(base).unwrap();
+    let _lock = image::build::lock(&base.join(format!("{key}.lock"))).unwrap();
+    let store = base.join(&key);
+    let name = "test".to_string();
+    if !store.join(&name).join("manifest.json").exists() {
+        let t0 = Instant::now();
+        let mut args = vec![
+            "image".to_string(),
+            "build".into(),
+            name.clone(),
+            "--kmount".into(),
+            kmount.display().to_string(),
+        ];
+        for p in &packages {
+            args.extend(["--package".into(), p.clone()]);
+        }
+        let out = run(Command::new(labnet_bin())
+            .args(&args)
+            .env("LABNET_IMAGE_DIR", &store));
+        assert!(out.status.success(), "test image build: {}", text(&out));
+        eprintln!(
+            "test image built in {:.0} s: {}",
+            t0.elapsed().as_secs_f64(),
+            store.display()
+        );
+    }
+    (store, name)
 }

@@ -39,18 +39,13 @@ fn assert_not_echoed(secret: &str, out: &str, what: &str) {
     }
 }
 
-fn tmp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("labnet-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn labnet_mount_errors_never_quote_a_secret() {
     let dump = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../mountgen/tests/fixtures/ceph-samples/3mon-v2v1-127.0.0.1-vstartports.mon_dump.json-pretty");
     let dump = dump.display().to_string();
-    let dir = tmp_dir();
+    let tmp = testkit::temp_dir("labnet-secrets");
+    let dir = tmp.path();
     let keyring = dir.join("fs.keyring");
     std::fs::write(&keyring, format!("[client.fs]\n\tkey = {CEPH_KEY}\n")).unwrap();
     let kr = keyring.display().to_string();
@@ -102,7 +97,8 @@ fn labnet_mount_errors_never_quote_a_secret() {
 
 #[test]
 fn lab_config_errors_never_quote_a_key() {
-    let dir = tmp_dir();
+    let tmp = testkit::temp_dir("labnet-secrets");
+    let dir = tmp.path();
     let base = "name = \"lsx\"\n[bridge]\nname = \"lsxbr\"\naddress = \"10.79.0.1/24\"\n\
                 [uplink]\nkind = \"wireguard\"\ninterface = \"lsxwl\"\naddress = \"192.168.20.1/24\"\n\
                 peer_public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nendpoint = \"127.0.0.1:51820\"\n";

@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod accel;
 pub mod cpio;
+pub mod image_boot;
 pub mod initramfs;
 pub mod kernel;
 pub mod manage;
@@ -20,6 +21,7 @@ pub mod modules;
 pub mod naming;
 pub mod qemu;
 pub mod qmp;
+pub mod ssh;
 pub mod state;
 pub mod supervise;
 pub mod tap;

@@ -38,9 +38,19 @@ pub fn load(lab: &str, name: &str) -> Result<VmState, Error> {
 fn tidy(st: &mut VmState) {
     if st.status != Status::Stopped && !st.qemu_alive() && !st.supervisor_alive() {
         let _ = tap::delete(&st.lab, &st.tap);
+        leftovers(st);
         st.status = Status::Stopped;
         st.exit.get_or_insert_with(|| "supervisor gone".into());
         let _ = st.save();
+    }
+}
+
+/// What a VM leaves when its supervisor is gone: the ssh connection and, for an image VM,
+/// the per-boot overlay.
+fn leftovers(st: &VmState) {
+    crate::ssh::close_master(&st.lab, st);
+    if st.image.is_some() {
+        let _ = std::fs::remove_file(st.dir.join("overlay.qcow2"));
     }
 }
 
@@ -215,6 +225,7 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = tap::delete(&st.lab, &st.tap);
+    leftovers(&st);
     if let Ok(Some(mut now)) = VmState::load(lab, name) {
         if now.status != Status::Stopped {
             now.status = Status::Stopped;
@@ -338,8 +349,13 @@ pub fn attach_console_path(sock: &Path) -> Result<(), Error> {
     }
 }
 
-/// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
-pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
+/// `program args` set up to run inside the lab's namespace; the returned file (the
+/// namespace) must stay open until the command is spawned.
+pub fn lab_command(
+    lab: &str,
+    program: &str,
+    args: &[String],
+) -> Result<(std::process::Command, std::fs::File), Error> {
     use std::os::unix::process::CommandExt;
     let nsp = model::paths::netns_path(lab);
     let ns = std::fs::File::open(&nsp).map_err(|_| Error::LabNotUp {
@@ -363,10 +379,31 @@ pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Err
             Ok(())
         });
     }
+    Ok((cmd, ns))
+}
+
+/// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
+pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
+    let (mut cmd, _ns) = lab_command(lab, program, args)?;
     let st = cmd
         .status()
         .map_err(|e| Error::Other(format!("{program}: {e}")))?;
     Ok(st.code().unwrap_or(255))
+}
+
+/// Runs `program args` inside the lab's namespace and returns its stdout (stderr and stdin
+/// detached); fails when it exits non-zero.
+pub fn output_in_lab(lab: &str, program: &str, args: &[String]) -> Result<Vec<u8>, Error> {
+    let (mut cmd, _ns) = lab_command(lab, program, args)?;
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!("{program}: {}", out.status)));
+    }
+    Ok(out.stdout)
 }
 
 /// Stops every running VM of the lab (for `labnet down`: a VM's tap keeps the namespace's

@@ -145,6 +145,9 @@ pub struct Spec {
     /// The kernel is an uncompressed vmlinux booted through PVH (microvm only).
     #[serde(default)]
     pub pvh: bool,
+    /// A guest reboot restarts the guest (no -no-reboot): for long-lived disk VMs.
+    #[serde(default)]
+    pub allow_reboot: bool,
 }
 
 /// The kernel command line: serial console, quiet boot, reboot = exit (with -no-reboot),
@@ -209,13 +212,10 @@ impl Spec {
             push(&["-cpu", "host"]);
         }
         push(&["-m", &self.mem, "-smp", &self.cpus.to_string()]);
-        push(&[
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        if !self.allow_reboot {
+            push(&["-no-reboot"]);
+        }
         push(&["-kernel", &d(&self.kernel)]);
         if let Some(i) = &self.initrd {
             push(&["-initrd", &d(i)]);
@@ -357,6 +357,7 @@ mod tests {
             multipath: None,
             extra: vec![],
             pvh: false,
+            allow_reboot: false,
         }
     }
 

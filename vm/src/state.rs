@@ -33,6 +33,12 @@ pub struct VmState {
     pub exit: Option<String>,
     pub dir: PathBuf,
     pub command_line: String,
+    /// The `labnet image` it booted (an overlay of), if any.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The ssh host key the VM must present ("TYPE BASE64"): its image's.
+    #[serde(default)]
+    pub host_key: Option<String>,
     /// A throwaway `vm run` VM: once stopped, nothing of it is kept (vm list skips it).
     #[serde(default)]
     pub ephemeral: bool,

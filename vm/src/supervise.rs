@@ -49,6 +49,9 @@ pub struct Options {
     /// A throwaway VM (`vm run` without --name): its directory is removed when it ended
     /// with the command's status read (kept for a look at serial.log otherwise).
     pub ephemeral: bool,
+    /// Booted from a `labnet image` (see image_boot): the overlay lives only as long as
+    /// QEMU, the guest may reboot, and its ssh host key is pinned.
+    pub image: Option<crate::image_boot::ImageBoot>,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
             pvh: false,
             timeout: None,
             ephemeral: false,
+            image: None,
         }
     }
 }
@@ -95,6 +99,7 @@ pub struct Prepared {
     pub ephemeral: bool,
     /// The VM's lock, held until this is dropped (after the supervisor's cleanup).
     pub lock: std::fs::File,
+    pub image: Option<crate::image_boot::ImageBoot>,
 }
 
 /// The bridge VMs plug into: from the record `labnet up` wrote (the bridge that really
@@ -262,7 +267,9 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
                 .map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
             let disk = Disk::probe(&base_abs)
                 .map_err(|e| Error::invalid("--drive", format!("{}: {e}", base.display())))?;
-            if o.overlay {
+            if o.image.is_some() {
+                Some(boot_overlay(&dir, &disk)?)
+            } else if o.overlay {
                 Some(make_overlay(&o.lab, &o.name, &disk, &mut notes)?)
             } else {
                 Some(disk)
@@ -308,6 +315,8 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         multipath,
         extra: o.extra_qemu.clone(),
         pvh,
+        // An image's guest is a real machine: `reboot` in it restarts it.
+        allow_reboot: o.image.is_some(),
     };
     Ok(Prepared {
         spec,
@@ -319,7 +328,44 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         timeout: o.timeout,
         ephemeral: o.ephemeral,
         lock,
+        image: o.image.clone(),
     })
+}
+
+/// The overlay of an image's disk for this boot only: vm_dir/overlay.qcow2, made fresh at
+/// start and removed when QEMU ends.
+fn boot_overlay(dir: &Path, base: &Disk) -> Result<Disk, Error> {
+    let ov = dir.join("overlay.qcow2");
+    let _ = std::fs::remove_file(&ov);
+    qemu_img_overlay(base, &ov, "--image")?;
+    Ok(Disk {
+        path: ov,
+        format: "qcow2".into(),
+    })
+}
+
+fn qemu_img_overlay(base: &Disk, ov: &Path, flag: &str) -> Result<(), Error> {
+    let qemu_img = crate::which("qemu-img").ok_or_else(|| Error::MissingProgram {
+        program: "qemu-img".into(),
+        hint: format!(" (needed for {flag}; apt-get install qemu-utils)"),
+    })?;
+    let out = Command::new(qemu_img)
+        .args(["create", "-q", "-f", "qcow2", "-b"])
+        .arg(&base.path)
+        .args(["-F", &base.format])
+        .arg(ov)
+        .output()
+        .map_err(|e| Error::io("qemu-img", e))?;
+    if !out.status.success() {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "qemu-img create: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The per-VM qcow2 overlay (durable: state_dir(LAB)/vms/NAME/overlay.qcow2), created once
@@ -339,26 +385,7 @@ fn make_overlay(
             ov.display()
         ));
     } else {
-        let qemu_img = crate::which("qemu-img").ok_or_else(|| Error::MissingProgram {
-            program: "qemu-img".into(),
-            hint: " (needed for --overlay; apt-get install qemu-utils)".into(),
-        })?;
-        let out = Command::new(qemu_img)
-            .args(["create", "-q", "-f", "qcow2", "-b"])
-            .arg(&base.path)
-            .args(["-F", &base.format])
-            .arg(&ov)
-            .output()
-            .map_err(|e| Error::io("qemu-img", e))?;
-        if !out.status.success() {
-            return Err(Error::invalid(
-                "--overlay",
-                format!(
-                    "qemu-img create: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
+        qemu_img_overlay(base, &ov, "--overlay")?;
         notes.push(format!(
             "overlay {} over {}",
             ov.display(),
@@ -483,6 +510,9 @@ pub fn launch(
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
     state::write_reservation(&p.lab, &spec.name, &spec.mac)?;
+    if let Some(img) = &p.image {
+        crate::ssh::pin(&p.lab, &spec.name, Some(&img.host_key))?;
+    }
     tap::create(&p.lab, &p.bridge, &spec.tap, tap::invoking_uid())?;
     let mut st = VmState {
         name: spec.name.clone(),
@@ -500,6 +530,8 @@ pub fn launch(
         exit: None,
         dir: spec.dir.clone(),
         command_line: spec.command_line(),
+        image: p.image.as_ref().map(|i| i.name.clone()),
+        host_key: p.image.as_ref().map(|i| i.host_key.clone()),
         ephemeral: p.ephemeral,
     };
     let res = st.save().and_then(|_| spawn_qemu(p));
@@ -535,8 +567,12 @@ pub fn launch(
     let _ = child.kill();
     let status = child.wait().ok();
     let _ = tap::delete(&p.lab, &spec.tap);
+    crate::ssh::close_master(&p.lab, &st);
     for f in ["console.sock", "qmp.sock", "qemu.pid"] {
         let _ = std::fs::remove_file(spec.dir.join(f));
+    }
+    if p.image.is_some() {
+        let _ = std::fs::remove_file(spec.dir.join("overlay.qcow2"));
     }
     st.status = Status::Stopped;
     st.exit = Some(match (&outcome, status) {
