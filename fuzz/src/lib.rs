@@ -272,7 +272,9 @@ mod tests {
         // An escaped key is still the key `endpoint`.
         assert!(!ok("[uplink]\n\"end\\u0070oint\" = \"h:1\"\n"));
         assert!(!ok("[uplink]\nconf = \"/etc/wireguard/wg0.conf\"\n"));
-        assert!(wg_quick_is_offline("[Peer]\nEndpoint = 127.0.0.1:51820 # x\n"));
+        assert!(wg_quick_is_offline(
+            "[Peer]\nEndpoint = 127.0.0.1:51820 # x\n"
+        ));
         assert!(!wg_quick_is_offline("[Peer]\n ENDPOINT=host.test:51820\n"));
     }
 }
