@@ -370,9 +370,10 @@ fn soak_dhcp_and_dns_from_a_client_namespace_keeps_rss_flat() {
     assert!(dhcp.acks > dhcp.cycles / 2, "{dhcp:?}\n{}", dhcpd_log());
     assert!(dnsk.asked > 1000, "{dnsk:?}");
     assert!(dnsk.answered >= dnsk.asked * 9 / 10, "{dnsk:?}");
-    // Flat: the unfixed dhcpd grew ~1 KB per client (tens of MB here).
+    // Flat: the unfixed dhcpd grew ~1 KB per client (tens of MB here); the fixed one steps
+    // up once by ~4 MB early on (seen in 60 s and 120 s runs) and stays there.
     assert!(
-        dhcpd_after < dhcpd_before + 8 * 1024,
+        dhcpd_after < dhcpd_before + 12 * 1024,
         "dhcpd RSS {dhcpd_before} -> {dhcpd_after} KiB over {} clients",
         dhcp.cycles
     );
