@@ -101,17 +101,9 @@ pub fn lease_key(l: &Lease) -> String {
     }
 }
 
-/// Keeps what is safe in a DNS label: letters, digits, '-' (first label only, ≤ 63).
+/// The DNS label for a client's host name (see [`crate::names::label`]).
 pub fn sanitize_hostname(s: &str) -> Option<String> {
-    let first = s.split('.').next().unwrap_or("");
-    let h: String = first
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(63)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let h = h.trim_matches('-').to_string();
-    (!h.is_empty()).then_some(h)
+    crate::names::label(s)
 }
 
 struct Req {
@@ -183,14 +175,33 @@ impl Core {
         self.leases.values()
     }
 
-    /// `IP NAME` lines for every active lease with a hostname, sorted by address.
+    /// `IP NAME` lines, sorted by address: one address per name, a reserved name only for
+    /// its reservation's MAC, else the newest active lease that claims it
+    /// ([`crate::names::hosts`]).
     pub fn hosts_text(&self, now: u64) -> String {
-        model::hosts::format(
-            self.leases
-                .values()
-                .filter(|l| l.state_at(now) == LeaseState::Active)
-                .filter_map(|l| l.hostname.as_deref().map(|h| (l.ip, h))),
-        )
+        let reserved: HashMap<String, String> = self
+            .res_by_mac
+            .values()
+            .filter_map(|r| {
+                Some((
+                    sanitize_hostname(r.hostname.as_deref()?)?,
+                    hex_colon(&r.mac),
+                ))
+            })
+            .collect();
+        let claims = self
+            .leases
+            .values()
+            .filter(|l| l.state_at(now) == LeaseState::Active)
+            .filter_map(|l| {
+                Some(crate::names::Claim {
+                    ip: l.ip,
+                    mac: &l.mac,
+                    name: l.hostname.as_deref()?,
+                    start: l.start,
+                })
+            });
+        model::hosts::format(crate::names::hosts(claims, &reserved))
     }
 
     /// What the engine holds; bounded by the pool and the reservations after a [`Core::tick`].

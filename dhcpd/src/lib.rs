@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod leases;
+pub mod names;
 pub mod server;
 pub mod store;
 
