@@ -36,9 +36,10 @@ fn build(crate_dir: &Path) -> PathBuf {
     let target_dir = crate_dir.join("../target/libfuzzer");
     let triple = host_triple();
     // --target keeps the flags off build scripts and proc macros (they run on the host and
-    // have no libFuzzer runtime to link).
+    // have no libFuzzer runtime to link). Not --locked: the driver's lock file follows the
+    // workspace crates' dependencies as they change (cargo adds what is new, keeps the rest).
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--locked", "--target", &triple])
+        .args(["build", "--release", "--target", &triple])
         .arg("--manifest-path")
         .arg(crate_dir.join("libfuzzer/Cargo.toml"))
         .arg("--target-dir")
