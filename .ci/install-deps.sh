@@ -20,6 +20,9 @@ $apt -qq install -y --no-install-recommends \
   iproute2 nftables wireguard-go wireguard-tools busybox-static cpio kmod iputils-ping procps \
   isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
   ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace xz-utils >/dev/null
+# The source-built guest kernel (issue 13): Debian's kernel source and what building it needs.
+$apt -qq install -y --no-install-recommends \
+  linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
 # labnet image build (mmdebstrap, mkfs.ext4 -d, ssh-keygen) and vm ssh/cp (ssh, scp, ssh-keyscan).
 $apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client >/dev/null

@@ -7,8 +7,9 @@ use crate::ctx::Ctx;
 
 #[derive(Subcommand)]
 pub enum UnitsCommand {
-    /// Print the units `install` would write.
-    Print(GenArgs),
+    /// Print the units `install` would write (or, with --for-service, a drop-in that puts a
+    /// service of yours into the lab).
+    Print(PrintArgs),
     /// Write the units to /etc/systemd/system (or under --root) and reload systemd.
     Install(InstallArgs),
     /// Stop the lab's units (when systemd runs) and delete what `install` wrote for the lab.
@@ -23,6 +24,17 @@ pub struct GenArgs {
     /// The labnet binary the units run (default: this binary).
     #[arg(long, value_name = "PATH")]
     pub labnet_bin: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PrintArgs {
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Print instead the drop-in for your own NAME.service: NetworkNamespacePath= of the lab,
+    /// the lab's resolv.conf/nsswitch.conf bound over /etc, After=/BindsTo= the lab unit.
+    /// Save it as /etc/systemd/system/NAME.service.d/labnet-LAB.conf.
+    #[arg(long, value_name = "NAME.service")]
+    pub for_service: Option<String>,
 }
 
 #[derive(Args)]
@@ -48,7 +60,19 @@ pub struct RemoveArgs {
 
 pub fn run(ctx: &Ctx, c: UnitsCommand) -> Result<()> {
     match c {
-        UnitsCommand::Print(a) => {
+        UnitsCommand::Print(PrintArgs {
+            gen,
+            for_service: Some(service),
+        }) => {
+            let lab = ctx.lab_name(gen.lab.as_deref())?;
+            let f = units::service_dropin(&lab, &service)?;
+            print!(
+                "{}",
+                units::render(&[f], &Path::new("/").join(units::UNIT_DIR))
+            );
+            Ok(())
+        }
+        UnitsCommand::Print(PrintArgs { gen: a, .. }) => {
             let (_, files) = generate(ctx, &a)?;
             print!(
                 "{}",

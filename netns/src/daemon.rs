@@ -96,54 +96,54 @@ pub fn spawn_notify(
 
 /// Reaps `pid` if it is our child (a zombie still counts as "alive" for kill(0)).
 fn reap(pid: u32) {
-    // SAFETY: waitpid with a null status pointer writes nothing; WNOHANG never blocks.
-    unsafe {
-        libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
-    }
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    // Not our child (ECHILD) or still running: nothing to reap.
+    let _ = waitpid(
+        nix::unistd::Pid::from_raw(pid as i32),
+        Some(WaitPidFlag::WNOHANG),
+    );
 }
 
 pub fn process_alive(pid: u32) -> bool {
     reap(pid);
-    // SAFETY: signal 0 only checks that the pid exists; no memory is involved.
-    if unsafe { libc::kill(pid as i32, 0) } != 0 {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
         return false;
     }
     // Zombies of processes that are not our children linger until their parent reaps them.
     // The leader of a killed multi-threaded process (wireguard-go) turns zombie while its
     // other threads still exit and hold its files (the UAPI socket): alive until all are done.
-    let running = |stat: &str| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    };
-    match std::fs::read_dir(format!("/proc/{pid}/task")) {
-        Ok(tasks) => tasks
-            .flatten()
-            .any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| running(&s))),
-        Err(_) => false,
-    }
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.tasks())
+        .is_ok_and(|mut tasks| {
+            tasks.any(|t| t.and_then(|t| t.stat()).is_ok_and(|st| st.state != 'Z'))
+        })
 }
 
 /// The process's executable name (comm), used to make sure a recorded pid still belongs to
 /// the process labnet started before signalling it.
 pub fn process_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
         .ok()
-        .map(|s| s.trim().to_string())
+        .map(|st| st.comm)
 }
 
 pub fn process_cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.cmdline())
+        .map(|v| v.into_iter().filter(|s| !s.is_empty()).collect())
         .unwrap_or_default()
+}
+
+/// Pids of every process whose command line satisfies `matches`.
+pub fn processes_where(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return vec![];
+    };
+    all.flatten()
+        .filter(|p| p.cmdline().is_ok_and(|argv| matches(&argv)))
+        .map(|p| p.pid as u32)
+        .collect()
 }
 
 /// SIGTERM, then SIGKILL after `grace` (zero grace: SIGKILL at once). Returns when the
@@ -196,21 +196,9 @@ pub fn kill_and_wait(pid: u32, grace: Duration) {
 /// finds a wireguard-go serving IFACE when `up` was killed before it recorded the pid
 /// (interface names are unique host-wide, so this matches only ours).
 pub fn find_processes(prog: &str, arg: &str) -> Vec<u32> {
-    let mut out = vec![];
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let argv = process_cmdline(pid);
-        if argv.len() == 2
+    processes_where(|argv| {
+        argv.len() == 2
             && Path::new(&argv[0]).file_name().and_then(|s| s.to_str()) == Some(prog)
             && argv[1] == arg
-        {
-            out.push(pid);
-        }
-    }
-    out
+    })
 }

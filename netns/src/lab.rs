@@ -684,13 +684,7 @@ fn undo_one(r: &Resource) -> Result<(), Error> {
 }
 
 fn find_by_cmdline(exe: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| daemon::process_cmdline(*p).join("\0") == exe)
-        .collect()
+    daemon::processes_where(|argv| argv.join("\0") == exe)
 }
 
 /// True when the path exists (used by status for /etc/netns files).

@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests: the built `labnet` binary, unique names, and guards
 //! that remove namespaces, links and processes a test made, even when it fails.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use testkit::{
@@ -266,6 +266,210 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         wg: wgb,
     }
 }
+/// Where tests keep expensive artefacts, outside the clone (`LABNET_CACHE_DIR` overrides).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("LABNET_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/labnet"))
+}
+
+/// Holds an exclusive flock(2) on a file until dropped: parallel tests (threads or processes)
+/// wait for the one that builds rather than race it.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> FileLock {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor this function owns (open until FileLock drops).
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}", path.display());
+        FileLock { _file: f }
+    }
+}
+
+/// Debian's kernel source package (installed by .ci/install-deps.sh).
+pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// The linux-source package's version (e.g. 6.1.172-1), else the tarball's size and mtime.
+pub fn linux_source_version() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "linux-source-6.1"])
+        .output();
+    if let Ok(o) = out {
+        let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if o.status.success() && !v.is_empty() {
+            return v;
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(LINUX_SOURCE_TARBALL).unwrap_or_else(|e| {
+        panic!("{LINUX_SOURCE_TARBALL}: {e} (apt-get install linux-source-6.1)")
+    });
+    format!("{}-{}", md.size(), md.mtime())
+}
+
+/// The kernel source tree unpacked from [`LINUX_SOURCE_TARBALL`] into
+/// `cache_dir()/src/linux-source-6.1`, once per package version (a marker file holds it).
+/// Kept pristine: builds and config tests use `make O=DIR`.
+pub fn linux_source_tree() -> PathBuf {
+    let root = cache_dir().join("src");
+    let _lock = FileLock::exclusive(&root.join(".lock"));
+    let tree = root.join("linux-source-6.1");
+    let marker = root.join("linux-source-6.1.version");
+    let version = linux_source_version();
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(version.as_str())
+        && tree.join("Kconfig").is_file()
+    {
+        return tree;
+    }
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_dir_all(&tree);
+    eprintln!(
+        "unpacking {LINUX_SOURCE_TARBALL} ({version}) into {}",
+        root.display()
+    );
+    must(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-xf", LINUX_SOURCE_TARBALL]),
+    );
+    assert!(
+        tree.join("Kconfig").is_file(),
+        "{} not in the tarball",
+        tree.display()
+    );
+    std::fs::write(&marker, &version).unwrap();
+    tree
+}
+
+/// The source-built guest kernel: `labnet kernel build --base tinyconfig` of Debian's 6.1
+/// source with labnet's fragment (ceph, virtio, PVH built in; no modules).
+#[derive(Clone, Debug)]
+pub struct SourceKernel {
+    pub dir: PathBuf,
+    pub bzimage: PathBuf,
+    pub vmlinux: PathBuf,
+    pub config: PathBuf,
+    pub tree: PathBuf,
+    pub key: String,
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache key of the source kernel: source version + a hash of the fragment (what
+/// `labnet kernel-config` prints), the base config and the compiler.
+pub fn source_kernel_key() -> String {
+    let fragment = must(Command::new(labnet_bin()).arg("kernel-config"));
+    let gcc = Command::new("gcc")
+        .arg("--version")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let gcc = gcc
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
+    let h = sha256_hex(&[fragment.as_bytes(), b"tinyconfig", &gcc]);
+    format!("{}-{}", linux_source_version(), &h[..16])
+}
+
+/// Returns the cached source-built kernel, building it on first use (about 10-20 min on 2
+/// cores) into `cache_dir()/kernel/KEY/`, under a lock so parallel tests wait for one build.
+pub fn source_kernel() -> SourceKernel {
+    static K: std::sync::OnceLock<SourceKernel> = std::sync::OnceLock::new();
+    K.get_or_init(|| {
+        let tree = linux_source_tree();
+        let key = source_kernel_key();
+        let root = cache_dir().join("kernel");
+        let dir = root.join(&key);
+        let k = SourceKernel {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
+            config: dir.join("config"),
+            dir: dir.clone(),
+            tree: tree.clone(),
+            key: key.clone(),
+        };
+        let _lock = FileLock::exclusive(&root.join(".lock"));
+        if k.bzimage.is_file() && k.vmlinux.is_file() {
+            return k;
+        }
+        let partial = root.join(format!("{key}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        eprintln!(
+            "building the source kernel {key} (labnet kernel build --base tinyconfig; cold: 10-20 min)"
+        );
+        let t = Instant::now();
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let out = run(Command::new(labnet_bin())
+            .args(["kernel", "build", "--base", "tinyconfig", "--jobs", &jobs.to_string()])
+            .arg("--tree")
+            .arg(&tree)
+            .arg("--objdir")
+            .arg(root.join("obj"))
+            .arg("--out")
+            .arg(&partial));
+        assert!(out.status.success(), "labnet kernel build failed:\n{}", text(&out));
+        std::fs::rename(&partial, &dir).unwrap();
+        eprintln!("source kernel built in {:.0} s: {}", t.elapsed().as_secs_f64(), dir.display());
+        k
+    })
+    .clone()
+}
+
+/// `prog` in PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Removes the tests' images of other keys (older kmount or guest files), ~700 MB each,
+/// except any another test process holds the lock of.
+fn prune_test_images(base: &Path, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == keep || name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        let lock = base.join(format!("{name}.lock"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+        else {
+            continue;
+        };
+        if let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(&lock);
+        }
+    }
+}
 
 /// The packages the tests' image has on top of labnet's base set: what a lab inside the
 /// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
@@ -305,6 +509,7 @@ pub fn test_image() -> (PathBuf, String) {
             .args(&args)
             .env("LABNET_IMAGE_DIR", &store));
         assert!(out.status.success(), "test image build: {}", text(&out));
+        prune_test_images(base, &key);
         eprintln!(
             "test image built in {:.0} s: {}",
             t0.elapsed().as_secs_f64(),
@@ -312,4 +517,163 @@ pub fn test_image() -> (PathBuf, String) {
         );
     }
     (store, name)
+}
+
+/// Every `vm ssh` / `vm cp` runs under this many seconds of timeout(1).
+pub const SSH_TIMEOUT: &str = "120";
+
+/// A lab of a test's own for VMs of the tests' image (see [`test_image`]).
+pub struct ImageLab {
+    pub id: String,
+    pub env: Vec<(String, String)>,
+    pub root: PathBuf,
+    pub cfg: String,
+    /// The bridge's address (the lab's dns and dhcpd).
+    pub gw: String,
+}
+
+impl ImageLab {
+    /// A lab of its own (bridge 10.OCTET.0.1/24) whose dns forwards to `upstream`.
+    pub fn up(c: &mut Cleanup, tag: &str, octet: u8, upstream: Option<&str>) -> ImageLab {
+        let id = unique(&format!("li{tag}"));
+        let root = temp_dir(c, tag);
+        let mut env = labnet_env(&root);
+        let (store, _) = test_image();
+        env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
+        let gw = format!("10.{octet}.0.1");
+        let ups = upstream
+            .map(|u| format!("upstreams = [\"{u}:53\"]\n"))
+            .unwrap_or_default();
+        let cfg = root.join("lab.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{id}\"\n[bridge]\nname = \"{id}b\"\naddress = \"{gw}/24\"\n\
+                 [dhcp]\nrange_start = \"10.{octet}.0.100\"\nrange_end = \"10.{octet}.0.150\"\n\
+                 [dns]\nzone = \"lab\"\n{ups}"
+            ),
+        )
+        .unwrap();
+        let cfg = cfg.display().to_string();
+        c.labnet(&["down", &id], &env);
+        // LIFO: the VMs go before the lab.
+        for vm in ["k1", "k2"] {
+            c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
+        }
+        let up = labnet(&["up", &id, "--config", &cfg], &env);
+        assert!(up.status.success(), "labnet up: {}", text(&up));
+        ImageLab {
+            id,
+            env,
+            root,
+            cfg,
+            gw,
+        }
+    }
+
+    pub fn labnet(&self, args: &[&str]) -> Output {
+        labnet(args, &self.env)
+    }
+
+    /// `labnet vm ARGS --lab LAB` under a timeout.
+    pub fn vm(&self, args: &[&str]) -> Output {
+        run(Command::new("timeout")
+            .args([SSH_TIMEOUT, labnet_bin().to_str().unwrap(), "vm", args[0]])
+            .args(["--lab", &self.id])
+            .args(&args[1..])
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null()))
+    }
+
+    /// `vm ssh NAME -- SCRIPT`, which must succeed; its stdout.
+    pub fn ssh(&self, name: &str, script: &str) -> String {
+        let o = self.vm(&["ssh", name, "--", script]);
+        assert!(
+            o.status.success(),
+            "vm ssh {name} -- {script}: {}",
+            text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `vm start --image test --daemonize` (q35, TCG; QEMU killed after `secs`), then
+    /// `vm ssh --wait` until sshd answers.
+    pub fn boot(&self, name: &str, secs: u64) -> Duration {
+        self.boot_with(name, secs, &[])
+    }
+
+    /// [`ImageLab::boot`] with more `vm start` arguments (e.g. `--share DIR:TAG`).
+    pub fn boot_with(&self, name: &str, secs: u64, more: &[&str]) -> Duration {
+        let t0 = Instant::now();
+        let (_, image) = test_image();
+        let secs = secs.to_string();
+        let mut args = vec![
+            "vm",
+            "start",
+            "--lab",
+            &self.id,
+            "--image",
+            &image,
+            "--name",
+            name,
+            "--timeout",
+            &secs,
+            "--daemonize",
+        ];
+        args.extend_from_slice(more);
+        let st = self.labnet(&args);
+        assert!(st.status.success(), "vm start {name}: {}", text(&st));
+        let w = self.vm(&["ssh", name, "--wait", "240"]);
+        assert!(
+            w.status.success(),
+            "vm ssh --wait {name}: {}\nserial log:\n{}",
+            text(&w),
+            std::fs::read_to_string(self.vm_dir(name).join("serial.log")).unwrap_or_default()
+        );
+        t0.elapsed()
+    }
+
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        self.root.join("run").join(&self.id).join("vms").join(name)
+    }
+
+    pub fn taps(&self) -> Vec<String> {
+        sh(&format!("ip -n {} -o link show", self.id))
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("tap-"))
+            .collect()
+    }
+
+    pub fn lease_of(&self, name: &str) -> serde_json::Value {
+        let o = self.labnet(&["leases", &self.id, "--config", &self.cfg, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["hostname"].as_str() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no lease with hostname {name}: {v}"))
+    }
+
+    /// `vm stop NAME`, then nothing of the VM is left: no tap, no overlay, no ssh control
+    /// socket (and no ssh master process for it).
+    pub fn stop_and_check_clean(&self, name: &str) {
+        let o = self.vm(&["stop", name, "--timeout", "30"]);
+        assert!(o.status.success(), "vm stop {name}: {}", text(&o));
+        let dir = self.vm_dir(name);
+        let tap = format!("tap-{name}");
+        assert!(!self.taps().contains(&tap), "{tap} left: {:?}", self.taps());
+        assert!(
+            !dir.join("overlay.qcow2").exists(),
+            "overlay left in {}",
+            dir.display()
+        );
+        assert!(!dir.join("ssh.ctl").exists(), "ssh control socket left");
+        let ctl = dir.join("ssh.ctl").display().to_string();
+        let masters: Vec<u32> = pids_with_arg("ssh", &format!("ControlPath={ctl}"));
+        assert!(masters.is_empty(), "ssh master(s) left: {masters:?}");
+    }
 }

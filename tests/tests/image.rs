@@ -8,161 +8,11 @@
 use labnet_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Every `vm ssh` / `vm cp` runs under this many seconds of timeout(1).
-const SSH_TIMEOUT: &str = "120";
-
-struct Lab {
-    id: String,
-    env: Vec<(String, String)>,
-    root: PathBuf,
-    cfg: String,
-    /// The bridge's address (the lab's dns and dhcpd).
-    gw: String,
-}
-
-impl Lab {
-    /// A lab of its own (bridge 10.OCTET.0.1/24) whose dns forwards to `upstream`.
-    fn up(c: &mut Cleanup, tag: &str, octet: u8, upstream: Option<&str>) -> Lab {
-        let id = unique(&format!("li{tag}"));
-        let root = temp_dir(c, tag);
-        let mut env = labnet_env(&root);
-        let (store, _) = test_image();
-        env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
-        let gw = format!("10.{octet}.0.1");
-        let ups = upstream
-            .map(|u| format!("upstreams = [\"{u}:53\"]\n"))
-            .unwrap_or_default();
-        let cfg = root.join("lab.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "name = \"{id}\"\n[bridge]\nname = \"{id}b\"\naddress = \"{gw}/24\"\n\
-                 [dhcp]\nrange_start = \"10.{octet}.0.100\"\nrange_end = \"10.{octet}.0.150\"\n\
-                 [dns]\nzone = \"lab\"\n{ups}"
-            ),
-        )
-        .unwrap();
-        let cfg = cfg.display().to_string();
-        c.labnet(&["down", &id], &env);
-        // LIFO: the VMs go before the lab.
-        for vm in ["k1", "k2"] {
-            c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
-        }
-        let up = labnet(&["up", &id, "--config", &cfg], &env);
-        assert!(up.status.success(), "labnet up: {}", text(&up));
-        Lab {
-            id,
-            env,
-            root,
-            cfg,
-            gw,
-        }
-    }
-
-    fn labnet(&self, args: &[&str]) -> Output {
-        labnet(args, &self.env)
-    }
-
-    /// `labnet vm ARGS --lab LAB` under a timeout.
-    fn vm(&self, args: &[&str]) -> Output {
-        run(Command::new("timeout")
-            .args([SSH_TIMEOUT, labnet_bin().to_str().unwrap(), "vm", args[0]])
-            .args(["--lab", &self.id])
-            .args(&args[1..])
-            .envs(self.env.iter().cloned())
-            .stdin(Stdio::null()))
-    }
-
-    /// `vm ssh NAME -- SCRIPT`, which must succeed; its stdout.
-    fn ssh(&self, name: &str, script: &str) -> String {
-        let o = self.vm(&["ssh", name, "--", script]);
-        assert!(
-            o.status.success(),
-            "vm ssh {name} -- {script}: {}",
-            text(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `vm start --image test --daemonize` (q35, TCG; QEMU killed after `secs`), then
-    /// `vm ssh --wait` until sshd answers.
-    fn boot(&self, name: &str, secs: u64) -> Duration {
-        let t0 = Instant::now();
-        let (_, image) = test_image();
-        let st = self.labnet(&[
-            "vm",
-            "start",
-            "--lab",
-            &self.id,
-            "--image",
-            &image,
-            "--name",
-            name,
-            "--timeout",
-            &secs.to_string(),
-            "--daemonize",
-        ]);
-        assert!(st.status.success(), "vm start {name}: {}", text(&st));
-        let w = self.vm(&["ssh", name, "--wait", "240"]);
-        assert!(
-            w.status.success(),
-            "vm ssh --wait {name}: {}\nserial log:\n{}",
-            text(&w),
-            std::fs::read_to_string(self.vm_dir(name).join("serial.log")).unwrap_or_default()
-        );
-        t0.elapsed()
-    }
-
-    fn vm_dir(&self, name: &str) -> PathBuf {
-        self.root.join("run").join(&self.id).join("vms").join(name)
-    }
-
-    fn taps(&self) -> Vec<String> {
-        sh(&format!("ip -n {} -o link show", self.id))
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap().to_string())
-            .filter(|n| n.starts_with("tap-"))
-            .collect()
-    }
-
-    fn lease_of(&self, name: &str) -> serde_json::Value {
-        let o = self.labnet(&["leases", &self.id, "--config", &self.cfg, "--json"]);
-        assert!(o.status.success(), "{}", text(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["hostname"].as_str() == Some(name))
-            .cloned()
-            .unwrap_or_else(|| panic!("no lease with hostname {name}: {v}"))
-    }
-
-    /// `vm stop NAME`, then nothing of the VM is left: no tap, no overlay, no ssh control
-    /// socket (and no ssh master process for it).
-    fn stop_and_check_clean(&self, name: &str) {
-        let o = self.vm(&["stop", name, "--timeout", "30"]);
-        assert!(o.status.success(), "vm stop {name}: {}", text(&o));
-        let dir = self.vm_dir(name);
-        let tap = format!("tap-{name}");
-        assert!(!self.taps().contains(&tap), "{tap} left: {:?}", self.taps());
-        assert!(
-            !dir.join("overlay.qcow2").exists(),
-            "overlay left in {}",
-            dir.display()
-        );
-        assert!(!dir.join("ssh.ctl").exists(), "ssh control socket left");
-        let ctl = dir.join("ssh.ctl").display().to_string();
-        let masters: Vec<u32> = pids_with_arg("ssh", &format!("ControlPath={ctl}"));
-        assert!(masters.is_empty(), "ssh master(s) left: {masters:?}");
-    }
-}
+use std::time::Instant;
 
 /// A dnsmasq "upstream" in a namespace of the test's, wired to the lab by a veth
 /// (10.OCTET.9.1 in the lab ↔ 10.OCTET.9.2 upstream); it knows `upstream.example.test`.
-fn upstream(c: &mut Cleanup, lab: &Lab, octet: u8) -> String {
+fn upstream(c: &mut Cleanup, lab: &ImageLab, octet: u8) -> String {
     let ns = format!("{}u", lab.id);
     let (a, b) = (format!("{}v0", lab.id), format!("{}v1", lab.id));
     c.netns(&ns);
@@ -382,7 +232,7 @@ fn image_vm_lease_dns_ssh_cp_and_host_key() {
     let mut c = Cleanup::default();
     // The upstream needs the lab's namespace; the lab's config names the upstream address
     // up front (it is only asked at query time).
-    let l = Lab::up(&mut c, "iv", 82, Some("10.82.9.2"));
+    let l = ImageLab::up(&mut c, "iv", 82, Some("10.82.9.2"));
     upstream(&mut c, &l, 82);
     let took = l.boot("k1", 600);
     eprintln!(
@@ -522,7 +372,7 @@ fn image_vm_lease_dns_ssh_cp_and_host_key() {
 fn image_vms_mount_cephfs_over_ssh() {
     require_root();
     let mut c = Cleanup::default();
-    let l = Lab::up(&mut c, "ic", 83, None);
+    let l = ImageLab::up(&mut c, "ic", 83, None);
     let ceph = l.root.join("ceph");
     let cluster = Cluster::up(&ceph, &l.id, &l.gw);
     let fsid = {
@@ -553,7 +403,7 @@ fn image_vms_mount_cephfs_over_ssh() {
     // Both VMs boot at once (same image, separate overlays).
     let t0 = Instant::now();
     let k2 = {
-        let l2 = Lab {
+        let l2 = ImageLab {
             id: l.id.clone(),
             env: l.env.clone(),
             root: l.root.clone(),

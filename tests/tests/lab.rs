@@ -223,7 +223,7 @@ fn wireguard_lab_up_ping_masquerade_down() {
         "{words}"
     );
     assert!(
-        words.contains("[FAIL] dns upstream: DNS not answering: 192.168.20.2:53"),
+        words.contains("[FAIL] dns upstream: upstream DNS 192.168.20.2:53 gave no reply"),
         "{words}"
     );
     sh(&format!("ip -n {} link set {id}wb up", b.ns));

@@ -130,6 +130,8 @@ pub enum UnitsError {
     },
     #[error("lab name {0:?} cannot be a unit instance name (letters, digits, '-' and '_' only)")]
     BadLabName(String),
+    #[error("--for-service {0:?}: expected a service unit name (NAME.service)")]
+    BadServiceName(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -241,6 +243,50 @@ pub fn generate(lab: &model::Lab, opts: &Options) -> Result<Vec<UnitFile>, Units
         }
     }
     Ok(files)
+}
+
+/// A drop-in that puts a user's own service into the lab: `NAME.service.d/labnet-LAB.conf`
+/// with `NetworkNamespacePath=` and, since only `ip netns exec` bind-mounts
+/// `/etc/netns/LAB/*` (systemd issue 28694), the lab's resolv.conf and nsswitch.conf bound over
+/// the service's own; ordered after and bound to the lab unit, so it starts once the
+/// namespace exists and stops with the lab.
+pub fn service_dropin(lab: &str, service: &str) -> Result<UnitFile, UnitsError> {
+    if !model::config::valid_lab_name(lab) {
+        return Err(UnitsError::BadLabName(lab.into()));
+    }
+    let ok = service.ends_with(".service")
+        && service.len() > ".service".len()
+        && !service.starts_with('.')
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b));
+    if !ok {
+        return Err(UnitsError::BadServiceName(service.into()));
+    }
+    let unit = lab_unit(lab);
+    let mut t = header(&format!(
+        "Runs {service} inside lab {lab}'s network namespace, resolving through the lab's dns.\n# Written by `labnet units print --for-service {service} {lab}`."
+    ));
+    t.push_str("[Unit]\n");
+    let _ = writeln!(t, "BindsTo={unit}");
+    let _ = writeln!(t, "After={unit}");
+    t.push_str("\n[Service]\n");
+    let _ = writeln!(t, "NetworkNamespacePath=/run/netns/{lab}");
+    t.push_str(
+        "# `ip netns exec` would bind these over /etc; a unit in the namespace needs it said.\n",
+    );
+    let _ = writeln!(
+        t,
+        "BindReadOnlyPaths=/etc/netns/{lab}/resolv.conf:/etc/resolv.conf"
+    );
+    let _ = writeln!(
+        t,
+        "BindReadOnlyPaths=/etc/netns/{lab}/nsswitch.conf:/etc/nsswitch.conf"
+    );
+    Ok(UnitFile {
+        path: PathBuf::from(format!("{service}.d")).join(format!("labnet-{lab}.conf")),
+        text: t,
+    })
 }
 
 /// `UNIT@LAB.service.d/labnet.conf`.

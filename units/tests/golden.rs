@@ -44,6 +44,24 @@ fn golden_awkward_paths() {
     check("awkward-paths", &files);
 }
 
+/// The drop-in for a user's own service in the lab (`units print --for-service`).
+#[test]
+fn golden_service_dropin() {
+    let f = units::service_dropin("sepian", "resolver-probe.service").unwrap();
+    assert_eq!(
+        f.path,
+        Path::new("resolver-probe.service.d/labnet-sepian.conf")
+    );
+    testkit::check_golden(golden_dir("for-service").join(&f.path), &f.text);
+    for bad in ["x", ".service", "a b.service", "x.socket"] {
+        let e = units::service_dropin("sepian", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--for-service"), "{e}");
+    }
+    assert!(units::service_dropin("a/b", "x.service").is_err());
+}
+
 #[test]
 fn generated_text_has_the_contract() {
     let files = units::generate(&wg_lab(), &opts(Path::new(BIN), Some(WG_CONFIG))).unwrap();
