@@ -544,6 +544,11 @@ fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     for what in vm::manage::remove(&lab, &a.name, a.disk)? {
         println!("{}: removed {what}", a.name);
     }
+    // Its reservation is gone, so its leases go too (the name leaves the lab's DNS).
+    let mac = vm::naming::mac_for(&lab, &a.name);
+    for l in crate::cmd_dhcpd::release_leases_of(&lab, &[mac.to_ascii_lowercase()])? {
+        println!("{}: released its lease {}", a.name, l.ip);
+    }
     let overlay = netns::paths::state_dir(&lab)
         .join("vms")
         .join(&a.name)

@@ -645,6 +645,9 @@ pub fn launch(
             }
         }
         let _ = std::fs::remove_dir_all(&spec.dir);
+        // Nothing of a throwaway VM stays: without its reservation the lab's dhcpd releases
+        // its lease, and its name leaves the lab's DNS.
+        let _ = std::fs::remove_file(model::reservation::file(&p.lab, &spec.name));
     }
     let outcome = outcome?;
     if outcome.rc.is_none() {
