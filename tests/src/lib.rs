@@ -623,7 +623,19 @@ impl ImageLab {
         args.extend_from_slice(more);
         let st = self.labnet(&args);
         assert!(st.status.success(), "vm start {name}: {}", text(&st));
-        let w = self.vm(&["ssh", name, "--wait", "240"]);
+        // Its own timeout(1): a loaded 2-core host can take minutes to boot a TCG guest.
+        let w = run(Command::new("timeout")
+            .args([
+                "330",
+                labnet_bin().to_str().unwrap(),
+                "vm",
+                "ssh",
+                "--lab",
+                &self.id,
+            ])
+            .args([name, "--wait", "300"])
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null()));
         assert!(
             w.status.success(),
             "vm ssh --wait {name}: {}\nserial log:\n{}",
