@@ -23,6 +23,8 @@ $apt -qq install -y --no-install-recommends \
 # The source-built guest kernel (issue 13): Debian's kernel source and what building it needs.
 $apt -qq install -y --no-install-recommends \
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils >/dev/null
+# The fuzzing step (fuzz/tests/libfuzzer.rs): libfuzzer-sys compiles libFuzzer with a C++ compiler.
+$apt -qq install -y --no-install-recommends g++ >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
 # labnet image build (mmdebstrap, mkfs.ext4 -d, ssh-keygen) and vm ssh/cp (ssh, scp, ssh-keyscan).
 $apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client >/dev/null

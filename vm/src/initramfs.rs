@@ -191,8 +191,14 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
     let mut f = std::fs::File::open(p)?;
     let mut b = vec![];
     f.by_ref().take(64 * 1024).read_to_end(&mut b)?;
+    Ok(elf_is_dynamic(&b))
+}
+
+/// True when the ELF image starting with `b` has a PT_INTERP program header among the
+/// headers inside `b`.
+pub fn elf_is_dynamic(b: &[u8]) -> bool {
     if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return Ok(false);
+        return false;
     }
     // Every read is bounds-checked: the file is the user's (`--busybox`, `--add`).
     let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
@@ -205,7 +211,7 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
         )
     };
     let Some(phoff) = word(0x20, 8) else {
-        return Ok(false);
+        return false;
     };
     let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
     for i in 0..phnum {
@@ -216,10 +222,10 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
             break;
         };
         if p_type == 3 {
-            return Ok(true);
+            return true;
         }
     }
-    Ok(false)
+    false
 }
 
 /// Everything that goes into the archive.
