@@ -20,9 +20,18 @@ $apt -qq install -y --no-install-recommends \
   iproute2 nftables wireguard-go wireguard-tools busybox-static cpio kmod iputils-ping procps \
   isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
   ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace xz-utils >/dev/null
+# The source-built guest kernel (issue 13): Debian's kernel source and what building it needs.
+$apt -qq install -y --no-install-recommends \
+  linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils >/dev/null
+# The fuzzing step (fuzz/tests/libfuzzer.rs): libfuzzer-sys compiles libFuzzer with a C++ compiler.
+$apt -qq install -y --no-install-recommends g++ >/dev/null
 $apt -qq -t bookworm-backports install -y --no-install-recommends qemu-system-x86 >/dev/null
 # labnet image build (mmdebstrap, mkfs.ext4 -d, ssh-keygen) and vm ssh/cp (ssh, scp, ssh-keyscan).
 $apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client >/dev/null
+# The CLI's tests (issue 16): `man -l` renders labnet's man page; setpriv/unshare (util-linux)
+# drop CAP_NET_ADMIN and give mount.ceph a network namespace of its own; bash -n checks the
+# completion script.
+$apt -qq install -y --no-install-recommends man-db groff-base util-linux bash >/dev/null
 if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   mkdir -p "$KDIR"
   (cd "$tmp" && chmod 777 . && $apt -qq download "linux-image-$KVER")

@@ -153,6 +153,39 @@ impl Core {
         self.rebuild_reservations();
     }
 
+    /// Replaces the run-time reservations like [`Core::set_dynamic_reservations`]; a VM
+    /// whose reservation went away (`labnet vm rm`, the end of a throwaway `vm run`,
+    /// `labnet leases --prune`) is gone, so its active leases are released: returned as the
+    /// records to commit, and forgotten (the address is free, its name leaves the hosts file).
+    pub fn replace_dynamic_reservations(&mut self, r: Vec<Reservation>, now: u64) -> Vec<Lease> {
+        let kept: std::collections::HashSet<[u8; 6]> = r
+            .iter()
+            .chain(self.cfg.reservations.iter())
+            .map(|x| x.mac)
+            .collect();
+        let gone: Vec<String> = self
+            .dynamic_res
+            .iter()
+            .filter(|x| x.vm.is_some() && !kept.contains(&x.mac))
+            .map(|x| crate::leases::hex_colon(&x.mac))
+            .collect();
+        self.set_dynamic_reservations(r);
+        let released: Vec<Lease> = self
+            .leases
+            .values()
+            .filter(|l| l.state == LeaseState::Active && gone.contains(&l.mac))
+            .map(|l| Lease {
+                state: LeaseState::Released,
+                expires: now,
+                ..l.clone()
+            })
+            .collect();
+        for l in &released {
+            self.forget(l.ip);
+        }
+        released
+    }
+
     fn rebuild_reservations(&mut self) {
         self.res_by_mac.clear();
         self.reserved_ips.clear();

@@ -142,7 +142,15 @@ impl Server {
                 biased;
                 _ = &mut shutdown => break,
                 _ = watch_tick.tick() => {
-                    watcher.poll(&mut core, &cfg);
+                    let released = watcher.poll(&mut core, &cfg);
+                    for l in &released {
+                        log!("RELEASE {} of {}: its VM's reservation is gone", l.ip, l.mac);
+                    }
+                    if !released.is_empty() {
+                        if let Err(e) = log.commit(&released) {
+                            log!("{e}");
+                        }
+                    }
                     lines.flush();
                     continue;
                 }
@@ -295,8 +303,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn poll(&mut self, core: &mut Core, cfg: &ServerConfig) {
+    /// Returns the leases released because their VM's reservation went away.
+    #[must_use]
+    fn poll(&mut self, core: &mut Core, cfg: &ServerConfig) -> Vec<crate::Lease> {
         let now = now_secs();
+        let mut released = vec![];
         if let Some(dir) = &cfg.reservations_dir {
             let fp = fingerprint(dir);
             if self.last_fp.as_ref() != Some(&fp) {
@@ -307,7 +318,7 @@ impl Watcher {
                 if self.last_fp.is_some() {
                     log!("{}: {} reservation(s)", dir.display(), res.len());
                 }
-                core.set_dynamic_reservations(res);
+                released = core.replace_dynamic_reservations(res, now);
                 self.last_fp = Some(fp);
             }
         }
@@ -319,6 +330,7 @@ impl Watcher {
                 Err(e) => log!("{e}"),
             }
         }
+        released
     }
 }
 

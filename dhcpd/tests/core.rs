@@ -470,3 +470,29 @@ fn renewal_without_hostname_keeps_it() {
         "expired leases leave the hosts file"
     );
 }
+
+/// A VM whose run-time reservation goes away (`labnet vm rm`, a throwaway run's end) is
+/// gone: its active lease is released (a record to commit) and its name leaves the hosts.
+#[test]
+fn a_removed_vm_reservation_releases_its_lease() {
+    let mut core = Core::new(cfg(), []);
+    let res = |m: u8, vm: &str| Reservation {
+        mac: mac(m),
+        ip: None,
+        hostname: Some(vm.into()),
+        vm: Some(vm.into()),
+    };
+    assert!(core
+        .replace_dynamic_reservations(vec![res(7, "vm7"), res(8, "vm8")], NOW)
+        .is_empty());
+    let ip7 = dora(&mut core, mac(7), NOW);
+    let ip8 = dora(&mut core, mac(8), NOW);
+    assert!(core.hosts_text(NOW).contains("vm7"));
+    let released = core.replace_dynamic_reservations(vec![res(8, "vm8")], NOW + 10);
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].ip, ip7);
+    assert_eq!(released[0].state, LeaseState::Released);
+    assert_eq!(released[0].expires, NOW + 10);
+    assert!(!core.hosts_text(NOW + 10).contains("vm7"));
+    assert!(core.hosts_text(NOW + 10).contains(&format!("{ip8} vm8")));
+}

@@ -28,6 +28,9 @@ pub struct LeasesArgs {
     /// Print JSON (one array of leases) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Release the leases of VMs that no longer exist (and forget their reservations).
+    #[arg(long)]
+    pub prune: bool,
 }
 
 pub fn dhcpd(ctx: &Ctx, a: DhcpdArgs) -> Result<()> {
@@ -50,23 +53,121 @@ pub fn dhcpd(ctx: &Ctx, a: DhcpdArgs) -> Result<()> {
 struct Row {
     #[serde(flatten)]
     lease: dhcpd::Lease,
+    /// The labnet VM whose reservation holds this MAC.
     vm: Option<String>,
+    /// That VM: running, stopped (still known to `vm list`) or gone (removed, or a finished
+    /// throwaway run); `leases --prune` and `vm rm` release a gone VM's lease.
+    vm_state: Option<&'static str>,
+}
+
+/// running / stopped / gone for VM `name` of the lab.
+fn vm_state(lab: &str, name: &str) -> &'static str {
+    match vm::state::VmState::load(lab, name) {
+        Ok(Some(st)) if st.status != vm::state::Status::Stopped && st.qemu_alive() => "running",
+        Ok(Some(_)) => "stopped",
+        _ => "gone",
+    }
+}
+
+/// MAC (aa:bb:..) -> VM name, from the reservations `labnet vm` registers.
+fn vm_reservations(lab: &str) -> HashMap<String, String> {
+    let (res, _) = dhcpd::server::load_reservations_dir(&netns::paths::reservations_dir(lab));
+    res.into_iter()
+        .filter_map(|r| Some((dhcpd::leases::hex_colon(&r.mac), r.vm?)))
+        .collect()
+}
+
+/// Releases the active leases of `macs` once their reservations are gone. With the lab up
+/// its dhcpd does it (it watches the reservations dir) and this waits for that; with the lab
+/// down nothing serves the lease log, so the records are written here.
+pub fn release_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>> {
+    let dir = netns::paths::state_dir(lab);
+    let active = |now: u64| -> Result<Vec<dhcpd::Lease>> {
+        Ok(dhcpd::leases::load(&dir)?
+            .into_iter()
+            .filter(|l| macs.contains(&l.mac) && l.state_at(now) == dhcpd::LeaseState::Active)
+            .collect())
+    };
+    let before = active(vm::state::now())?;
+    if before.is_empty() {
+        return Ok(vec![]);
+    }
+    if netns::paths::netns_path(lab).exists() {
+        let t0 = std::time::Instant::now();
+        while !active(vm::state::now())?.is_empty() {
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                anyhow::bail!(
+                    "lab {lab}'s dhcpd did not release {} within 10 s (is it running? `labnet status {lab}`)",
+                    before.iter().map(|l| l.ip.to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    } else {
+        let (mut log, _) = dhcpd::store::LeaseLog::open(&dir)?;
+        let now = vm::state::now();
+        let records: Vec<dhcpd::Lease> = before
+            .iter()
+            .map(|l| dhcpd::Lease {
+                state: dhcpd::LeaseState::Released,
+                expires: now,
+                ..l.clone()
+            })
+            .collect();
+        log.commit(&records)?;
+    }
+    Ok(before)
+}
+
+fn prune(lab: &str) -> Result<()> {
+    let gone: Vec<(String, String)> = vm_reservations(lab)
+        .into_iter()
+        .filter(|(_, vm)| vm_state(lab, vm) == "gone")
+        .collect();
+    for (_, vm) in &gone {
+        let f = model::reservation::file(lab, vm);
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("{}", f.display())),
+        }
+    }
+    let macs: Vec<String> = gone.iter().map(|(m, _)| m.clone()).collect();
+    let released = release_leases_of(lab, &macs)?;
+    for l in &released {
+        let vm = gone
+            .iter()
+            .find(|(m, _)| *m == l.mac)
+            .map(|(_, v)| v.as_str());
+        println!(
+            "released {} ({}, VM {} is gone)",
+            l.ip,
+            l.mac,
+            vm.unwrap_or("?")
+        );
+    }
+    if released.is_empty() {
+        println!("no leases of gone VMs in lab {lab}");
+    }
+    Ok(())
 }
 
 pub fn leases(ctx: &Ctx, a: LeasesArgs) -> Result<()> {
     let lab = ctx.load(a.lab.as_deref())?;
+    if a.prune {
+        return prune(&lab.name);
+    }
     let leases = dhcpd::leases::load(&netns::paths::state_dir(&lab.name))?;
-    // MAC -> VM name, from the reservations `labnet vm` registers.
-    let (res, _) = dhcpd::server::load_reservations_dir(&netns::paths::reservations_dir(&lab.name));
-    let vms: HashMap<String, String> = res
-        .into_iter()
-        .filter_map(|r| Some((dhcpd::leases::hex_colon(&r.mac), r.vm?)))
-        .collect();
+    let vms = vm_reservations(&lab.name);
     let rows: Vec<Row> = leases
         .into_iter()
-        .map(|l| Row {
-            vm: vms.get(&l.mac).cloned(),
-            lease: l,
+        .map(|l| {
+            let vm = vms.get(&l.mac).cloned();
+            Row {
+                vm_state: vm.as_deref().map(|v| vm_state(&lab.name, v)),
+                vm,
+                lease: l,
+            }
         })
         .collect();
     if a.json {
@@ -74,20 +175,24 @@ pub fn leases(ctx: &Ctx, a: LeasesArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<15} {:<17} {:<9} {:<20} {:<20} {:<16} {:<12} CLIENT-ID",
+        "{:<15} {:<17} {:<9} {:<20} {:<20} {:<16} {:<18} CLIENT-ID",
         "ADDRESS", "MAC", "STATE", "START", "EXPIRES", "HOSTNAME", "VM"
     );
     for r in rows {
         let l = &r.lease;
         println!(
-            "{:<15} {:<17} {:<9} {:<20} {:<20} {:<16} {:<12} {}",
+            "{:<15} {:<17} {:<9} {:<20} {:<20} {:<16} {:<18} {}",
             l.ip.to_string(),
             l.mac,
             l.state.to_string(),
             dhcpd::utc_text(l.start),
             dhcpd::utc_text(l.expires),
             l.hostname.as_deref().unwrap_or("-"),
-            r.vm.as_deref().unwrap_or("-"),
+            match (&r.vm, r.vm_state) {
+                (Some(v), Some("gone")) => format!("{v} (gone)"),
+                (Some(v), _) => v.clone(),
+                _ => "-".into(),
+            },
             l.client_id.as_deref().unwrap_or("-")
         );
     }

@@ -92,9 +92,7 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
 pub const RESOLVE_EXAMPLES: &str = "\
 Names are the lab's DNS names (VM names, DHCP client hostnames, reservations), with or
 without the zone (vm1 or vm1.lab). The lab's network lives in its namespace, so reach the
-address from there, e.g. with ssh's ProxyCommand in ~/.ssh/config:
-  Host *.lab
-    ProxyCommand sh -c 'exec ip netns exec sepian busybox nc $(labnet resolve %h) %p'
+address from there; for ssh from the host, `labnet vm ssh-config >> ~/.ssh/config`.
 
 Examples:
   labnet resolve vm1                     # 192.168.0.123

@@ -1,7 +1,6 @@
-//! `labnet mount` and `labnet kernel-config` (owned by the mountgen work).
+//! `labnet mount` (owned by the mountgen work).
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use mountgen::kconfig::{self, CephBuild};
 use mountgen::plan::{self, Auth, MountRequest, MsMode, Syntax, PRESET_SEED};
 use mountgen::{monmap, render, secret};
 use std::io::Read;
@@ -11,11 +10,6 @@ Examples:
   labnet mount --mon-dump mon_dump.json --name fs --fs a /mnt              # mount -t ceph ... line
   labnet mount --mon-dump mon_dump.json --name fs --fs a --keyring fs.keyring --format fstab
   ssh cephhost ceph mon dump --format=json | labnet mount --mon-dump - --name fs --fs a --format json";
-
-pub const KCONFIG_EXAMPLES: &str = "\
-Examples:
-  labnet kernel-config > ceph.config && scripts/kconfig/merge_config.sh -m .config ceph.config
-  labnet kernel-config --merge .config && make olddefconfig   # the old file is kept as .config.old";
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SyntaxArg {
@@ -141,22 +135,6 @@ pub struct MountArgs {
     /// What to print.
     #[arg(long, value_enum, default_value = "cmd")]
     format: OutFormat,
-}
-
-#[derive(Args)]
-pub struct KernelConfigArgs {
-    /// Build the Ceph code into the kernel (the default; no modules to install in the guest).
-    #[arg(long, conflicts_with = "modules")]
-    builtin: bool,
-    /// Build libceph and ceph as modules (reload them with modprobe after a rebuild).
-    #[arg(long)]
-    modules: bool,
-    /// Merge the fragment into this .config (in place unless --output), like merge_config.sh.
-    #[arg(long, value_name = ".config")]
-    merge: Option<String>,
-    /// Write the merged config here instead of overwriting --merge.
-    #[arg(long, requires = "merge")]
-    output: Option<String>,
 }
 
 fn read(path: &str, what: &str) -> Result<String> {
@@ -307,34 +285,4 @@ fn helper_plan(a: &MountArgs, p: &plan::MountPlan, name: &str) -> Result<plan::M
         );
     }
     Ok(p.with_auth(&Auth::None))
-}
-
-pub fn kernel_config(a: KernelConfigArgs) -> Result<()> {
-    let build = if a.modules {
-        CephBuild::Modules
-    } else {
-        CephBuild::Builtin
-    };
-    let Some(path) = &a.merge else {
-        print!("{}", kconfig::fragment(build));
-        return Ok(());
-    };
-    let old =
-        std::fs::read_to_string(path).with_context(|| format!("--merge: cannot read {path}"))?;
-    let (new, changes) = kconfig::merge(&old, &kconfig::fragment_entries(build));
-    let out = a.output.as_deref().unwrap_or(path);
-    if out == path {
-        // Like the kernel's own config tools: the previous file stays as .config.old.
-        let old_path = format!("{path}.old");
-        std::fs::write(&old_path, &old).with_context(|| format!("cannot write {old_path}"))?;
-    }
-    std::fs::write(out, new).with_context(|| format!("cannot write {out}"))?;
-    for c in &changes {
-        println!("{c}");
-    }
-    println!(
-        "{} change(s) written to {out}; now run `make olddefconfig` (Kconfig dependencies may adjust values)",
-        changes.len()
-    );
-    Ok(())
 }

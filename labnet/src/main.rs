@@ -11,6 +11,7 @@ mod cmd_dhcpd;
 mod cmd_dns;
 mod cmd_help;
 mod cmd_image;
+mod cmd_kernel;
 mod cmd_lab;
 mod cmd_logs;
 mod cmd_mount;
@@ -86,9 +87,12 @@ enum Command {
     /// Print a CephFS kernel mount (command line, fstab, unit, JSON) from `ceph mon dump`.
     #[command(after_help = cmd_mount::MOUNT_EXAMPLES)]
     Mount(cmd_mount::MountArgs),
-    /// Print or merge the CephFS kernel config fragment.
-    #[command(after_help = cmd_mount::KCONFIG_EXAMPLES)]
-    KernelConfig(cmd_mount::KernelConfigArgs),
+    /// Print or merge the labnet guest kernel config fragment (VM devices, PVH, CephFS).
+    #[command(after_help = cmd_kernel::KCONFIG_EXAMPLES)]
+    KernelConfig(cmd_kernel::KernelConfigArgs),
+    /// Build a kernel tree into a bootable bzImage + vmlinux with that fragment.
+    #[command(subcommand)]
+    Kernel(cmd_kernel::KernelCommand),
     /// Print, install or remove the generated systemd units.
     #[command(subcommand)]
     Units(cmd_units::UnitsCommand),
@@ -146,7 +150,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image(c) => cmd_image::run(c),
         Command::Vm(c) => cmd_vm::run(&ctx, c),
         Command::Mount(a) => cmd_mount::mount(a),
-        Command::KernelConfig(a) => cmd_mount::kernel_config(a),
+        Command::KernelConfig(a) => cmd_kernel::kernel_config(a),
+        Command::Kernel(c) => cmd_kernel::run(c),
         Command::Units(c) => cmd_units::run(&ctx, c),
         Command::Completions(a) => cmd_help::completions(Cli::command(), a),
         Command::Man(a) => cmd_help::man(Cli::command(), a),

@@ -204,8 +204,18 @@ fn render_forms() {
 
 #[test]
 fn kernel_config_fragments() {
-    check_golden("kconfig.builtin", &kconfig::fragment(CephBuild::Builtin));
-    check_golden("kconfig.modules", &kconfig::fragment(CephBuild::Modules));
+    check_golden(
+        "kconfig.builtin",
+        &kconfig::fragment(CephBuild::Builtin, true),
+    );
+    check_golden(
+        "kconfig.modules",
+        &kconfig::fragment(CephBuild::Modules, true),
+    );
+    check_golden(
+        "kconfig.builtin-novm",
+        &kconfig::fragment(CephBuild::Builtin, false),
+    );
 }
 
 /// systemd's own escaping agrees with unit_name (systemd is in the CI package list).

@@ -266,6 +266,183 @@ pub fn bounce(c: &mut Cleanup, dir: &Path, id: &str, octet: u8) -> Bounce {
         wg: wgb,
     }
 }
+/// Where tests keep expensive artefacts, outside the clone (`LABNET_CACHE_DIR` overrides).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("LABNET_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/labnet"))
+}
+
+/// Holds an exclusive flock(2) on a file until dropped: parallel tests (threads or processes)
+/// wait for the one that builds rather than race it.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> FileLock {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor this function owns (open until FileLock drops).
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}", path.display());
+        FileLock { _file: f }
+    }
+}
+
+/// Debian's kernel source package (installed by .ci/install-deps.sh).
+pub const LINUX_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// The linux-source package's version (e.g. 6.1.172-1), else the tarball's size and mtime.
+pub fn linux_source_version() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "linux-source-6.1"])
+        .output();
+    if let Ok(o) = out {
+        let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if o.status.success() && !v.is_empty() {
+            return v;
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(LINUX_SOURCE_TARBALL).unwrap_or_else(|e| {
+        panic!("{LINUX_SOURCE_TARBALL}: {e} (apt-get install linux-source-6.1)")
+    });
+    format!("{}-{}", md.size(), md.mtime())
+}
+
+/// The kernel source tree unpacked from [`LINUX_SOURCE_TARBALL`] into
+/// `cache_dir()/src/linux-source-6.1`, once per package version (a marker file holds it).
+/// Kept pristine: builds and config tests use `make O=DIR`.
+pub fn linux_source_tree() -> PathBuf {
+    let root = cache_dir().join("src");
+    let _lock = FileLock::exclusive(&root.join(".lock"));
+    let tree = root.join("linux-source-6.1");
+    let marker = root.join("linux-source-6.1.version");
+    let version = linux_source_version();
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(version.as_str())
+        && tree.join("Kconfig").is_file()
+    {
+        return tree;
+    }
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_dir_all(&tree);
+    eprintln!(
+        "unpacking {LINUX_SOURCE_TARBALL} ({version}) into {}",
+        root.display()
+    );
+    must(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-xf", LINUX_SOURCE_TARBALL]),
+    );
+    assert!(
+        tree.join("Kconfig").is_file(),
+        "{} not in the tarball",
+        tree.display()
+    );
+    std::fs::write(&marker, &version).unwrap();
+    tree
+}
+
+/// The source-built guest kernel: `labnet kernel build --base tinyconfig` of Debian's 6.1
+/// source with labnet's fragment (ceph, virtio, PVH built in; no modules).
+#[derive(Clone, Debug)]
+pub struct SourceKernel {
+    pub dir: PathBuf,
+    pub bzimage: PathBuf,
+    pub vmlinux: PathBuf,
+    pub config: PathBuf,
+    pub tree: PathBuf,
+    pub key: String,
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache key of the source kernel: source version + a hash of the fragment (what
+/// `labnet kernel-config` prints), the base config and the compiler.
+pub fn source_kernel_key() -> String {
+    let fragment = must(Command::new(labnet_bin()).arg("kernel-config"));
+    let gcc = Command::new("gcc")
+        .arg("--version")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let gcc = gcc
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
+    let h = sha256_hex(&[fragment.as_bytes(), b"tinyconfig", &gcc]);
+    format!("{}-{}", linux_source_version(), &h[..16])
+}
+
+/// Returns the cached source-built kernel, building it on first use (about 10-20 min on 2
+/// cores) into `cache_dir()/kernel/KEY/`, under a lock so parallel tests wait for one build.
+pub fn source_kernel() -> SourceKernel {
+    static K: std::sync::OnceLock<SourceKernel> = std::sync::OnceLock::new();
+    K.get_or_init(|| {
+        let tree = linux_source_tree();
+        let key = source_kernel_key();
+        let root = cache_dir().join("kernel");
+        let dir = root.join(&key);
+        let k = SourceKernel {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
+            config: dir.join("config"),
+            dir: dir.clone(),
+            tree: tree.clone(),
+            key: key.clone(),
+        };
+        let _lock = FileLock::exclusive(&root.join(".lock"));
+        if k.bzimage.is_file() && k.vmlinux.is_file() {
+            return k;
+        }
+        let partial = root.join(format!("{key}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        eprintln!(
+            "building the source kernel {key} (labnet kernel build --base tinyconfig; cold: 10-20 min)"
+        );
+        let t = Instant::now();
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let out = run(Command::new(labnet_bin())
+            .args(["kernel", "build", "--base", "tinyconfig", "--jobs", &jobs.to_string()])
+            .arg("--tree")
+            .arg(&tree)
+            .arg("--objdir")
+            .arg(root.join("obj"))
+            .arg("--out")
+            .arg(&partial));
+        assert!(out.status.success(), "labnet kernel build failed:\n{}", text(&out));
+        std::fs::rename(&partial, &dir).unwrap();
+        eprintln!("source kernel built in {:.0} s: {}", t.elapsed().as_secs_f64(), dir.display());
+        k
+    })
+    .clone()
+}
+
+/// `prog` in PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
 
 /// Removes the tests' images of other keys (older kmount or guest files), ~700 MB each,
 /// except any another test process holds the lock of.
@@ -446,7 +623,19 @@ impl ImageLab {
         args.extend_from_slice(more);
         let st = self.labnet(&args);
         assert!(st.status.success(), "vm start {name}: {}", text(&st));
-        let w = self.vm(&["ssh", name, "--wait", "240"]);
+        // Its own timeout(1): a loaded 2-core host can take minutes to boot a TCG guest.
+        let w = run(Command::new("timeout")
+            .args([
+                "330",
+                labnet_bin().to_str().unwrap(),
+                "vm",
+                "ssh",
+                "--lab",
+                &self.id,
+            ])
+            .args([name, "--wait", "300"])
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null()));
         assert!(
             w.status.success(),
             "vm ssh --wait {name}: {}\nserial log:\n{}",

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KVER: &str = "6.1.0-56-amd64";
 const BOUNCE_IP: &str = "192.168.20.2";
 
 fn fixture() -> PathBuf {
@@ -123,12 +122,8 @@ fn alive(pid: u32) -> bool {
 fn guest_mounts_cephfs_through_the_lab() {
     require_root();
     let t_test = Instant::now();
-    let kernel = format!("/var/cache/labnet-kernel/boot/vmlinuz-{KVER}");
-    let modules = format!("/var/cache/labnet-kernel/lib/modules/{KVER}");
-    assert!(
-        Path::new(&modules).join("modules.dep").exists(),
-        "guest kernel not unpacked (.ci/install-deps.sh)"
-    );
+    // The source-built kernel: ceph, virtio and PVH built in, no modules.
+    let kernel = source_kernel().bzimage.display().to_string();
     let kmount = static_kmount();
     eprintln!(
         "cephfs: static kmount ready after {:.1} s",
@@ -272,19 +267,11 @@ fn guest_mounts_cephfs_through_the_lab() {
             "--name",
             &vm,
         ])
-        .args([
-            "--kernel",
-            &kernel,
-            "--modules",
-            &modules,
-            "--module",
-            "ceph",
-            "-v",
-        ])
+        .args(["--kernel", &kernel, "-v"])
         .arg("--add")
         .arg(format!("{}:/bin/kmount", kmount.display()))
-        // For bench/RESULTS.md: the opt-in PVH boot (skips the in-guest bzImage unpacking).
-        .args(std::env::var_os("LABNET_TEST_PVH").map(|_| "--pvh"))
+        // For bench/RESULTS.md: the bzImage boot instead of the default PVH one.
+        .args(std::env::var_os("LABNET_TEST_NO_PVH").map(|_| "--no-pvh"))
         .args(["--", "sh", "-c", &guest])
         .envs(env.iter().cloned())
         .stdout(Stdio::piped())
@@ -323,6 +310,9 @@ fn guest_mounts_cephfs_through_the_lab() {
     let (err, first_console, lease_seen) = err_thread.join().unwrap();
     let ctx = format!("status {status}\nstdout:\n{out}\nstderr:\n{err}");
     assert_eq!(status.code(), Some(0), "guest run failed: {ctx}");
+    if std::env::var_os("LABNET_TEST_NO_PVH").is_none() {
+        assert!(err.contains(" through PVH ("), "not a PVH boot: {ctx}");
+    }
 
     let mounted_after = mounted_after.unwrap_or_else(|| panic!("no MOUNTED line: {ctx}"));
     let up_at = |p: &str| {

@@ -175,10 +175,12 @@ fn kernel_config_prints_and_merges() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("CONFIG_CEPH_LIB: y -> m\nCONFIG_CEPH_FS: n -> m\n"),
+        out.contains("set CONFIG_CEPH_LIB: y -> m\nset CONFIG_CEPH_FS: n -> m\n"),
         "{out}"
     );
-    assert!(out.contains("CONFIG_XFS_FS: m -> y"), "{out}");
+    assert!(out.contains("set CONFIG_XFS_FS: m -> y"), "{out}");
+    // Not in a kernel tree: merged as text, and it says Kconfig did not check it.
+    assert!(out.contains("not checked against Kconfig"), "{out}");
     let merged = std::fs::read_to_string(&cfg).unwrap();
     assert!(
         merged
@@ -186,6 +188,11 @@ fn kernel_config_prints_and_merges() {
         "{merged}"
     );
     assert!(merged.contains("\nCONFIG_DYNAMIC_DEBUG=y\n"));
+    assert!(merged.contains("\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".config.old")).unwrap(),
+        "CONFIG_64BIT=y\n# CONFIG_CEPH_FS is not set\nCONFIG_CEPH_LIB=y\nCONFIG_XFS_FS=m\n"
+    );
     // A second merge changes nothing.
     let (ok, out, _) = labnet(&[
         "kernel-config",
@@ -194,5 +201,12 @@ fn kernel_config_prints_and_merges() {
         cfg.to_str().unwrap(),
     ]);
     assert!(ok);
-    assert!(out.starts_with("0 change(s)"), "{out}");
+    assert!(!out.contains("set "), "{out}");
+    // --no-vm leaves the VM part out.
+    let (ok, out, _) = labnet(&["kernel-config", "--no-vm"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        std::fs::read_to_string(golden.join("kconfig.builtin-novm")).unwrap()
+    );
 }

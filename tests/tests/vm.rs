@@ -1,5 +1,7 @@
-//! `labnet vm` end to end, as root, under TCG: a lab from `labnet up`, the Debian 6.1 guest
-//! kernel with the generated initramfs, labnet's dhcpd, and the tap's lifecycle.
+//! `labnet vm` end to end, as root, under TCG: a lab from `labnet up`, the source-built guest
+//! kernel (linux-source-6.1 + labnet's fragment, everything built in, booted through PVH) with
+//! the generated initramfs, labnet's dhcpd, and the tap's lifecycle. One test keeps the
+//! Debian 6.1 distro kernel with its modules (`--modules`).
 use labnet_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,6 +9,12 @@ use std::time::{Duration, Instant};
 
 const KVER: &str = "6.1.0-56-amd64";
 
+/// The source-built kernel's bzImage (vmlinux and config beside it), built on first use.
+fn source_bzimage() -> String {
+    source_kernel().bzimage.display().to_string()
+}
+
+/// The Debian distro kernel and its modules dir.
 fn kernel() -> (String, String) {
     let root = Path::new("/var/cache/labnet-kernel");
     let k = root.join("boot").join(format!("vmlinuz-{KVER}"));
@@ -155,7 +163,8 @@ fn vm_start_stop_lifecycle_and_errors() {
     require_root();
     let mut c = Cleanup::default();
     let l = lab(&mut c, "vmlife", true);
-    let (k, m) = kernel();
+    let (_, m) = kernel();
+    let k = source_bzimage();
     let vm = |args: &[&str]| {
         let mut a = vec!["vm"];
         a.extend_from_slice(args);
@@ -236,8 +245,6 @@ fn vm_start_stop_lifecycle_and_errors() {
             name,
             "--kernel",
             &k,
-            "--modules",
-            &m,
             "--daemonize",
         ]);
         assert!(o.status.success(), "{}", text(&o));
@@ -288,18 +295,7 @@ fn vm_start_stop_lifecycle_and_errors() {
 
     // SIGTERM to a foreground `vm run`: it stops QEMU, removes the tap, and fails.
     let mut fg = Command::new(labnet_bin())
-        .args([
-            "vm",
-            "run",
-            "--lab",
-            &l.id,
-            "--name",
-            "c",
-            "--kernel",
-            &k,
-            "--modules",
-            &m,
-        ])
+        .args(["vm", "run", "--lab", &l.id, "--name", "c", "--kernel", &k])
         .args(["--", "sleep", "1000"])
         .envs(l.env.iter().cloned())
         .stdout(std::process::Stdio::piped())
@@ -365,15 +361,11 @@ fn vm_start_stop_lifecycle_and_errors() {
         "b",
         "--kernel",
         &k,
-        "--modules",
-        &m,
         "--daemonize",
         "--share",
         &format!("{}:hs", share.display()),
         "--multipath",
         &mp.display().to_string(),
-        "--module",
-        "ceph",
         "--add",
         &format!("{}:/etc/marker", marker.display()),
     ]);
@@ -450,7 +442,7 @@ fn vm_start_stop_lifecycle_and_errors() {
             .any(|l| l.starts_with("Address") && l.trim_end().ends_with(&ip)),
         "b.lab does not resolve to {ip} in the guest: {text_out}"
     );
-    // --module ceph: the ceph chain (netfs, fscache, crc32c via softdep, libceph) loaded.
+    // ceph is built into the source kernel: no module to load.
     assert!(
         text_out
             .lines()
@@ -493,5 +485,89 @@ fn vm_start_stop_lifecycle_and_errors() {
         "the VM to end after labnet down",
         Duration::from_secs(40),
         || !signal(qemu, 0),
+    );
+}
+
+/// `vm run` of the source-built kernel with no --modules: ceph is built in (the command's
+/// status 7 comes back), the boot went through PVH (the line labnet prints says so), and
+/// --timings reports the boot's milestones.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn source_kernel_runs_through_pvh_without_modules() {
+    require_root();
+    let mut c = Cleanup::default();
+    let l = lab(&mut c, "vmpvh", true);
+    let k = source_bzimage();
+    let out = run(Command::new("timeout")
+        .args([
+            "120",
+            labnet_bin().to_str().unwrap(),
+            "vm",
+            "run",
+            "--lab",
+            &l.id,
+        ])
+        .args(["--kernel", &k, "--timings", "--"])
+        .args(["sh", "-c", "grep -qw ceph /proc/filesystems; exit 7"])
+        .envs(l.env.iter().cloned()));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let vmlinux = source_kernel().vmlinux.display().to_string();
+    assert!(
+        err.contains(&format!("booting {vmlinux} through PVH")),
+        "no PVH boot line: {}",
+        text(&out)
+    );
+    let timings = err
+        .lines()
+        .find(|l| l.contains(": timings: "))
+        .unwrap_or_else(|| panic!("no timings line: {err}"));
+    for m in [
+        "qemu start",
+        "kernel start",
+        "/init",
+        "link up",
+        "lease",
+        "command start",
+        "command end",
+    ] {
+        assert!(timings.contains(&format!("{m} ")), "{m} missing: {timings}");
+    }
+    assert!(taps(&l.id).is_empty(), "tap left behind");
+    // The same kernel with the guest's ceph missing would give 1: the grep is real.
+    let out = run(Command::new("timeout")
+        .args([
+            "120",
+            labnet_bin().to_str().unwrap(),
+            "vm",
+            "run",
+            "--lab",
+            &l.id,
+        ])
+        .args(["--kernel", &k, "--"])
+        .args(["sh", "-c", "grep -qw nosuchfs /proc/filesystems; exit $?"])
+        .envs(l.env.iter().cloned()));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// `--no-pvh` boots the bzImage itself (ACPI on, devices found by the kernel) and says so.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn source_kernel_no_pvh_boots_the_bzimage() {
+    require_root();
+    let mut c = Cleanup::default();
+    let l = lab(&mut c, "vmbz", true);
+    let k = source_bzimage();
+    let out = run(Command::new("timeout")
+        .args(["150", labnet_bin().to_str().unwrap(), "vm", "run", "--lab", &l.id])
+        .args(["--kernel", &k, "--no-pvh", "--"])
+        .args(["sh", "-c", "grep -qw ceph /proc/filesystems && ip -4 addr show eth0 | grep -q 'inet 10.78.0.'; exit $((7 + $?))"])
+        .envs(l.env.iter().cloned()));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("booting the bzImage {k} (--no-pvh)")),
+        "{}",
+        text(&out)
     );
 }

@@ -1,90 +1,96 @@
-//! The fast microvm boot: QEMU boots an uncompressed `vmlinux` ELF through its PVH entry,
-//! which skips the in-guest decompression of a bzImage (about 2.5 s under TCG, machine.md).
-//! For a kernel build tree the ELF is `vmlinux` at the tree's root; for a distro bzImage it
-//! is cut out of the bzImage's payload (xz/gzip/zstd, decompressed with the system tool),
-//! checked for the PVH ELF note, and cached by (path, size, mtime).
+//! Which kernel image QEMU boots, and how. PVH (the default on microvm): QEMU boots an
+//! uncompressed `vmlinux` ELF through its PVH entry, skipping the in-guest decompression of a
+//! bzImage (about 2.5 s under TCG, machine.md). A kernel build tree (or a `labnet kernel
+//! build --out` dir) has that `vmlinux` beside its bzImage; it is used when it has the PVH
+//! ELF note and the tree's config has `VIRTIO_MMIO_CMDLINE_DEVICES` (without ACPI, devices
+//! are only announced on the command line). Anything else boots the bzImage, saying why.
 //!
-//! Opt-in (`--pvh`). Measured with the Debian 6.1 kernel on QEMU 10 microvm/TCG: with ACPI
-//! (or the second IOAPIC) on, a PVH boot hangs once a virtio-mmio device exists (timer
-//! interrupts stop: printk time freezes); with `acpi=off,ioapic2=off` it boots and powers off
-//! (by reset) in ~2.7 s instead of ~6.8 s, but then devices are only announced through
-//! `virtio_mmio.device=` on the command line, which that kernel ignores
-//! (no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), so it has no eth0. Kernels built for microvm
-//! usually have that option.
+//! `--pvh` forces it for any bzImage: the ELF is then cut out of the bzImage's payload
+//! (xz/gzip/zstd, decompressed in-process), checked for the note and cached by (path, size,
+//! mtime). Measured with the Debian 6.1 kernel on QEMU 10 microvm/TCG: PVH needs
+//! `acpi=off,ioapic2=off` (else timer interrupts stop once a virtio-mmio device exists), and
+//! that kernel ignores `virtio_mmio.device=` (no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES): no eth0.
 
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-/// The compressed payload of a bzImage and the tool that unpacks it.
-pub fn bzimage_payload(b: &[u8]) -> Option<(&[u8], &'static str)> {
-    if b.len() < 0x250 || &b[0x202..0x206] != b"HdrS" {
+use object::read::elf::{FileHeader, ProgramHeader};
+
+/// How a bzImage's payload is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Xz,
+    Gzip,
+    Zstd,
+}
+
+/// The compressed payload of a bzImage (boot protocol ≥ 2.08) and its compression.
+pub fn bzimage_payload(b: &[u8]) -> Option<(&[u8], Compression)> {
+    if b.get(0x202..0x206)? != b"HdrS" {
         return None;
     }
-    let version = u16::from_le_bytes([b[0x206], b[0x207]]);
+    let le32 = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?) as usize);
+    let version = u16::from_le_bytes(b.get(0x206..0x208)?.try_into().ok()?);
     if version < 0x208 {
         return None; // payload_offset/length appeared in boot protocol 2.08
     }
-    let setup_sects = match b[0x1f1] {
+    let setup_sects = match *b.get(0x1f1)? {
         0 => 4,
         n => n as usize,
     };
-    let off = u32::from_le_bytes(b[0x248..0x24c].try_into().unwrap()) as usize;
-    let len = u32::from_le_bytes(b[0x24c..0x250].try_into().unwrap()) as usize;
-    let start = (setup_sects + 1) * 512 + off;
+    let (off, len) = (le32(0x248)?, le32(0x24c)?);
+    let start = ((setup_sects + 1) * 512).checked_add(off)?;
     let p = b.get(start..start.checked_add(len)?)?;
-    let tool = if p.starts_with(b"\xfd7zXZ\x00") {
-        "xz"
+    let c = if p.starts_with(b"\xfd7zXZ\x00") {
+        Compression::Xz
     } else if p.starts_with(b"\x1f\x8b") {
-        "gzip"
+        Compression::Gzip
     } else if p.starts_with(b"\x28\xb5\x2f\xfd") {
-        "zstd"
+        Compression::Zstd
     } else {
         return None;
     };
-    Some((p, tool))
+    Some((p, c))
 }
 
-/// True when the ELF has the Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY = 18), which
-/// QEMU needs to boot it directly.
+/// Decompresses one stream (the kernel appends its size after it; that is ignored).
+pub fn decompress(payload: &[u8], c: Compression) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let r = match c {
+        Compression::Xz => liblzma::read::XzDecoder::new(payload).read_to_end(&mut out),
+        Compression::Gzip => flate2::read::GzDecoder::new(payload).read_to_end(&mut out),
+        Compression::Zstd => ruzstd::decoding::StreamingDecoder::new(payload)
+            .map_err(|e| e.to_string())?
+            .read_to_end(&mut out),
+    };
+    r.map_err(|e| format!("{c:?} payload: {e}"))?;
+    Ok(out)
+}
+
+/// XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit PVH entry point QEMU needs to boot an ELF kernel.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// True when `b` is a 64-bit little-endian ELF with the Xen PVH entry note (parsed with
+/// `object`: every offset bounds-checked).
 pub fn has_pvh_note(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false;
-    }
-    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u32at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().unwrap()) as usize)
-    };
-    let u64at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap()) as usize)
-    };
-    let (phoff, phentsize, phnum) = (u64at(0x20).unwrap_or(0), u16at(0x36), u16at(0x38));
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32at(ph) != Some(4) {
-            continue; // PT_NOTE only
-        }
-        let (Some(mut o), Some(size)) = (u64at(ph + 8), u64at(ph + 32)) else {
+    pvh_note(b).unwrap_or(false)
+}
+
+fn pvh_note(b: &[u8]) -> object::read::Result<bool> {
+    let h = object::elf::FileHeader64::<object::Endianness>::parse(b)?;
+    let e = h.endian()?;
+    for ph in h.program_headers(e, b)? {
+        let Some(mut notes) = ph.notes(e, b)? else {
             continue;
         };
-        let end = o.saturating_add(size).min(b.len());
-        while o + 12 <= end {
-            let (namesz, descsz, ty) = (
-                u32at(o).unwrap(),
-                u32at(o + 4).unwrap(),
-                u32at(o + 8).unwrap(),
-            );
-            let name = b.get(o + 12..o + 12 + namesz).unwrap_or(&[]);
-            if name == b"Xen\0" && ty == 18 {
-                return true;
+        while let Some(n) = notes.next()? {
+            if n.name() == b"Xen" && n.n_type(e).0 == XEN_ELFNOTE_PHYS32_ENTRY {
+                return Ok(true);
             }
-            o += 12 + namesz.div_ceil(4) * 4 + descsz.div_ceil(4) * 4;
         }
     }
-    false
+    Ok(false)
 }
 
 /// Returns a cached vmlinux for the bzImage `kernel`, making it on first use; Err(reason)
@@ -102,43 +108,165 @@ pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, String> {
         return Ok(out);
     }
     let b = std::fs::read(kernel).map_err(|e| e.to_string())?;
-    let (payload, tool) =
+    let (payload, c) =
         bzimage_payload(&b).ok_or("not a bzImage with a known compressed payload")?;
-    let bin = crate::which(tool).ok_or_else(|| format!("{tool} not installed"))?;
-    let mut args = vec!["-dc"];
-    if tool == "xz" {
-        args.push("--single-stream"); // the kernel appends its size after the stream
-    }
-    let mut child = Command::new(bin)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{tool}: {e}"))?;
-    let mut stdin = child.stdin.take().unwrap();
-    let data = payload.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let o = child
-        .wait_with_output()
-        .map_err(|e| format!("{tool}: {e}"))?;
-    let _ = feeder.join();
-    // gzip exits 2 for the trailing size bytes ("trailing garbage ignored"); judge the output.
-    if !has_pvh_note(&o.stdout) {
+    let elf = decompress(payload, c)?;
+    if !has_pvh_note(&elf) {
         return Err("the unpacked kernel has no PVH entry note (CONFIG_PVH)".into());
     }
     std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
     let tmp = cache.join(format!(".vmlinux-{key:016x}.{}", std::process::id()));
-    std::fs::write(&tmp, &o.stdout).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, &elf).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
+}
+
+/// `--pvh` / `--no-pvh` / neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PvhMode {
+    /// PVH when the kernel is a build tree's bzImage with a PVH vmlinux beside it.
+    #[default]
+    Auto,
+    /// PVH for any bzImage, unpacking the vmlinux from it when there is none beside it.
+    Force,
+    /// Always the bzImage.
+    Off,
+}
+
+/// What QEMU is given as `-kernel`, and the one line that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootChoice {
+    pub kernel: PathBuf,
+    pub pvh: bool,
+    pub line: String,
+}
+
+/// A build tree's (or `kernel build --out` dir's) `vmlinux` beside the bzImage, and the
+/// config of that build: `T/arch/x86/boot/bzImage` → `T/vmlinux`, `T/.config`;
+/// `D/bzImage` → `D/vmlinux`, `D/config` or `D/.config`.
+pub fn beside(kernel: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
+    let k = std::fs::canonicalize(kernel).ok()?;
+    let root = if k.ends_with("arch/x86/boot/bzImage") {
+        k.parent()?.parent()?.parent()?.parent()?.to_path_buf()
+    } else {
+        k.parent()?.to_path_buf()
+    };
+    let v = root.join("vmlinux");
+    if !v.is_file() || v == k {
+        return None;
+    }
+    let config = [root.join(".config"), root.join("config")]
+        .into_iter()
+        .find(|c| c.is_file());
+    Some((v, config))
+}
+
+/// Decides between the vmlinux (PVH) and the bzImage for a microvm (`microvm`: false on
+/// q35, which always boots the bzImage). `cache`: where `--pvh` keeps unpacked vmlinuxes.
+pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> BootChoice {
+    let bz = |why: String| BootChoice {
+        kernel: kernel.to_path_buf(),
+        pvh: false,
+        line: format!("booting the bzImage {} ({why})", kernel.display()),
+    };
+    let pvh = |v: PathBuf, how: &str| BootChoice {
+        line: format!(
+            "booting {} through PVH ({how}; no in-guest decompression)",
+            v.display()
+        ),
+        kernel: v,
+        pvh: true,
+    };
+    if mode == PvhMode::Off {
+        return bz("--no-pvh".into());
+    }
+    if !microvm {
+        return bz("PVH is for microvm; this is q35".into());
+    }
+    if let Some(b) = std::fs::read(kernel).ok().filter(|b| has_pvh_note(b)) {
+        drop(b);
+        return pvh(kernel.to_path_buf(), "--kernel is a PVH vmlinux");
+    }
+    match beside(kernel) {
+        Some((v, config)) => {
+            let elf = std::fs::read(&v).unwrap_or_default();
+            if !has_pvh_note(&elf) {
+                return bz(format!(
+                    "{} has no PVH entry note: CONFIG_PVH is off",
+                    v.display()
+                ));
+            }
+            let cmdline_devices = config
+                .as_ref()
+                .and_then(|c| std::fs::read_to_string(c).ok())
+                .map(|t| {
+                    t.lines()
+                        .any(|l| l == "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
+                });
+            if let (Some(false), Some(c), PvhMode::Auto) = (cmdline_devices, &config, mode) {
+                return bz(format!(
+                    "{} lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y: no devices under PVH",
+                    c.display()
+                ));
+            }
+            pvh(v, "the vmlinux beside the bzImage")
+        }
+        None if mode == PvhMode::Force => match vmlinux_for(kernel, cache) {
+            Ok(v) => pvh(v, "--pvh: unpacked from the bzImage"),
+            Err(why) => bz(format!("--pvh: no vmlinux: {why}")),
+        },
+        None => bz("no vmlinux beside it: not a build tree's bzImage; --pvh unpacks one".into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Truncated or garbled headers never panic (every offset is bounds-checked).
+    #[test]
+    fn malformed_inputs_are_rejected() {
+        let mut elf = vec![0u8; 4096];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[6] = 1;
+        elf[0x20..0x28].copy_from_slice(&0xffff_ffff_ff00u64.to_le_bytes()); // e_phoff far out
+        elf[0x36] = 56;
+        elf[0x38] = 0xff; // many program headers
+        for n in [0, 4, 16, 64, 100, 4096] {
+            assert!(!has_pvh_note(&elf[..n]));
+        }
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206] = 0x0f;
+        bz[0x207] = 0x02;
+        bz[0x248..0x24c].copy_from_slice(&u32::MAX.to_le_bytes());
+        bz[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(bzimage_payload(&bz).is_none());
+        assert!(bzimage_payload(&bz[..0x210]).is_none());
+        assert!(decompress(b"\xfd7zXZ\x00garbage", Compression::Xz).is_err());
+    }
+
+    #[test]
+    fn choice_without_a_tree_is_the_bzimage() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("vmlinuz-x");
+        std::fs::write(&k, vec![0u8; 8192]).unwrap();
+        let c = choose(&k, true, PvhMode::Auto, d.path());
+        assert!(!c.pvh);
+        assert!(c.line.contains("no vmlinux beside it"), "{}", c.line);
+        assert!(choose(&k, true, PvhMode::Off, d.path())
+            .line
+            .contains("--no-pvh"));
+        assert!(choose(&k, false, PvhMode::Auto, d.path())
+            .line
+            .contains("q35"));
+        // A vmlinux beside it without the PVH note: the bzImage, and why.
+        std::fs::write(d.path().join("vmlinux"), b"not an elf").unwrap();
+        let c = choose(&k, true, PvhMode::Auto, d.path());
+        assert!(!c.pvh && c.line.contains("no PVH entry note"), "{}", c.line);
+    }
 
     #[test]
     fn not_a_bzimage() {
@@ -159,8 +287,8 @@ mod tests {
             return;
         }
         let b = std::fs::read(k).unwrap();
-        let (_, tool) = bzimage_payload(&b).unwrap();
-        assert_eq!(tool, "xz");
+        let (_, c) = bzimage_payload(&b).unwrap();
+        assert_eq!(c, Compression::Xz);
         let d = tempfile::tempdir().unwrap();
         let v = vmlinux_for(k, d.path()).unwrap();
         assert!(has_pvh_note(&std::fs::read(&v).unwrap()));

@@ -58,7 +58,10 @@ fn leftovers(st: &VmState) {
 /// someone holds its lock, i.e. a new run of that name is being prepared). True if gone.
 fn forget_throwaway(st: &VmState) -> bool {
     match state::try_lock(&st.lab, &st.name) {
-        Ok(Some(_lock)) => std::fs::remove_dir_all(&st.dir).is_ok(),
+        Ok(Some(_lock)) => {
+            let _ = std::fs::remove_file(model::reservation::file(&st.lab, &st.name));
+            std::fs::remove_dir_all(&st.dir).is_ok()
+        }
         _ => false,
     }
 }

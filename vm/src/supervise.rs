@@ -40,10 +40,12 @@ pub struct Options {
     pub run: Option<RunCmd>,
     pub extra_qemu: Vec<String>,
     pub qemu: Option<PathBuf>,
-    /// microvm: boot an uncompressed vmlinux through PVH when one can be found or unpacked.
-    /// Opt-in: the machine then runs without ACPI (see qemu.rs), so virtio-mmio devices need
+    /// microvm: boot an uncompressed vmlinux through PVH (see kernel.rs). The machine then
+    /// runs without ACPI (see qemu.rs), so virtio-mmio devices need
     /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y in the guest kernel.
-    pub pvh: bool,
+    pub pvh: crate::kernel::PvhMode,
+    /// Record [`Timings`] (and let the kernel print its notices to mark its start).
+    pub timings: bool,
     /// Kill the VM after this long (run mode: a hung guest must not hang the caller).
     pub timeout: Option<Duration>,
     /// A throwaway VM (`vm run` without --name): its directory is removed when it ended
@@ -77,7 +79,8 @@ impl Options {
             run: None,
             extra_qemu: vec![],
             qemu: None,
-            pvh: false,
+            pvh: crate::kernel::PvhMode::Auto,
+            timings: false,
             timeout: None,
             ephemeral: false,
             image: None,
@@ -92,8 +95,12 @@ pub struct Prepared {
     pub lab: String,
     pub bridge: String,
     pub accel_reason: String,
-    /// Notes for the user (fast path taken, modules dir guessed, ...).
+    /// Notes for the user (modules dir guessed, overlay reused, ...).
     pub notes: Vec<String>,
+    /// One line: which kernel image boots and how (PVH or bzImage, and why).
+    pub boot: String,
+    /// When [`prepare`] began: the origin of [`Timings`].
+    pub started: Instant,
     pub generated_initramfs: bool,
     pub timeout: Option<Duration>,
     pub ephemeral: bool,
@@ -179,17 +186,6 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
     Ok(qemu)
 }
 
-/// A kernel build tree's uncompressed `vmlinux` next to `arch/x86/boot/bzImage`: microvm
-/// boots it through the PVH entry, skipping the in-guest decompression (~2.5 s under TCG).
-pub fn build_tree_vmlinux(kernel: &Path) -> Option<PathBuf> {
-    let k = std::fs::canonicalize(kernel).ok()?;
-    if !k.ends_with("arch/x86/boot/bzImage") {
-        return None;
-    }
-    let v = k.parent()?.parent()?.parent()?.parent()?.join("vmlinux");
-    v.is_file().then_some(v)
-}
-
 /// Guesses the modules dir for a distro kernel `.../boot/vmlinuz-VER`:
 /// `.../lib/modules/VER` (an unpacked package) or `/lib/modules/VER`.
 pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
@@ -213,6 +209,7 @@ pub fn guess_modules_dir(kernel: &Path) -> Option<PathBuf> {
 /// Validates the options and decides the QEMU command line; builds the initramfs (or the
 /// overlay) in the VM's directory.
 pub fn prepare(o: &Options) -> Result<Prepared, Error> {
+    let started = Instant::now();
     let qemu_bin = precheck(o)?;
     let lock = state::try_lock(&o.lab, &o.name)?.ok_or_else(|| Error::AlreadyRunning {
         lab: o.lab.clone(),
@@ -234,30 +231,20 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     }
     let mut notes = vec![];
     let (accel, accel_reason) = accel::choose(o.accel);
-    let mut kernel = o.kernel.clone();
-    if o.machine == Machine::Microvm && o.pvh {
-        if let Some(v) = build_tree_vmlinux(&o.kernel) {
-            notes.push(format!(
-                "booting {} (PVH) instead of the bzImage: no in-guest decompression",
-                v.display()
-            ));
-            kernel = v;
-        } else {
-            match crate::kernel::vmlinux_for(&o.kernel, &model::paths::run_dir().join("kernels")) {
-                Ok(v) => {
-                    notes.push(format!(
-                        "booting {} (PVH, unpacked from the bzImage) instead of the bzImage",
-                        v.display()
-                    ));
-                    kernel = v;
-                }
-                Err(why) => {
-                    notes.push(format!("booting the bzImage as is (no PVH vmlinux: {why})"))
-                }
-            }
-        }
-    }
-    let pvh = kernel != o.kernel;
+    let choice = crate::kernel::choose(
+        &o.kernel,
+        o.machine == Machine::Microvm,
+        o.pvh,
+        &model::paths::run_dir().join("kernels"),
+    );
+    let pvh = choice.pvh;
+    let kernel = choice.kernel.clone();
+    // --timings: the kernel's notices mark its start on the console (see Timings).
+    let append = match (o.timings, &o.append) {
+        (false, a) => a.clone(),
+        (true, None) => Some("loglevel=6".to_string()),
+        (true, Some(a)) => Some(format!("loglevel=6 {a}")),
+    };
     let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
 
     let drive = match &o.drive {
@@ -305,7 +292,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         cpus: o.cpus,
         kernel,
         initrd,
-        append: qemu::cmdline_for(o.machine, accel, pvh, o.append.as_deref()),
+        append: qemu::cmdline_for(o.machine, accel, pvh, append.as_deref()),
         dir,
         tap: naming::tap_for(&o.lab, &o.name),
         mac: naming::mac_for(&o.lab, &o.name),
@@ -324,6 +311,8 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         bridge,
         accel_reason,
         notes,
+        boot: choice.line,
+        started,
         generated_initramfs: generated,
         timeout: o.timeout,
         ephemeral: o.ephemeral,
@@ -474,10 +463,50 @@ pub struct Outcome {
     /// How QEMU ended.
     pub exit: String,
     pub timed_out: bool,
+    /// Host-side times of the boot's milestones (run mode).
+    pub timings: Timings,
     /// Run mode: the guest started the command (its begin marker was seen).
     pub reached_command: bool,
     /// The guest kernel's "Kernel panic - ..." line, if it panicked.
     pub panic: Option<String>,
+}
+
+/// When the host saw each milestone of a run, measured from [`prepare`]'s start (serial log
+/// polled every 20 ms). `kernel` is the first console byte: with `timings` the kernel prints
+/// its notices (loglevel=6), so that is its first line, "Linux version ...".
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub qemu_spawned: Option<Duration>,
+    pub qemu_ready: Option<Duration>,
+    pub kernel: Option<Duration>,
+    pub init: Option<Duration>,
+    pub link_up: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub command_start: Option<Duration>,
+    pub command_end: Option<Duration>,
+    pub qemu_exit: Option<Duration>,
+}
+
+impl Timings {
+    /// One line: `qemu start 0.05 s, ... qemu exit 2.10 s` (missing milestones left out).
+    pub fn render(&self) -> String {
+        let items = [
+            ("qemu start", self.qemu_spawned),
+            ("qmp up", self.qemu_ready),
+            ("kernel start", self.kernel),
+            ("/init", self.init),
+            ("link up", self.link_up),
+            ("lease", self.lease),
+            ("command start", self.command_start),
+            ("command end", self.command_end),
+            ("qemu exit", self.qemu_exit),
+        ];
+        items
+            .iter()
+            .filter_map(|(n, t)| t.map(|t| format!("{n} {:.2} s", t.as_secs_f64())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -534,6 +563,7 @@ pub fn launch(
         host_key: p.image.as_ref().map(|i| i.host_key.clone()),
         ephemeral: p.ephemeral,
     };
+    let spawned = p.started.elapsed();
     let res = st.save().and_then(|_| spawn_qemu(p));
     let mut child = match res {
         Ok(c) => c,
@@ -554,8 +584,13 @@ pub fn launch(
     let saved = st.save();
     let outcome = match saved {
         Ok(()) => {
+            let ready = p.started.elapsed();
             on_started(&st);
-            supervise(p, &mut child, mode)
+            supervise(p, &mut child, mode).map(|mut o| {
+                o.timings.qemu_spawned = Some(spawned);
+                o.timings.qemu_ready = Some(ready);
+                o
+            })
         }
         Err(e) => {
             let _ = child.kill();
@@ -610,6 +645,9 @@ pub fn launch(
             }
         }
         let _ = std::fs::remove_dir_all(&spec.dir);
+        // Nothing of a throwaway VM stays: without its reservation the lab's dhcpd releases
+        // its lease, and its name leaves the lab's DNS.
+        let _ = std::fs::remove_file(model::reservation::file(&p.lab, &spec.name));
     }
     let outcome = outcome?;
     if outcome.rc.is_none() {
@@ -737,6 +775,8 @@ struct RunTail {
     progress: Option<String>,
     begun: bool,
     panic: Option<String>,
+    origin: Instant,
+    timings: Timings,
 }
 
 impl RunTail {
@@ -751,6 +791,8 @@ impl RunTail {
             progress,
             begun: false,
             panic: None,
+            origin: Instant::now(),
+            timings: Timings::default(),
         }
     }
 
@@ -763,7 +805,12 @@ impl RunTail {
         loop {
             match f.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.timings
+                        .kernel
+                        .get_or_insert_with(|| self.origin.elapsed());
+                    self.buf.extend_from_slice(&chunk[..n])
+                }
             }
         }
         while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
@@ -779,6 +826,19 @@ impl RunTail {
 
     fn line(&mut self, line: &[u8], out: &mut dyn Write) {
         let s = String::from_utf8_lossy(line);
+        let now = self.origin.elapsed();
+        let t = &mut self.timings;
+        for (marker, slot) in [
+            (initramfs::INIT_MARK, &mut t.init),
+            (initramfs::LINK_MARK, &mut t.link_up),
+            (initramfs::LEASE_MARK, &mut t.lease),
+            (initramfs::RUN_BEGIN, &mut t.command_start),
+            (initramfs::RUN_END_PREFIX, &mut t.command_end),
+        ] {
+            if slot.is_none() && s.contains(marker) {
+                *slot = Some(now);
+            }
+        }
         if self.panic.is_none() {
             if let Some(i) = s.find("Kernel panic - ") {
                 self.panic = Some(s[i..].trim_end().to_string());
@@ -828,6 +888,7 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
         }
         Mode::Start { .. } => RunTail::new(false, None),
     };
+    tail.origin = p.started;
     let mut console = None;
     if let Mode::Start {
         attach_console: true,
@@ -855,10 +916,13 @@ fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Err
                 // QEMU closed the socket; the console thread restores the terminal and ends.
                 let _ = c.join();
             }
+            let mut timings = std::mem::take(&mut tail.timings);
+            timings.qemu_exit = Some(p.started.elapsed());
             return Ok(Outcome {
                 rc: tail.rc,
                 exit: format!("qemu {s}"),
                 timed_out,
+                timings,
                 reached_command: tail.begun,
                 panic: tail.panic.clone(),
             });
@@ -990,6 +1054,40 @@ mod tests {
     }
 
     #[test]
+    fn timings_pick_up_each_milestone_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("serial.log");
+        std::fs::write(&p, b"[0.1] Linux version 6.1\r\nlabnet-init: /init running\r\nlabnet-init: eth0 up\r\nlabnet-init: lease 192.168.0.100 on eth0\r\n@@LABNET-RUN-BEGIN@@\r\nlabnet-init: /init running\r\n@@LABNET-RUN-END rc=0@@\r\n").unwrap();
+        let mut t = RunTail::new(false, None);
+        let mut out = vec![];
+        t.poll(&p, &mut out);
+        let tm = &t.timings;
+        for (n, v) in [
+            ("kernel", tm.kernel),
+            ("init", tm.init),
+            ("link", tm.link_up),
+            ("lease", tm.lease),
+            ("start", tm.command_start),
+            ("end", tm.command_end),
+        ] {
+            assert!(v.is_some(), "{n} missing");
+        }
+        assert!(tm.init <= tm.command_start && tm.command_start <= tm.command_end);
+        let r = tm.render();
+        assert!(
+            r.starts_with("kernel start ")
+                && r.contains(", /init ")
+                && r.contains(", command end "),
+            "{r}"
+        );
+        // The command's own output mentioning a marker does not move the milestone.
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "labnet-init: /init running"
+        );
+    }
+
+    #[test]
     fn run_output_between_markers() {
         let log = b"\x1bc\x1b[?7l[    1.0] boot noise\r\n@@LABNET-RUN-BEGIN@@\r\nhi\r\nthere\r\n\r\n@@LABNET-RUN-END rc=3@@\r\n[    2.5] reboot: Power down\r\n";
         assert_eq!(tail_of(log, false), ("hi\nthere\n".into(), Some(3)));
@@ -1026,14 +1124,5 @@ mod tests {
                 .join("lib/modules/6.1.0-x")
         );
         assert!(guess_modules_dir(&d.path().join("bzImage")).is_none());
-        // A build tree: vmlinux next to arch/x86/boot/bzImage.
-        let b = d.path().join("linux/arch/x86/boot");
-        std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(b.join("bzImage"), b"k").unwrap();
-        assert!(build_tree_vmlinux(&b.join("bzImage")).is_none());
-        std::fs::write(d.path().join("linux/vmlinux"), b"elf").unwrap();
-        assert!(build_tree_vmlinux(&b.join("bzImage"))
-            .unwrap()
-            .ends_with("linux/vmlinux"));
     }
 }
