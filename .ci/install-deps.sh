@@ -40,3 +40,9 @@ if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
 fi
 echo "guest kernel: $KDIR/boot/vmlinuz-$KVER"
 qemu-system-x86_64 --version | head -1
+
+# .ci/run checks formatting and clippy: both components of the Rust toolchain (rustup's
+# default profile has them; a minimal one does not).
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add clippy rustfmt
+fi
