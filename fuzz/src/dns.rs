@@ -27,7 +27,7 @@ fn harness() -> &'static Mutex<Harness> {
     static H: OnceLock<Mutex<Harness>> = OnceLock::new();
     H.get_or_init(|| {
         let upstream = UdpSocket::bind("127.0.0.1:0").expect("upstream socket");
-        let dir = std::env::temp_dir().join(format!("labnet-fuzz-dns-{}", std::process::id()));
+        let dir = crate::scratch_dir();
         std::fs::create_dir_all(&dir).expect("temp dir");
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, "10.9.0.100 vm1\n10.9.0.101 box-two\n").expect("hosts file");

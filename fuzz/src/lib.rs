@@ -29,6 +29,17 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// The function of target `name`.
+/// Where targets that need a file (a wg-quick conf, the DNS hosts file) keep it: one
+/// directory per process, removed by [`remove_scratch_dir`] once the inputs are replayed.
+pub fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("labnet-fuzz-{}", std::process::id()))
+}
+
+/// Removes [`scratch_dir`] (call it when no target runs any more).
+pub fn remove_scratch_dir() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
+}
+
 pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
@@ -234,7 +245,7 @@ pub fn wg_quick(data: &[u8]) {
         return;
     }
     let path = FILE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("labnet-fuzz-{}", std::process::id()));
+        let dir = scratch_dir();
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir.join("wg.conf")
     });

@@ -46,4 +46,9 @@ fn every_corpus_input_passes_its_target() {
         }
         eprintln!("{name}: {} inputs", files.len());
     }
+    labnet_fuzz::remove_scratch_dir();
+    assert!(
+        !labnet_fuzz::scratch_dir().exists(),
+        "scratch dir left behind"
+    );
 }

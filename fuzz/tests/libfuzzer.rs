@@ -71,7 +71,9 @@ fn every_target_survives_bounded_fuzzing() {
         let artifacts = crate_dir.join("../target/libfuzzer/artifacts").join(name);
         std::fs::create_dir_all(&scratch).expect("scratch corpus");
         std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+        // The targets' scratch files go under `work` too, so nothing is left in /tmp.
         let out = Command::new(&bin)
+            .env("TMPDIR", work.path())
             .env("LABNET_FUZZ_TARGET", name)
             .arg(&scratch)
             .arg(crate_dir.join("corpus").join(name))
