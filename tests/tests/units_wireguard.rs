@@ -33,7 +33,7 @@ fn wg_lab_script(lab: &str, backend: &str) -> String {
 
 /// A WireGuard lab under systemd with both backends, in a guest whose Debian kernel has the
 /// module: `kernel` (the link made, configured over netlink, moved into the lab; handshake,
-/// default route through the tunnel) and `userspace` (wireguard-go in the lab unit's cgroup;
+/// default route through the tunnel), `auto` choosing the kernel, and `userspace` (wireguard-go in the lab unit's cgroup;
 /// stopping the unit leaves no process and no UAPI socket).
 #[test]
 #[ignore = "needs root (netns, tap, qemu in the lab)"]
@@ -76,6 +76,20 @@ fn units_wireguard_lab_both_backends_under_systemd() {
     let gone =
         ssh("ip netns list | grep -c '^wgk' || true; ip -o link show | grep -c wg-wgk || true");
     assert_eq!(gone, "0\n0\n", "{gone}");
+
+    // `auto` picks the kernel module when the kernel has it: a wireguard link, no wireguard-go.
+    ssh(&wg_lab_script("wga", "auto"));
+    ssh("systemctl start labnet@wga.service");
+    let a = ssh(
+        "ip netns exec wga busybox ping -c1 -W5 192.168.20.2 >/dev/null && echo ping-ok; \
+         ip -n wga -d link show wg-wga | grep -o wireguard | head -1; \
+         pgrep -x wireguard-go || echo no-wireguard-go; ls /var/run/wireguard/ 2>/dev/null | grep -c wg-wga || true",
+    );
+    assert_eq!(
+        a, "ping-ok\nwireguard\nno-wireguard-go\n0\n",
+        "auto backend: {a}"
+    );
+    ssh("systemctl stop labnet@wga.service");
 
     // Userspace backend: wireguard-go lives in the lab unit's cgroup.
     ssh(&wg_lab_script("wgu", "userspace"));
