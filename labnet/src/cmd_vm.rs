@@ -54,7 +54,8 @@ A throwaway VM (no --name) leaves nothing behind, except the serial log of a fai
 (under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
 
 On a terminal, progress (booting, the accelerator and why, the lease, the command starting)
-goes to stderr; --quiet or a non-terminal stderr silences it. stdout is the command's output.
+goes to stderr; --quiet or a non-terminal stderr silences it (except one line saying why a
+bzImage boots instead of PVH). stdout is the command's output.
 
 Examples:
   labnet vm run --kernel arch/x86/boot/bzImage -- uname -r
@@ -512,9 +513,10 @@ fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let p = vm::supervise::prepare(&o).map_err(vm_failure)?;
     let verbose = a.verbose;
     let progress = a.boot.progress();
-    if !verbose && !a.boot.quiet {
-        // Said even off a terminal, in one line: which image boots, through PVH or as the
-        // bzImage, and why.
+    // One line on which image boots: a bzImage boot says why the fast PVH path was not taken
+    // even off a terminal (a warning worth a log line); a PVH boot only to a person watching,
+    // or with --timings.
+    if !verbose && !a.boot.quiet && (progress || a.timings || !p.spec.pvh) {
         eprintln!("{}: {}", p.spec.name, p.boot);
     }
     if progress && !verbose {

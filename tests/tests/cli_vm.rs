@@ -107,8 +107,8 @@ fn vm_run_exit_contract() {
     let out = run(&mut lab.vm_run(&[], &["sh", "-c", "echo out; exit 1"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
-    // No progress without a terminal: at most the one line (issue 13's) naming the image
-    // that boots, none of the lease/command progress.
+    // No progress without a terminal: at most the one line saying why the (Debian) bzImage
+    // boots instead of PVH, none of the lease/command progress.
     let err = stderr(&out);
     assert!(err.lines().count() <= 1, "{err}");
     assert!(

@@ -548,6 +548,12 @@ fn source_kernel_runs_through_pvh_without_modules() {
         .args(["sh", "-c", "grep -qw nosuchfs /proc/filesystems; exit $?"])
         .envs(l.env.iter().cloned()));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Off a terminal and without --timings, a PVH boot says nothing on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("through PVH"),
+        "PVH line off a terminal: {err}"
+    );
 }
 
 /// `--no-pvh` boots the bzImage itself (ACPI on, devices found by the kernel) and says so.
