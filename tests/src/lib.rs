@@ -415,6 +415,10 @@ pub fn source_kernel() -> SourceKernel {
         }
         let partial = root.join(format!("{key}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
+        // One object dir per source version: the unpacked tree keeps the tarball's old mtimes,
+        // so make would take another version's objects for up to date (and link both).
+        let objdir = root.join(format!("obj-{}", linux_source_version()));
+        prune_other_objdirs(&root, &objdir);
         eprintln!(
             "building the source kernel {key} (labnet kernel build --base tinyconfig; cold: 10-20 min)"
         );
@@ -425,7 +429,7 @@ pub fn source_kernel() -> SourceKernel {
             .arg("--tree")
             .arg(&tree)
             .arg("--objdir")
-            .arg(root.join("obj"))
+            .arg(&objdir)
             .arg("--out")
             .arg(&partial));
         assert!(out.status.success(), "labnet kernel build failed:\n{}", text(&out));
@@ -434,6 +438,21 @@ pub fn source_kernel() -> SourceKernel {
         k
     })
     .clone()
+}
+
+/// Removes the kernel object dirs of other source versions (about 1 GB each); the caller holds
+/// the kernel cache's lock.
+fn prune_other_objdirs(root: &Path, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if (name == "obj" || name.starts_with("obj-")) && e.path() != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// `prog` in PATH.
