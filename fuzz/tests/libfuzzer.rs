@@ -78,6 +78,11 @@ fn every_target_survives_bounded_fuzzing() {
             .arg(&scratch)
             .arg(crate_dir.join("corpus").join(name))
             .arg(format!("-max_total_time={secs}"))
+            // A fixed seed: a CI run explores the same inputs again (LABNET_FUZZ_SEED varies it).
+            .arg(format!(
+                "-seed={}",
+                std::env::var("LABNET_FUZZ_SEED").unwrap_or_else(|_| "1".into())
+            ))
             .arg("-timeout=10")
             .arg("-rss_limit_mb=2048")
             .arg("-max_len=4096")
