@@ -12,7 +12,7 @@ N=${N:-5}
 HERE=$(cd "$(dirname "$0")" && pwd)
 LABNET=${LABNET:-$HERE/../target/debug/labnet}
 KDIR=${KDIR:-$(ls -td /var/cache/labnet/kernel/6.1* | head -1)}
-OBJ=${OBJ:-/var/cache/labnet/kernel/obj}
+OBJ=${OBJ:-$(ls -td /var/cache/labnet/kernel/obj-* | head -1)}
 VNG=${VNG:-vng}
 ROOT=$(mktemp -d /tmp/labnet-lkbench.XXXXXX)
 export LABNET_RUN_DIR=$ROOT/run LABNET_STATE_DIR=$ROOT/state LABNET_CONFIG_DIR=$ROOT/etc
