@@ -708,3 +708,58 @@ impl ImageLab {
         assert!(masters.is_empty(), "ssh master(s) left: {masters:?}");
     }
 }
+
+/// A lab with a host uplink whose "host" is a stand-in namespace `{id}ho`: the uplink's veth,
+/// NAT and sysctl go there, not on this machine. Brought up from that namespace with its own
+/// state dirs; bridge `{id}br` 192.168.0.1/24; `extra` is more TOML for the lab file.
+pub struct HostUplinkLab {
+    pub id: String,
+    pub host: String,
+    pub lab: String,
+    pub env: Vec<(String, String)>,
+    /// The lab file's path, for `--config`.
+    pub cfg: String,
+}
+
+impl HostUplinkLab {
+    pub fn up(c: &mut Cleanup, prefix: &str, tag: &str, extra: &str) -> Self {
+        let id = unique(prefix);
+        let (host, lab) = (format!("{id}ho"), id.clone());
+        let root = temp_dir(c, tag);
+        let env = labnet_env(&root);
+        c.netns(&host);
+        sh(&format!(
+            "ip netns add {host} && ip -n {host} link set lo up"
+        ));
+        let cfg = root.join("lab.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n\
+                 [uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        c.path(format!("/etc/netns/{lab}"));
+        c.netns(&lab);
+        let l = HostUplinkLab {
+            id,
+            host,
+            lab,
+            env,
+            cfg: cfg.display().to_string(),
+        };
+        let up = l.labnet(&["up", &l.lab, "--config", &l.cfg]);
+        assert!(up.status.success(), "{}", text(&up));
+        l
+    }
+
+    /// `labnet ARGS` run in the stand-in host namespace with the lab's state dirs.
+    pub fn labnet(&self, args: &[&str]) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .arg(labnet_bin())
+            .args(args)
+            .envs(self.env.iter().cloned()))
+    }
+}

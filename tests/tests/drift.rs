@@ -4,7 +4,6 @@
 //! `status` is clean again. What cannot be repaired in place (the bridge deleted) makes `up`
 //! fail naming it, never "already up; nothing changed".
 use labnet_tests::*;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 fn cmdline_has(pid: u32, arg: &str) -> bool {
@@ -24,36 +23,9 @@ fn daemon_pids(kind: &str, lab: &str) -> Vec<u32> {
 fn up_repairs_a_drifted_lab_and_says_what_it_repaired() {
     require_root();
     let mut c = Cleanup::default();
-    let id = unique("la");
-    let (host, lab) = (format!("{id}ho"), id.clone());
-    let root = temp_dir(&mut c, "drift");
-    let env = labnet_env(&root);
-    // A stand-in host namespace: the host uplink's NAT and sysctl go there, not on this host.
-    c.netns(&host);
-    sh(&format!(
-        "ip netns add {host} && ip -n {host} link set lo up"
-    ));
-    let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n\
-             [uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n"
-        ),
-    )
-    .unwrap();
-    let cfgs = cfg.display().to_string();
-    let in_host = |args: &[&str]| -> Output {
-        run(Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(labnet_bin())
-            .args(args)
-            .envs(env.iter().cloned()))
-    };
-    c.path(format!("/etc/netns/{lab}"));
-    c.netns(&lab);
-    let up = in_host(&["up", &lab, "--config", &cfgs]);
-    assert!(up.status.success(), "{}", text(&up));
+    let h = HostUplinkLab::up(&mut c, "la", "drift", "");
+    let (id, lab, cfgs) = (h.id.clone(), h.lab.clone(), h.cfg.clone());
+    let in_host = |args: &[&str]| h.labnet(args);
     let status = in_host(&["status", &lab, "--config", &cfgs]);
     assert!(status.status.success(), "{}", text(&status));
 

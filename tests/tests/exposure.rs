@@ -3,7 +3,7 @@
 //! WireGuard bounce box, not the host behind a host uplink — nor a link that is neither;
 //! the lab's clients still resolve, and still reach out through the uplink. As root.
 use labnet_tests::*;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// `dig @server name` inside `ns`: its status line, or "NO ANSWER".
 fn dig_status(ns: &str, server: &str, name: &str) -> String {
@@ -141,36 +141,9 @@ fn wireguard_lab_answers_its_bridge_only() {
 fn host_uplink_lab_answers_its_bridge_only() {
     require_root();
     let mut c = Cleanup::default();
-    let id = unique("ls");
-    let (host, lab) = (format!("{id}ho"), id.clone());
-    let root = temp_dir(&mut c, "exposure-host");
-    let env = labnet_env(&root);
-    // A stand-in host namespace: the host uplink's veth, NAT and sysctl go there.
-    c.netns(&host);
-    sh(&format!(
-        "ip netns add {host} && ip -n {host} link set lo up"
-    ));
-    let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"{lab}\"\n[bridge]\nname = \"{id}br\"\naddress = \"192.168.0.1/24\"\n\
-             [uplink]\nkind = \"host\"\nhost_interface = \"{id}hv\"\n[dns]\nzone = \"lab\"\n"
-        ),
-    )
-    .unwrap();
-    let cfgs = cfg.display().to_string();
-    let in_host = |args: &[&str]| -> Output {
-        run(Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(labnet_bin())
-            .args(args)
-            .envs(env.iter().cloned()))
-    };
-    c.path(format!("/etc/netns/{lab}"));
-    c.netns(&lab);
-    let up = in_host(&["up", &lab, "--config", &cfgs]);
-    assert!(up.status.success(), "{}", text(&up));
+    let h = HostUplinkLab::up(&mut c, "ls", "exposure-host", "[dns]\nzone = \"lab\"\n");
+    let (id, host, lab) = (h.id.clone(), h.host.clone(), h.lab.clone());
+    let in_host = |args: &[&str]| h.labnet(args);
     let cl = client(&mut c, &lab, &id);
     assert_eq!(dig_status(&cl, "192.168.0.1", "nobody.lab"), "NXDOMAIN");
     assert!(
