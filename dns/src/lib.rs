@@ -4,7 +4,8 @@
 //! other name to the lab's upstreams with failover, a hard timeout and a TTL-respecting
 //! cache. Built on hickory-server: its [`Server`](hickory_server::Server) serves TCP, a
 //! [`Catalog`](hickory_server::zone_handler::Catalog) of in-memory zones answers the local
-//! names, and [`relay`] forwards the rest. UDP is read by [`udp`]: one SO_REUSEPORT socket and
+//! names, and [`relay`] forwards the rest: names in a forwarded zone ([`forward`]: a peer
+//! lab's zone and reverse zones) to that zone's servers, everything else to the upstreams. UDP is read by [`udp`]: one SO_REUSEPORT socket and
 //! one thread (single-threaded runtime, own upstream sockets) per core, up to 4
 //! (`LABNET_DNS_THREADS` overrides the count), see [`server::serve`].
 //!
@@ -19,12 +20,14 @@
 //!     cache_size: 1024,
 //!     timeout: std::time::Duration::from_millis(1500),
 //!     hosts_file: "/var/lib/labnet/sepian/hosts".into(),
+//!     forwards: vec![],
 //! };
 //! let bound = dns::server::bind(&cfg)?;
 //! dns::server::serve(cfg, bound, || { dns::notify::ready(); }, std::future::pending()).await
 //! # }
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+pub mod forward;
 pub mod handler;
 pub use model::hosts;
 pub use model::notify;
@@ -68,6 +71,9 @@ pub struct Config {
     pub timeout: Duration,
     /// `IP NAME` lines, written by dhcpd; reloaded when it changes.
     pub hosts_file: PathBuf,
+    /// Zones forwarded to their own servers instead of the upstreams (peer labs' zones and
+    /// reverse zones); the longest zone holding a name decides, see [`forward`].
+    pub forwards: Vec<forward::Forward>,
 }
 
 impl Config {
@@ -83,6 +89,7 @@ impl Config {
             cache_size: lab.dns.cache_size,
             timeout: Duration::from_millis(lab.dns.timeout_ms.max(1)),
             hosts_file: model::hosts::file(&lab.name),
+            forwards: vec![],
         }
     }
 }

@@ -42,6 +42,7 @@ fn harness() -> &'static Mutex<Harness> {
             cache_size: 64,
             timeout: RELAY_TIMEOUT,
             hosts_file: hosts,
+            forwards: vec![],
         };
         let bound = dns::server::bind(&cfg).expect("bind on loopback");
         let server = bound.local_addr().expect("bound address");

@@ -68,6 +68,10 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
             cfg.timeout,
             cfg.hosts_file.display()
         );
+        // The forward table (peer labs' zones and reverse zones), one line per zone.
+        for line in dns::forward::table(&cfg.forwards).lines() {
+            eprintln!("{}labnet dns: lab {}: {line}", dhcpd::log_stamp(), lab.name);
+        }
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {},
