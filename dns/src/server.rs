@@ -96,8 +96,14 @@ pub async fn serve(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let zones = Arc::new(LocalZones::new(&cfg.zone, cfg.bridge, cfg.prefix)?);
-    let mut own = vec![zones.zone.clone()];
+    let zones = Arc::new(LocalZones::with_aliases(
+        &cfg.zone,
+        &cfg.zone_aliases,
+        cfg.ptr_zone.as_deref(),
+        cfg.bridge,
+        cfg.prefix,
+    )?);
+    let mut own = zones.forward_names();
     own.extend(zones.reverse_names().iter().cloned());
     forward::check(&cfg.forwards, &own)?;
     let relay = if cfg.upstreams.is_empty() && cfg.forwards.is_empty() {
@@ -260,6 +266,13 @@ fn lab_handler(zones: &LocalZones, routes: &Routes, relay: Option<Arc<Relay>>) -
         local[0].clone(),
         vec![zones.forward.clone() as Arc<dyn ZoneHandler>],
     );
+    for (name, h) in &zones.aliases {
+        local.push(LowerName::from(name.clone()));
+        catalog.upsert(
+            LowerName::from(name.clone()),
+            vec![h.clone() as Arc<dyn ZoneHandler>],
+        );
+    }
     for (name, h) in zones.reverse_names().iter().zip(&zones.reverse) {
         local.push(LowerName::from(name.clone()));
         catalog.upsert(

@@ -36,6 +36,8 @@ fn harness() -> &'static Mutex<Harness> {
         let cfg = dns::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             zone: "lab".into(),
+            zone_aliases: vec![],
+            ptr_zone: None,
             bridge: "10.9.0.1".parse().unwrap(),
             prefix: 24,
             upstreams: vec![upstream.local_addr().unwrap()],

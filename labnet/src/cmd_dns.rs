@@ -38,7 +38,8 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
         // Before any thread exists: setns only moves the calling thread.
         model::netns::enter(&lab.name)?;
     }
-    let cfg = dns::Config::from_lab(&lab);
+    let cfg = dns::Config::from_lab(&lab)
+        .with_context(|| format!("lab {} ({})", lab.name, lab.source))?;
     if cfg.upstreams.is_empty() {
         eprintln!(
             "{}labnet dns: lab {} has no DNS upstreams (dns.upstreams unset, no WireGuard uplink): only {}. is answered",

@@ -223,8 +223,14 @@ pub struct PeerDns {
 
 /// The peers of `lab` whose names its dns forwards.
 fn peers_of(lab: &Lab) -> Vec<PeerDns> {
-    let _ = lab;
-    vec![]
+    lab.peers
+        .iter()
+        .map(|p| PeerDns {
+            name: p.name.clone(),
+            zone: format!("{}.", p.zone.trim_end_matches('.')),
+            dns: SocketAddr::from((p.dns, 53)),
+        })
+        .collect()
 }
 
 /// "peer dns" for each peer: its zone's SOA asked through labnet dns (what a VM sees), and

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  netns A (lab A)                                    netns B (lab B)
-//!  bridge 10.81.1.1/24, dns laba.lab ── veth ──────── bridge 10.81.2.1/24, dns labb.lab
+//!  bridge 10.81.1.1/24, dns lab      ── veth ──────── bridge 10.81.2.1/24, dns labb.lab
 //!                     10.81.0.1/30     (the "tunnel")  10.81.0.2/30
 //!          └── veth 10.81.0.5/30 ── netns C: fake dns 10.81.3.1 (peer labc, zone labc.lab)
 //! ```
@@ -24,8 +24,12 @@ const B_DNS: &str = "10.81.2.1";
 const C_DNS: &str = "10.81.3.1";
 /// In C too, a second address: answers from it are spoofs (not the server A asked).
 const C_SPOOF: &str = "10.81.3.2";
-/// Any well-formed public key: the dns never uses it.
-const KEY: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+/// Well-formed public keys (one per peer: the config refuses a key twice); the dns never
+/// uses them.
+const KEYS: [&str; 2] = [
+    "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=",
+    "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=",
+];
 
 struct Labs {
     c: Cleanup,
@@ -74,20 +78,22 @@ impl Labs {
             b,
             fake,
         };
-        let peer = |name: &str, subnet: &str, zone: &str, dns: &str| {
+        let peer = |name: &str, key: &str, subnet: &str, zone: &str, dns: &str| {
             format!(
-                "[[peers]]\nname = {name:?}\npublic_key = \"{KEY}\"\nsubnet = \"{subnet}\"\nzone = \"{zone}\"\ndns = \"{dns}\"\n"
+                "[[peers]]\nname = {name:?}\npublic_key = \"{key}\"\nsubnet = \"{subnet}\"\nzone = \"{zone}\"\ndns = \"{dns}\"\n"
             )
         };
         labs.write_config(
             &labs.a,
             &format!("{base}abr"),
             A_DNS,
-            "laba.lab",
+            // The default zone: peers know lab A as `A.lab` (its peer zone), and lab B's zone
+            // `labb.lab` lies under A's own `lab` (the longer zone wins: forwarded).
+            "lab",
             &format!(
                 "{}{}",
-                peer(&labs.b, "10.81.2.0/24", "labb.lab", B_DNS),
-                peer("labc", "10.81.3.0/24", "labc.lab", C_DNS)
+                peer(&labs.b, KEYS[0], "10.81.2.0/24", "labb.lab", B_DNS),
+                peer("labc", KEYS[1], "10.81.3.0/24", "labc.lab", C_DNS)
             ),
         );
         labs.write_config(
@@ -95,7 +101,13 @@ impl Labs {
             &format!("{base}bbr"),
             B_DNS,
             "labb.lab",
-            &peer(&labs.a, "10.81.1.0/24", "laba.lab", A_DNS),
+            &peer(
+                &labs.a,
+                KEYS[0],
+                "10.81.1.0/24",
+                &format!("{}.lab", labs.a),
+                A_DNS,
+            ),
         );
         labs.write_hosts(&labs.a, "10.81.1.10 vm1\n");
         labs.write_hosts(&labs.b, "10.81.2.20 ceph1\n10.81.2.21 mds1\n");
@@ -171,6 +183,7 @@ fn read(p: &Path) -> String {
 #[derive(Debug)]
 struct Dig {
     status: String,
+    flags: String,
     answer: Vec<String>,
     authority: Vec<String>,
     raw: String,
@@ -186,6 +199,7 @@ fn dig(ns: &str, server: &str, args: &[&str]) -> Dig {
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut d = Dig {
         status: "NO ANSWER".into(),
+        flags: String::new(),
         answer: vec![],
         authority: vec![],
         raw: raw.clone(),
@@ -194,6 +208,8 @@ fn dig(ns: &str, server: &str, args: &[&str]) -> Dig {
     for line in raw.lines() {
         if let Some(i) = line.find("status: ") {
             d.status = line[i + 8..].split(',').next().unwrap().to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            d.flags = rest.split(';').next().unwrap().to_string();
         } else if line.starts_with(";; ANSWER SECTION") {
             section = "answer";
         } else if line.starts_with(";; AUTHORITY SECTION") {
@@ -347,18 +363,32 @@ fn dns_forwards_peer_zones_both_ways() {
         "{}",
         d.raw
     );
-    let d = dig(&b, B_DNS, &["vm1.laba.lab", "A"]);
-    assert_eq!(d.answer, vec!["vm1.laba.lab. A 10.81.1.10"], "{}", d.raw);
-    let d = dig(&b, B_DNS, &["-x", "10.81.1.10"]);
+    let a_zone = format!("{a}.lab");
+    let d = dig(&b, B_DNS, &[&format!("vm1.{a_zone}"), "A"]);
     assert_eq!(
         d.answer,
-        vec!["10.1.81.10.in-addr.arpa. PTR vm1.laba.lab."],
+        vec![format!("vm1.{a_zone}. A 10.81.1.10")],
         "{}",
         d.raw
     );
-    // Its own names stay its own.
-    let d = dig(&a, A_DNS, &["vm1.laba.lab", "A"]);
-    assert_eq!(d.answer, vec!["vm1.laba.lab. A 10.81.1.10"], "{}", d.raw);
+    // The PTR names the host in the zone peers know lab A by.
+    let d = dig(&b, B_DNS, &["-x", "10.81.1.10"]);
+    assert_eq!(
+        d.answer,
+        vec![format!("10.1.81.10.in-addr.arpa. PTR vm1.{a_zone}.")],
+        "{}",
+        d.raw
+    );
+    // Lab A's own names stay its own, under both names.
+    for name in ["vm1.lab".to_string(), format!("vm1.{a_zone}")] {
+        let d = dig(&a, A_DNS, &[&name, "A"]);
+        assert_eq!(d.answer, vec![format!("{name}. A 10.81.1.10")], "{}", d.raw);
+        assert!(
+            d.flags.contains("aa"),
+            "not answered by A itself: {}",
+            d.raw
+        );
+    }
 
     // An unknown name in the peer zone: the peer's NXDOMAIN, with the peer zone's SOA.
     let d = dig(&a, A_DNS, &["nosuch.labb.lab", "A"]);
