@@ -89,7 +89,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
         ..Default::default()
     };
     st.save()?;
-    match build(lab, opts, &mut st) {
+    match build(lab, opts, &mut st).and_then(|()| crate::peering::sync(lab, &mut st).map(|_| ())) {
         Ok(()) => {
             st.complete = true;
             st.save()?;
@@ -119,6 +119,7 @@ fn converge(lab: &Lab, st: &mut LabState) -> Result<UpOutcome, Error> {
         });
     }
     crate::converge::apply(&mut crate::converge::SystemNet, &plan.steps)?;
+    crate::peering::sync(lab, st)?;
     let restarted = restart_dead_daemons(st)?;
     let report = crate::status::status(lab)?;
     if !report.ok {
@@ -216,7 +217,11 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
                 family: "ip".into(),
                 name: nft::LAB_TABLE.into(),
             })?;
-            let rules = nft::lab_table(&lab.bridge.name, &w.interface);
+            let rules = nft::lab_table_peered(
+                &lab.bridge.name,
+                &w.interface,
+                lab.peering.as_ref().map(|p| p.interface.as_str()),
+            );
             let nft_ns = ns.clone();
             let nft_job = std::thread::spawn(move || nft::apply(Some(&nft_ns), rules));
             let started = wg_started.expect("wireguard started above");
@@ -269,7 +274,11 @@ fn build(lab: &Lab, opts: &UpOptions, st: &mut LabState) -> Result<(), Error> {
             })?;
             nft::apply(
                 Some(&ns),
-                nft::lab_table(&lab.bridge.name, &hu.lab_interface),
+                nft::lab_table_peered(
+                    &lab.bridge.name,
+                    &hu.lab_interface,
+                    lab.peering.as_ref().map(|p| p.interface.as_str()),
+                ),
             )?;
             let path = "/proc/sys/net/ipv4/ip_forward";
             let old = std::fs::read_to_string(path)
@@ -389,7 +398,7 @@ fn finish_wireguard(
     })
 }
 
-fn wireguard_go() -> String {
+pub(crate) fn wireguard_go() -> String {
     std::env::var("LABNET_WIREGUARD_GO").unwrap_or_else(|_| "wireguard-go".into())
 }
 

@@ -10,6 +10,7 @@ pub mod lab;
 pub mod nft;
 pub mod nl;
 pub mod nsfs;
+pub mod peering;
 pub mod probe;
 pub mod status;
 pub mod tun;
