@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::{Lab, Uplink};
-use crate::lab::daemon_is_ours;
+use crate::lab_daemons::daemon_is_ours;
 use crate::nsfs::{in_netns, netns_exists};
 use crate::probe::{dhcp_discover, dns_query, DnsReply};
 use crate::state::{LabState, Resource};

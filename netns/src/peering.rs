@@ -17,7 +17,7 @@ use wireguard_control::Backend;
 use crate::config::{Lab, Peering, Uplink, WgBackend};
 use crate::nl::{self, with_netlink};
 use crate::state::{LabState, Resource};
-use crate::{daemon, nft, nsfs, paths, wg, Error};
+use crate::{nft, nsfs, paths, wg, Error};
 
 /// What [`sync`] changed.
 #[derive(Debug, Default, PartialEq, serde::Serialize)]
@@ -156,7 +156,7 @@ pub fn sync(lab: &Lab, st: &mut LabState) -> Result<SyncReport, Error> {
 fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
     let iface = p.interface.clone();
     let ns = lab.name.clone();
-    if wg::is_userspace(&iface) {
+    if crate::wg_life::uapi_taken(&iface) {
         return Err(Error::Other(format!(
             "{}: a userspace WireGuard device named {iface} already runs on this host ({}); peering.interface must be unique host-wide",
             lab.source,
@@ -189,23 +189,18 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
         st.record(Resource::RootLink {
             name: iface.clone(),
         })?;
-        let i = iface.clone();
-        nsfs::in_netns(None, move || {
-            crate::tun::create_persistent(&i, crate::tun::Kind::Tun, None)
-        })?;
+        crate::wg_life::create_tun(&iface)?;
         st.record(Resource::WgUserspace {
             iface: iface.clone(),
             pid: None,
         })?;
-        let argv = vec![crate::lab::wireguard_go(), iface.clone()];
-        let envs = vec![("WG_PROCESS_FOREGROUND".to_string(), "1".to_string())];
         let log = paths::lab_run_dir(&lab.name).join(format!("wireguard-go-{iface}.log"));
-        let pid = daemon::spawn_detached(&argv, &envs, &log)?;
+        let pid = crate::wg_life::start(&iface, &log)?;
         st.update_last(Resource::WgUserspace {
             iface: iface.clone(),
             pid: Some(pid),
         })?;
-        wg::wait_for_uapi(&iface, pid, Duration::from_secs(5), &log)?;
+        crate::wg_life::wait(&iface, pid, &log)?;
     }
     let (pc, peers) = (p.clone(), lab.peers.clone());
     nsfs::in_netns(None, move || {

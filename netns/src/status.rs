@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::config::{Lab, Uplink};
-use crate::lab::{daemon_is_ours, etc_netns_dir, file_matches, resolv_conf, NSSWITCH_CONF};
+use crate::etc_netns::{etc_netns_dir, file_matches, resolv_conf, NSSWITCH_CONF};
+use crate::lab_daemons::daemon_is_ours;
 use crate::nl::{self, with_netlink};
 use crate::nsfs::{in_netns, netns_exists};
 use crate::state::{LabState, Resource};
