@@ -448,6 +448,18 @@ mod tests {
     }
 
     #[test]
+    fn applet_links_from_busybox() {
+        let Ok(bb) = find_busybox() else {
+            eprintln!("skip: no static busybox");
+            return;
+        };
+        let links = applet_links(&bb);
+        assert!(links.iter().any(|l| l == "bin/mount"), "{links:?}");
+        assert!(links.iter().any(|l| l.ends_with("/udhcpc")), "{links:?}");
+        assert!(applet_links(Path::new("/nonexistent/busybox")).is_empty());
+    }
+
+    #[test]
     fn add_parsing() {
         assert!(parse_add("/etc/hostname:/etc/x").is_ok());
         let e = parse_add("/nonexistent:/x").unwrap_err().to_string();
