@@ -10,9 +10,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::{Lab, Uplink};
-use crate::lab::daemon_is_ours;
+use crate::lab_daemons::daemon_is_ours;
 use crate::nsfs::{in_netns, netns_exists};
-use crate::probe::{dhcp_discover, dns_query, DnsReply};
+use crate::probe::{dhcp_discover, dns_query, dns_query_from, DnsReply};
 use crate::state::{LabState, Resource};
 use crate::{nft, wg, Error};
 
@@ -180,6 +180,11 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         f.push(finding("dns forwarding", ok, if ok { format!("labnet dns forwards names outside {zone} to its upstreams") } else { format!("an upstream answers directly, but labnet dns on {lab_dns} does not forward to it") }));
     }
 
+    // 3b. Each peer lab's names: its zone's SOA through labnet dns, and from its dns itself.
+    f.extend(peer_dns_findings(&ns, lab, lab_dns, local_ok)?);
+    // 3c. Each peer lab's tunnel: handshake, route, subnet overlap, MTU and MSS clamp.
+    f.extend(peer_link_findings(&ns, lab)?);
+
     // 4. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
     let fwd = in_netns(Some(&ns), || {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -207,6 +212,88 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         }
     }
     Ok(report(lab, f))
+}
+
+/// A peer lab as the "peer dns" check sees it.
+#[derive(Debug, Clone)]
+pub struct PeerDns {
+    pub name: String,
+    /// Its zone, absolute (`labb.lab.`).
+    pub zone: String,
+    pub dns: SocketAddr,
+}
+
+/// The peers of `lab` whose names its dns forwards.
+fn peers_of(lab: &Lab) -> Vec<PeerDns> {
+    lab.peers
+        .iter()
+        .map(|p| PeerDns {
+            name: p.name.clone(),
+            zone: format!("{}.", p.zone.trim_end_matches('.')),
+            dns: SocketAddr::from((p.dns, 53)),
+        })
+        .collect()
+}
+
+/// "peer dns" for each peer: its zone's SOA asked through labnet dns (what a VM sees), and
+/// asked of the peer's dns directly, from the bridge address (what labnet dns sends), so a
+/// dead peer or tunnel is told apart from this lab's dns not forwarding.
+fn peer_dns_findings(
+    ns: &str,
+    lab: &Lab,
+    lab_dns: SocketAddr,
+    local_ok: bool,
+) -> Result<Vec<Finding>, Error> {
+    let bridge = lab.bridge.address.addr;
+    let mut f = vec![];
+    for p in peers_of(lab) {
+        let via = dns_query(ns, lab_dns, &p.zone, RecordType::SOA)?;
+        let direct = dns_query_from(ns, Some(bridge), p.dns, &p.zone, RecordType::SOA)?;
+        f.push(peer_dns_finding(ns, &p, lab_dns, local_ok, &via, &direct));
+    }
+    Ok(f)
+}
+
+/// The words for one peer's DNS, from the two replies (pure, for the golden test).
+pub fn peer_dns_finding(
+    ns: &str,
+    p: &PeerDns,
+    lab_dns: SocketAddr,
+    local_ok: bool,
+    via: &DnsReply,
+    direct: &DnsReply,
+) -> Finding {
+    let soa = |r: &DnsReply| matches!(r, DnsReply::Answered { code: ResponseCode::NoError, answers, .. } if *answers > 0);
+    let (name, zone, dns) = (&p.name, p.zone.trim_end_matches('.'), p.dns);
+    if soa(via) {
+        return finding(
+            "peer dns",
+            true,
+            format!(
+                "peer {name}: {zone} answers through labnet dns on {lab_dns} (forwarded to {dns})"
+            ),
+        );
+    }
+    let here = match via {
+        DnsReply::Silent => "no reply within 1 s".to_string(),
+        DnsReply::Answered { code, .. } => format!("{code}"),
+    };
+    let words = match direct {
+        DnsReply::Silent => format!(
+            "peer {name}: names in {zone} do not resolve here (labnet dns: {here}) and its dns {dns} does not answer either ({zone} SOA asked from {}): the tunnel to {name} is down (`labnet peer list` shows the handshake) or labnet dns is not running in lab {name}",
+            lab_dns.ip()
+        ),
+        _ if soa(direct) && local_ok => format!(
+            "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not forward {zone} to it ({here}); restart the lab's dns (`labnet up {ns}`) so it reads the [[peers]] entry"
+        ),
+        _ if soa(direct) => format!(
+            "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not ({here}; it fails for the lab zone too, see above)"
+        ),
+        DnsReply::Answered { code, .. } => format!(
+            "peer {name}: its dns {dns} answered {zone} SOA with {code} and no SOA: it does not serve {zone}; [[peers]] zone must be lab {name}'s dns.zone"
+        ),
+    };
+    finding("peer dns", false, words)
 }
 
 /// How long a WireGuard session lives without a new handshake (REJECT_AFTER_TIME, 180 s);
@@ -285,4 +372,169 @@ fn checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The peering link and each peer: the MTU and MSS clamp (a TCP mount through two tunnels
+/// stalls without them), then per peer the route over the link, routes of anything else
+/// overlapping its subnet, and the handshake (with a ping of its DNS address from the
+/// bridge address: the way a VM's packet goes).
+fn peer_link_findings(ns: &str, lab: &Lab) -> Result<Vec<Finding>, Error> {
+    let Some(p) = &lab.peering else {
+        return Ok(vec![]);
+    };
+    let mut f = vec![];
+    let iface = p.interface.clone();
+    let (idx, mtu, routes) = crate::nl::with_netlink(Some(ns), move |h| async move {
+        let idx = crate::nl::link_by_name(&h, &iface)
+            .await?
+            .map(|m| m.header.index);
+        let mtu = crate::nl::mtu_of(&h, &iface).await?;
+        Ok((idx, mtu, crate::nl::routes(&h).await?))
+    })?;
+    let Some(idx) = idx else {
+        f.push(finding(
+            "peering",
+            false,
+            format!(
+                "the peering link {} is missing: `labnet up {ns}` makes it",
+                p.interface
+            ),
+        ));
+        return Ok(f);
+    };
+    let clamp = nft::list_table(Some(ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::is_peering_table(&t, &p.interface));
+    let mtu_ok = mtu == Some(u32::from(p.mtu));
+    f.push(finding(
+        "peering mtu",
+        mtu_ok && clamp,
+        match (mtu_ok, clamp) {
+            (true, true) => format!(
+                "{} has mtu {} and TCP MSS is clamped to it (nft table ip {})",
+                p.interface, p.mtu, nft::PEERING_TABLE
+            ),
+            (false, _) => format!(
+                "{} has mtu {} but peering.mtu is {}: full-size packets may not pass the tunnel",
+                p.interface,
+                mtu.map(|m| m.to_string()).unwrap_or("-".into()),
+                p.mtu
+            ),
+            (true, false) => format!(
+                "no MSS clamp into {} (nft table ip {} missing): TCP through two tunnels (a CephFS mount) can stall on full-size segments; `labnet up {ns}` restores it",
+                p.interface,
+                nft::PEERING_TABLE
+            ),
+        },
+    ));
+    let userspace = wg::is_userspace(&p.interface);
+    let device = wg::peers(&p.interface, userspace, ns).unwrap_or_default();
+    for peer in &lab.peers {
+        let check = format!("peer {}", peer.name);
+        let route = routes.iter().any(|r| {
+            r.dest == peer.subnet.addr && r.prefix == peer.subnet.prefix && r.oif == Some(idx)
+        });
+        // Another link's route into the peer's subnet (a VPN, a stray address) steals its traffic.
+        let others: Vec<String> = routes
+            .iter()
+            .filter(|r| r.oif != Some(idx) && r.prefix > 0)
+            .filter(|r| {
+                crate::config::overlaps(
+                    &crate::Ipv4Cidr {
+                        addr: r.dest,
+                        prefix: r.prefix,
+                    },
+                    &peer.subnet,
+                )
+            })
+            .map(|r| format!("{}/{}", r.dest, r.prefix))
+            .collect();
+        if !route || !others.is_empty() {
+            f.push(finding(
+                &check,
+                false,
+                if !route {
+                    format!("no route to {} over {}: `labnet up {ns}` adds it", peer.subnet, p.interface)
+                } else {
+                    format!(
+                        "overlapping subnet: route(s) {} in the lab overlap {}'s subnet {}; its traffic may not go through the tunnel",
+                        others.join(", "),
+                        peer.name,
+                        peer.subnet
+                    )
+                },
+            ));
+            continue;
+        }
+        let d = device.iter().find(|d| d.public_key == peer.public_key);
+        let answers = ping(ns, peer.dns, Some(lab.bridge.address.addr))?;
+        let hs = d.and_then(|d| d.last_handshake_secs_ago);
+        let (ok, words) = match (d, hs, answers) {
+            (None, _, _) => (false, format!("{} has no peer {} ({}): `labnet up {ns}` configures it", p.interface, &peer.public_key[..8], peer.name)),
+            (_, _, true) => (true, format!(
+                "{} ({}) answers through {} (handshake {})",
+                peer.name,
+                peer.dns,
+                p.interface,
+                hs.map(|s| format!("{s} s ago")).unwrap_or("pending".into())
+            )),
+            (Some(d), None, false) => (false, format!(
+                "no handshake with {}: {} bytes sent to {} and nothing came back; the other host's lab is down, a firewall drops UDP to its endpoint, or it has not added this lab's invitation (`labnet peer add`)",
+                peer.name,
+                d.tx_bytes,
+                d.endpoint.clone().or(peer.endpoint.map(|e| e.to_string())).unwrap_or("(no endpoint)".into())
+            )),
+            (_, Some(s), false) => (false, format!(
+                "{} does not answer through the tunnel; the last handshake was {s} s ago{}",
+                peer.name,
+                if s > session_timeout() { ", so the session is lost: the other host or its lab is down" } else { "; its lab host drops ICMP from this lab" }
+            )),
+        };
+        f.push(finding(&check, ok, words));
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every "peer dns" verdict, by what the two probes got.
+    #[test]
+    fn peer_dns_words_golden() {
+        let p = PeerDns {
+            name: "labb".into(),
+            zone: "labb.lab.".into(),
+            dns: "10.20.1.1:53".parse().unwrap(),
+        };
+        let lab_dns: SocketAddr = "192.168.0.1:53".parse().unwrap();
+        let soa = DnsReply::Answered {
+            code: ResponseCode::NoError,
+            answers: 1,
+            authoritative: false,
+        };
+        let servfail = DnsReply::Answered {
+            code: ResponseCode::ServFail,
+            answers: 0,
+            authoritative: false,
+        };
+        let refused = DnsReply::Answered {
+            code: ResponseCode::Refused,
+            answers: 0,
+            authoritative: false,
+        };
+        let silent = DnsReply::Silent;
+        let mut text = String::new();
+        for (case, local_ok, via, direct) in [
+            ("forwarded", true, &soa, &soa),
+            ("peer silent", true, &silent, &silent),
+            ("peer silent, relay SERVFAIL", true, &servfail, &silent),
+            ("not forwarded", true, &refused, &soa),
+            ("lab dns down", false, &silent, &soa),
+            ("peer serves another zone", true, &refused, &refused),
+        ] {
+            let f = peer_dns_finding("laba", &p, lab_dns, local_ok, via, direct);
+            text += &format!("{case}: [{}] {}: {}\n", f.ok, f.check, f.words);
+        }
+        testkit::golden!("doctor-peer-dns.txt", &text);
+    }
 }
