@@ -1,0 +1,113 @@
+//! The supervision loop: waits for QEMU, turns stop signals and a vanished lab into a
+//! graceful stop, enforces --timeout, streams `vm run` output.
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::run_tail::RunTail;
+use super::spawn::{sigset, STOP_SIGNALS};
+use super::{Mode, Outcome, Prepared};
+use crate::qemu::Spec;
+use crate::Error;
+
+pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Error> {
+    let spec = &p.spec;
+    let set = sigset(&STOP_SIGNALS);
+    let t0 = Instant::now();
+    let mut tail = match mode {
+        Mode::Run { verbose, progress } => {
+            RunTail::new(verbose, progress.then(|| spec.name.clone()))
+        }
+        Mode::Start { .. } => RunTail::new(false, None),
+    };
+    tail.origin = p.started;
+    let mut console = None;
+    if let Mode::Start {
+        attach_console: true,
+    } = mode
+    {
+        let sock = spec.console_sock();
+        console = Some(std::thread::spawn(move || {
+            crate::manage::attach_console_path(&sock)
+        }));
+    }
+    let mut stop_started: Option<Instant> = None;
+    let mut marker_seen_at: Option<Instant> = None;
+    let mut last_lab_check = Instant::now();
+    let mut timed_out = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| Error::Qemu(format!("wait: {e}")))?
+        {
+            if let Mode::Run { .. } = mode {
+                tail.poll(&spec.serial_log(), &mut stdout);
+            }
+            if let Some(c) = console {
+                // QEMU closed the socket; the console thread restores the terminal and ends.
+                let _ = c.join();
+            }
+            let mut timings = std::mem::take(&mut tail.timings);
+            timings.qemu_exit = Some(p.started.elapsed());
+            return Ok(Outcome {
+                rc: tail.rc,
+                exit: format!("qemu {s}"),
+                timed_out,
+                timings,
+                reached_command: tail.begun,
+                panic: tail.panic.clone(),
+            });
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        if sig > 0 && stop_started.is_none() {
+            stop_started = Some(Instant::now());
+            request_stop(spec, p.generated_initramfs);
+        }
+        // `labnet down` removed the lab under the VM: its network is gone for good, so the
+        // VM goes too (instead of running on, unreachable, in an orphaned namespace).
+        if stop_started.is_none() && last_lab_check.elapsed() > Duration::from_millis(500) {
+            last_lab_check = Instant::now();
+            if !model::paths::netns_path(&p.lab).exists() {
+                eprintln!("{}: lab {} is gone; stopping the VM", spec.name, p.lab);
+                stop_started = Some(Instant::now());
+                request_stop(spec, p.generated_initramfs);
+            }
+        }
+        if let Mode::Run { .. } = mode {
+            tail.poll(&spec.serial_log(), &mut stdout);
+            if tail.rc.is_some() && marker_seen_at.is_none() {
+                marker_seen_at = Some(Instant::now());
+            }
+        }
+        if let Some(t) = p.timeout {
+            if !timed_out && t0.elapsed() > t {
+                timed_out = true;
+                let _ = child.kill();
+            }
+        }
+        // The guest powers off right after the marker; if it does not, stop waiting.
+        if marker_seen_at.is_some_and(|m| m.elapsed() > Duration::from_secs(10)) {
+            let _ = child.kill();
+        }
+        if stop_started.is_some_and(|s| s.elapsed() > Duration::from_secs(30)) {
+            let _ = child.kill();
+        }
+    }
+}
+
+/// A graceful stop: an initramfs guest has nothing to flush, so QEMU may quit at once;
+/// a disk guest gets an ACPI power button press.
+pub fn request_stop(spec: &Spec, generated_initramfs: bool) {
+    if let Ok(mut q) = crate::qmp::Qmp::connect(&spec.qmp_sock(), Duration::from_secs(2)) {
+        let _ = q.execute(if generated_initramfs {
+            "quit"
+        } else {
+            "system_powerdown"
+        });
+    }
+}
