@@ -190,7 +190,7 @@ mod tests {
         );
         assert_eq!(
             cases[0].system_out.as_ref().map(|s| s.as_str()),
-            Some("pass says <hi> & bye\n")
+            Some("pass says <hi> & bye")
         );
     }
 }
