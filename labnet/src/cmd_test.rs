@@ -99,10 +99,10 @@ pub fn test(ctx: &Ctx, a: TestArgs) -> Result<()> {
     let wall = t0.elapsed();
     print!("{}", matrix::report::summary(&results, wall));
     if let Some(out) = &a.junit {
-        let suite = a
-            .file
-            .file_name()
-            .map_or_else(|| a.file.display().to_string(), |n| n.to_string_lossy().into());
+        let suite = a.file.file_name().map_or_else(
+            || a.file.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
         std::fs::write(out, matrix::report::junit(&suite, &results, wall))
             .with_context(|| format!("--junit {}", out.display()))?;
     }

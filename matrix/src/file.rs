@@ -134,22 +134,18 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<Target>, Error> {
         } else {
             (&d.kernel, &d.tree)
         };
-        let kernel = match (kernel, tree) {
-            (Some(_), Some(_)) => {
-                return Err(Error::field(
-                    &at("kernel"),
-                    "give kernel or tree, not both",
-                ))
-            }
-            (Some(k), None) => path(k),
-            (None, Some(tr)) => path(tr).join("arch/x86/boot/bzImage"),
-            (None, None) => {
-                return Err(Error::field(
+        let kernel =
+            match (kernel, tree) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::field(&at("kernel"), "give kernel or tree, not both"))
+                }
+                (Some(k), None) => path(k),
+                (None, Some(tr)) => path(tr).join("arch/x86/boot/bzImage"),
+                (None, None) => return Err(Error::field(
                     &at("kernel"),
                     "missing (kernel = \"…/bzImage\" or tree = \"…/linux\", here or in [defaults])",
-                ))
-            }
-        };
+                )),
+            };
         let (command, script) = if t.command.is_some() || t.script.is_some() {
             (&t.command, &t.script)
         } else {
@@ -350,7 +346,9 @@ timeout = 5
 
     #[test]
     fn mistakes_name_the_target_and_key() {
-        assert!(err("[[target]]\nname = \"a\"\nkernal = \"x\"\n").contains("unknown field `kernal`"));
+        assert!(
+            err("[[target]]\nname = \"a\"\nkernal = \"x\"\n").contains("unknown field `kernal`")
+        );
         assert_eq!(
             err("[[target]]\nname = \"a\"\ncommand = \"true\"\n"),
             "target[0] (a).kernel: missing (kernel = \"…/bzImage\" or tree = \"…/linux\", here or in [defaults])"
@@ -371,7 +369,10 @@ timeout = 5
             err("[[target]]\nname = \"a\"\nkernel = \"k\"\ntree = \"t\"\ncommand = \"x\"\n"),
             "target[0] (a).kernel: give kernel or tree, not both"
         );
-        assert_eq!(err("[defaults]\nkernel = \"k\"\n"), "target: no [[target]] in the file");
+        assert_eq!(
+            err("[defaults]\nkernel = \"k\"\n"),
+            "target: no [[target]] in the file"
+        );
         assert_eq!(
             err("[defaults]\nname = \"x\"\n[[target]]\nname = \"a\"\n"),
             "defaults.name: a name belongs to one [[target]]"
@@ -393,15 +394,24 @@ timeout = 5
         );
         let t = &parse(&text, d.path()).unwrap()[0];
         let e = t.options("lab1").unwrap_err().to_string();
-        assert!(e.starts_with("target a: script: ") && e.ends_with("s.sh: no such file"), "{e}");
+        assert!(
+            e.starts_with("target a: script: ") && e.ends_with("s.sh: no such file"),
+            "{e}"
+        );
         std::fs::write(d.path().join("s.sh"), "echo hi\n").unwrap();
         let o = t.options("lab1").unwrap();
         assert_eq!(o.lab, "lab1");
         assert_eq!(o.name, "a");
         assert_eq!(o.machine, vm::qemu::Machine::Q35);
         assert_eq!(o.mem, "512M");
-        assert_eq!(o.run, Some(RunCmd::Argv(vec!["sh".into(), SCRIPT_IN_GUEST.into()])));
-        assert_eq!(o.add, [(d.path().join("s.sh"), SCRIPT_IN_GUEST.to_string())]);
+        assert_eq!(
+            o.run,
+            Some(RunCmd::Argv(vec!["sh".into(), SCRIPT_IN_GUEST.into()]))
+        );
+        assert_eq!(
+            o.add,
+            [(d.path().join("s.sh"), SCRIPT_IN_GUEST.to_string())]
+        );
         assert_eq!(o.timeout, Some(Duration::from_secs(DEFAULT_TIMEOUT_SECS)));
 
         let t = &parse(
@@ -410,7 +420,10 @@ timeout = 5
         )
         .unwrap()[0];
         let e = t.options("lab1").unwrap_err().to_string();
-        assert!(e.ends_with("(build the tree: labnet kernel build --tree DIR)"), "{e}");
+        assert!(
+            e.ends_with("(build the tree: labnet kernel build --tree DIR)"),
+            "{e}"
+        );
         let t = &parse(
             &format!("[[target]]\nname = \"c\"\nkernel = \"{}\"\ncommand = \"x\"\nshare = [\"nodir:x\"]\n", k.display()),
             d.path(),
@@ -418,5 +431,36 @@ timeout = 5
         .unwrap()[0];
         let e = t.options("lab1").unwrap_err().to_string();
         assert!(e.starts_with("target c: share: --share: "), "{e}");
+    }
+
+    /// The README's CephFS example parses, with the keys it documents.
+    #[test]
+    fn cephfs_example_parses() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cephfs.toml"));
+        let t = load(p).unwrap();
+        let dir = p.parent().unwrap();
+        assert_eq!(
+            t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["cephfs-write-read", "cephfs-debug"]
+        );
+        assert_eq!(
+            t[0].kernel,
+            expand_home(Path::new("~/linux/arch/x86/boot/bzImage"))
+        );
+        assert_eq!(t[0].timeout, Duration::from_secs(300));
+        assert_eq!(
+            t[0].add[1],
+            format!("{}:/etc/ceph/fs.keyring", dir.join("fs.keyring").display())
+        );
+        let Command::Shell(c) = &t[0].command else {
+            panic!("{:?}", t[0].command)
+        };
+        for step in [
+            "kmount --mon-dump /etc/ceph/mon_dump.json",
+            "> /mnt/labnet-test-f",
+            "umount /mnt",
+        ] {
+            assert!(c.contains(step), "{c}");
+        }
     }
 }

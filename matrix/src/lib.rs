@@ -48,11 +48,7 @@ impl Error {
 /// The targets of `file` whose name matches `filter` (all without one), each with the VM
 /// options it runs with in `lab` (unless it names its own): every file it needs is checked
 /// here, so a mistake stops the run before any VM starts.
-pub fn plan(
-    file: &Path,
-    filter: Option<&str>,
-    lab: &str,
-) -> Result<Vec<run::Planned>, Error> {
+pub fn plan(file: &Path, filter: Option<&str>, lab: &str) -> Result<Vec<run::Planned>, Error> {
     let re = filter
         .map(|f| {
             regex::Regex::new(f).map_err(|e| Error::Filter {

@@ -90,7 +90,10 @@ pub fn junit(suite: &str, results: &[TargetResult], wall: Duration) -> String {
         let mut tc = TestCase::new(r.name.as_str(), status);
         tc.set_classname(suite).set_time(r.duration);
         tc.add_property(Property::new("lab", r.lab.as_str()));
-        tc.add_property(Property::new("kernel", r.kernel.display().to_string().as_str()));
+        tc.add_property(Property::new(
+            "kernel",
+            r.kernel.display().to_string().as_str(),
+        ));
         if let Some(rc) = r.rc {
             tc.add_property(Property::new("exit-status", rc.to_string().as_str()));
         }
@@ -124,8 +127,16 @@ mod tests {
             duration: Duration::from_millis(secs * 1000 + 250),
             rc,
             message: msg.into(),
-            console_tail: if failed { format!("[    1.0] {name} console") } else { String::new() },
-            output: if verdict == Verdict::Skipped { String::new() } else { format!("{name} says <hi> & bye\n") },
+            console_tail: if failed {
+                format!("[    1.0] {name} console")
+            } else {
+                String::new()
+            },
+            output: if verdict == Verdict::Skipped {
+                String::new()
+            } else {
+                format!("{name} says <hi> & bye\n")
+            },
             console: failed.then(|| PathBuf::from(format!("logs/{name}.console.log"))),
         }
     }
@@ -172,7 +183,10 @@ mod tests {
         );
         // The crate's own parser reads it back: the counts and each case's kind.
         let back = Report::deserialize_from_str(&x).unwrap();
-        assert_eq!((back.tests, back.failures, back.errors, back.skipped), (5, 2, 1, 1));
+        assert_eq!(
+            (back.tests, back.failures, back.errors, back.skipped),
+            (5, 2, 1, 1)
+        );
         let cases = &back.test_suites[0].test_cases;
         let kinds: Vec<String> = cases
             .iter()
@@ -186,7 +200,13 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["success", "Failure:FAIL", "Failure:TIMEOUT", "Error:PANIC", "skipped"]
+            [
+                "success",
+                "Failure:FAIL",
+                "Failure:TIMEOUT",
+                "Error:PANIC",
+                "skipped"
+            ]
         );
         assert_eq!(
             cases[0].system_out.as_ref().map(|s| s.as_str()),

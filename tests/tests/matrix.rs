@@ -123,13 +123,19 @@ command = "true"
             .unwrap_or_else(|| panic!("no case {n}: {xml}"))
     };
     // The command really ran in its own VM: its output names the VM's hostname.
-    let pass_out = case("pass").system_out.as_ref().map(|s| s.as_str().to_string());
+    let pass_out = case("pass")
+        .system_out
+        .as_ref()
+        .map(|s| s.as_str().to_string());
     assert_eq!(pass_out.as_deref(), Some("matrix-ok from pass"), "{xml}");
     match &case("panic").status {
         quick_junit::TestCaseStatus::NonSuccess { message, ty, .. } => {
             assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("PANIC"));
             let m = message.as_ref().map(|m| m.as_str()).unwrap_or_default();
-            assert!(m.contains("Kernel panic - not syncing: sysrq triggered crash"), "{m}");
+            assert!(
+                m.contains("Kernel panic - not syncing: sysrq triggered crash"),
+                "{m}"
+            );
         }
         s => panic!("panic case: {s:?}"),
     }
@@ -148,10 +154,17 @@ command = "true"
         assert!(console(n).is_file(), "no console kept for {n}");
     }
     let panic_console = std::fs::read_to_string(console("panic")).unwrap();
-    assert!(panic_console.contains("sysrq triggered crash"), "{panic_console}");
-    assert!(std::fs::read_to_string(console("hang")).unwrap().contains("hanging"));
+    assert!(
+        panic_console.contains("sysrq triggered crash"),
+        "{panic_console}"
+    );
+    assert!(std::fs::read_to_string(console("hang"))
+        .unwrap()
+        .contains("hanging"));
     assert_eq!(
-        std::fs::read_to_string(logs.join("fail.out")).unwrap(),
+        std::fs::read_to_string(logs.join("fail.out"))
+            .unwrap()
+            .trim_end(),
         "about to fail"
     );
 
