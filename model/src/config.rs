@@ -88,6 +88,37 @@ struct RawLab {
     uplink: Option<RawUplink>,
     dhcp: Option<RawDhcp>,
     dns: Option<RawDns>,
+    peering: Option<RawPeering>,
+    peers: Option<Vec<RawPeer>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeering {
+    interface: Option<String>,
+    listen_port: Option<u16>,
+    private_key_file: Option<String>,
+    endpoint: Option<String>,
+    mtu: Option<u16>,
+    backend: Option<String>,
+}
+
+/// One `[[peers]]` entry as written; also the body of an invitation file
+/// ([`crate::invitation::Invitation`]), so both are validated by [`validate_peer`].
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeer {
+    pub(crate) name: Option<String>,
+    pub(crate) public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) endpoint: Option<String>,
+    pub(crate) subnet: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) persistent_keepalive: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +189,50 @@ pub struct Lab {
     pub uplink: Uplink,
     pub dhcp: Dhcp,
     pub dns: Dns,
+    /// This lab's end of the lab-to-lab tunnels: present with `[peering]` or any `[[peers]]`.
+    #[serde(default)]
+    pub peering: Option<Peering>,
+    /// Other hosts' labs, joined over the peering link (cryptokey routing: each peer's
+    /// AllowedIPs is its lab subnet). Subnets are disjoint, from each other and this lab's.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// `[peering]`: the WireGuard link (`interface`, its own, not the uplink's) other labs'
+/// peers reach this lab on. Created in labnet's namespace (its UDP socket stays on the
+/// host's network), moved into the lab, routes to each peer subnet over it; never NAT'ed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peering {
+    /// Default `wgp-LAB` (LAB cut to 11 bytes).
+    pub interface: String,
+    /// UDP port this lab listens on (None: a random one; peers then cannot reach us first).
+    pub listen_port: Option<u16>,
+    /// Default `STATE_DIR/LAB/peering.key`; made (0600) when missing, never leaves the host.
+    pub private_key_file: PathBuf,
+    /// HOST:PORT that `labnet peer invite` writes into invitations (`--endpoint` overrides).
+    pub endpoint: Option<String>,
+    /// The link's MTU (default 1420: 1500 less WireGuard's 80 bytes); TCP MSS is clamped to it.
+    pub mtu: u16,
+    pub backend: WgBackend,
+}
+
+/// One `[[peers]]` entry: another host's lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The other lab's name (unique among peers, not this lab's).
+    pub name: String,
+    /// Its peering link's public key (44 base64 characters).
+    pub public_key: String,
+    /// Where its peering link listens (None: it connects to us; WireGuard learns the address).
+    pub endpoint: Option<SocketAddr>,
+    /// Its bridge subnet, as a network (`192.168.1.0/24`): the peer's AllowedIPs and the route.
+    pub subnet: Ipv4Cidr,
+    /// Its DNS zone (default `NAME.lab`), forwarded to `dns`.
+    pub zone: String,
+    /// Its lab DNS server (default: the subnet's first host, where labnet puts the bridge).
+    pub dns: Ipv4Addr,
+    /// Default 25 s: keeps NAT and conntrack state on the path alive.
+    pub persistent_keepalive: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +349,13 @@ fn is_base64_key(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 
+/// Where lab configs live: `LABNET_CONFIG_DIR`, else [`CONFIG_DIR`].
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("LABNET_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CONFIG_DIR))
+}
+
 impl Lab {
     /// The embedded default lab.
     pub fn embedded_default() -> Lab {
@@ -283,9 +365,7 @@ impl Lab {
     /// Loads a lab: `--config FILE` if given, else `/etc/labnet/LAB.toml`, else (for the
     /// default lab name or no name) the embedded default.
     pub fn load(lab: Option<&str>, config: Option<&Path>) -> Result<Lab, ConfigError> {
-        let dir = std::env::var_os("LABNET_CONFIG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CONFIG_DIR));
+        let dir = config_dir();
         if let Some(path) = config {
             return load_file(path, lab);
         }
@@ -489,12 +569,12 @@ pub fn parse(text: &str, file: &str, lab: Option<&str>) -> Result<Lab, ConfigErr
     raw.validate(file, lab)
 }
 
-struct V<'a> {
-    file: &'a str,
+pub(crate) struct V<'a> {
+    pub(crate) file: &'a str,
 }
 
 impl V<'_> {
-    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Field {
             file: self.file.to_string(),
             field: field.to_string(),
@@ -734,13 +814,7 @@ impl RawLab {
             .unwrap_or_else(|| "lab".into())
             .trim_end_matches('.')
             .to_string();
-        if zone.is_empty()
-            || !zone.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() < 64
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            })
-        {
+        if !valid_zone(&zone) {
             return Err(v.err(
                 "dns.zone",
                 format!("{zone:?} is not a DNS name like \"lab\""),
@@ -768,6 +842,56 @@ impl RawLab {
             cache_size: rdns.cache_size.unwrap_or(1024),
             timeout_ms: rdns.timeout_ms.unwrap_or(1500),
         };
+        let mut peers: Vec<Peer> = Vec::new();
+        for (i, rp) in self.peers.unwrap_or_default().iter().enumerate() {
+            let f = format!("peers[{i}]");
+            let p = validate_peer(&v, &f, rp)?;
+            check_peer_against_lab(&v, &f, &p, &name, &bridge, &uplink, &dns.zone)?;
+            for (j, o) in peers.iter().enumerate() {
+                let other = format!("peers[{j}]");
+                if o.name == p.name {
+                    return Err(v.err(
+                        &format!("{f}.name"),
+                        format!("{:?} is also the name of {other}", p.name),
+                    ));
+                }
+                if o.public_key == p.public_key {
+                    return Err(v.err(
+                        &format!("{f}.public_key"),
+                        format!("is also the public key of {other} (lab {:?})", o.name),
+                    ));
+                }
+                if overlaps(&o.subnet, &p.subnet) {
+                    return Err(v.err(
+                        &format!("{f}.subnet"),
+                        format!(
+                            "{} of lab {:?} overlaps {} of lab {:?} ({other}.subnet); lab subnets must be disjoint",
+                            p.subnet, p.name, o.subnet, o.name
+                        ),
+                    ));
+                }
+                if o.zone == p.zone {
+                    return Err(v.err(
+                        &format!("{f}.zone"),
+                        format!(
+                            "{:?} is also the zone of {other} (lab {:?})",
+                            p.zone, o.name
+                        ),
+                    ));
+                }
+            }
+            peers.push(p);
+        }
+        let peering = match (self.peering, peers.is_empty()) {
+            (None, true) => None,
+            (rp, _) => Some(validate_peering(
+                &v,
+                rp.unwrap_or_default(),
+                &name,
+                &bridge,
+                &uplink,
+            )?),
+        };
         Ok(Lab {
             name,
             source: file.to_string(),
@@ -780,21 +904,242 @@ impl RawLab {
                 reservations,
             },
             dns,
+            peering,
+            peers,
         })
+    }
+}
+
+/// Whether two subnets share any address.
+pub fn overlaps(a: &Ipv4Cidr, b: &Ipv4Cidr) -> bool {
+    let m = a.mask() & b.mask();
+    u32::from(a.addr) & m == u32::from(b.addr) & m
+}
+
+fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() < 64
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// One peer's own fields (a `[[peers]]` entry or an invitation); `f` is its field prefix.
+pub(crate) fn validate_peer(v: &V, f: &str, r: &RawPeer) -> Result<Peer, ConfigError> {
+    let field = |k: &str| format!("{f}.{k}");
+    let name = r.name.clone().ok_or_else(|| {
+        v.err(
+            &field("name"),
+            "missing; expected the other lab's name, like \"labb\"",
+        )
+    })?;
+    if !valid_lab_name(&name) {
+        return Err(v.err(
+            &field("name"),
+            format!("{name:?} is not a valid lab name (letters, digits, '-' and '_', at most 32)"),
+        ));
+    }
+    let public_key = r.public_key.as_deref().map(str::trim).ok_or_else(|| {
+        v.err(
+            &field("public_key"),
+            "missing; expected the peer lab's public key (44 base64 characters; `labnet peer invite` on its host writes it)",
+        )
+    })?;
+    if !is_base64_key(public_key) {
+        return Err(v.err(
+            &field("public_key"),
+            "expected a WireGuard public key: 44 base64 characters ending in '='",
+        ));
+    }
+    let endpoint = match &r.endpoint {
+        None => None,
+        Some(e) => Some(resolve_endpoint(
+            v,
+            &field("endpoint"),
+            "the peer lab's host",
+            e,
+        )?),
+    };
+    let subnet = v.cidr(&field("subnet"), r.subnet.as_ref(), None)?;
+    let subnet = Ipv4Cidr {
+        addr: subnet.network(),
+        prefix: subnet.prefix,
+    };
+    let zone = r
+        .zone
+        .clone()
+        .unwrap_or_else(|| format!("{name}.lab"))
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if !valid_zone(&zone) {
+        return Err(v.err(
+            &field("zone"),
+            format!("{zone:?} is not a DNS name like \"{name}.lab\""),
+        ));
+    }
+    let dns = match &r.dns {
+        Some(s) => v.ip(&field("dns"), s)?,
+        None => Ipv4Addr::from(u32::from(subnet.addr) + 1),
+    };
+    if !subnet.contains(dns) || dns == subnet.network() || dns == subnet.broadcast() {
+        return Err(v.err(
+            &field("dns"),
+            format!("{dns} is not a host address in the peer's subnet {subnet}"),
+        ));
+    }
+    Ok(Peer {
+        name,
+        public_key: public_key.to_string(),
+        endpoint,
+        subnet,
+        zone,
+        dns,
+        persistent_keepalive: Some(r.persistent_keepalive.unwrap_or(25)).filter(|k| *k > 0),
+    })
+}
+
+/// A peer against this lab: not itself, a subnet disjoint from this lab's addresses, another zone.
+fn check_peer_against_lab(
+    v: &V,
+    f: &str,
+    p: &Peer,
+    lab: &str,
+    bridge: &Bridge,
+    uplink: &Uplink,
+    zone: &str,
+) -> Result<(), ConfigError> {
+    if p.name == lab {
+        return Err(v.err(
+            &format!("{f}.name"),
+            format!(
+                "{:?} is this lab's own name; a peer is another host's lab",
+                p.name
+            ),
+        ));
+    }
+    let own = Ipv4Cidr {
+        addr: bridge.address.network(),
+        prefix: bridge.address.prefix,
+    };
+    let mut mine = vec![("bridge subnet", "bridge.address", own)];
+    match uplink {
+        Uplink::Wireguard(w) => mine.push(("uplink subnet", "uplink.address", w.address)),
+        Uplink::Host(h) => mine.push(("uplink subnet", "uplink.lab_address", h.lab_address)),
+        Uplink::None => {}
+    }
+    for (what, field, c) in mine {
+        if overlaps(&p.subnet, &c) {
+            return Err(v.err(
+                &format!("{f}.subnet"),
+                format!(
+                    "{} of lab {:?} overlaps the {what} {}/{} of this lab {lab:?} ({field}); lab subnets must be disjoint",
+                    p.subnet, p.name, c.network(), c.prefix
+                ),
+            ));
+        }
+    }
+    if p.zone == zone {
+        return Err(v.err(
+            &format!("{f}.zone"),
+            format!("{:?} is this lab's own zone (dns.zone)", p.zone),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_peering(
+    v: &V,
+    r: RawPeering,
+    lab: &str,
+    bridge: &Bridge,
+    uplink: &Uplink,
+) -> Result<Peering, ConfigError> {
+    let interface = v.ifname(
+        "peering.interface",
+        r.interface
+            .as_deref()
+            .unwrap_or(&format!("wgp-{}", truncate(lab, 11))),
+    )?;
+    let uplink_if = match uplink {
+        Uplink::Wireguard(w) => Some(w.interface.as_str()),
+        Uplink::Host(h) => Some(h.lab_interface.as_str()),
+        Uplink::None => None,
+    };
+    if interface == bridge.name || Some(interface.as_str()) == uplink_if {
+        return Err(v.err(
+            "peering.interface",
+            format!("{interface:?} is already the bridge's or the uplink's name"),
+        ));
+    }
+    if let (Uplink::Wireguard(w), Some(p)) = (uplink, r.listen_port) {
+        if w.listen_port == Some(p) {
+            return Err(v.err(
+                "peering.listen_port",
+                format!("{p} is also uplink.listen_port; the two links need their own ports"),
+            ));
+        }
+    }
+    if r.listen_port == Some(0) {
+        return Err(v.err(
+            "peering.listen_port",
+            "0 is no port; leave it out for a random one",
+        ));
+    }
+    if let Some(e) = &r.endpoint {
+        let ok = e
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(v.err(
+                "peering.endpoint",
+                format!("expected HOST:PORT where peers reach this lab, got {e:?}"),
+            ));
+        }
+    }
+    let mtu = r.mtu.unwrap_or(1420);
+    if !(576..=9000).contains(&mtu) {
+        return Err(v.err(
+            "peering.mtu",
+            format!("{mtu} is out of range; expected 576 to 9000 (default 1420)"),
+        ));
+    }
+    Ok(Peering {
+        interface,
+        listen_port: r.listen_port,
+        private_key_file: r
+            .private_key_file
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::paths::state_dir(lab).join("peering.key")),
+        endpoint: r.endpoint,
+        mtu,
+        backend: parse_backend(v, "peering.backend", r.backend.as_deref())?,
+    })
+}
+
+fn parse_backend(v: &V, field: &str, s: Option<&str>) -> Result<WgBackend, ConfigError> {
+    match s.unwrap_or("auto") {
+        "auto" => Ok(WgBackend::Auto),
+        "kernel" => Ok(WgBackend::Kernel),
+        "userspace" => Ok(WgBackend::Userspace),
+        other => Err(v.err(
+            field,
+            format!("expected \"auto\", \"kernel\" or \"userspace\", got {other:?}"),
+        )),
     }
 }
 
 /// `HOST:PORT` (or `[V6]:PORT`) of the bounce box, an IPv4 address preferred. A name that
 /// does not resolve says so, naming the host, rather than blaming the syntax.
-fn resolve_endpoint(v: &V, e: &str) -> Result<SocketAddr, ConfigError> {
-    let bad = |m: String| v.err("uplink.endpoint", m);
+fn resolve_endpoint(v: &V, field: &str, what: &str, e: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |m: String| v.err(field, m);
     if let Ok(sa) = e.parse::<SocketAddr>() {
         return Ok(sa);
     }
     let (host, port) = e
         .rsplit_once(':')
         .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-        .ok_or_else(|| bad(format!("expected HOST:PORT of the bounce box, got {e:?}")))?;
+        .ok_or_else(|| bad(format!("expected HOST:PORT of {what}, got {e:?}")))?;
     let addrs: Vec<SocketAddr> = e
         .to_socket_addrs()
         .map_err(|err| bad(format!("cannot resolve {host}: {err}")))?
@@ -874,7 +1219,7 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
             }
             let endpoint = match &u.endpoint {
                 None => None,
-                Some(e) => Some(resolve_endpoint(v, e)?),
+                Some(e) => Some(resolve_endpoint(v, "uplink.endpoint", "the bounce box", e)?),
             };
             let mut allowed_ips = Vec::new();
             for (i, a) in u
@@ -911,17 +1256,7 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
                     format!("{gateway} must be the peer's address inside {address}"),
                 ));
             }
-            let backend = match u.backend.as_deref().unwrap_or("auto") {
-                "auto" => WgBackend::Auto,
-                "kernel" => WgBackend::Kernel,
-                "userspace" => WgBackend::Userspace,
-                other => {
-                    return Err(v.err(
-                        "uplink.backend",
-                        format!("expected \"auto\", \"kernel\" or \"userspace\", got {other:?}"),
-                    ))
-                }
-            };
+            let backend = parse_backend(v, "uplink.backend", u.backend.as_deref())?;
             Ok(Uplink::Wireguard(Wireguard {
                 interface,
                 address,
@@ -1255,5 +1590,126 @@ mod tests {
             e.contains("uplink.conf") && e.contains("PrivateKey inline is refused"),
             "{e}"
         );
+    }
+    const KB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb=";
+    const KC: &str = "ccccccccccccccccccccccccccccccccccccccccccc=";
+
+    fn peer(name: &str, key: &str, subnet: &str) -> String {
+        format!("[[peers]]\nname = \"{name}\"\npublic_key = \"{key}\"\nendpoint = \"10.99.0.2:51821\"\nsubnet = \"{subnet}\"\n")
+    }
+
+    #[test]
+    fn peers_parse_with_defaults_golden() {
+        let text = format!(
+            "name = \"laba\"\n[peering]\nlisten_port = 51820\nendpoint = \"10.99.0.1:51820\"\n{}{}zone = \"ceph.example\"\ndns = \"10.1.0.53\"\npersistent_keepalive = 0\n",
+            peer("labb", KB, "192.168.1.1/24"),
+            peer("labc", KC, "10.1.0.0/16"),
+        );
+        let lab = parse(&text, "laba.toml", None).unwrap();
+        let p = lab.peering.as_ref().unwrap();
+        assert_eq!(p.interface, "wgp-laba");
+        assert_eq!(p.mtu, 1420);
+        assert!(p.private_key_file.ends_with("laba/peering.key"));
+        // The subnet is kept as its network; zone and dns default from name and subnet.
+        assert_eq!(lab.peers[0].subnet.to_string(), "192.168.1.0/24");
+        assert_eq!(lab.peers[0].zone, "labb.lab");
+        assert_eq!(lab.peers[0].dns, Ipv4Addr::new(192, 168, 1, 1));
+        assert_eq!(lab.peers[0].persistent_keepalive, Some(25));
+        assert_eq!(lab.peers[1].persistent_keepalive, None);
+        let shown = serde_json::json!({"peering": {"interface": p.interface, "listen_port": p.listen_port, "endpoint": p.endpoint, "mtu": p.mtu, "backend": p.backend}, "peers": lab.peers});
+        testkit::golden!(
+            "peers-laba.json",
+            &(serde_json::to_string_pretty(&shown).unwrap() + "\n")
+        );
+        // No [peering] and no peers: no peering link.
+        assert_eq!(parse("name = \"x\"\n", "f", None).unwrap().peering, None);
+        // Peers without [peering]: the link with defaults (a random port).
+        let lab = parse(
+            &format!("name = \"x\"\n{}", peer("labb", KB, "192.168.1.0/24")),
+            "f",
+            None,
+        )
+        .unwrap();
+        assert_eq!(lab.peering.unwrap().listen_port, None);
+    }
+
+    #[test]
+    fn overlapping_peer_subnets_name_both_labs() {
+        let two = |a: &str, b: &str| {
+            err(&format!(
+                "name = \"laba\"\n{}{}",
+                peer("labb", KB, a),
+                peer("labc", KC, b)
+            ))
+        };
+        assert_eq!(
+            two("10.1.1.0/24", "10.1.0.0/16"),
+            "lab.toml: peers[1].subnet: 10.1.0.0/16 of lab \"labc\" overlaps 10.1.1.0/24 of lab \"labb\" (peers[0].subnet); lab subnets must be disjoint"
+        );
+        assert_eq!(
+            err(&format!("name = \"laba\"\n{}", peer("labb", KB, "192.168.0.128/25"))),
+            "lab.toml: peers[0].subnet: 192.168.0.128/25 of lab \"labb\" overlaps the bridge subnet 192.168.0.0/24 of this lab \"laba\" (bridge.address); lab subnets must be disjoint"
+        );
+        assert_eq!(
+            err(&format!("name = \"laba\"\n[uplink]\nkind = \"host\"\n{}", peer("labb", KB, "10.253.0.0/24"))),
+            "lab.toml: peers[0].subnet: 10.253.0.0/24 of lab \"labb\" overlaps the uplink subnet 10.253.0.0/30 of this lab \"laba\" (uplink.lab_address); lab subnets must be disjoint"
+        );
+        // Disjoint neighbours are fine.
+        let ok = format!(
+            "name = \"laba\"\n{}{}",
+            peer("labb", KB, "192.168.1.0/24"),
+            peer("labc", KC, "192.168.2.0/24")
+        );
+        assert_eq!(parse(&ok, "f", None).unwrap().peers.len(), 2);
+    }
+
+    #[test]
+    fn bad_peer_fields_are_named() {
+        let lab = |p: &str| err(&format!("name = \"laba\"\n{p}"));
+        assert_eq!(
+            lab(&(peer("labb", KB, "192.168.1.0/24") + &peer("labb", KC, "192.168.2.0/24"))),
+            "lab.toml: peers[1].name: \"labb\" is also the name of peers[0]"
+        );
+        assert_eq!(
+            lab(&(peer("labb", KB, "192.168.1.0/24") + &peer("labc", KB, "192.168.2.0/24"))),
+            "lab.toml: peers[1].public_key: is also the public key of peers[0] (lab \"labb\")"
+        );
+        assert_eq!(
+            lab(&peer("laba", KB, "192.168.1.0/24")),
+            "lab.toml: peers[0].name: \"laba\" is this lab's own name; a peer is another host's lab"
+        );
+        assert_eq!(
+            lab(&peer("labb", "xyz", "192.168.1.0/24")),
+            "lab.toml: peers[0].public_key: expected a WireGuard public key: 44 base64 characters ending in '='"
+        );
+        assert_eq!(
+            lab(&peer("labb", KB, "192.168.1.0")),
+            "lab.toml: peers[0].subnet: expected an IPv4 address with prefix, like 192.168.0.1/24, got \"192.168.1.0\""
+        );
+        assert_eq!(
+            lab(&(peer("labb", KB, "192.168.1.0/24") + "dns = \"192.168.2.1\"\n")),
+            "lab.toml: peers[0].dns: 192.168.2.1 is not a host address in the peer's subnet 192.168.1.0/24"
+        );
+        assert_eq!(
+            lab(&(peer("labb", KB, "192.168.1.0/24") + "zone = \"lab\"\n")),
+            "lab.toml: peers[0].zone: \"lab\" is this lab's own zone (dns.zone)"
+        );
+        assert_eq!(
+            lab(&peer("labb", KB, "192.168.1.0/24").replace("10.99.0.2:51821", "host")),
+            "lab.toml: peers[0].endpoint: expected HOST:PORT of the peer lab's host, got \"host\""
+        );
+        assert_eq!(
+            lab("[peering]\nmtu = 100\n"),
+            "lab.toml: peering.mtu: 100 is out of range; expected 576 to 9000 (default 1420)"
+        );
+        assert_eq!(
+            lab("[peering]\ninterface = \"br0\"\n"),
+            "lab.toml: peering.interface: \"br0\" is already the bridge's or the uplink's name"
+        );
+        assert_eq!(
+            lab("[peering]\nendpoint = \"10.0.0.1\"\n"),
+            "lab.toml: peering.endpoint: expected HOST:PORT where peers reach this lab, got \"10.0.0.1\""
+        );
+        assert!(lab("[peering]\nport = 1\n").contains("unknown field `port`"));
     }
 }

@@ -5,6 +5,8 @@
 //! - [`state`]: the typed record of what `up` made (`/run/labnet/LAB.json`) and the lab lock;
 //! - [`reservation`]: run-time DHCP reservations (`labnet vm` writes, dhcpd reads);
 //! - [`hosts`]: the hosts file (dhcpd writes, dns reads);
+//! - [`invitation`]: peer invitations (`labnet peer invite` writes, `peer add` reads) and
+//!   the `[[peers]]` edits of a lab's config file;
 //! - [`netns`]: entering a lab's network namespace;
 //! - [`notify`]: sd_notify (the daemons send READY=1, `labnet up` and systemd wait for it).
 //!
@@ -13,13 +15,14 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod config;
 pub mod hosts;
+pub mod invitation;
 pub mod netns;
 pub mod notify;
 pub mod paths;
 pub mod reservation;
 pub mod state;
 
-pub use config::{ConfigError, Ipv4Cidr, Lab, Uplink};
+pub use config::{ConfigError, Ipv4Cidr, Lab, Peer, Peering, Uplink};
 
 use std::path::{Path, PathBuf};
 

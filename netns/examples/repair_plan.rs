@@ -1,10 +1,20 @@
-//! The repair plan `labnet up` would run on a drifted lab, printed without touching the system:
-//! the embedded default lab as just built, then with its bridge down and its address gone.
+//! The plans `labnet up` would run, printed without touching the system: the embedded default
+//! lab built from scratch, then as just built with its bridge down and its address gone.
 //! `cargo run -p netns --example repair_plan`
-use netns::converge::{plan, LinkObs, Observed};
+use netns::plan::{plan, LinkObs, Observed};
 
 fn main() {
     let lab = netns::Lab::embedded_default();
+    let fresh = plan(&lab, &Observed::default());
+    println!("from scratch: {} step(s)", fresh.steps.len());
+    for s in &fresh.steps {
+        let undo = s
+            .undo
+            .as_ref()
+            .map(|u| format!("  (undo: {})", serde_json::to_string(u).unwrap_or_default()))
+            .unwrap_or_default();
+        println!("  {}{undo}", s.describe());
+    }
     let mut obs = Observed {
         netns: true,
         ip_forward: true,

@@ -1,19 +1,27 @@
-//! The lab core of labnet (the config, paths and state record are in the `model` crate): the
-//! plan that builds a lab over netlink ([`lab`]): every step is recorded in
-//! /run/labnet/LAB.json *before* it is made, so `down` can undo a lab after a crash, a
-//! SIGKILL half-way through `up`, or a reboot.
+//! The lab core of labnet (the config, paths and state record are in the `model` crate):
+//! `up` is a pure [`plan`] of steps, each with its undo, made from what [`system::observe`]
+//! reads, run by [`exec`] over the [`exec::Net`] trait ([`system::SystemNet`] for real);
+//! [`lab`] orchestrates. Every step's undo is recorded in /run/labnet/LAB.json *before* the
+//! step is made, so `down` can undo a lab after a crash, a SIGKILL half-way through `up`, or
+//! a reboot.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
-pub mod converge;
 pub mod daemon;
 pub mod doctor;
+pub mod etc_netns;
+pub mod exec;
 pub mod lab;
+pub mod lab_daemons;
 pub mod nft;
 pub mod nl;
 pub mod nsfs;
+pub mod peering;
+pub mod plan;
 pub mod probe;
 pub mod status;
+pub mod system;
 pub mod tun;
 pub mod wg;
+pub mod wg_life;
 
 // The model moved to its own crate; these paths keep working.
 pub use model::{config, paths, state};
@@ -46,6 +54,35 @@ pub enum Error {
     Drift { lab: String, what: String },
     #[error("repairing the lab: {step}: {source}")]
     Repair { step: String, source: Box<Error> },
+    #[error("{step}: {source}")]
+    Step { step: String, source: Box<Error> },
+    #[error("could not remove everything: {errors}")]
+    Undo { errors: String },
+    #[error("{error}; and undoing the partial lab failed too: {undo}")]
+    UndoAfterFailure { error: Box<Error>, undo: Box<Error> },
+    #[error("lab {lab} is up, but {sections} changed in {source_file} since; `labnet down {lab}` then `labnet up` applies it")]
+    ConfigChanged {
+        lab: String,
+        sections: String,
+        source_file: String,
+    },
+    #[error("network namespace {lab} exists but labnet did not create it (no {}); remove it or pick another lab name", state_file.display())]
+    NotOurs {
+        lab: String,
+        state_file: std::path::PathBuf,
+    },
+    /// Something on the system is in the way of `up` (a name taken); nothing was made.
+    #[error("{what}")]
+    Conflict { what: String },
+    /// The kernel or a tool lacks what the step needs.
+    #[error("{what}")]
+    Unsupported { what: String },
+    /// A process labnet expected to be running is not.
+    #[error("{what} is not running")]
+    NotRunning { what: String },
+    /// A process labnet did not start holds something labnet would remove.
+    #[error("a process labnet did not start: {what}")]
+    ForeignProcess { what: String },
     #[error("{0}")]
     Other(String),
 }

@@ -1,0 +1,283 @@
+//! The real system behind the plan: [`SystemNet`] makes the steps with rtnetlink, nft,
+//! /proc/sys, files and processes; [`observe`] is the only code that reads what the plan is
+//! made from.
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Ipv4Cidr, Lab, Uplink, Wireguard};
+use crate::nl::{self, with_netlink};
+use crate::nsfs::{self, in_netns, netns_exists};
+use crate::plan::{
+    etc_files, host_links, lab_links, uplink_of, DaemonSpec, LinkObs, Observed, IP_FORWARD,
+};
+use crate::state::Resource;
+use crate::{etc_netns, lab_daemons, nft, wg, wg_life, Error};
+
+/// rtnetlink, nft, /proc/sys, files and processes. Remembers the wireguard-go it started, so
+/// a later step can wait for it.
+#[derive(Default)]
+pub struct SystemNet {
+    wireguard_go: HashMap<String, (u32, PathBuf)>,
+}
+
+fn netns_file(ns: &str) -> Result<File, Error> {
+    File::open(nsfs::netns_path(ns)).map_err(|e| Error::io(nsfs::netns_path(ns), e))
+}
+
+impl crate::exec::Net for SystemNet {
+    fn create_netns(&mut self, name: &str) -> Result<(), Error> {
+        nsfs::create_netns(name)
+    }
+    fn create_wireguard_link(&mut self, iface: &str) -> Result<(), Error> {
+        let i = iface.to_string();
+        if with_netlink(
+            None,
+            move |h| async move { nl::add_wireguard(&h, &i).await },
+        )? {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                what: format!(
+                    "creating WireGuard link {iface}: this kernel has no WireGuard support"
+                ),
+            })
+        }
+    }
+    fn create_tun(&mut self, iface: &str) -> Result<(), Error> {
+        wg_life::create_tun(iface)
+    }
+    fn start_wireguard_go(&mut self, iface: &str, log: &Path) -> Result<u32, Error> {
+        let pid = wg_life::start(iface, log)?;
+        self.wireguard_go
+            .insert(iface.to_string(), (pid, log.to_path_buf()));
+        Ok(pid)
+    }
+    fn wait_wireguard_go(&mut self, iface: &str) -> Result<(), Error> {
+        let (pid, log) =
+            self.wireguard_go
+                .get(iface)
+                .cloned()
+                .ok_or_else(|| Error::NotRunning {
+                    what: format!("wireguard-go for {iface} (not started by this run)"),
+                })?;
+        wg_life::wait(iface, pid, &log)
+    }
+    fn configure_wireguard(&mut self, w: &Wireguard, userspace: bool) -> Result<(), Error> {
+        let backend = if userspace {
+            wireguard_control::Backend::Userspace
+        } else {
+            wireguard_control::Backend::Kernel
+        };
+        let w = w.clone();
+        in_netns(None, move || wg::configure(&w, backend))
+    }
+    fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
+        let n = name.to_string();
+        with_netlink(
+            Some(netns),
+            move |h| async move { nl::add_bridge(&h, &n).await },
+        )
+        .map(|_| ())
+    }
+    fn add_veth(&mut self, name: &str, peer: &str) -> Result<(), Error> {
+        let (n, p) = (name.to_string(), peer.to_string());
+        with_netlink(None, move |h| async move { nl::add_veth(&h, &n, &p).await })
+    }
+    fn move_link(&mut self, link: &str, netns: &str) -> Result<(), Error> {
+        let f = netns_file(netns)?;
+        let l = link.to_string();
+        with_netlink(None, move |h| async move {
+            nl::move_to_netns(&h, &l, f.as_raw_fd()).await
+        })
+    }
+    fn link_up(&mut self, netns: Option<&str>, link: &str) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(netns, move |h| async move { nl::set_up(&h, &link).await })
+    }
+    fn add_address(&mut self, netns: Option<&str>, link: &str, a: Ipv4Cidr) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(netns, move |h| async move {
+            nl::add_address(&h, &link, a.addr, a.prefix).await
+        })
+    }
+    fn add_default_route(&mut self, netns: &str, link: &str, via: Ipv4Addr) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(Some(netns), move |h| async move {
+            nl::add_default_route(&h, &link, via).await
+        })
+    }
+    fn sysctl(&mut self, netns: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
+        let (path, value) = (path.to_string(), value.to_string());
+        in_netns(netns, move || {
+            std::fs::write(&path, &value).map_err(|e| Error::io(&path, e))
+        })
+    }
+    fn nft_table(
+        &mut self,
+        netns: Option<&str>,
+        table: &str,
+        ruleset: nftables::schema::Nftables<'static>,
+        replace: bool,
+    ) -> Result<(), Error> {
+        if replace {
+            nft::delete_table(netns, table)?;
+        }
+        nft::apply(netns, ruleset)
+    }
+    fn make_dir(&mut self, path: &Path) -> Result<(), Error> {
+        etc_netns::make_dir(path)
+    }
+    fn write_file(&mut self, path: &Path, text: &str, save_to: Option<&Path>) -> Result<(), Error> {
+        etc_netns::write_file(path, text, save_to)
+    }
+    fn start_daemon(&mut self, lab: &str, d: &DaemonSpec) -> Result<u32, Error> {
+        lab_daemons::start(lab, d)
+    }
+    fn remove(&mut self, r: &Resource) -> Result<(), Error> {
+        match r {
+            Resource::Netns { name } => nsfs::delete_netns(name),
+            Resource::RootLink { name } => {
+                let n = name.clone();
+                with_netlink(None, move |h| async move { nl::del_link(&h, &n).await }).map(|_| ())
+            }
+            Resource::WgUserspace { iface, pid } => wg_life::stop(iface, *pid),
+            // A table inside the lab goes with the lab's namespace (always undone last); only
+            // a table in labnet's own namespace needs deleting.
+            Resource::NftTable { netns: Some(_), .. } => Ok(()),
+            Resource::NftTable {
+                netns: None, name, ..
+            } => nft::delete_table(None, name),
+            Resource::Sysctl { path, old } => {
+                std::fs::write(path, old).map_err(|e| Error::io(path, e))
+            }
+            Resource::Dir { path } => etc_netns::remove_dir(path),
+            Resource::File { path, saved } => etc_netns::restore_file(path, saved.as_deref()),
+            Resource::Daemon { pid, exe, .. } => {
+                lab_daemons::stop(*pid, exe);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether this kernel has WireGuard: loaded, built in, or a module modprobe can load.
+fn kernel_has_wireguard() -> bool {
+    if Path::new("/sys/module/wireguard").exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let dir = Path::new("/lib/modules").join(release.trim());
+    ["modules.builtin", "modules.dep"].iter().any(|f| {
+        std::fs::read_to_string(dir.join(f)).is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.split(':')
+                    .next()
+                    .is_some_and(|m| m.ends_with("/wireguard.ko") || m.contains("/wireguard.ko."))
+            })
+        })
+    })
+}
+
+/// Reads what [`crate::plan::plan`] compares: for a lab whose namespace is not there, what
+/// building it depends on (free names, the WireGuard module, the host's ip_forward, files in
+/// /etc/netns); for one that is up, its links, addresses and default route over rtnetlink, the
+/// sysctl, labnet's nft tables, the /etc/netns files and the `recorded` daemons.
+pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
+    let mut o = Observed {
+        netns: netns_exists(&lab.name),
+        ..Default::default()
+    };
+    if !o.netns {
+        for n in host_links(lab) {
+            let m = n.clone();
+            if with_netlink(None, move |h| async move { nl::link_by_name(&h, &m).await })?.is_some()
+            {
+                o.host_links_taken.push(n.clone());
+            }
+        }
+        if let Uplink::Wireguard(w) = &lab.uplink {
+            o.wireguard_module = kernel_has_wireguard();
+            if wg_life::uapi_taken(&w.interface) {
+                o.uapi_taken.push(w.interface.clone());
+            }
+        }
+        if let Uplink::Host(_) = &lab.uplink {
+            o.host_ip_forward = Some(
+                std::fs::read_to_string(IP_FORWARD)
+                    .map_err(|e| Error::io(IP_FORWARD, e))?
+                    .trim()
+                    .to_string(),
+            );
+        }
+        o.etc_dir_exists = crate::etc_netns::etc_netns_dir(&lab.name).exists();
+        o.etc_files_existing = etc_files(lab)
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.exists())
+            .collect();
+        return Ok(o);
+    }
+    let names = lab_links(lab);
+    let (links, route) = with_netlink(Some(&lab.name), move |h| async move {
+        let mut links = BTreeMap::new();
+        for n in &names {
+            if let Some(m) = nl::link_by_name(&h, n).await? {
+                links.insert(n.clone(), link_obs(&h, n, &m).await?);
+            }
+        }
+        let route = match nl::default_route(&h).await? {
+            Some((gw, Some(oif))) => Some((gw, nl::name_of(&h, oif).await?)),
+            Some((gw, None)) => Some((gw, None)),
+            None => None,
+        };
+        Ok((links, route))
+    })?;
+    o.links = links;
+    o.default_route = route;
+    if let Uplink::Host(h) = &lab.uplink {
+        let n = h.host_interface.clone();
+        o.host_link = with_netlink(None, move |h| async move {
+            match nl::link_by_name(&h, &n).await? {
+                Some(m) => Ok(Some(link_obs(&h, &n, &m).await?)),
+                None => Ok(None),
+            }
+        })?;
+        o.host_nft = nft::table_exists(None, &nft::host_table(&lab.name))?;
+    }
+    o.ip_forward = in_netns(Some(&lab.name), || {
+        std::fs::read_to_string(IP_FORWARD).map_err(|e| Error::io(IP_FORWARD, e))
+    })?
+    .trim()
+        == "1";
+    if let Some((link, _, _)) = uplink_of(lab) {
+        o.lab_nft = nft::list_table(Some(&lab.name), nft::LAB_TABLE)?
+            .is_some_and(|t| nft::is_lab_table(&t, &link));
+    }
+    for (path, text) in etc_files(lab) {
+        if !etc_netns::file_matches(&path, &text) {
+            o.files_changed.push(path);
+        }
+    }
+    o.dead_daemons = lab_daemons::dead(recorded);
+    Ok(o)
+}
+
+async fn link_obs(
+    h: &rtnetlink::Handle,
+    name: &str,
+    m: &rtnetlink::packet_route::link::LinkMessage,
+) -> Result<LinkObs, Error> {
+    Ok(LinkObs {
+        up: nl::link_is_up(m),
+        addrs: nl::ipv4_addresses(h, name)
+            .await?
+            .into_iter()
+            .map(|(addr, prefix)| Ipv4Cidr { addr, prefix })
+            .collect(),
+    })
+}

@@ -1,0 +1,443 @@
+//! The plan `up` runs, without root: for each uplink kind (isolated, host, WireGuard with the
+//! kernel module and with wireguard-go) the steps, what the executor does with them over a
+//! recording [`Net`], what it records before each step, and the order `down` undoes that
+//! record in; and the drift repairs of a lab that is up. Golden files in tests/golden/.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use netns::config::{Ipv4Cidr, Lab, Uplink, Wireguard};
+use netns::exec::{self, Net};
+use netns::plan::{self, plan, undo_order, DaemonSpec, LinkObs, Observed, Plan};
+use netns::state::{LabState, Resource};
+use netns::Error;
+
+/// Every call, in order; fails the call whose text starts with `fail_on`.
+#[derive(Default)]
+struct RecordingNet {
+    calls: Vec<String>,
+    fail_on: Option<&'static str>,
+    next_pid: u32,
+}
+
+impl RecordingNet {
+    fn call(&mut self, c: String) -> Result<(), Error> {
+        let fail = self.fail_on.is_some_and(|f| c.starts_with(f));
+        self.calls.push(c);
+        if fail {
+            return Err(Error::Unsupported {
+                what: "the fake was told to fail here".into(),
+            });
+        }
+        Ok(())
+    }
+    fn pid(&mut self) -> u32 {
+        self.next_pid += 1;
+        1000 + self.next_pid
+    }
+}
+
+impl Net for RecordingNet {
+    fn create_netns(&mut self, name: &str) -> Result<(), Error> {
+        self.call(format!("create_netns {name}"))
+    }
+    fn create_wireguard_link(&mut self, iface: &str) -> Result<(), Error> {
+        self.call(format!("create_wireguard_link {iface}"))
+    }
+    fn create_tun(&mut self, iface: &str) -> Result<(), Error> {
+        self.call(format!("create_tun {iface}"))
+    }
+    fn start_wireguard_go(&mut self, iface: &str, log: &Path) -> Result<u32, Error> {
+        self.call(format!("start_wireguard_go {iface} log {}", log.display()))?;
+        Ok(self.pid())
+    }
+    fn wait_wireguard_go(&mut self, iface: &str) -> Result<(), Error> {
+        self.call(format!("wait_wireguard_go {iface}"))
+    }
+    fn configure_wireguard(&mut self, wg: &Wireguard, userspace: bool) -> Result<(), Error> {
+        self.call(format!(
+            "configure_wireguard {} userspace={userspace} key_file={} peer={}",
+            wg.interface,
+            wg.private_key_file.display(),
+            wg.peer_public_key
+        ))
+    }
+    fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
+        self.call(format!("add_bridge {netns} {name}"))
+    }
+    fn add_veth(&mut self, name: &str, peer: &str) -> Result<(), Error> {
+        self.call(format!("add_veth {name} {peer}"))
+    }
+    fn move_link(&mut self, link: &str, netns: &str) -> Result<(), Error> {
+        self.call(format!("move_link {link} -> {netns}"))
+    }
+    fn link_up(&mut self, netns: Option<&str>, link: &str) -> Result<(), Error> {
+        self.call(format!("link_up {netns:?} {link}"))
+    }
+    fn add_address(&mut self, n: Option<&str>, link: &str, a: Ipv4Cidr) -> Result<(), Error> {
+        self.call(format!("add_address {n:?} {link} {a}"))
+    }
+    fn add_default_route(&mut self, n: &str, link: &str, via: Ipv4Addr) -> Result<(), Error> {
+        self.call(format!("add_default_route {n} {link} via {via}"))
+    }
+    fn sysctl(&mut self, n: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
+        self.call(format!("sysctl {n:?} {path}={value}"))
+    }
+    fn nft_table(
+        &mut self,
+        n: Option<&str>,
+        table: &str,
+        ruleset: nftables::schema::Nftables<'static>,
+        replace: bool,
+    ) -> Result<(), Error> {
+        let objects = ruleset.objects.len();
+        self.call(format!(
+            "nft_table {n:?} {table} ({objects} objects) replace={replace}"
+        ))
+    }
+    fn make_dir(&mut self, path: &Path) -> Result<(), Error> {
+        self.call(format!("make_dir {}", path.display()))
+    }
+    fn write_file(&mut self, path: &Path, text: &str, save_to: Option<&Path>) -> Result<(), Error> {
+        self.call(format!(
+            "write_file {} ({} bytes) save_to={:?}",
+            path.display(),
+            text.len(),
+            save_to
+        ))
+    }
+    fn start_daemon(&mut self, lab: &str, d: &DaemonSpec) -> Result<u32, Error> {
+        self.call(format!("start_daemon {lab} {} {:?}", d.name, d.argv))?;
+        Ok(self.pid())
+    }
+    fn remove(&mut self, r: &Resource) -> Result<(), Error> {
+        self.call(format!("remove {}", serde_json::to_string(r).unwrap()))
+    }
+}
+
+/// Run and state dirs of this test binary (the plan names the wireguard-go log in the run dir).
+fn dirs() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        // Cargo's scratch dir for integration tests (under target/), not /tmp.
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("netns-plan");
+        std::fs::create_dir_all(&d).unwrap();
+        std::env::set_var("LABNET_RUN_DIR", &d);
+        std::env::set_var("LABNET_STATE_DIR", &d);
+        std::env::set_var("LABNET_ETC_NETNS_DIR", "/etc/netns");
+        d
+    })
+}
+
+fn lab(uplink: &str) -> Lab {
+    dirs();
+    let toml =
+        format!("name = \"pl\"\n[bridge]\nname = \"br-pl\"\naddress = \"10.9.0.1/24\"\n{uplink}");
+    netns::config::parse(&toml, "pl.toml", None).expect("test config parses")
+}
+
+const HOST: &str = "[uplink]\nkind = \"host\"\n";
+fn wireguard(backend: &str) -> String {
+    format!(
+        "[uplink]\nkind = \"wireguard\"\ninterface = \"wg-pl\"\n\
+        address = \"192.168.20.1/24\"\nprivate_key_file = \"/etc/labnet/pl.key\"\n\
+        peer_public_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n\
+        endpoint = \"10.1.2.3:51820\"\nallowed_ips = [\"0.0.0.0/0\"]\nbackend = \"{backend}\"\n"
+    )
+}
+
+fn daemons() -> Vec<DaemonSpec> {
+    ["dhcpd", "dns"]
+        .iter()
+        .map(|d| DaemonSpec {
+            name: d.to_string(),
+            argv: vec!["labnet".into(), d.to_string(), "pl".into()],
+        })
+        .collect()
+}
+
+/// The plan, the executor's calls and record, and `down`'s undo of that record, as text.
+fn render(p: &Plan) -> String {
+    let mut t = String::new();
+    t += &format!(
+        "wg_backend: {:?}\nblocked: {:?}\n--- plan\n",
+        p.wg_backend, p.blocked
+    );
+    for (i, s) in p.steps.iter().enumerate() {
+        t += &format!(
+            "{:2}. {}\n    {}\n",
+            i + 1,
+            s.describe(),
+            serde_json::to_string(s).unwrap()
+        );
+    }
+    let mut net = RecordingNet::default();
+    let mut journal: Vec<Resource> = vec![];
+    exec::run(&mut net, &p.steps, &mut journal).unwrap();
+    t += "--- executed\n";
+    for c in &net.calls {
+        t += &format!("{c}\n");
+    }
+    t += "--- recorded (before each step)\n";
+    for r in &journal {
+        t += &format!("{}\n", serde_json::to_string(r).unwrap());
+    }
+    t += "--- down undoes\n";
+    for r in undo_order(&journal) {
+        t += &format!("{}\n", serde_json::to_string(&r).unwrap());
+    }
+    t.replace(&dirs().display().to_string(), "$RUN")
+}
+
+fn fresh() -> Observed {
+    Observed {
+        wireguard_module: true,
+        host_ip_forward: Some("1".into()),
+        ..Default::default()
+    }
+}
+
+fn up_plan(l: &Lab, obs: &Observed) -> Plan {
+    let mut p = plan(l, obs);
+    plan::start_daemons(&mut p, l, &daemons());
+    p
+}
+
+#[test]
+fn up_plan_per_uplink_kind() {
+    let isolated = lab("");
+    testkit::golden!("plan-isolated.txt", &render(&up_plan(&isolated, &fresh())));
+
+    // The host's ip_forward was 0 (saved, restored by down) and /etc/netns/pl had a
+    // resolv.conf of someone else's (saved aside, put back).
+    let host = lab(HOST);
+    let mut obs = fresh();
+    obs.host_ip_forward = Some("0".into());
+    obs.etc_dir_exists = true;
+    obs.etc_files_existing = vec![PathBuf::from("/etc/netns/pl/resolv.conf")];
+    testkit::golden!("plan-host.txt", &render(&up_plan(&host, &obs)));
+
+    let auto = lab(&wireguard("auto"));
+    testkit::golden!(
+        "plan-wireguard-kernel.txt",
+        &render(&up_plan(&auto, &fresh()))
+    );
+    let mut no_module = fresh();
+    no_module.wireguard_module = false;
+    testkit::golden!(
+        "plan-wireguard-userspace.txt",
+        &render(&up_plan(&auto, &no_module))
+    );
+    assert_eq!(
+        plan(&lab(&wireguard("userspace")), &fresh())
+            .wg_backend
+            .as_deref(),
+        Some("userspace"),
+        "backend = userspace uses wireguard-go even with the module"
+    );
+}
+
+#[test]
+fn what_is_in_the_way_blocks_the_plan() {
+    let l = lab(&wireguard("kernel"));
+    let mut obs = fresh();
+    obs.wireguard_module = false;
+    obs.host_links_taken = vec!["wg-pl".into()];
+    let p = plan(&l, &obs);
+    assert_eq!(p.blocked.len(), 2, "{:?}", p.blocked);
+    assert!(
+        p.blocked[0].contains("interface wg-pl already exists"),
+        "{:?}",
+        p.blocked
+    );
+    assert!(
+        p.blocked[1].contains("uplink.backend = \"kernel\""),
+        "{:?}",
+        p.blocked
+    );
+}
+
+/// A step that fails stops the run naming it, and everything recorded before it (its own
+/// undo included) is what `down` removes: wireguard-go that never opened its socket leaves
+/// the TUN, wireguard-go itself (with its pid), the netns and the lab table.
+#[test]
+fn a_failed_step_is_named_and_what_it_made_is_undone() {
+    let l = lab(&wireguard("auto"));
+    let mut obs = fresh();
+    obs.wireguard_module = false;
+    let p = plan(&l, &obs);
+    let mut net = RecordingNet {
+        fail_on: Some("wait_wireguard_go"),
+        ..Default::default()
+    };
+    let mut st = LabState {
+        lab: "pl".into(),
+        ..Default::default()
+    };
+    let err = exec::run(&mut net, &p.steps, &mut st).unwrap_err();
+    assert!(
+        matches!(&err, Error::Step { step, .. } if step == "wait for wireguard-go wg-pl"),
+        "{err}"
+    );
+    assert!(
+        netns::paths::lab_state_file("pl").exists(),
+        "the record is on disk"
+    );
+    let mut down = RecordingNet::default();
+    exec::undo(&mut down, &mut st).unwrap();
+    assert_eq!(
+        down.calls,
+        [
+            r#"remove {"kind":"wg_userspace","iface":"wg-pl","pid":1001}"#,
+            r#"remove {"kind":"nft_table","netns":"pl","family":"ip","name":"labnet"}"#,
+            r#"remove {"kind":"root_link","name":"wg-pl"}"#,
+            r#"remove {"kind":"netns","name":"pl"}"#,
+        ]
+    );
+    assert!(
+        !netns::paths::lab_state_file("pl").exists(),
+        "all undone: record gone"
+    );
+}
+
+/// What cannot be undone stays recorded for the next `down`, and the error says so.
+#[test]
+fn an_undo_that_fails_stays_recorded() {
+    dirs();
+    let mut st = LabState {
+        lab: "pl-undo".into(),
+        resources: vec![
+            Resource::Netns {
+                name: "pl-undo".into(),
+            },
+            Resource::RootLink {
+                name: "lnh-pl".into(),
+            },
+        ],
+        ..Default::default()
+    };
+    let mut net = RecordingNet {
+        fail_on: Some("remove {\"kind\":\"root_link\""),
+        ..Default::default()
+    };
+    let err = exec::undo(&mut net, &mut st).unwrap_err();
+    assert!(matches!(err, Error::Undo { .. }), "{err}");
+    assert_eq!(
+        st.resources,
+        [Resource::RootLink {
+            name: "lnh-pl".into()
+        }]
+    );
+    let saved = LabState::load("pl-undo").unwrap().expect("still recorded");
+    assert_eq!(saved.resources, st.resources);
+}
+
+/// What a freshly built lab shows: nothing to repair.
+fn healthy(lab: &Lab) -> Observed {
+    let mut links = BTreeMap::new();
+    links.insert(
+        "lo".to_string(),
+        LinkObs {
+            up: true,
+            addrs: vec![],
+        },
+    );
+    links.insert(
+        lab.bridge.name.clone(),
+        LinkObs {
+            up: true,
+            addrs: vec![lab.bridge.address],
+        },
+    );
+    let mut o = Observed {
+        netns: true,
+        ip_forward: true,
+        lab_nft: true,
+        host_nft: true,
+        ..Default::default()
+    };
+    if let Some((name, addr, via)) = plan::uplink_of(lab) {
+        links.insert(
+            name.clone(),
+            LinkObs {
+                up: true,
+                addrs: vec![addr],
+            },
+        );
+        o.default_route = Some((Some(via), Some(name)));
+    }
+    if let Uplink::Host(h) = &lab.uplink {
+        o.host_link = Some(LinkObs {
+            up: true,
+            addrs: vec![h.host_address],
+        });
+    }
+    o.links = links;
+    o
+}
+
+/// The issue's drift: bridge down and its address removed, the nft table flushed, the
+/// uplink down (which takes the default route with it), ip_forward off, resolv.conf edited,
+/// the dns daemon killed.
+fn drifted(lab: &Lab) -> Observed {
+    let mut o = healthy(lab);
+    let br = o.links.get_mut(&lab.bridge.name).expect("bridge observed");
+    br.up = false;
+    br.addrs.clear();
+    o.lab_nft = false;
+    o.host_nft = false;
+    o.ip_forward = false;
+    if let Some((name, _, _)) = plan::uplink_of(lab) {
+        if let Some(l) = o.links.get_mut(&name) {
+            l.up = false;
+        }
+        o.default_route = None;
+    }
+    o.files_changed = vec![PathBuf::from("/etc/netns/pl/resolv.conf")];
+    o.dead_daemons = vec![(
+        "dns".into(),
+        vec!["labnet".into(), "dns".into(), "pl".into()],
+    )];
+    o
+}
+
+#[test]
+fn a_healthy_lab_needs_nothing() {
+    for u in ["".to_string(), HOST.to_string(), wireguard("auto")] {
+        let l = lab(&u);
+        assert_eq!(plan(&l, &healthy(&l)), Plan::default(), "uplink {u:?}");
+    }
+}
+
+#[test]
+fn drift_repair_per_uplink_kind() {
+    for (name, u) in [
+        ("isolated", "".to_string()),
+        ("host", HOST.to_string()),
+        ("wireguard", wireguard("auto")),
+    ] {
+        let l = lab(&u);
+        let p = plan(&l, &drifted(&l));
+        assert!(
+            p.steps.iter().all(|s| s.undo.is_none()),
+            "repairs record nothing new"
+        );
+        testkit::golden!(format!("repair-{name}.txt"), &render(&p));
+    }
+}
+
+#[test]
+fn what_cannot_be_repaired_is_named() {
+    let l = lab(HOST);
+    let mut o = healthy(&l);
+    o.links.remove(&l.bridge.name);
+    o.host_link = None;
+    assert_eq!(
+        plan(&l, &o).blocked,
+        [
+            "br-pl is missing from the lab's namespace",
+            "lnh-pl is missing from labnet's namespace"
+        ]
+    );
+}
