@@ -6,6 +6,12 @@
 //! measured at half of dnsmasq's rate on the bench (`bench/RESULTS.md`). This relay keeps a
 //! few long-lived upstream sockets, matches answers by ID, and caches whole answers.
 //!
+//! - conditional forwarding: a name under a forwarded zone (a peer lab's, see [`crate::forward`])
+//!   goes to that zone's servers instead, with everything below applying the same; those
+//!   queries leave from the lab's own address (the bridge's), the one address a peer's
+//!   WireGuard accepts from this lab (its AllowedIPs are the lab subnet) and its firewall
+//!   lets in like any lab client; a server of a forwarded zone that stops answering is logged
+//!   once when it goes silent and once when it answers again, never per query;
 //! - failover: upstreams are tried in turn (the last one that answered first), each try gets
 //!   its share of the deadline; SERVFAIL/REFUSED from one upstream means "ask the next";
 //! - deadline: `timeout` bounds the whole query; past it the client gets SERVFAIL;
@@ -20,8 +26,8 @@
 //!   answer is re-encoded, cut to fit, with TC set.
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::forward::Forward;
 use crate::udp::UdpReply;
 use crate::Error;
 
@@ -59,12 +66,54 @@ struct Waiter {
     tx: oneshot::Sender<Vec<u8>>,
 }
 
-/// What the relays of all serving threads share: the upstreams and which one answered last,
+/// Where one kind of forwarded name goes: the default upstreams, or one forwarded zone's
+/// servers; each remembers which server answered last.
+struct Target {
+    servers: Vec<SocketAddr>,
+    preferred: AtomicUsize,
+    /// The forwarded zone and whom it is for; None for the default upstreams.
+    forward: Option<(String, String)>,
+    /// Per server: it gave no usable answer to the last query sent to it (logged on change).
+    silent: Vec<AtomicBool>,
+}
+
+impl Target {
+    fn new(servers: Vec<SocketAddr>, forward: Option<(String, String)>) -> Target {
+        Target {
+            silent: servers.iter().map(|_| AtomicBool::new(false)).collect(),
+            servers,
+            preferred: AtomicUsize::new(0),
+            forward,
+        }
+    }
+
+    /// Logs a forwarded zone's server going silent or answering again (only the change).
+    fn answered(&self, idx: usize, ok: bool) {
+        let Some((zone, via)) = &self.forward else {
+            return;
+        };
+        // Read first: the usual case (no change) writes nothing shared.
+        let silent = &self.silent[idx];
+        if silent.load(Ordering::Relaxed) != ok || silent.swap(!ok, Ordering::Relaxed) != ok {
+            return;
+        }
+        let server = self.servers[idx];
+        if ok {
+            tracing::warn!("forward {zone} ({via}): {server} answers again");
+        } else {
+            tracing::warn!("forward {zone} ({via}): {server} gave no usable answer in time; queries for {zone} get SERVFAIL until it answers");
+        }
+    }
+}
+
+/// What the relays of all serving threads share: the upstreams and forwarded zones' servers,
 /// the answer cache, and the bound on queries in flight.
 struct Shared {
-    upstreams: Vec<SocketAddr>,
+    /// 0: the default upstreams (maybe none); 1 + i: forward i.
+    targets: Vec<Target>,
+    /// The address queries to forwarded zones leave from (None: the kernel picks).
+    source: Option<IpAddr>,
     timeout: Duration,
-    preferred: AtomicUsize,
     cache: Option<Mutex<Cache>>,
     slots: Semaphore,
 }
@@ -73,7 +122,10 @@ struct Shared {
 /// wakes the query on the thread that asked (no cross-thread wakeup on the hot path).
 pub struct Relay {
     shared: Arc<Shared>,
+    /// Sockets to the default upstreams, by family (0: IPv4, 1: IPv6).
     socks: [Vec<Arc<UdpSocket>>; 2],
+    /// Sockets to forwarded zones' servers (bound to `source` where the family matches).
+    forward_socks: [Vec<Arc<UdpSocket>>; 2],
     waiting: Arc<Waiters>,
     next_sock: AtomicUsize,
     ids: AtomicU64,
@@ -82,21 +134,31 @@ pub struct Relay {
 
 impl Relay {
     /// Opens the upstream sockets (needs a tokio runtime) and starts their receive tasks.
+    /// `forwards`: zones whose names go to their own servers (queries to those leave from
+    /// `source`, see the module doc).
     pub fn new(
         upstreams: &[SocketAddr],
+        forwards: &[Forward],
+        source: Option<IpAddr>,
         timeout: Duration,
         cache_size: usize,
     ) -> Result<Arc<Self>, Error> {
-        if upstreams.is_empty() {
+        if upstreams.is_empty() && forwards.is_empty() {
             return Err(Error::Config {
                 field: "dns.upstreams".into(),
                 message: "no upstreams".into(),
             });
         }
+        let mut targets = vec![Target::new(upstreams.to_vec(), None)];
+        targets.extend(
+            forwards
+                .iter()
+                .map(|f| Target::new(f.servers.clone(), Some((f.zone.to_string(), f.via.clone())))),
+        );
         Self::with_shared(Arc::new(Shared {
-            upstreams: upstreams.to_vec(),
+            targets,
+            source,
             timeout,
-            preferred: AtomicUsize::new(0),
             cache: (cache_size > 0).then(|| Mutex::new(Cache::new(cache_size))),
             slots: Semaphore::new(MAX_IN_FLIGHT),
         }))
@@ -110,33 +172,47 @@ impl Relay {
 
     fn with_shared(shared: Arc<Shared>) -> Result<Arc<Self>, Error> {
         let waiting: Arc<Waiters> = Arc::default();
-        // SOCKETS sockets per address family in use (index 0: IPv4, 1: IPv6).
-        let mut socks: [Vec<Arc<UdpSocket>>; 2] = Default::default();
-        for v6 in [false, true] {
-            if !shared.upstreams.iter().any(|u| u.is_ipv6() == v6) {
-                continue;
-            }
-            for _ in 0..SOCKETS {
-                let bind = if v6 {
-                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-                } else {
-                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        // SOCKETS sockets per address family in use, for the upstreams and (apart, bound to
+        // the source address) for the forwarded zones; one receive task each.
+        let open = |servers: &mut dyn Iterator<Item = &SocketAddr>,
+                    source: Option<IpAddr>|
+         -> Result<[Vec<Arc<UdpSocket>>; 2], Error> {
+            let servers: Vec<&SocketAddr> = servers.collect();
+            let mut socks: [Vec<Arc<UdpSocket>>; 2] = Default::default();
+            for v6 in [false, true] {
+                if !servers.iter().any(|u| u.is_ipv6() == v6) {
+                    continue;
+                }
+                let ip = match source {
+                    Some(ip) if ip.is_ipv6() == v6 && !ip.is_unspecified() => ip,
+                    _ if v6 => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+                    _ => IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
                 };
-                let s = std::net::UdpSocket::bind(bind)
-                    .and_then(|s| s.set_nonblocking(true).map(|_| s))
-                    .and_then(UdpSocket::from_std)
-                    .map_err(|e| Error::Bind {
-                        addr: format!("udp {bind} (upstream socket)"),
-                        source: e,
-                    })?;
-                let s = Arc::new(s);
-                tokio::spawn(receive(s.clone(), waiting.clone()));
-                socks[v6 as usize].push(s);
+                let bind = SocketAddr::new(ip, 0);
+                for _ in 0..SOCKETS {
+                    let s = std::net::UdpSocket::bind(bind)
+                        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+                        .and_then(UdpSocket::from_std)
+                        .map_err(|e| Error::Bind {
+                            addr: format!("udp {bind} (upstream socket)"),
+                            source: e,
+                        })?;
+                    let s = Arc::new(s);
+                    tokio::spawn(receive(s.clone(), waiting.clone()));
+                    socks[v6 as usize].push(s);
+                }
             }
-        }
+            Ok(socks)
+        };
+        let socks = open(&mut shared.targets[0].servers.iter(), None)?;
+        let forward_socks = open(
+            &mut shared.targets[1..].iter().flat_map(|t| &t.servers),
+            shared.source,
+        )?;
         Ok(Arc::new(Relay {
             shared,
             socks,
+            forward_socks,
             waiting,
             next_sock: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
@@ -144,11 +220,13 @@ impl Relay {
         }))
     }
 
-    /// Answers `request` (exactly one query, not in a local zone) from the cache or upstream.
+    /// Answers `request` (exactly one query, not in a local zone) from the cache or upstream:
+    /// `forward` None for the default upstreams, `Some(i)` for forward `i`'s servers.
     pub async fn handle<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut rh: R,
+        forward: Option<usize>,
     ) -> ResponseInfo {
         let q = &request.queries.queries()[0];
         let key: Key = (q.name().clone(), q.query_type(), q.query_class());
@@ -177,7 +255,8 @@ impl Relay {
         let tcp = request.protocol() == Protocol::Tcp;
         // Only a well-formed answer to this question comes back (anything else counts as no
         // answer: SERVFAIL once no upstream gives a usable one).
-        let Some((answer, msg)) = self.forward(request.as_slice(), &key, tcp).await else {
+        let target = forward.map_or(0, |i| i + 1);
+        let Some((answer, msg)) = self.forward(request.as_slice(), &key, tcp, target).await else {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let msg = Arc::new(msg);
@@ -201,14 +280,25 @@ impl Relay {
         }
     }
 
-    /// Tries the upstreams in turn until one gives a usable answer (well-formed, to this
-    /// question) or the deadline passes; the answer as received (its ID is the one this relay
-    /// sent) and decoded.
-    async fn forward(&self, query: &[u8], key: &Key, tcp: bool) -> Option<(Vec<u8>, Message)> {
+    /// Tries the target's servers in turn until one gives a usable answer (well-formed, to
+    /// this question) or the deadline passes; the answer as received (its ID is the one this
+    /// relay sent) and decoded.
+    async fn forward(
+        &self,
+        query: &[u8],
+        key: &Key,
+        tcp: bool,
+        target: usize,
+    ) -> Option<(Vec<u8>, Message)> {
         let sh = &*self.shared;
+        let t = sh.targets.get(target)?;
+        let forwarded = target > 0;
         let deadline = Instant::now() + sh.timeout;
-        let n = sh.upstreams.len();
-        let first = sh.preferred.load(Ordering::Relaxed) % n;
+        let n = t.servers.len();
+        if n == 0 {
+            return None;
+        }
+        let first = t.preferred.load(Ordering::Relaxed) % n;
         let share = (sh.timeout / n as u32).max(MIN_TRY);
         let mut last = None;
         for i in 0..n {
@@ -218,14 +308,15 @@ impl Relay {
                 break;
             }
             let budget = share.min(deadline - now);
-            let upstream = sh.upstreams[idx];
+            let upstream = t.servers[idx];
+            let source = if forwarded { sh.source } else { None };
             let got = if tcp {
-                tokio::time::timeout(budget, ask_tcp(upstream, query))
+                tokio::time::timeout(budget, ask_tcp(upstream, query, source))
                     .await
                     .ok()
                     .flatten()
             } else {
-                self.ask_udp(upstream, query, key, budget).await
+                self.ask_udp(upstream, query, key, budget, forwarded).await
             };
             // A malformed answer (it must decode whole) is no answer: never relayed.
             let usable = got.and_then(|b| {
@@ -233,9 +324,10 @@ impl Relay {
                 let m = Message::from_vec(&b).ok()?;
                 Some((b, m))
             });
+            t.answered(idx, usable.is_some());
             let Some((answer, msg)) = usable else {
                 // No (usable) answer: prefer the next upstream from now on.
-                let _ = sh.preferred.compare_exchange(
+                let _ = t.preferred.compare_exchange(
                     idx,
                     (idx + 1) % n,
                     Ordering::Relaxed,
@@ -250,7 +342,7 @@ impl Relay {
                 last = Some((answer, msg));
                 continue;
             }
-            sh.preferred.store(idx, Ordering::Relaxed);
+            t.preferred.store(idx, Ordering::Relaxed);
             return Some((answer, msg));
         }
         last
@@ -262,6 +354,7 @@ impl Relay {
         query: &[u8],
         key: &Key,
         budget: Duration,
+        forwarded: bool,
     ) -> Option<Vec<u8>> {
         if query.len() < 12 {
             return None;
@@ -292,7 +385,12 @@ impl Relay {
             );
             (id, out)
         };
-        let socks = &self.socks[upstream.is_ipv6() as usize];
+        let socks = if forwarded {
+            &self.forward_socks
+        } else {
+            &self.socks
+        };
+        let socks = &socks[upstream.is_ipv6() as usize];
         let sock = &socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % socks.len()];
         let answer = match sock.send_to(&out, upstream).await {
             Ok(_) => tokio::time::timeout(budget, rx)
@@ -342,8 +440,20 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn ask_tcp(upstream: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(upstream).await.ok()?;
+async fn ask_tcp(upstream: SocketAddr, query: &[u8], source: Option<IpAddr>) -> Option<Vec<u8>> {
+    let mut s = match source {
+        Some(ip) if ip.is_ipv6() == upstream.is_ipv6() && !ip.is_unspecified() => {
+            let sock = if ip.is_ipv6() {
+                tokio::net::TcpSocket::new_v6()
+            } else {
+                tokio::net::TcpSocket::new_v4()
+            }
+            .ok()?;
+            sock.bind(SocketAddr::new(ip, 0)).ok()?;
+            sock.connect(upstream).await.ok()?
+        }
+        _ => TcpStream::connect(upstream).await.ok()?,
+    };
     let mut frame = Vec::with_capacity(query.len() + 2);
     frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
     frame.extend_from_slice(query);

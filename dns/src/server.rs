@@ -10,6 +10,7 @@ use hickory_server::proto::rr::LowerName;
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use hickory_server::Server;
 
+use crate::forward::{self, Forward, ZoneTable};
 use crate::handler::LabHandler;
 use crate::relay::Relay;
 use crate::zone::LocalZones;
@@ -95,11 +96,34 @@ pub async fn serve(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let zones = Arc::new(LocalZones::new(&cfg.zone, cfg.bridge, cfg.prefix)?);
-    let relay = if cfg.upstreams.is_empty() {
+    let zones = Arc::new(LocalZones::with_aliases(
+        &cfg.zone,
+        &cfg.zone_aliases,
+        cfg.ptr_zone.as_deref(),
+        cfg.bridge,
+        cfg.prefix,
+    )?);
+    let mut own = zones.forward_names();
+    own.extend(zones.reverse_names().iter().cloned());
+    forward::check(&cfg.forwards, &own)?;
+    let relay = if cfg.upstreams.is_empty() && cfg.forwards.is_empty() {
         None
     } else {
-        Some(Relay::new(&cfg.upstreams, cfg.timeout, cfg.cache_size)?)
+        // Queries to forwarded zones leave from the listen address (the bridge's) unless
+        // that is loopback or a wildcard (then the kernel picks, as for the upstreams).
+        let ip = cfg.listen.ip();
+        let source = (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip);
+        Some(Relay::new(
+            &cfg.upstreams,
+            &cfg.forwards,
+            source,
+            cfg.timeout,
+            cfg.cache_size,
+        )?)
+    };
+    let routes = Routes {
+        forwards: Arc::new(cfg.forwards.clone()),
+        upstreams: !cfg.upstreams.is_empty(),
     };
 
     // Load the hosts file before the first query is read.
@@ -122,7 +146,7 @@ pub async fn serve(
     let mut threads = Vec::new();
     let mut started = Vec::new();
     for (i, sock) in udp.enumerate() {
-        let (zones, relay) = (zones.clone(), relay.clone());
+        let (zones, relay, routes) = (zones.clone(), relay.clone(), routes.clone());
         let (mut stop, failed) = (stop_rx.clone(), failed_tx.clone());
         let (up_tx, up_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
         started.push(up_rx);
@@ -144,7 +168,10 @@ pub async fn serve(
                         let relay = relay.as_ref().map(|r| r.sibling()).transpose()?;
                         let sock = tokio::net::UdpSocket::from_std(sock)
                             .map_err(|e| Error::Serve(format!("udp socket: {e}")))?;
-                        Ok::<_, Error>((Arc::new(sock), Arc::new(lab_handler(&zones, relay))))
+                        Ok::<_, Error>((
+                            Arc::new(sock),
+                            Arc::new(lab_handler(&zones, &routes, relay)),
+                        ))
                     })();
                     let (sock, handler) = match setup {
                         Ok(s) => {
@@ -190,8 +217,8 @@ pub async fn serve(
     }
 
     // TCP through hickory's server (framing, idle timeouts); UDP through our own loop.
-    let mut server = Server::new(lab_handler(&zones, relay.clone()));
-    let handler = Arc::new(lab_handler(&zones, relay));
+    let mut server = Server::new(lab_handler(&zones, &routes, relay.clone()));
+    let handler = Arc::new(lab_handler(&zones, &routes, relay));
     let sock = tokio::net::UdpSocket::from_std(first)
         .map_err(|e| Error::Serve(format!("udp socket: {e}")))?;
     let tcp = tokio::net::TcpListener::from_std(bound.tcp)
@@ -221,9 +248,17 @@ fn udp_failed(r: std::io::Result<()>) -> Error {
     }
 }
 
+/// What decides between the relay's targets: the forwarded zones, and whether there are
+/// default upstreams.
+#[derive(Clone)]
+struct Routes {
+    forwards: Arc<Vec<Forward>>,
+    upstreams: bool,
+}
+
 /// The request handler of one serving thread: the local zones (shared by all threads) in a
-/// catalog, and that thread's relay.
-fn lab_handler(zones: &LocalZones, relay: Option<Arc<Relay>>) -> LabHandler {
+/// catalog, the zone table, and that thread's relay.
+fn lab_handler(zones: &LocalZones, routes: &Routes, relay: Option<Arc<Relay>>) -> LabHandler {
     let mut catalog = Catalog::new();
     // Without upstreams the catalog answers REFUSED for other names: nothing is made up.
     let mut local = vec![LowerName::from(zones.zone.clone())];
@@ -231,6 +266,13 @@ fn lab_handler(zones: &LocalZones, relay: Option<Arc<Relay>>) -> LabHandler {
         local[0].clone(),
         vec![zones.forward.clone() as Arc<dyn ZoneHandler>],
     );
+    for (name, h) in &zones.aliases {
+        local.push(LowerName::from(name.clone()));
+        catalog.upsert(
+            LowerName::from(name.clone()),
+            vec![h.clone() as Arc<dyn ZoneHandler>],
+        );
+    }
     for (name, h) in zones.reverse_names().iter().zip(&zones.reverse) {
         local.push(LowerName::from(name.clone()));
         catalog.upsert(
@@ -238,7 +280,8 @@ fn lab_handler(zones: &LocalZones, relay: Option<Arc<Relay>>) -> LabHandler {
             vec![h.clone() as Arc<dyn ZoneHandler>],
         );
     }
-    LabHandler::new(catalog, local, relay)
+    let table = ZoneTable::new(&local, &routes.forwards);
+    LabHandler::new(catalog, local, table, routes.upstreams, relay)
 }
 
 /// Reloads the local zones when the hosts file's (inode, size, mtime) changes.

@@ -1,5 +1,8 @@
-//! The lab's local zones: the forward zone (`lab.`) with an A record per host, and the
-//! bridge subnet's reverse zone(s) with the matching PTR records.
+//! The lab's local zones: the forward zone (`lab.`) with an A record per host, the same
+//! names under each alias of it (the zone peer labs know this lab by, `laba.lab.` for lab
+//! `laba` whose own zone is the default `lab`), and the bridge subnet's reverse zone(s) with
+//! the matching PTR records (names in the PTR zone: the lab zone, or the alias when the lab
+//! is joined with others, so a peer resolves the name a PTR gives it).
 //!
 //! Each zone is one long-lived [`InMemoryZoneHandler`] registered in the catalog; a hosts file
 //! change swaps the whole record map under the handler's lock, so a lookup sees either the old
@@ -65,29 +68,78 @@ pub fn ptr_name(ip: Ipv4Addr) -> Name {
 pub struct LocalZones {
     pub zone: Name,
     pub forward: Arc<InMemoryZoneHandler>,
+    /// Other names of the forward zone, with the same hosts.
+    pub aliases: Vec<(Name, Arc<InMemoryZoneHandler>)>,
     pub reverse: Vec<Arc<InMemoryZoneHandler>>,
     reverse_names: Vec<Name>,
+    /// The zone PTR records name hosts in (`zone` or one of the aliases).
+    ptr_zone: Name,
     serial: std::sync::atomic::AtomicU32,
 }
 
 impl LocalZones {
     /// Empty zones (only SOA) for `zone` and the reverse zones of the bridge subnet.
     pub fn new(zone: &str, bridge: Ipv4Addr, prefix: u8) -> Result<Self, Error> {
-        let zone_name = zone_name(zone)?;
+        Self::with_aliases(zone, &[], None, bridge, prefix)
+    }
+
+    /// [`new`](Self::new), and the same hosts under each of `aliases`; PTR records name hosts
+    /// in `ptr_zone` (None: `zone`; else `zone` or one of the aliases).
+    pub fn with_aliases(
+        zone: &str,
+        aliases: &[String],
+        ptr_zone: Option<&str>,
+        bridge: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Self, Error> {
+        let own = zone_name(zone)?;
         let reverse_names = reverse_zones(bridge, prefix);
         let serial = 1;
-        let forward = Arc::new(build(&zone_name, &zone_name, serial, vec![]));
+        let forward = Arc::new(build(&own, &own, serial, vec![]));
+        let mut alias_zones = vec![];
+        for a in aliases {
+            let a = zone_name(a).map_err(|_| Error::Config {
+                field: "dns.zone (alias)".into(),
+                message: format!("{a:?} is not a DNS name"),
+            })?;
+            if a != own && !alias_zones.iter().any(|(n, _)| *n == a) {
+                let h = Arc::new(build(&a, &a, serial, vec![]));
+                alias_zones.push((a, h));
+            }
+        }
+        let ptr_zone = match ptr_zone {
+            None => own.clone(),
+            Some(p) => {
+                let p = zone_name(p)?;
+                if p != own && !alias_zones.iter().any(|(n, _)| *n == p) {
+                    return Err(Error::Config {
+                        field: "dns.zone".into(),
+                        message: format!("PTR zone {p} is neither the zone nor an alias of it"),
+                    });
+                }
+                p
+            }
+        };
         let reverse = reverse_names
             .iter()
-            .map(|r| Arc::new(build(r, &zone_name, serial, vec![])))
+            .map(|r| Arc::new(build(r, &own, serial, vec![])))
             .collect();
         Ok(LocalZones {
-            zone: zone_name,
+            zone: own,
             forward,
+            aliases: alias_zones,
             reverse,
             reverse_names,
+            ptr_zone,
             serial: serial.into(),
         })
+    }
+
+    /// The forward zone's names: the zone, then its aliases.
+    pub fn forward_names(&self) -> Vec<Name> {
+        let mut v = vec![self.zone.clone()];
+        v.extend(self.aliases.iter().map(|(n, _)| n.clone()));
+        v
     }
 
     pub fn reverse_names(&self) -> &[Name] {
@@ -103,25 +155,41 @@ impl LocalZones {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         let mut fwd = Vec::new();
+        let mut alias: Vec<Vec<Record>> = vec![Vec::new(); self.aliases.len()];
         let mut rev: Vec<Vec<Record>> = vec![Vec::new(); self.reverse_names.len()];
         let mut loaded = 0;
         for h in hosts {
-            let Ok(name) = Name::from_ascii(&h.name).and_then(|n| n.append_domain(&self.zone))
-            else {
+            let Ok(label) = Name::from_ascii(&h.name) else {
+                continue;
+            };
+            let Ok(name) = label.clone().append_domain(&self.zone) else {
                 continue;
             };
             loaded += 1;
-            fwd.push(Record::from_rdata(
-                name.clone(),
-                LOCAL_TTL,
-                RData::A(A(h.ip)),
-            ));
+            let mut ptr_target = name.clone();
+            fwd.push(Record::from_rdata(name, LOCAL_TTL, RData::A(A(h.ip))));
+            for ((zone, _), records) in self.aliases.iter().zip(&mut alias) {
+                let Ok(name) = label.clone().append_domain(zone) else {
+                    continue;
+                };
+                if *zone == self.ptr_zone {
+                    ptr_target = name.clone();
+                }
+                records.push(Record::from_rdata(name, LOCAL_TTL, RData::A(A(h.ip))));
+            }
             let pname = ptr_name(h.ip);
             if let Some(i) = self.reverse_names.iter().position(|z| z.zone_of(&pname)) {
-                rev[i].push(Record::from_rdata(pname, LOCAL_TTL, RData::PTR(PTR(name))));
+                rev[i].push(Record::from_rdata(
+                    pname,
+                    LOCAL_TTL,
+                    RData::PTR(PTR(ptr_target)),
+                ));
             }
         }
         swap(&self.forward, build(&self.zone, &self.zone, serial, fwd)).await;
+        for ((zone, handler), records) in self.aliases.iter().zip(alias) {
+            swap(handler, build(zone, zone, serial, records)).await;
+        }
         for ((handler, name), records) in self.reverse.iter().zip(&self.reverse_names).zip(rev) {
             swap(handler, build(name, &self.zone, serial, records)).await;
         }
@@ -274,6 +342,44 @@ mod tests {
             1,
             "SOA kept"
         );
+    }
+
+    #[tokio::test]
+    async fn aliases_hold_the_same_hosts_and_ptr_names_the_alias() {
+        use hickory_server::proto::rr::RecordType;
+        let z = LocalZones::with_aliases(
+            "lab",
+            &["laba.lab".into()],
+            Some("laba.lab"),
+            "10.0.2.1".parse().unwrap(),
+            24,
+        )
+        .unwrap();
+        let h = HostEntry {
+            ip: "10.0.2.5".parse().unwrap(),
+            name: "vm1".into(),
+        };
+        z.replace(&[h]).await;
+        assert_eq!(
+            names_of(&z.forward, RecordType::A).await,
+            vec!["vm1.lab. 10.0.2.5"]
+        );
+        assert_eq!(
+            names_of(&z.aliases[0].1, RecordType::A).await,
+            vec!["vm1.laba.lab. 10.0.2.5"]
+        );
+        assert_eq!(
+            names_of(&z.reverse[0], RecordType::PTR).await,
+            vec!["5.2.0.10.in-addr.arpa. vm1.laba.lab."]
+        );
+        assert!(LocalZones::with_aliases(
+            "lab",
+            &[],
+            Some("x.lab"),
+            "10.0.2.1".parse().unwrap(),
+            24
+        )
+        .is_err());
     }
 
     #[test]

@@ -36,12 +36,15 @@ fn harness() -> &'static Mutex<Harness> {
         let cfg = dns::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             zone: "lab".into(),
+            zone_aliases: vec![],
+            ptr_zone: None,
             bridge: "10.9.0.1".parse().unwrap(),
             prefix: 24,
             upstreams: vec![upstream.local_addr().unwrap()],
             cache_size: 64,
             timeout: RELAY_TIMEOUT,
             hosts_file: hosts,
+            forwards: vec![],
         };
         let bound = dns::server::bind(&cfg).expect("bind on loopback");
         let server = bound.local_addr().expect("bound address");

@@ -38,7 +38,8 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
         // Before any thread exists: setns only moves the calling thread.
         model::netns::enter(&lab.name)?;
     }
-    let cfg = dns::Config::from_lab(&lab);
+    let cfg = dns::Config::from_lab(&lab)
+        .with_context(|| format!("lab {} ({})", lab.name, lab.source))?;
     if cfg.upstreams.is_empty() {
         eprintln!(
             "{}labnet dns: lab {} has no DNS upstreams (dns.upstreams unset, no WireGuard uplink): only {}. is answered",
@@ -68,6 +69,10 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
             cfg.timeout,
             cfg.hosts_file.display()
         );
+        // The forward table (peer labs' zones and reverse zones), one line per zone.
+        for line in dns::forward::table(&cfg.forwards).lines() {
+            eprintln!("{}labnet dns: lab {}: {line}", dhcpd::log_stamp(), lab.name);
+        }
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {},

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Lab, Uplink};
 use crate::lab_daemons::daemon_is_ours;
 use crate::nsfs::{in_netns, netns_exists};
-use crate::probe::{dhcp_discover, dns_query, DnsReply};
+use crate::probe::{dhcp_discover, dns_query, dns_query_from, DnsReply};
 use crate::state::{LabState, Resource};
 use crate::{nft, wg, Error};
 
@@ -180,6 +180,9 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         f.push(finding("dns forwarding", ok, if ok { format!("labnet dns forwards names outside {zone} to its upstreams") } else { format!("an upstream answers directly, but labnet dns on {lab_dns} does not forward to it") }));
     }
 
+    // 3b. Each peer lab's names: its zone's SOA through labnet dns, and from its dns itself.
+    f.extend(peer_dns_findings(&ns, lab, lab_dns, local_ok)?);
+
     // 4. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
     let fwd = in_netns(Some(&ns), || {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -207,6 +210,88 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
         }
     }
     Ok(report(lab, f))
+}
+
+/// A peer lab as the "peer dns" check sees it.
+#[derive(Debug, Clone)]
+pub struct PeerDns {
+    pub name: String,
+    /// Its zone, absolute (`labb.lab.`).
+    pub zone: String,
+    pub dns: SocketAddr,
+}
+
+/// The peers of `lab` whose names its dns forwards.
+fn peers_of(lab: &Lab) -> Vec<PeerDns> {
+    lab.peers
+        .iter()
+        .map(|p| PeerDns {
+            name: p.name.clone(),
+            zone: format!("{}.", p.zone.trim_end_matches('.')),
+            dns: SocketAddr::from((p.dns, 53)),
+        })
+        .collect()
+}
+
+/// "peer dns" for each peer: its zone's SOA asked through labnet dns (what a VM sees), and
+/// asked of the peer's dns directly, from the bridge address (what labnet dns sends), so a
+/// dead peer or tunnel is told apart from this lab's dns not forwarding.
+fn peer_dns_findings(
+    ns: &str,
+    lab: &Lab,
+    lab_dns: SocketAddr,
+    local_ok: bool,
+) -> Result<Vec<Finding>, Error> {
+    let bridge = lab.bridge.address.addr;
+    let mut f = vec![];
+    for p in peers_of(lab) {
+        let via = dns_query(ns, lab_dns, &p.zone, RecordType::SOA)?;
+        let direct = dns_query_from(ns, Some(bridge), p.dns, &p.zone, RecordType::SOA)?;
+        f.push(peer_dns_finding(ns, &p, lab_dns, local_ok, &via, &direct));
+    }
+    Ok(f)
+}
+
+/// The words for one peer's DNS, from the two replies (pure, for the golden test).
+pub fn peer_dns_finding(
+    ns: &str,
+    p: &PeerDns,
+    lab_dns: SocketAddr,
+    local_ok: bool,
+    via: &DnsReply,
+    direct: &DnsReply,
+) -> Finding {
+    let soa = |r: &DnsReply| matches!(r, DnsReply::Answered { code: ResponseCode::NoError, answers, .. } if *answers > 0);
+    let (name, zone, dns) = (&p.name, p.zone.trim_end_matches('.'), p.dns);
+    if soa(via) {
+        return finding(
+            "peer dns",
+            true,
+            format!(
+                "peer {name}: {zone} answers through labnet dns on {lab_dns} (forwarded to {dns})"
+            ),
+        );
+    }
+    let here = match via {
+        DnsReply::Silent => "no reply within 1 s".to_string(),
+        DnsReply::Answered { code, .. } => format!("{code}"),
+    };
+    let words = match direct {
+        DnsReply::Silent => format!(
+            "peer {name}: names in {zone} do not resolve here (labnet dns: {here}) and its dns {dns} does not answer either ({zone} SOA asked from {}): the tunnel to {name} is down (`labnet peer list` shows the handshake) or labnet dns is not running in lab {name}",
+            lab_dns.ip()
+        ),
+        _ if soa(direct) && local_ok => format!(
+            "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not forward {zone} to it ({here}); restart the lab's dns (`labnet up {ns}`) so it reads the [[peers]] entry"
+        ),
+        _ if soa(direct) => format!(
+            "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not ({here}; it fails for the lab zone too, see above)"
+        ),
+        DnsReply::Answered { code, .. } => format!(
+            "peer {name}: its dns {dns} answered {zone} SOA with {code} and no SOA: it does not serve {zone}; [[peers]] zone must be lab {name}'s dns.zone"
+        ),
+    };
+    finding("peer dns", false, words)
 }
 
 /// How long a WireGuard session lives without a new handshake (REJECT_AFTER_TIME, 180 s);
@@ -285,4 +370,49 @@ fn checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every "peer dns" verdict, by what the two probes got.
+    #[test]
+    fn peer_dns_words_golden() {
+        let p = PeerDns {
+            name: "labb".into(),
+            zone: "labb.lab.".into(),
+            dns: "10.20.1.1:53".parse().unwrap(),
+        };
+        let lab_dns: SocketAddr = "192.168.0.1:53".parse().unwrap();
+        let soa = DnsReply::Answered {
+            code: ResponseCode::NoError,
+            answers: 1,
+            authoritative: false,
+        };
+        let servfail = DnsReply::Answered {
+            code: ResponseCode::ServFail,
+            answers: 0,
+            authoritative: false,
+        };
+        let refused = DnsReply::Answered {
+            code: ResponseCode::Refused,
+            answers: 0,
+            authoritative: false,
+        };
+        let silent = DnsReply::Silent;
+        let mut text = String::new();
+        for (case, local_ok, via, direct) in [
+            ("forwarded", true, &soa, &soa),
+            ("peer silent", true, &silent, &silent),
+            ("peer silent, relay SERVFAIL", true, &servfail, &silent),
+            ("not forwarded", true, &refused, &soa),
+            ("lab dns down", false, &silent, &soa),
+            ("peer serves another zone", true, &refused, &refused),
+        ] {
+            let f = peer_dns_finding("laba", &p, lab_dns, local_ok, via, direct);
+            text += &format!("{case}: [{}] {}: {}\n", f.ok, f.check, f.words);
+        }
+        testkit::golden!("doctor-peer-dns.txt", &text);
+    }
 }

@@ -29,16 +29,31 @@ pub fn dns_query(
     name: &str,
     rtype: RecordType,
 ) -> Result<DnsReply, Error> {
+    dns_query_from(ns, None, server, name, rtype)
+}
+
+/// [`dns_query`] from address `source` (None: the kernel picks), e.g. the bridge's, the one
+/// address a peer lab's WireGuard accepts from this lab. Only a reply from `server` with the
+/// query's ID and question counts.
+pub fn dns_query_from(
+    ns: &str,
+    source: Option<Ipv4Addr>,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> Result<DnsReply, Error> {
     let name = Name::from_ascii(name).map_err(|e| Error::Other(format!("{name}: {e}")))?;
     let id = (std::process::id() & 0xffff) as u16 ^ 0x4c4e;
     let mut q = Message::new(id, MessageType::Query, OpCode::Query);
     q.metadata.recursion_desired = true;
     q.queries.push(Query::query(name, rtype));
+    let queries = q.queries.clone();
     let bytes = q
         .to_vec()
         .map_err(|e| Error::Other(format!("encoding a DNS query: {e}")))?;
     in_netns(Some(ns), move || {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("udp socket", e))?;
+        let bind = SocketAddr::from((source.unwrap_or(Ipv4Addr::UNSPECIFIED), 0));
+        let s = UdpSocket::bind(bind).map_err(|e| Error::io("udp socket", e))?;
         if s.send_to(&bytes, server).is_err() {
             return Ok(DnsReply::Silent);
         }
@@ -56,7 +71,7 @@ pub fn dns_query(
             let Ok(m) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
-            if from == server && m.metadata.id == id {
+            if from == server && m.metadata.id == id && m.queries == queries {
                 return Ok(DnsReply::Answered {
                     code: m.metadata.response_code,
                     answers: m.answers.len(),
