@@ -15,6 +15,7 @@ mod cmd_kernel;
 mod cmd_lab;
 mod cmd_logs;
 mod cmd_mount;
+mod cmd_peer;
 mod cmd_units;
 mod cmd_vm;
 mod ctx;
@@ -87,6 +88,9 @@ enum Command {
     /// Print a CephFS kernel mount (command line, fstab, unit, JSON) from `ceph mon dump`.
     #[command(after_help = cmd_mount::MOUNT_EXAMPLES)]
     Mount(cmd_mount::MountArgs),
+    /// Join labs of other hosts over WireGuard: invitations, peers, their tunnels.
+    #[command(subcommand, after_help = cmd_peer::EXAMPLES)]
+    Peer(cmd_peer::PeerCommand),
     /// Print or merge the labnet guest kernel config fragment (VM devices, PVH, CephFS).
     #[command(after_help = cmd_kernel::KCONFIG_EXAMPLES)]
     KernelConfig(cmd_kernel::KernelConfigArgs),
@@ -126,6 +130,7 @@ impl Command {
             // the lab by NetworkNamespacePath=; they fail on their own, naming what, when
             // they cannot enter the namespace or bind.
             Command::Vm(v) => v.needs_root(),
+            Command::Peer(p) => p.needs_root(),
             _ => None,
         }
     }
@@ -150,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image(c) => cmd_image::run(c),
         Command::Vm(c) => cmd_vm::run(&ctx, c),
         Command::Mount(a) => cmd_mount::mount(a),
+        Command::Peer(c) => cmd_peer::run(&ctx, c),
         Command::KernelConfig(a) => cmd_kernel::kernel_config(a),
         Command::Kernel(c) => cmd_kernel::run(c),
         Command::Units(c) => cmd_units::run(&ctx, c),

@@ -349,6 +349,13 @@ fn is_base64_key(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 
+/// Where lab configs live: `LABNET_CONFIG_DIR`, else [`CONFIG_DIR`].
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("LABNET_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CONFIG_DIR))
+}
+
 impl Lab {
     /// The embedded default lab.
     pub fn embedded_default() -> Lab {
@@ -358,9 +365,7 @@ impl Lab {
     /// Loads a lab: `--config FILE` if given, else `/etc/labnet/LAB.toml`, else (for the
     /// default lab name or no name) the embedded default.
     pub fn load(lab: Option<&str>, config: Option<&Path>) -> Result<Lab, ConfigError> {
-        let dir = std::env::var_os("LABNET_CONFIG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CONFIG_DIR));
+        let dir = config_dir();
         if let Some(path) = config {
             return load_file(path, lab);
         }

@@ -244,13 +244,14 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
                 netns,
                 bridge,
                 uplink,
+                peering,
                 ..
             } => table(
                 d,
                 snap,
                 &Some(netns.clone()),
                 nft::LAB_TABLE,
-                &nft::lab_table(bridge, uplink),
+                &nft::lab_table_peered(bridge, uplink, peering.as_deref()),
             ),
             Action::NftHostTable {
                 lab,

@@ -127,11 +127,12 @@ fn act(net: &mut dyn Net, a: &Action) -> Result<Option<Resource>, Error> {
             netns,
             bridge,
             uplink,
+            peering,
             replace,
         } => net.nft_table(
             Some(netns),
             crate::nft::LAB_TABLE,
-            crate::nft::lab_table(bridge, uplink),
+            crate::nft::lab_table_peered(bridge, uplink, peering.as_deref()),
             *replace,
         )?,
         Action::NftHostTable {

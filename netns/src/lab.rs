@@ -75,7 +75,10 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
         ..Default::default()
     };
     st.save()?;
-    match exec::run(&mut net, &p.steps, &mut st) {
+    // Then the peering link and its peers, in place (as `labnet peer add` does live).
+    let built = exec::run(&mut net, &p.steps, &mut st)
+        .and_then(|()| crate::peering::sync(lab, &mut st).map(|_| ()));
+    match built {
         Ok(()) => {
             st.complete = true;
             st.save()?;
@@ -117,6 +120,7 @@ fn converge(lab: &Lab, st: &mut LabState, net: &mut dyn Net) -> Result<UpOutcome
     let p = plan::plan(lab, &observe(lab, &st.resources)?);
     blocked(lab, &p)?;
     exec::run(net, &p.steps, st)?;
+    crate::peering::sync(lab, st)?;
     let report = crate::status::status(lab)?;
     if !report.ok {
         let failing: Vec<String> = report

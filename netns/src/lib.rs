@@ -15,6 +15,7 @@ pub mod lab_daemons;
 pub mod nft;
 pub mod nl;
 pub mod nsfs;
+pub mod peering;
 pub mod plan;
 pub mod probe;
 pub mod status;

@@ -117,6 +117,14 @@ fn rule(
 /// from anywhere else (a link that is neither), nothing. The NAT is seed 000's `iptables -t
 /// nat -A POSTROUTING -o wg-sepian -j MASQUERADE`, in a table of its own.
 pub fn lab_table(bridge: &str, uplink: &str) -> Nftables<'static> {
+    lab_table_peered(bridge, uplink, None)
+}
+
+/// [`lab_table`], and for a lab with a peering link (`peering`: its name) the routed
+/// network of joined labs: the peer labs may reach this lab's services and clients and be
+/// reached by them, in both directions, without NAT (input, and forward bridge <-> peering;
+/// AllowedIPs already limits what comes in to each peer's lab subnet).
+pub fn lab_table_peered(bridge: &str, uplink: &str, peering: Option<&str>) -> Nftables<'static> {
     let accept = || Statement::Accept(None);
     let mut b = Batch::new();
     b.add(NfListObject::Table(Table {
@@ -159,6 +167,26 @@ pub fn lab_table(bridge: &str, uplink: &str) -> Nftables<'static> {
         accept(),
         "the lab's clients out through the uplink",
     ));
+    if let Some(p) = peering {
+        b.add(rule(
+            "input",
+            vec![iif(p)],
+            accept(),
+            "peer labs (their DNS forwards, pings)",
+        ));
+        b.add(rule(
+            "forward",
+            vec![iif(bridge), oif(p)],
+            accept(),
+            "the lab's clients to peer labs, not NAT'ed",
+        ));
+        b.add(rule(
+            "forward",
+            vec![iif(p), oif(bridge)],
+            accept(),
+            "peer labs to the lab's clients",
+        ));
+    }
     b.add(NfListObject::Chain(postrouting_chain(LAB_TABLE)));
     b.add(NfListObject::Rule(Rule {
         family: NfFamily::IP,
@@ -166,6 +194,65 @@ pub fn lab_table(bridge: &str, uplink: &str) -> Nftables<'static> {
         chain: "postrouting".into(),
         expr: vec![oif(uplink), Statement::Masquerade(None)].into(),
         comment: Some("labnet: lab traffic leaving the uplink".into()),
+        ..Default::default()
+    }));
+    b.to_nftables()
+}
+
+/// The table of a lab's peering link, in the lab: TCP SYNs into the tunnel get their MSS
+/// clamped to the route's MTU (the link's), so a TCP connection through two tunnels (a
+/// CephFS mount from a peer lab) does not stall on full-size segments that cannot pass.
+///
+/// ```text
+/// table ip labnet-peering { chain forward { type filter hook forward priority mangle; policy accept;
+///   oifname "PEERING" tcp flags syn tcp option maxseg size set rt mtu } }
+/// ```
+pub const PEERING_TABLE: &str = "labnet-peering";
+
+pub fn peering_table(peering: &str) -> Nftables<'static> {
+    use nftables::expr::{Payload, PayloadField, RTKey, TcpOption, RT};
+    let mut b = Batch::new();
+    b.add(NfListObject::Table(Table {
+        family: NfFamily::IP,
+        name: PEERING_TABLE.into(),
+        ..Default::default()
+    }));
+    b.add(NfListObject::Chain(Chain {
+        family: NfFamily::IP,
+        table: PEERING_TABLE.into(),
+        name: "forward".into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Forward),
+        prio: Some(-150), // mangle
+        policy: Some(NfChainPolicy::Accept),
+        ..Default::default()
+    }));
+    let syn = Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+            PayloadField {
+                protocol: "tcp".into(),
+                field: "flags".into(),
+            },
+        ))),
+        right: Expression::String("syn".into()),
+        op: Operator::IN,
+    });
+    let clamp = Statement::Mangle(nftables::stmt::Mangle {
+        key: Expression::Named(NamedExpression::TcpOption(TcpOption {
+            name: "maxseg".into(),
+            field: Some("size".into()),
+        })),
+        value: Expression::Named(NamedExpression::RT(RT {
+            key: RTKey::MTU,
+            family: None,
+        })),
+    });
+    b.add(NfListObject::Rule(Rule {
+        family: NfFamily::IP,
+        table: PEERING_TABLE.into(),
+        chain: "forward".into(),
+        expr: vec![oif(peering), syn, clamp].into(),
+        comment: Some("labnet: MSS clamp into the peering tunnel".into()),
         ..Default::default()
     }));
     b.to_nftables()
@@ -454,6 +541,24 @@ mod tests {
             .unwrap()
             .expect("table listed");
         assert_eq!(diff(&want, &listed), []);
+        let peered = lab_table_peered("br0", "wg-sepian", Some("wgp-x"));
+        delete_table(Some(&ns.0), LAB_TABLE).unwrap();
+        apply(Some(&ns.0), peered.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), LAB_TABLE).unwrap().expect("listed");
+        assert_eq!(diff(&peered, &listed), []);
+        assert_ne!(
+            diff(&want, &listed),
+            [],
+            "the peered table is not the plain one"
+        );
+        let clamp = peering_table("wgp-x");
+        apply(Some(&ns.0), clamp.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), PEERING_TABLE)
+            .unwrap()
+            .expect("listed");
+        assert_eq!(diff(&clamp, &listed), []);
+        delete_table(Some(&ns.0), LAB_TABLE).unwrap();
+        apply(Some(&ns.0), want.clone()).unwrap();
         let host = host_masquerade("x", "lnh-x");
         apply(Some(&ns.0), host.clone()).unwrap();
         let listed = read_table(Some(&ns.0), &host_table("x"))
@@ -479,6 +584,16 @@ mod tests {
     fn lab_table_golden() {
         let json = serde_json::to_string_pretty(&lab_table("br0", "wg-sepian")).unwrap();
         golden("nft-lab-table.json", &(json + "\n"));
+    }
+
+    #[test]
+    fn peering_tables_golden() {
+        let json =
+            serde_json::to_string_pretty(&lab_table_peered("br0", "wg-laba", Some("wgp-laba")))
+                .unwrap();
+        golden("nft-lab-table-peered.json", &(json + "\n"));
+        let json = serde_json::to_string_pretty(&peering_table("wgp-laba")).unwrap();
+        golden("nft-peering-table.json", &(json + "\n"));
     }
 
     #[test]

@@ -244,3 +244,112 @@ pub async fn default_route(h: &Handle) -> Result<Option<(Option<Ipv4Addr>, Optio
     }
     Ok(None)
 }
+
+pub async fn set_mtu(h: &Handle, name: &str, mtu: u32) -> Result<(), Error> {
+    let idx = index_of(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("set mtu {mtu} on {name}")))
+}
+
+/// A route to `dest/prefix` out of `dev` (no gateway: a point-to-point WireGuard link), with
+/// `src` as the preferred source of the lab host's own packets.
+pub fn subnet_route(
+    idx: u32,
+    dest: Ipv4Addr,
+    prefix: u8,
+    src: Ipv4Addr,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dest, prefix)
+        .output_interface(idx)
+        .pref_source(src)
+        .build()
+}
+
+pub async fn add_subnet_route(
+    h: &Handle,
+    dev: &str,
+    dest: Ipv4Addr,
+    prefix: u8,
+    src: Ipv4Addr,
+) -> Result<(), Error> {
+    let idx = index_of(h, dev).await?;
+    match h
+        .route()
+        .add(subnet_route(idx, dest, prefix, src))
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_exists(&e) => Ok(()),
+        Err(e) => Err(nl(format!("add route {dest}/{prefix} dev {dev}"))(e)),
+    }
+}
+
+/// Deletes the route to `dest/prefix` out of `dev`; a missing one is fine.
+pub async fn del_subnet_route(
+    h: &Handle,
+    dev: &str,
+    dest: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), Error> {
+    let idx = index_of(h, dev).await?;
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dest, prefix)
+        .output_interface(idx)
+        .build();
+    match h.route().del(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+        Err(e) => Err(nl(format!("delete route {dest}/{prefix} dev {dev}"))(e)),
+    }
+}
+
+/// One IPv4 route of the main table: destination, prefix length, output link index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFacts {
+    pub dest: Ipv4Addr,
+    pub prefix: u8,
+    pub oif: Option<u32>,
+}
+
+/// The main table's IPv4 routes (the lab's: connected subnets, the default, peer subnets).
+pub async fn routes(h: &Handle) -> Result<Vec<RouteFacts>, Error> {
+    let mut s = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    let mut out = vec![];
+    while let Some(m) = s.try_next().await.map_err(nl("list routes"))? {
+        if m.header.table != 254 {
+            continue;
+        }
+        let mut r = RouteFacts {
+            dest: Ipv4Addr::UNSPECIFIED,
+            prefix: m.header.destination_prefix_length,
+            oif: None,
+        };
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => r.dest = *ip,
+                RouteAttribute::Oif(i) => r.oif = Some(*i),
+                _ => {}
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A link's MTU, if it exists.
+pub async fn mtu_of(h: &Handle, name: &str) -> Result<Option<u32>, Error> {
+    Ok(link_by_name(h, name).await?.and_then(|m| {
+        m.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(m),
+            _ => None,
+        })
+    }))
+}

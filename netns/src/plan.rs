@@ -134,6 +134,9 @@ pub enum Action {
         netns: String,
         bridge: String,
         uplink: String,
+        /// The peering link the table lets in ([`nft::lab_table_peered`]), if the lab has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peering: Option<String>,
         replace: bool,
     },
     /// [`nft::host_masquerade`] in labnet's own namespace.
@@ -453,6 +456,7 @@ fn build(lab: &Lab, obs: &Observed) -> Plan {
                 netns: ns.clone(),
                 bridge: br.clone(),
                 uplink: uplink.into(),
+                peering: lab.peering.as_ref().map(|p| p.interface.clone()),
                 replace: false,
             },
             Some(Resource::NftTable {
@@ -699,6 +703,7 @@ fn repair(lab: &Lab, obs: &Observed) -> Plan {
                     netns: lab.name.clone(),
                     bridge: lab.bridge.name.clone(),
                     uplink: link.clone(),
+                    peering: lab.peering.as_ref().map(|p| p.interface.clone()),
                     replace: true,
                 },
                 format!(

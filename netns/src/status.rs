@@ -283,7 +283,8 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
                 }
                 Err(e) => c.push(comp("wg peer", false, e.to_string())),
             }
-            let want = nft::lab_table(&lab.bridge.name, &w.interface);
+            let peering = lab.peering.as_ref().map(|p| p.interface.as_str());
+            let want = nft::lab_table_peered(&lab.bridge.name, &w.interface, peering);
             let ok = nft::read_table(Some(&ns), nft::LAB_TABLE)?
                 .is_some_and(|t| nft::diff(&want, &t).is_empty());
             c.push(comp(
@@ -338,6 +339,8 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         }
     }
 
+    c.extend(peering_components(lab)?);
+
     let dir = etc_netns_dir(&lab.name);
     let rok = file_matches(&dir.join("resolv.conf"), &resolv_conf(lab))
         && file_matches(&dir.join("nsswitch.conf"), NSSWITCH_CONF);
@@ -391,4 +394,80 @@ fn finish(
         components,
         plan,
     }
+}
+
+/// The peering link (up, its MTU, the MSS clamp) and each peer (on the device, its route,
+/// its latest handshake). A handshake is shown, not required: the other lab may be down.
+fn peering_components(lab: &Lab) -> Result<Vec<Component>, Error> {
+    let Some(p) = &lab.peering else {
+        return Ok(vec![]);
+    };
+    let mut c = vec![];
+    let ns = lab.name.clone();
+    let iface = p.interface.clone();
+    let (link, routes) = with_netlink(Some(&ns), move |h| async move {
+        let m = nl::link_by_name(&h, &iface).await?;
+        let up = m.as_ref().is_some_and(nl::link_is_up);
+        let mtu = nl::mtu_of(&h, &iface).await?;
+        let idx = m.map(|m| m.header.index);
+        Ok(((idx, up, mtu), nl::routes(&h).await?))
+    })?;
+    let (idx, up, mtu) = link;
+    let userspace = wg::is_userspace(&p.interface);
+    let port = wg::listen_port(&p.interface, userspace, &ns);
+    let clamp = nft::read_table(Some(&ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::diff(&nft::peering_table(&p.interface), &t).is_empty());
+    let mtu_ok = mtu == Some(u32::from(p.mtu));
+    c.push(comp(
+        "peering",
+        idx.is_some()
+            && up
+            && mtu_ok
+            && clamp
+            && (p.listen_port.is_none() || port == p.listen_port),
+        match idx {
+            None => format!("{} missing (labnet up makes it)", p.interface),
+            Some(_) => format!(
+                "{} {} ({}) listening on {} mtu {} (want {}), MSS clamp {}",
+                p.interface,
+                if up { "up" } else { "DOWN" },
+                if userspace { "wireguard-go" } else { "kernel" },
+                port.map(|p| p.to_string()).unwrap_or("-".into()),
+                mtu.map(|m| m.to_string()).unwrap_or("-".into()),
+                p.mtu,
+                if clamp { "on" } else { "MISSING" }
+            ),
+        },
+    ));
+    if idx.is_none() {
+        return Ok(c);
+    }
+    let device = wg::peers(&p.interface, userspace, &ns).unwrap_or_default();
+    for peer in &lab.peers {
+        let d = device.iter().find(|d| d.public_key == peer.public_key);
+        let route = routes
+            .iter()
+            .any(|r| r.dest == peer.subnet.addr && r.prefix == peer.subnet.prefix && r.oif == idx);
+        c.push(comp(
+            &format!("peer {}", peer.name),
+            d.is_some() && route,
+            format!(
+                "{} {} route {}, endpoint {}, latest handshake {}",
+                peer.subnet,
+                if d.is_some() {
+                    "on the link,"
+                } else {
+                    "NOT on the link,"
+                },
+                if route { "present" } else { "MISSING" },
+                d.and_then(|d| d.endpoint.clone())
+                    .or(peer.endpoint.map(|e| e.to_string()))
+                    .unwrap_or("-".into()),
+                d.and_then(|d| d.last_handshake_secs_ago)
+                    .map(|s| format!("{s} s ago"))
+                    .unwrap_or("never".into())
+            ),
+        ));
+    }
+    Ok(c)
 }

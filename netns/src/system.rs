@@ -255,7 +255,8 @@ pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
     .trim()
         == "1";
     if let Some((link, _, _)) = uplink_of(lab) {
-        let want = nft::lab_table(&lab.bridge.name, &link);
+        let peering = lab.peering.as_ref().map(|p| p.interface.as_str());
+        let want = nft::lab_table_peered(&lab.bridge.name, &link, peering);
         o.lab_nft = nft::read_table(Some(&lab.name), nft::LAB_TABLE)?
             .is_some_and(|t| nft::diff(&want, &t).is_empty());
     }

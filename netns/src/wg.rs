@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 use wireguard_control::{Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
-use crate::config::{read_private_key, Wireguard};
+use crate::config::{read_private_key, Peer, Peering, Wireguard};
 use crate::Error;
 
 pub const UAPI_DIR: &str = "/var/run/wireguard";
@@ -136,4 +136,121 @@ pub fn peers(iface: &str, userspace: bool, lab_ns: &str) -> Result<Vec<PeerStatu
         // The kernel link lives in the lab namespace after the move: ask netlink there.
         crate::nsfs::in_netns(Some(lab_ns), read)
     }
+}
+
+/// The peering link's key pair: its private key file is made (0600, from the kernel's
+/// random bytes via `Key::generate_private`) when missing; only the public key leaves here.
+pub fn peering_public_key(p: &Peering) -> Result<String, Error> {
+    let path = &p.private_key_file;
+    if !path.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let key = Key::generate_private();
+        // create_new: two labnets racing here keep one key, not a mix.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(mut f) => f
+                .write_all(format!("{}\n", key.to_base64()).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(peering_private_key(p)?.get_public().to_base64())
+}
+
+fn peering_private_key(p: &Peering) -> Result<Key, Error> {
+    let text = read_private_key(&p.private_key_file)
+        .map_err(|m| Error::Other(format!("peering.private_key_file: {m}")))?;
+    Key::from_base64(&text).map_err(|_| {
+        Error::Other(format!(
+            "{}: not a WireGuard key",
+            p.private_key_file.display()
+        ))
+    })
+}
+
+fn peer_config(p: &Peer) -> Result<PeerConfigBuilder, Error> {
+    let key = Key::from_base64(&p.public_key)
+        .map_err(|_| Error::Other(format!("peer {}: public_key: not a WireGuard key", p.name)))?;
+    // Cryptokey routing: the peer may send from, and is sent, its lab subnet only.
+    let mut b = PeerConfigBuilder::new(&key)
+        .replace_allowed_ips()
+        .add_allowed_ip(IpAddr::V4(p.subnet.addr), p.subnet.prefix);
+    if let Some(e) = p.endpoint {
+        b = b.set_endpoint(e);
+    }
+    b = match p.persistent_keepalive {
+        Some(k) => b.set_persistent_keepalive_interval(k),
+        None => b.unset_persistent_keepalive(),
+    };
+    Ok(b)
+}
+
+/// Brings the peering link's peers to `peers`: adds or updates each (in place: a session
+/// with an unchanged peer keeps going), removes the device's peers that are not configured
+/// (`present`: their public keys, as the device lists them). `initial` also sets the private
+/// key and listen port, for a link just made.
+pub fn configure_peering(
+    p: &Peering,
+    peers: &[Peer],
+    present: &[String],
+    initial: bool,
+    backend: Backend,
+) -> Result<(), Error> {
+    let name = iface_name(&p.interface)?;
+    let mut upd = DeviceUpdate::new();
+    if initial {
+        upd = upd.set_private_key(peering_private_key(p)?);
+        if let Some(port) = p.listen_port {
+            upd = upd.set_listen_port(port);
+        }
+    }
+    for peer in peers {
+        upd = upd.add_peer(peer_config(peer)?);
+    }
+    for k in present {
+        if !peers.iter().any(|p| &p.public_key == k) {
+            if let Ok(key) = Key::from_base64(k) {
+                upd = upd.remove_peer_by_key(&key);
+            }
+        }
+    }
+    upd.apply(&name, backend).map_err(|e| {
+        Error::Other(format!(
+            "configuring WireGuard interface {}: {e}",
+            p.interface
+        ))
+    })
+}
+
+/// The device's listen port (None when it has no socket yet or cannot be read).
+pub fn listen_port(iface: &str, userspace: bool, lab_ns: &str) -> Option<u16> {
+    let name = iface_name(iface).ok()?;
+    let read = move || -> Result<Option<u16>, Error> {
+        let backend = if userspace {
+            Backend::Userspace
+        } else {
+            Backend::Kernel
+        };
+        Ok(Device::get(&name, backend).ok().and_then(|d| d.listen_port))
+    };
+    if userspace {
+        read().ok().flatten()
+    } else {
+        crate::nsfs::in_netns(Some(lab_ns), read).ok().flatten()
+    }
+}
+
+/// Whether a userspace device (wireguard-go) serves `iface` on this host.
+pub fn is_userspace(iface: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(uapi_socket(iface)).is_ok()
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod twohosts;
+
 pub use testkit::{
     in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
     wait_ready,
@@ -59,6 +61,7 @@ enum Action {
     Pid(u32),
     Path(PathBuf),
     Labnet(Vec<String>, Vec<(String, String)>),
+    LabnetIn(String, Vec<String>, Vec<(String, String)>),
 }
 
 impl Cleanup {
@@ -77,6 +80,17 @@ impl Cleanup {
     /// Runs `labnet ARGS` (e.g. `down LAB`) with ENV at cleanup time.
     pub fn labnet(&mut self, args: &[&str], env: &[(String, String)]) {
         self.actions.push(Action::Labnet(
+            args.iter().map(|s| s.to_string()).collect(),
+            env.to_vec(),
+        ));
+    }
+}
+
+impl Cleanup {
+    /// Runs `labnet ARGS` with ENV inside namespace `ns` (a simulated host) at cleanup time.
+    pub fn labnet_in(&mut self, ns: &str, args: &[&str], env: &[(String, String)]) {
+        self.actions.push(Action::LabnetIn(
+            ns.into(),
             args.iter().map(|s| s.to_string()).collect(),
             env.to_vec(),
         ));
@@ -103,6 +117,14 @@ impl Drop for Cleanup {
                 }
                 Action::Labnet(args, env) => {
                     let _ = Command::new(labnet_bin()).args(&args).envs(env).output();
+                }
+                Action::LabnetIn(ns, args, env) => {
+                    let _ = Command::new("nsenter")
+                        .arg(format!("--net=/run/netns/{ns}"))
+                        .arg(labnet_bin())
+                        .args(&args)
+                        .envs(env)
+                        .output();
                 }
             }
         }
