@@ -32,6 +32,8 @@ $apt -qq install -y --no-install-recommends mmdebstrap e2fsprogs openssh-client 
 # drop CAP_NET_ADMIN and give mount.ceph a network namespace of its own; bash -n checks the
 # completion script.
 $apt -qq install -y --no-install-recommends man-db groff-base util-linux bash >/dev/null
+# Labs across hosts (issue 20): bench/peers.sh measures the tunnels with iperf3.
+$apt -qq install -y --no-install-recommends iperf3 >/dev/null
 if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   mkdir -p "$KDIR"
   (cd "$tmp" && chmod 777 . && $apt -qq download "linux-image-$KVER")

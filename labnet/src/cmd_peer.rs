@@ -134,9 +134,9 @@ fn write_config(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Applies the edited config to the running lab and says what happened.
-fn apply(name: &str, path: &Path) -> Result<()> {
+fn apply(name: &str, path: &Path, changed: bool) -> Result<()> {
     let lab = Lab::load(Some(name), Some(path))?;
-    match netns::peering::apply(&lab)? {
+    match netns::peering::apply(&lab, changed)? {
         None => println!("lab {name} is not up: `labnet up {name}` applies it"),
         Some(r) => {
             let mut what = vec![];
@@ -150,6 +150,7 @@ fn apply(name: &str, path: &Path) -> Result<()> {
                     .iter()
                     .map(|x| format!("route {x} removed")),
             );
+            what.extend(r.dns.clone());
             if what.is_empty() {
                 what.push("nothing to change".into());
             }
@@ -187,7 +188,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
         },
         path.display()
     );
-    apply(&lab.name, &path)
+    apply(&lab.name, &path, edit != PeerEdit::Unchanged)
 }
 
 fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<()> {
@@ -199,7 +200,7 @@ fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<()> {
     };
     write_config(&path, &new)?;
     println!("peer {} removed from {file}", a.name);
-    apply(&lab.name, &path)
+    apply(&lab.name, &path, true)
 }
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {

@@ -182,6 +182,8 @@ pub fn doctor(lab: &Lab) -> Result<DoctorReport, Error> {
 
     // 3b. Each peer lab's names: its zone's SOA through labnet dns, and from its dns itself.
     f.extend(peer_dns_findings(&ns, lab, lab_dns, local_ok)?);
+    // 3c. Each peer lab's tunnel: handshake, route, subnet overlap, MTU and MSS clamp.
+    f.extend(peer_link_findings(&ns, lab)?);
 
     // 4. Forwarding and NAT for VM traffic: inside the lab, then through the bounce box.
     let fwd = in_netns(Some(&ns), || {
@@ -370,6 +372,126 @@ fn checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The peering link and each peer: the MTU and MSS clamp (a TCP mount through two tunnels
+/// stalls without them), then per peer the route over the link, routes of anything else
+/// overlapping its subnet, and the handshake (with a ping of its DNS address from the
+/// bridge address: the way a VM's packet goes).
+fn peer_link_findings(ns: &str, lab: &Lab) -> Result<Vec<Finding>, Error> {
+    let Some(p) = &lab.peering else {
+        return Ok(vec![]);
+    };
+    let mut f = vec![];
+    let iface = p.interface.clone();
+    let (idx, mtu, routes) = crate::nl::with_netlink(Some(ns), move |h| async move {
+        let idx = crate::nl::link_by_name(&h, &iface)
+            .await?
+            .map(|m| m.header.index);
+        let mtu = crate::nl::mtu_of(&h, &iface).await?;
+        Ok((idx, mtu, crate::nl::routes(&h).await?))
+    })?;
+    let Some(idx) = idx else {
+        f.push(finding(
+            "peering",
+            false,
+            format!(
+                "the peering link {} is missing: `labnet up {ns}` makes it",
+                p.interface
+            ),
+        ));
+        return Ok(f);
+    };
+    let clamp = nft::list_table(Some(ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::is_peering_table(&t, &p.interface));
+    let mtu_ok = mtu == Some(u32::from(p.mtu));
+    f.push(finding(
+        "peering mtu",
+        mtu_ok && clamp,
+        match (mtu_ok, clamp) {
+            (true, true) => format!(
+                "{} has mtu {} and TCP MSS is clamped to it (nft table ip {})",
+                p.interface, p.mtu, nft::PEERING_TABLE
+            ),
+            (false, _) => format!(
+                "{} has mtu {} but peering.mtu is {}: full-size packets may not pass the tunnel",
+                p.interface,
+                mtu.map(|m| m.to_string()).unwrap_or("-".into()),
+                p.mtu
+            ),
+            (true, false) => format!(
+                "no MSS clamp into {} (nft table ip {} missing): TCP through two tunnels (a CephFS mount) can stall on full-size segments; `labnet up {ns}` restores it",
+                p.interface,
+                nft::PEERING_TABLE
+            ),
+        },
+    ));
+    let userspace = wg::is_userspace(&p.interface);
+    let device = wg::peers(&p.interface, userspace, ns).unwrap_or_default();
+    for peer in &lab.peers {
+        let check = format!("peer {}", peer.name);
+        let route = routes.iter().any(|r| {
+            r.dest == peer.subnet.addr && r.prefix == peer.subnet.prefix && r.oif == Some(idx)
+        });
+        // Another link's route into the peer's subnet (a VPN, a stray address) steals its traffic.
+        let others: Vec<String> = routes
+            .iter()
+            .filter(|r| r.oif != Some(idx) && r.prefix > 0)
+            .filter(|r| {
+                crate::config::overlaps(
+                    &crate::Ipv4Cidr {
+                        addr: r.dest,
+                        prefix: r.prefix,
+                    },
+                    &peer.subnet,
+                )
+            })
+            .map(|r| format!("{}/{}", r.dest, r.prefix))
+            .collect();
+        if !route || !others.is_empty() {
+            f.push(finding(
+                &check,
+                false,
+                if !route {
+                    format!("no route to {} over {}: `labnet up {ns}` adds it", peer.subnet, p.interface)
+                } else {
+                    format!(
+                        "overlapping subnet: route(s) {} in the lab overlap {}'s subnet {}; its traffic may not go through the tunnel",
+                        others.join(", "),
+                        peer.name,
+                        peer.subnet
+                    )
+                },
+            ));
+            continue;
+        }
+        let d = device.iter().find(|d| d.public_key == peer.public_key);
+        let answers = ping(ns, peer.dns, Some(lab.bridge.address.addr))?;
+        let hs = d.and_then(|d| d.last_handshake_secs_ago);
+        let (ok, words) = match (d, hs, answers) {
+            (None, _, _) => (false, format!("{} has no peer {} ({}): `labnet up {ns}` configures it", p.interface, &peer.public_key[..8], peer.name)),
+            (_, _, true) => (true, format!(
+                "{} ({}) answers through {} (handshake {})",
+                peer.name,
+                peer.dns,
+                p.interface,
+                hs.map(|s| format!("{s} s ago")).unwrap_or("pending".into())
+            )),
+            (Some(d), None, false) => (false, format!(
+                "no handshake with {}: {} bytes sent to {} and nothing came back; the other host's lab is down, a firewall drops UDP to its endpoint, or it has not added this lab's invitation (`labnet peer add`)",
+                peer.name,
+                d.tx_bytes,
+                d.endpoint.clone().or(peer.endpoint.map(|e| e.to_string())).unwrap_or("(no endpoint)".into())
+            )),
+            (_, Some(s), false) => (false, format!(
+                "{} does not answer through the tunnel; the last handshake was {s} s ago{}",
+                peer.name,
+                if s > session_timeout() { ", so the session is lost: the other host or its lab is down" } else { "; its lab host drops ICMP from this lab" }
+            )),
+        };
+        f.push(finding(&check, ok, words));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub struct SyncReport {
     pub removed_keys: Vec<String>,
     pub routes_added: Vec<String>,
     pub routes_removed: Vec<String>,
+    /// What was done so the lab's dns serves the new peer zones.
+    pub dns: Option<String>,
 }
 
 fn backend(userspace: bool) -> Backend {
@@ -278,16 +280,73 @@ pub fn list(lab: &Lab) -> Result<Vec<PeerRow>, Error> {
 }
 
 /// For `labnet peer add/remove`: applies the (edited) config's peers to the lab if it is up,
-/// under the lab lock. None when the lab is not up (the config change waits for `up`).
-pub fn apply(lab: &Lab) -> Result<Option<SyncReport>, Error> {
+/// under the lab lock, and (`dns`) has the lab's dns take up the new peer zones. None when
+/// the lab is not up (the config change waits for `up`).
+pub fn apply(lab: &Lab, dns: bool) -> Result<Option<SyncReport>, Error> {
     let Some(_lock) = crate::state::LabLock::acquire_existing(&lab.name, Duration::from_secs(60))?
     else {
         return Ok(None);
     };
     match LabState::load(&lab.name)? {
         Some(mut st) if st.complete && nsfs::netns_exists(&lab.name) => {
-            sync(lab, &mut st).map(Some)
+            let mut r = sync(lab, &mut st)?;
+            if dns {
+                r.dns = reload_dns(lab, &mut st)?;
+            }
+            Ok(Some(r))
         }
         _ => Ok(None),
     }
+}
+
+/// Whether `pid` catches SIGHUP (bit 0 of SigCgt in /proc/PID/status): a dns that reloads
+/// its config on SIGHUP rather than dying of it.
+fn catches_sighup(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
+/// Has the lab's dns (started by `up`) read the config again: SIGHUP when it reloads on it,
+/// else a restart (stop, start, READY; the record gets the new pid). dhcpd and its leases
+/// are not touched. None when `up` started no dns (systemd runs it: reload that unit).
+fn reload_dns(lab: &Lab, st: &mut LabState) -> Result<Option<String>, Error> {
+    let Some(i) = st
+        .resources
+        .iter()
+        .position(|r| matches!(r, Resource::Daemon { name, .. } if name == "dns"))
+    else {
+        return Ok(None);
+    };
+    let Resource::Daemon { name, pid, exe } = st.resources[i].clone() else {
+        return Ok(None);
+    };
+    if let Some(p) = pid.filter(|p| crate::lab_daemons::daemon_is_ours(*p, &exe)) {
+        if catches_sighup(p) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGHUP,
+            )
+            .map_err(|e| Error::sys("SIGHUP to the lab's dns", e))?;
+            return Ok(Some(format!("dns (pid {p}) reloaded")));
+        }
+    }
+    crate::lab_daemons::stop(pid, &exe);
+    let spec = crate::plan::DaemonSpec {
+        name: name.clone(),
+        argv: exe.split('\0').map(String::from).collect(),
+    };
+    let new = crate::lab_daemons::start(&lab.name, &spec)?;
+    st.resources[i] = Resource::Daemon {
+        name,
+        pid: Some(new),
+        exe,
+    };
+    st.save()?;
+    Ok(Some(format!("dns restarted (pid {new})")))
 }

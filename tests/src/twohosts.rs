@@ -130,7 +130,8 @@ impl TwoHosts {
         for (from, to) in [(&self.b, &self.a), (&self.a, &self.b)] {
             let inv = from.dir.join(format!("{}.invite", from.lab));
             from.must(&["peer", "invite", "--out", inv.to_str().unwrap()]);
-            to.must(&["peer", "add", inv.to_str().unwrap()]);
+            let out = to.must(&["peer", "add", inv.to_str().unwrap()]);
+            eprintln!("peer add on {}: {out}", to.lab);
         }
     }
 }

@@ -140,6 +140,45 @@ fn two_hosts_labs_joined_over_wireguard() {
     assert_eq!(from.ip().to_string(), a1_ip, "the server in B saw {from}");
     assert_eq!(got.len(), 200_000);
 
+    // One name space: each lab's dns forwards the other's zone over the tunnel, so a client
+    // of A resolves B's client by name (and back), through its own lab's dns.
+    // Each lab's own dns first (it takes up the lease from dhcpd's hosts file), so the other
+    // lab's cache never holds an early NXDOMAIN.
+    for (from, dns, name, want) in [
+        (&b1, b.bridge_ip(), format!("c1.{}.lab", b.lab), &b1_ip),
+        (&a1, a.bridge_ip(), format!("c1.{}.lab", a.lab), &a1_ip),
+        (&a1, a.bridge_ip(), format!("c1.{}.lab", b.lab), &b1_ip),
+        (&b1, b.bridge_ip(), format!("c1.{}.lab", a.lab), &a1_ip),
+    ] {
+        // The lease's name reaches the other lab's dns through its hosts file: poll.
+        let answer = || {
+            let out = from.exec(&["busybox", "nslookup", &name, &dns]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let found = |out: &str| {
+            out.lines()
+                .any(|l| l.contains("Address") && l.trim_end().ends_with(want.as_str()))
+        };
+        let mut last = String::new();
+        for _ in 0..50 {
+            last = answer();
+            if found(&last) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(found(&last), "{name} via {dns}: {last}");
+    }
+
+    // doctor: the tunnel to B (handshake, route, no overlap) and MTU/MSS clamp are fine.
+    let doc = a.labnet(&["doctor"]);
+    let words = String::from_utf8_lossy(&doc.stdout).into_owned();
+    assert!(
+        words.contains(&format!("[ ok ] peer {}:", b.lab)) && words.contains("[ ok ] peering mtu"),
+        "{}",
+        text(&doc)
+    );
+
     // The default route still works out through the uplink, masqueraded there only.
     assert!(
         a1.pings("192.168.20.2"),
