@@ -46,6 +46,9 @@ pub struct Options {
     pub image: Option<crate::image_boot::ImageBoot>,
     /// `--gdb`: QEMU's gdbstub on a unix socket in the VM's dir, and `nokaslr`.
     pub gdb: bool,
+    /// Run mode: write the command's output to this file instead of stdout (`labnet test`
+    /// runs several VMs at once, each with its own output).
+    pub run_output: Option<PathBuf>,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
             ephemeral: false,
             image: None,
             gdb: false,
+            run_output: None,
         }
     }
 }
@@ -102,4 +106,5 @@ pub struct Prepared {
     pub image: Option<crate::image_boot::ImageBoot>,
     /// One line: which transport the shares use (virtiofs or 9p, and why); also in `notes`.
     pub shares_line: Option<String>,
+    pub run_output: Option<PathBuf>,
 }

@@ -9,6 +9,8 @@ use super::{Mode, Outcome, Prepared};
 use crate::qemu::Spec;
 use crate::Error;
 
+const POLL_NS: libc::c_long = 5_000_000;
+
 pub(super) fn supervise(
     p: &Prepared,
     child: &mut Child,
@@ -39,14 +41,17 @@ pub(super) fn supervise(
     let mut marker_seen_at: Option<Instant> = None;
     let mut last_lab_check = Instant::now();
     let mut timed_out = false;
-    let mut stdout = std::io::stdout();
+    let mut out: Box<dyn std::io::Write> = match &p.run_output {
+        Some(f) => Box::new(std::fs::File::create(f).map_err(|e| Error::io(f, e))?),
+        None => Box::new(std::io::stdout()),
+    };
     loop {
         if let Some(s) = child
             .try_wait()
             .map_err(|e| Error::Qemu(format!("wait: {e}")))?
         {
             if let Mode::Run { .. } = mode {
-                tail.poll(&spec.serial_log(), &mut stdout);
+                tail.poll(&spec.serial_log(), &mut out);
             }
             if let Some(c) = console {
                 // QEMU closed the socket; the console thread restores the terminal and ends.
@@ -63,9 +68,11 @@ pub(super) fn supervise(
                 panic: tail.panic.clone(),
             });
         }
+        // Every 5 ms: how soon the end marker and QEMU's exit are seen (~2.5 ms late on
+        // average; one read and one waitpid per round).
         let ts = libc::timespec {
             tv_sec: 0,
-            tv_nsec: 20_000_000,
+            tv_nsec: POLL_NS,
         };
         // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
@@ -85,9 +92,16 @@ pub(super) fn supervise(
             }
         }
         if let Mode::Run { .. } = mode {
-            tail.poll(&spec.serial_log(), &mut stdout);
+            tail.poll(&spec.serial_log(), &mut out);
             if tail.rc.is_some() && marker_seen_at.is_none() {
                 marker_seen_at = Some(Instant::now());
+                // The command ended and the init synced before saying so; an initramfs guest
+                // has nothing else to flush, so QEMU may end now rather than after the guest's
+                // own reset (SIGTERM: QEMU exits 0, like its QMP `quit`).
+                if p.generated_initramfs {
+                    // SAFETY: kill(2) on our own unreaped child's pid: it cannot be reused.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                }
             }
         }
         if let Some(t) = p.timeout {
