@@ -67,7 +67,7 @@ fn guest_in_lab_a_mounts_cephfs_of_lab_b_by_name() {
     let kernel = source_kernel().bzimage.display().to_string();
     let kmount = static_kmount();
     let mut c = Cleanup::default();
-    let th = TwoHosts::new(&mut c, "lq", 63, "");
+    let th = TwoHosts::new(&mut c, "lp", 63, "");
     let (a, b) = (&th.a, &th.b);
     th.up(&mut c);
     th.join();
@@ -119,9 +119,8 @@ fn guest_in_lab_a_mounts_cephfs_of_lab_b_by_name() {
         "the cluster host's name in lab A",
         std::time::Duration::from_secs(20),
         || {
-            let o = run(Command::new("ip").args([
-                "netns", "exec", &a.lab, "getent", "hosts", &name,
-            ]));
+            let o =
+                run(Command::new("ip").args(["netns", "exec", &a.lab, "getent", "hosts", &name]));
             String::from_utf8_lossy(&o.stdout).starts_with(&format!("{ip} "))
         },
     );
@@ -169,7 +168,13 @@ fn guest_in_lab_a_mounts_cephfs_of_lab_b_by_name() {
         .unwrap_or_else(|| panic!("{stdout}"));
     let data = cluster.must(
         "rados",
-        &["-p", "cephfs.a.data", "get", &format!("{ino:x}.00000000"), "-"],
+        &[
+            "-p",
+            "cephfs.a.data",
+            "get",
+            &format!("{ino:x}.00000000"),
+            "-",
+        ],
     );
     assert_eq!(String::from_utf8_lossy(&data), "hello from lab A\n");
     drop(cluster);
