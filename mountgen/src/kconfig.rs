@@ -118,6 +118,12 @@ const VM: &[(&str, bool)] = &[
     ("CONFIG_9P_FS_POSIX_ACL", false),
     ("CONFIG_FUSE_FS", true),
     ("CONFIG_VIRTIO_FS", true),
+    // `labnet vm dump`: the guest tells QEMU's vmcoreinfo device where its VMCOREINFO is,
+    // through the fw_cfg driver (found by ACPI on q35, by the command line on PVH microvm);
+    // the note exists with CRASH_CORE, which only KEXEC selects.
+    ("CONFIG_FW_CFG_SYSFS", true),
+    ("CONFIG_FW_CFG_SYSFS_CMDLINE", true),
+    ("CONFIG_KEXEC", true),
 ];
 
 /// The Ceph part (seeds 000/001); a leading `-` means "is not set" (the unwinder is a
@@ -197,7 +203,7 @@ pub fn fragment(build: CephBuild, vm: bool) -> String {
     for o in options(build, vm) {
         if part != Some(o.part) {
             s.push_str(match o.part {
-                Part::Vm => "# --vm: PVH and bzImage boot, virtio-pci/mmio, console, net, disks, 9p, virtiofs\n",
+                Part::Vm => "# --vm: PVH and bzImage boot, virtio-pci/mmio, console, net, disks, 9p, virtiofs, vmcoreinfo\n",
                 Part::Ceph => "# CephFS client and debugging\n",
             });
             part = Some(o.part);

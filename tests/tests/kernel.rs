@@ -194,6 +194,8 @@ fn source_kernel_is_built_with_the_fragment() {
         "CONFIG_VIRTIO_NET=y",
         "CONFIG_9P_FS=y",
         "CONFIG_VIRTIO_FS=y",
+        "CONFIG_FW_CFG_SYSFS=y",
+        "CONFIG_KEXEC=y",
     ] {
         assert!(
             config.lines().any(|l| l == want),

@@ -139,6 +139,16 @@ pub struct BootChoice {
     pub kernel: PathBuf,
     pub pvh: bool,
     pub line: String,
+    /// The kernel's CONFIG_HZ, when its build config is known (for `lpj=`, see
+    /// [`crate::qemu::cmdline_for`]).
+    pub hz: Option<u32>,
+}
+
+/// CONFIG_HZ from a kernel `.config` text.
+pub fn config_hz(config: &str) -> Option<u32> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ=")?.trim().parse().ok())
 }
 
 /// A build tree's (or `kernel build --out` dir's) `vmlinux` beside the bzImage, and the
@@ -168,6 +178,7 @@ pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> Boot
         kernel: kernel.to_path_buf(),
         pvh: false,
         line: format!("booting the bzImage {} ({why})", kernel.display()),
+        hz: None,
     };
     let pvh = |v: PathBuf, how: &str| BootChoice {
         line: format!(
@@ -176,6 +187,7 @@ pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> Boot
         ),
         kernel: v,
         pvh: true,
+        hz: None,
     };
     if mode == PvhMode::Off {
         return bz("--no-pvh".into());
@@ -196,20 +208,23 @@ pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> Boot
                     v.display()
                 ));
             }
-            let cmdline_devices = config
+            let config_text = config
                 .as_ref()
-                .and_then(|c| std::fs::read_to_string(c).ok())
-                .map(|t| {
-                    t.lines()
-                        .any(|l| l == "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
-                });
+                .and_then(|c| std::fs::read_to_string(c).ok());
+            let cmdline_devices = config_text.as_ref().map(|t| {
+                t.lines()
+                    .any(|l| l == "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
+            });
             if let (Some(false), Some(c), PvhMode::Auto) = (cmdline_devices, &config, mode) {
                 return bz(format!(
                     "{} lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y: no devices under PVH",
                     c.display()
                 ));
             }
-            pvh(v, "the vmlinux beside the bzImage")
+            BootChoice {
+                hz: config_text.as_deref().and_then(config_hz),
+                ..pvh(v, "the vmlinux beside the bzImage")
+            }
         }
         None if mode == PvhMode::Force => match vmlinux_for(kernel, cache) {
             Ok(v) => pvh(v, "--pvh: unpacked from the bzImage"),
@@ -266,6 +281,15 @@ mod tests {
         std::fs::write(d.path().join("vmlinux"), b"not an elf").unwrap();
         let c = choose(&k, true, PvhMode::Auto, d.path());
         assert!(!c.pvh && c.line.contains("no PVH entry note"), "{}", c.line);
+    }
+
+    #[test]
+    fn hz_from_config() {
+        assert_eq!(
+            config_hz("# c\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"),
+            Some(250)
+        );
+        assert_eq!(config_hz("CONFIG_HZ_1000=y\n"), None);
     }
 
     #[test]

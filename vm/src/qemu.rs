@@ -154,24 +154,49 @@ pub struct Spec {
 /// and for microvm under TCG a fixed TSC frequency (PIT calibration there can hang the boot,
 /// see machine.md); the user's `--append` comes last so it wins.
 pub fn cmdline(machine: Machine, accel: Accel, user: Option<&str>) -> String {
-    cmdline_for(machine, accel, false, user)
+    cmdline_for(machine, accel, false, None, user)
 }
 
 /// As [`cmdline`]; `pvh`: no ACPI, so no ACPI power-off: the guest ends with a reset
 /// (`reboot=t`: triple fault, immediate), which -no-reboot turns into QEMU's exit.
-pub fn cmdline_for(machine: Machine, accel: Accel, pvh: bool, user: Option<&str>) -> String {
-    let mut a = vec!["console=ttyS0", "panic=-1", "quiet", "loglevel=3"];
+/// `kernel_hz`: the guest kernel's CONFIG_HZ, when known (see below).
+pub fn cmdline_for(
+    machine: Machine,
+    accel: Accel,
+    pvh: bool,
+    kernel_hz: Option<u32>,
+    user: Option<&str>,
+) -> String {
+    let mut a: Vec<String> = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
+        .map(String::from)
+        .into();
     if machine == Machine::Microvm && accel == Accel::Tcg {
-        a.push("tsc_early_khz=2000000");
+        a.push(format!("tsc_early_khz={TCG_TSC_KHZ}"));
     }
     // q35 under TCG on a loaded host: the kernel's IO-APIC timer check can fail and panic
     // ("IO-APIC + timer doesn't work!", seen with the Debian 6.1 kernel); the check only
     // guards against broken hardware timers, which QEMU's are not.
     if machine == Machine::Q35 && accel == Accel::Tcg {
-        a.push("no_timer_check");
+        a.push("no_timer_check".into());
     }
     if pvh {
-        a.push("reboot=t");
+        a.push("reboot=t".into());
+    }
+    // PVH under TCG: two calibrations that only cost time (measured, bench/RESULTS.md
+    // "Boot time over the floor"). The local APIC timer's check against the PIT fails
+    // under TCG after ~0.3 s and the kernel runs on the PIT anyway ("APIC timer disabled
+    // due to verification failure"): `noapictimer` goes there at once (PVH keeps the PIT;
+    // the non-PVH microvm has pit=off and needs the APIC timer). The second CPU calibrates
+    // its delay loop (no constant_tsc under TCG: ~0.3 s, failing too): `lpj=` presets the
+    // value the boot CPU takes from the TSC, TSC kHz * 1000 / HZ (udelay counts TSC cycles).
+    if pvh && machine == Machine::Microvm && accel == Accel::Tcg {
+        a.push("noapictimer".into());
+        if let Some(hz) = kernel_hz.filter(|&hz| hz > 0) {
+            a.push(format!(
+                "lpj={}",
+                u64::from(TCG_TSC_KHZ) * 1000 / u64::from(hz)
+            ));
+        }
     }
     let mut s = a.join(" ");
     if let Some(u) = user.filter(|u| !u.trim().is_empty()) {
@@ -180,6 +205,10 @@ pub fn cmdline_for(machine: Machine, accel: Accel, pvh: bool, user: Option<&str>
     }
     s
 }
+
+/// The TSC frequency a microvm guest under TCG is told (`tsc_early_khz`): PIT calibration
+/// there can hang the boot (machine.md).
+const TCG_TSC_KHZ: u32 = 2_000_000;
 
 impl Spec {
     pub fn serial_log(&self) -> PathBuf {
@@ -439,7 +468,7 @@ mod tests {
         let mut s = base(Machine::Microvm);
         s.pvh = true;
         s.kernel = "/run/labnet/kernels/vmlinux-0123456789abcdef".into();
-        s.append = cmdline_for(Machine::Microvm, Accel::Tcg, true, None);
+        s.append = cmdline_for(Machine::Microvm, Accel::Tcg, true, Some(250), None);
         golden::check("microvm-pvh.args", &lines(&s));
     }
 
@@ -449,6 +478,20 @@ mod tests {
         assert!(!cmdline(Machine::Microvm, Accel::Kvm, None).contains("tsc_early_khz"));
         assert!(!cmdline(Machine::Q35, Accel::Tcg, None).contains("tsc_early_khz"));
         assert!(cmdline(Machine::Q35, Accel::Tcg, Some("x=1")).ends_with(" x=1"));
+        // PVH under TCG skips the APIC timer check and presets the delay loop from HZ.
+        let pvh = cmdline_for(Machine::Microvm, Accel::Tcg, true, Some(250), Some("x=1"));
+        assert!(pvh.contains(" noapictimer lpj=8000000 x=1"), "{pvh}");
+        let no_hz = cmdline_for(Machine::Microvm, Accel::Tcg, true, None, None);
+        assert!(no_hz.ends_with(" noapictimer"), "{no_hz}");
+        for other in [
+            cmdline_for(Machine::Microvm, Accel::Kvm, true, Some(250), None),
+            cmdline_for(Machine::Microvm, Accel::Tcg, false, Some(250), None),
+        ] {
+            assert!(
+                !other.contains("noapictimer") && !other.contains("lpj="),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         cpus: o.cpus,
         kernel,
         initrd,
-        append: qemu::cmdline_for(o.machine, accel, pvh, append.as_deref()),
+        append: qemu::cmdline_for(o.machine, accel, pvh, choice.hz, append.as_deref()),
         dir,
         tap: naming::tap_for(&o.lab, &o.name),
         mac: naming::mac_for(&o.lab, &o.name),

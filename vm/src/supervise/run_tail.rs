@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::initramfs;
 
 /// When the host saw each milestone of a run, measured from [`prepare`]'s start (serial log
-/// polled every 20 ms). `kernel` is the first console byte: with `timings` the kernel prints
+/// polled every 5 ms). `kernel` is the first console byte: with `timings` the kernel prints
 /// its notices (loglevel=6), so that is its first line, "Linux version ...".
 #[derive(Clone, Debug, Default)]
 pub struct Timings {

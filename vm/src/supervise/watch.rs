@@ -9,6 +9,8 @@ use super::{Mode, Outcome, Prepared};
 use crate::qemu::Spec;
 use crate::Error;
 
+const POLL_NS: libc::c_long = 5_000_000;
+
 pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Error> {
     let spec = &p.spec;
     let set = sigset(&STOP_SIGNALS);
@@ -58,9 +60,11 @@ pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<O
                 panic: tail.panic.clone(),
             });
         }
+        // Every 5 ms: how soon the end marker and QEMU's exit are seen (~2.5 ms late on
+        // average; one read and one waitpid per round).
         let ts = libc::timespec {
             tv_sec: 0,
-            tv_nsec: 20_000_000,
+            tv_nsec: POLL_NS,
         };
         // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
@@ -82,6 +86,13 @@ pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<O
             tail.poll(&spec.serial_log(), &mut stdout);
             if tail.rc.is_some() && marker_seen_at.is_none() {
                 marker_seen_at = Some(Instant::now());
+                // The command ended and the init synced before saying so; an initramfs guest
+                // has nothing else to flush, so QEMU may end now rather than after the guest's
+                // own reset (SIGTERM: QEMU exits 0, like its QMP `quit`).
+                if p.generated_initramfs {
+                    // SAFETY: kill(2) on our own unreaped child's pid: it cannot be reused.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                }
             }
         }
         if let Some(t) = p.timeout {
