@@ -247,7 +247,10 @@ fn two_hosts_labs_joined_over_wireguard() {
         lab = a.lab,
         p = a.peering
     ));
-    assert!(!a.labnet(&["status"]).status.success(), "status missed the drift");
+    assert!(
+        !a.labnet(&["status"]).status.success(),
+        "status missed the drift"
+    );
     a.must(&["up"]);
     assert!(a1.pings(&b1_ip), "not repaired by up");
 
