@@ -293,6 +293,15 @@ impl Spec {
                 self.mac
             ),
         ]);
+        // An entropy source: without one the guest kernel's random pool becomes ready only
+        // ~1-2 s into a TCG boot, and whatever waits for it waits that long (the CephFS
+        // mount did: bench/RESULTS.md "CephFS mount time").
+        push(&[
+            "-object",
+            "rng-random,id=rng0,filename=/dev/urandom",
+            "-device",
+            &format!("{},rng=rng0", self.machine.virtio("virtio-rng")),
+        ]);
         if let Some(disk) = &self.drive {
             push(&[
                 "-drive",
