@@ -17,8 +17,11 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 
+use std::sync::Arc;
+
 use hickory_server::proto::rr::{LowerName, Name};
 
+use crate::relay::Target;
 use crate::zone::{ptr_name, reverse_zones, zone_name};
 use crate::Error;
 
@@ -171,6 +174,25 @@ impl ZoneTable {
     /// Whether any zone is forwarded.
     pub fn has_forwards(&self) -> bool {
         self.forwards
+    }
+}
+
+/// What a running server routes by, swapped whole on reload: the zone table and the target
+/// (servers, failover state) of each forward.
+pub struct Forwarding {
+    pub table: ZoneTable,
+    pub targets: Vec<Arc<Target>>,
+}
+
+impl Forwarding {
+    /// For the lab's own zones `local` and `forwards` (checked with [`check`]).
+    pub fn new(local: &[Name], forwards: &[Forward]) -> Result<Forwarding, Error> {
+        check(forwards, local)?;
+        let local: Vec<LowerName> = local.iter().map(LowerName::from).collect();
+        Ok(Forwarding {
+            table: ZoneTable::new(&local, forwards),
+            targets: forwards.iter().map(Target::of).collect(),
+        })
     }
 }
 

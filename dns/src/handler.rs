@@ -2,6 +2,7 @@
 //! one-question query) go to the catalog of local zones; names in a forwarded zone go to the
 //! relay for that zone's servers; every other name goes to the relay for the upstreams. A
 //! name's zone is the longest one that holds it ([`ZoneTable`]).
+use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{MessageType, OpCode};
 use hickory_server::proto::rr::LowerName;
@@ -9,13 +10,14 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::Catalog;
 use std::sync::Arc;
 
-use crate::forward::{Route, ZoneTable};
-use crate::relay::Relay;
+use crate::forward::{Forwarding, Route};
+use crate::relay::{Relay, Target};
 
 pub struct LabHandler {
     catalog: Catalog,
     local: Vec<LowerName>,
-    zones: ZoneTable,
+    /// The zone table and forwards, shared by every thread's handler, swapped on reload.
+    forwarding: Arc<ArcSwap<Forwarding>>,
     /// Whether names under no zone go upstream (else the catalog refuses them).
     upstreams: bool,
     relay: Option<Arc<Relay>>,
@@ -23,27 +25,27 @@ pub struct LabHandler {
 
 impl LabHandler {
     /// `local`: the origins of the zones in `catalog`; names under them are never forwarded.
-    /// `zones`: those and the forwarded zones; `upstreams`: whether there are default
+    /// `forwarding`: those and the forwarded zones; `upstreams`: whether there are default
     /// upstreams for the rest.
     pub fn new(
         catalog: Catalog,
         local: Vec<LowerName>,
-        zones: ZoneTable,
+        forwarding: Arc<ArcSwap<Forwarding>>,
         upstreams: bool,
         relay: Option<Arc<Relay>>,
     ) -> Self {
         LabHandler {
             catalog,
             local,
-            zones,
+            forwarding,
             upstreams,
             relay,
         }
     }
 
     /// Where `request` goes: None for the catalog, else the relay's target (None: the
-    /// upstreams, Some(i): forward i).
-    fn forwarded(&self, request: &Request) -> Option<Option<usize>> {
+    /// upstreams, else a forwarded zone's servers).
+    fn forwarded(&self, request: &Request) -> Option<Option<Arc<Target>>> {
         let m = &request.metadata;
         if self.relay.is_none()
             || m.message_type != MessageType::Query
@@ -54,14 +56,15 @@ impl LabHandler {
         let [q] = request.queries.queries() else {
             return None;
         };
-        if !self.zones.has_forwards() {
+        let forwarding = self.forwarding.load();
+        if !forwarding.table.has_forwards() {
             // The common case, kept as short as it was: own zones or the upstreams.
             let local = self.local.iter().any(|z| z.zone_of(q.name()));
             return (!local && self.upstreams).then_some(None);
         }
-        match self.zones.route(q.name()) {
+        match forwarding.table.route(q.name()) {
             Route::Local => None,
-            Route::Forward(i) => Some(Some(i)),
+            Route::Forward(i) => Some(forwarding.targets.get(i).cloned()),
             Route::Upstream => self.upstreams.then_some(None),
         }
     }

@@ -67,8 +67,8 @@ struct Waiter {
 }
 
 /// Where one kind of forwarded name goes: the default upstreams, or one forwarded zone's
-/// servers; each remembers which server answered last.
-struct Target {
+/// servers; each remembers which server answered last (and which went silent).
+pub struct Target {
     servers: Vec<SocketAddr>,
     preferred: AtomicUsize,
     /// The forwarded zone and whom it is for; None for the default upstreams.
@@ -78,6 +78,14 @@ struct Target {
 }
 
 impl Target {
+    /// The target of forward `f` (its servers; its zone and peer for the logs).
+    pub fn of(f: &Forward) -> Arc<Target> {
+        Arc::new(Target::new(
+            f.servers.clone(),
+            Some((f.zone.to_string(), f.via.clone())),
+        ))
+    }
+
     fn new(servers: Vec<SocketAddr>, forward: Option<(String, String)>) -> Target {
         Target {
             silent: servers.iter().map(|_| AtomicBool::new(false)).collect(),
@@ -106,13 +114,15 @@ impl Target {
     }
 }
 
-/// What the relays of all serving threads share: the upstreams and forwarded zones' servers,
-/// the answer cache, and the bound on queries in flight.
+/// What the relays of all serving threads share: the upstreams, the address queries to
+/// forwarded zones leave from, the answer cache, and the bound on queries in flight. (The
+/// forwarded zones' targets come with each query: the server swaps them on reload.)
 struct Shared {
-    /// 0: the default upstreams (maybe none); 1 + i: forward i.
-    targets: Vec<Target>,
+    upstreams: Target,
     /// The address queries to forwarded zones leave from (None: the kernel picks).
     source: Option<IpAddr>,
+    /// The family of the forward sockets (the listen address's).
+    forward_v6: bool,
     timeout: Duration,
     cache: Option<Mutex<Cache>>,
     slots: Semaphore,
@@ -133,35 +143,33 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Opens the upstream sockets (needs a tokio runtime) and starts their receive tasks.
-    /// `forwards`: zones whose names go to their own servers (queries to those leave from
-    /// `source`, see the module doc).
+    /// Opens the upstream sockets (needs a tokio runtime) and starts their receive tasks:
+    /// for the `upstreams` (maybe none) and, in `listen`'s family, for forwarded zones
+    /// (bound to `listen` unless it is loopback or a wildcard, see the module doc).
     pub fn new(
         upstreams: &[SocketAddr],
-        forwards: &[Forward],
-        source: Option<IpAddr>,
+        listen: IpAddr,
         timeout: Duration,
         cache_size: usize,
     ) -> Result<Arc<Self>, Error> {
-        if upstreams.is_empty() && forwards.is_empty() {
-            return Err(Error::Config {
-                field: "dns.upstreams".into(),
-                message: "no upstreams".into(),
-            });
-        }
-        let mut targets = vec![Target::new(upstreams.to_vec(), None)];
-        targets.extend(
-            forwards
-                .iter()
-                .map(|f| Target::new(f.servers.clone(), Some((f.zone.to_string(), f.via.clone())))),
-        );
+        let source = (!listen.is_loopback() && !listen.is_unspecified()).then_some(listen);
         Self::with_shared(Arc::new(Shared {
-            targets,
+            upstreams: Target::new(upstreams.to_vec(), None),
             source,
+            forward_v6: listen.is_ipv6(),
             timeout,
             cache: (cache_size > 0).then(|| Mutex::new(Cache::new(cache_size))),
             slots: Semaphore::new(MAX_IN_FLIGHT),
         }))
+    }
+
+    /// Drops every cached answer (the forward table changed).
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.shared.cache {
+            let mut c = locked(cache);
+            c.map.clear();
+            c.order.clear();
+        }
     }
 
     /// A relay for another thread's runtime (call it there): its own upstream sockets, the
@@ -174,17 +182,16 @@ impl Relay {
         let waiting: Arc<Waiters> = Arc::default();
         // SOCKETS sockets per address family in use, for the upstreams and (apart, bound to
         // the source address) for the forwarded zones; one receive task each.
-        let open = |servers: &mut dyn Iterator<Item = &SocketAddr>,
+        let open = |families: [bool; 2],
                     source: Option<IpAddr>|
          -> Result<[Vec<Arc<UdpSocket>>; 2], Error> {
-            let servers: Vec<&SocketAddr> = servers.collect();
             let mut socks: [Vec<Arc<UdpSocket>>; 2] = Default::default();
             for v6 in [false, true] {
-                if !servers.iter().any(|u| u.is_ipv6() == v6) {
+                if !families[v6 as usize] {
                     continue;
                 }
                 let ip = match source {
-                    Some(ip) if ip.is_ipv6() == v6 && !ip.is_unspecified() => ip,
+                    Some(ip) if ip.is_ipv6() == v6 => ip,
                     _ if v6 => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
                     _ => IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
                 };
@@ -204,11 +211,15 @@ impl Relay {
             }
             Ok(socks)
         };
-        let socks = open(&mut shared.targets[0].servers.iter(), None)?;
-        let forward_socks = open(
-            &mut shared.targets[1..].iter().flat_map(|t| &t.servers),
-            shared.source,
+        let ups = &shared.upstreams.servers;
+        let socks = open(
+            [
+                ups.iter().any(|u| u.is_ipv4()),
+                ups.iter().any(|u| u.is_ipv6()),
+            ],
+            None,
         )?;
+        let forward_socks = open([!shared.forward_v6, shared.forward_v6], shared.source)?;
         Ok(Arc::new(Relay {
             shared,
             socks,
@@ -221,12 +232,12 @@ impl Relay {
     }
 
     /// Answers `request` (exactly one query, not in a local zone) from the cache or upstream:
-    /// `forward` None for the default upstreams, `Some(i)` for forward `i`'s servers.
+    /// `forward` None for the default upstreams, else that forwarded zone's servers.
     pub async fn handle<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut rh: R,
-        forward: Option<usize>,
+        forward: Option<Arc<Target>>,
     ) -> ResponseInfo {
         let q = &request.queries.queries()[0];
         let key: Key = (q.name().clone(), q.query_type(), q.query_class());
@@ -255,8 +266,14 @@ impl Relay {
         let tcp = request.protocol() == Protocol::Tcp;
         // Only a well-formed answer to this question comes back (anything else counts as no
         // answer: SERVFAIL once no upstream gives a usable one).
-        let target = forward.map_or(0, |i| i + 1);
-        let Some((answer, msg)) = self.forward(request.as_slice(), &key, tcp, target).await else {
+        let (target, forwarded) = match &forward {
+            Some(t) => (&**t, true),
+            None => (&self.shared.upstreams, false),
+        };
+        let Some((answer, msg)) = self
+            .forward(request.as_slice(), &key, tcp, target, forwarded)
+            .await
+        else {
             return servfail(request, edns.as_ref(), &mut rh).await;
         };
         let msg = Arc::new(msg);
@@ -288,11 +305,10 @@ impl Relay {
         query: &[u8],
         key: &Key,
         tcp: bool,
-        target: usize,
+        t: &Target,
+        forwarded: bool,
     ) -> Option<(Vec<u8>, Message)> {
         let sh = &*self.shared;
-        let t = sh.targets.get(target)?;
-        let forwarded = target > 0;
         let deadline = Instant::now() + sh.timeout;
         let n = t.servers.len();
         if n == 0 {
@@ -391,6 +407,11 @@ impl Relay {
             &self.socks
         };
         let socks = &socks[upstream.is_ipv6() as usize];
+        if socks.is_empty() {
+            // A forwarded server of the other family than the listen address: no socket.
+            locked(&self.waiting).remove(&id);
+            return None;
+        }
         let sock = &socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % socks.len()];
         let answer = match sock.send_to(&out, upstream).await {
             Ok(_) => tokio::time::timeout(budget, rx)

@@ -10,7 +10,9 @@ use hickory_server::proto::rr::LowerName;
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use hickory_server::Server;
 
-use crate::forward::{self, Forward, ZoneTable};
+use arc_swap::ArcSwap;
+
+use crate::forward::{Forward, Forwarding};
 use crate::handler::LabHandler;
 use crate::relay::Relay;
 use crate::zone::LocalZones;
@@ -96,6 +98,27 @@ pub async fn serve(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let (_, never) = tokio::sync::mpsc::unbounded_channel();
+    serve_reloadable(cfg, bound, ready, shutdown, never).await
+}
+
+/// A new forward table for a running server, and where to say whether it took it.
+pub type Reload = (
+    Vec<Forward>,
+    tokio::sync::oneshot::Sender<Result<(), Error>>,
+);
+
+/// [`serve`], and replaces the forward table with each one `reloads` brings (`labnet dns`
+/// sends one on SIGHUP, after a peer was added or removed): checked like the first one (a bad
+/// one is refused and the old table kept), swapped whole for every thread at once, the answer
+/// cache dropped.
+pub async fn serve_reloadable(
+    cfg: Config,
+    bound: Bound,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Reload>,
+) -> Result<(), Error> {
     let zones = Arc::new(LocalZones::with_aliases(
         &cfg.zone,
         &cfg.zone_aliases,
@@ -105,25 +128,32 @@ pub async fn serve(
     )?);
     let mut own = zones.forward_names();
     own.extend(zones.reverse_names().iter().cloned());
-    forward::check(&cfg.forwards, &own)?;
-    let relay = if cfg.upstreams.is_empty() && cfg.forwards.is_empty() {
-        None
-    } else {
-        // Queries to forwarded zones leave from the listen address (the bridge's) unless
-        // that is loopback or a wildcard (then the kernel picks, as for the upstreams).
-        let ip = cfg.listen.ip();
-        let source = (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip);
-        Some(Relay::new(
-            &cfg.upstreams,
-            &cfg.forwards,
-            source,
-            cfg.timeout,
-            cfg.cache_size,
-        )?)
-    };
+    let forwarding = Arc::new(ArcSwap::from_pointee(Forwarding::new(&own, &cfg.forwards)?));
+    // Always a relay: a reload may bring forwards to a lab that had none (and no upstreams).
+    let relay = Some(Relay::new(
+        &cfg.upstreams,
+        cfg.listen.ip(),
+        cfg.timeout,
+        cfg.cache_size,
+    )?);
     let routes = Routes {
-        forwards: Arc::new(cfg.forwards.clone()),
+        forwarding: forwarding.clone(),
         upstreams: !cfg.upstreams.is_empty(),
+    };
+    let reloader = {
+        let relay = relay.clone();
+        async move {
+            while let Some((forwards, done)) = reloads.recv().await {
+                let r = Forwarding::new(&own, &forwards).map(|f| {
+                    forwarding.store(Arc::new(f));
+                    if let Some(r) = &relay {
+                        r.clear_cache();
+                    }
+                });
+                let _ = done.send(r);
+            }
+            std::future::pending::<()>().await
+        }
     };
 
     // Load the hosts file before the first query is read.
@@ -231,6 +261,7 @@ pub async fn serve(
         r = server.block_until_done() => r.map_err(|e| Error::Serve(e.to_string())),
         r = udp::serve(Arc::new(sock), handler) => Err(udp_failed(r)),
         Some(e) = failed_rx.recv() => Err(e),
+        _ = reloader => Ok(()),
         _ = shutdown => Ok(()),
     };
     // Tasks stop at once; do not let a stuck one hold the exit.
@@ -248,11 +279,11 @@ fn udp_failed(r: std::io::Result<()>) -> Error {
     }
 }
 
-/// What decides between the relay's targets: the forwarded zones, and whether there are
-/// default upstreams.
+/// What decides between the relay's targets: the forwarded zones (swapped on reload), and
+/// whether there are default upstreams.
 #[derive(Clone)]
 struct Routes {
-    forwards: Arc<Vec<Forward>>,
+    forwarding: Arc<ArcSwap<Forwarding>>,
     upstreams: bool,
 }
 
@@ -280,8 +311,13 @@ fn lab_handler(zones: &LocalZones, routes: &Routes, relay: Option<Arc<Relay>>) -
             vec![h.clone() as Arc<dyn ZoneHandler>],
         );
     }
-    let table = ZoneTable::new(&local, &routes.forwards);
-    LabHandler::new(catalog, local, table, routes.upstreams, relay)
+    LabHandler::new(
+        catalog,
+        local,
+        routes.forwarding.clone(),
+        routes.upstreams,
+        relay,
+    )
 }
 
 /// Reloads the local zones when the hosts file's (inode, size, mtime) changes.

@@ -79,15 +79,55 @@ pub fn dns(ctx: &Ctx, a: DnsArgs) -> Result<()> {
                 _ = int.recv() => {},
             }
         };
-        dns::server::serve(
+        // SIGHUP: the config is read again and its [[peers]] become the forward table
+        // (`labnet peer add|remove` sends it); anything else in it needs a restart.
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let lab_name = lab.name.clone();
+        let reloading = async {
+            while hup.recv().await.is_some() {
+                let stamp = dhcpd::log_stamp();
+                let fresh = ctx
+                    .load(Some(&lab_name))
+                    .and_then(|l| Ok(dns::Config::from_lab(&l)?));
+                let forwards = match fresh {
+                    Ok(c) => c.forwards,
+                    Err(e) => {
+                        eprintln!("{stamp}labnet dns: lab {lab_name}: reload refused, the forward table is unchanged: {e:#}");
+                        continue;
+                    }
+                };
+                let table = dns::forward::table(&forwards);
+                let (done_tx, done) = tokio::sync::oneshot::channel();
+                if reload_tx.send((forwards, done_tx)).is_err() {
+                    break;
+                }
+                match done.await {
+                    Ok(Ok(())) => {
+                        eprintln!("{stamp}labnet dns: lab {lab_name}: reloaded the forward table ({} zones)", table.lines().count());
+                        for line in table.lines() {
+                            eprintln!("{stamp}labnet dns: lab {lab_name}: {line}");
+                        }
+                    }
+                    Ok(Err(e)) => eprintln!("{stamp}labnet dns: lab {lab_name}: reload refused, the forward table is unchanged: {e}"),
+                    Err(_) => break,
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let serving = dns::server::serve_reloadable(
             cfg,
             bound,
             || {
                 dns::notify::ready();
             },
             shutdown,
-        )
-        .await?;
+            reloads,
+        );
+        tokio::select! {
+            r = serving => r?,
+            _ = reloading => {}
+        }
         dns::notify::notify("STOPPING=1");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -40,6 +40,45 @@ pub enum VmCommand {
     Console(NameArgs),
     /// Stop a VM (ACPI power-down, then kill after --timeout).
     Stop(StopArgs),
+    /// Pull one SCSI path of a running VM's --multipath pair, plug it back, or show both.
+    #[command(after_help = PATH_HELP)]
+    Path(PathArgs),
+}
+
+const PATH_HELP: &str = "\
+fail removes the path's disk from the guest (QMP device_del, then blockdev-del of its node):
+the guest sees it go, like a pulled cable; restore adds node and disk back on the same SCSI
+target (blockdev-add, device_add) and the guest rescans. Without PATH, fail takes the first
+active path and restore the first failed one.
+
+Examples:
+  labnet vm start --name m1 --kernel arch/x86/boot/bzImage --multipath disk.raw --daemonize
+  labnet vm path m1 fail            # path1 gone: one of sda/sdb leaves the guest
+  labnet vm path m1 list --json
+  labnet vm path m1 restore path1";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PathAction {
+    /// Pull the path out.
+    Fail,
+    /// Plug it back in.
+    Restore,
+    /// Show each path's state.
+    List,
+}
+
+#[derive(Args)]
+pub struct PathArgs {
+    /// The VM's name.
+    pub name: String,
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: PathAction,
+    /// path1 or path2 (or 1, 2).
+    pub path: Option<String>,
+    /// list: print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const RUN_HELP: &str = "\
@@ -88,6 +127,7 @@ impl VmCommand {
             VmCommand::Start(_) => Some("vm start"),
             VmCommand::Run(_) => Some("vm run"),
             VmCommand::Stop(_) => Some("vm stop"),
+            VmCommand::Path(_) => Some("vm path"),
             VmCommand::Rm(_) => Some("vm rm"),
             VmCommand::Console(_) => Some("vm console"),
             VmCommand::Ssh(_) => Some("vm ssh"),
@@ -307,6 +347,7 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
         VmCommand::Proxy(a) => proxy(ctx, a),
         VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
         VmCommand::Rm(a) => rm(ctx, a),
+        VmCommand::Path(a) => path(ctx, a),
         VmCommand::Stop(a) => {
             let lab = ctx.lab_name(None)?;
             let how = vm::manage::stop(&lab, &a.name, Duration::from_secs(a.timeout))?;
@@ -828,6 +869,41 @@ fn proxy(ctx: &Ctx, a: ProxyArgs) -> Result<()> {
                 }
                 let _ = out.flush();
             }
+        }
+    }
+    Ok(())
+}
+
+fn path(ctx: &Ctx, a: PathArgs) -> Result<()> {
+    let lab = ctx.lab_name(None)?;
+    let which = a
+        .path
+        .as_deref()
+        .map(vm::path::ScsiPath::parse)
+        .transpose()?;
+    match a.action {
+        PathAction::List => {
+            if which.is_some() {
+                bail!("vm path {} list: takes no PATH", a.name);
+            }
+            let rows = vm::path::list(&lab, &a.name)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", vm::path::render(&rows));
+            }
+        }
+        PathAction::Fail => {
+            let p = vm::path::fail(&lab, &a.name, which)?;
+            println!(
+                "{}: {} failed (device and block node removed)",
+                a.name,
+                p.device()
+            );
+        }
+        PathAction::Restore => {
+            let p = vm::path::restore(&lab, &a.name, which)?;
+            println!("{}: {} restored", a.name, p.device());
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ mod cmd_lab;
 mod cmd_logs;
 mod cmd_mount;
 mod cmd_peer;
+mod cmd_test;
 mod cmd_units;
 mod cmd_vm;
 mod ctx;
@@ -97,6 +98,10 @@ enum Command {
     /// Build a kernel tree into a bootable bzImage + vmlinux with that fragment.
     #[command(subcommand)]
     Kernel(cmd_kernel::KernelCommand),
+    /// Run a file of kernel test targets, each as its own VM in the lab: PASS/FAIL/TIMEOUT/PANIC
+    /// per target, JUnit XML (exit 1 when one did not pass).
+    #[command(after_help = cmd_test::EXAMPLES)]
+    Test(cmd_test::TestArgs),
     /// Print, install or remove the generated systemd units.
     #[command(subcommand)]
     Units(cmd_units::UnitsCommand),
@@ -113,7 +118,7 @@ impl Command {
     /// closed stdout must not kill them (see report::die_quietly_on_closed_stdout).
     fn supervises(&self) -> bool {
         match self {
-            Command::Dhcpd(_) | Command::Dns(_) => true,
+            Command::Dhcpd(_) | Command::Dns(_) | Command::Test(_) => true,
             Command::Vm(v) => v.supervises(),
             _ => false,
         }
@@ -131,6 +136,7 @@ impl Command {
             // they cannot enter the namespace or bind.
             Command::Vm(v) => v.needs_root(),
             Command::Peer(p) => p.needs_root(),
+            Command::Test(_) => Some("test"),
             _ => None,
         }
     }
@@ -158,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peer(c) => cmd_peer::run(&ctx, c),
         Command::KernelConfig(a) => cmd_kernel::kernel_config(a),
         Command::Kernel(c) => cmd_kernel::run(c),
+        Command::Test(a) => cmd_test::test(&ctx, a),
         Command::Units(c) => cmd_units::run(&ctx, c),
         Command::Completions(a) => cmd_help::completions(Cli::command(), a),
         Command::Man(a) => cmd_help::man(Cli::command(), a),

@@ -402,8 +402,8 @@ fn peer_link_findings(ns: &str, lab: &Lab) -> Result<Vec<Finding>, Error> {
         ));
         return Ok(f);
     };
-    let clamp = nft::list_table(Some(ns), nft::PEERING_TABLE)?
-        .is_some_and(|t| nft::is_peering_table(&t, &p.interface));
+    let clamp = nft::read_table(Some(ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::diff(&nft::peering_table(&p.interface), &t).is_empty());
     let mtu_ok = mtu == Some(u32::from(p.mtu));
     f.push(finding(
         "peering mtu",

@@ -5,6 +5,7 @@
 //! step is made, so `down` can undo a lab after a crash, a SIGKILL half-way through `up`, or
 //! a reboot.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+pub mod compare;
 pub mod daemon;
 pub mod doctor;
 pub mod etc_netns;
@@ -80,6 +81,15 @@ pub enum Error {
     /// A process labnet expected to be running is not.
     #[error("{what} is not running")]
     NotRunning { what: String },
+    /// A host tool labnet runs is not installed.
+    #[error("cannot run {tool} (Debian package {package}): {source}")]
+    ToolMissing {
+        tool: String,
+        package: String,
+        source: std::io::Error,
+    },
+    #[error("nft: {what}: {detail}")]
+    Nft { what: String, detail: String },
     /// A process labnet did not start holds something labnet would remove.
     #[error("a process labnet did not start: {what}")]
     ForeignProcess { what: String },

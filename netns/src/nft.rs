@@ -199,25 +199,6 @@ pub fn lab_table_peered(bridge: &str, uplink: &str, peering: Option<&str>) -> Nf
     b.to_nftables()
 }
 
-/// Whether a listed lab table (`nft -j list table`) is [`lab_table`]'s: the masquerade out
-/// of `uplink` and both filter chains with policy drop.
-pub fn is_lab_table(listed: &serde_json::Value, uplink: &str) -> bool {
-    let s = listed.to_string();
-    let drop_chains = listed["nftables"]
-        .as_array()
-        .map(|objs| {
-            objs.iter()
-                .filter(|o| {
-                    let c = &o["chain"];
-                    ["input", "forward"].contains(&c["name"].as_str().unwrap_or_default())
-                        && c["policy"] == "drop"
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    s.contains("masquerade") && s.contains(&format!("\"{uplink}\"")) && drop_chains == 2
-}
-
 /// The table of a lab's peering link, in the lab: TCP SYNs into the tunnel get their MSS
 /// clamped to the route's MTU (the link's), so a TCP connection through two tunnels (a
 /// CephFS mount from a peer lab) does not stall on full-size segments that cannot pass.
@@ -277,18 +258,6 @@ pub fn peering_table(peering: &str) -> Nftables<'static> {
     b.to_nftables()
 }
 
-/// Whether a listed table is [`peering_table`]'s for `peering`.
-pub fn is_peering_table(listed: &serde_json::Value, peering: &str) -> bool {
-    let s = listed.to_string();
-    s.contains("maxseg") && s.contains(&format!("\"{peering}\""))
-}
-
-/// Whether a listed lab table lets the peering link `peering` in (built by
-/// [`lab_table_peered`] with it).
-pub fn lab_table_admits(listed: &serde_json::Value, peering: &str) -> bool {
-    listed.to_string().contains(&format!("\"{peering}\""))
-}
-
 /// For a host uplink: in labnet's own namespace, masquerade what arrives from the lab's veth
 /// and leaves by any other interface (libvirt's default network does the same).
 pub fn host_masquerade(lab: &str, host_veth: &str) -> Nftables<'static> {
@@ -327,8 +296,10 @@ pub fn host_masquerade(lab: &str, host_veth: &str) -> Nftables<'static> {
 /// Applies a ruleset inside namespace `ns` (None = labnet's own).
 pub fn apply(ns: Option<&str>, ruleset: Nftables<'static>) -> Result<(), Error> {
     in_netns(ns, move || {
-        nftables::helper::apply_ruleset(&ruleset)
-            .map_err(|e| Error::Other(format!("nft: applying labnet's table: {e}")))
+        nftables::helper::apply_ruleset(&ruleset).map_err(|e| Error::Nft {
+            what: "applying labnet's table".into(),
+            detail: e.to_string(),
+        })
     })
 }
 
@@ -344,29 +315,132 @@ pub fn delete_table(ns: Option<&str>, table: &str) -> Result<(), Error> {
         ..Default::default()
     }));
     let rs = b.to_nftables();
+    let table_name = table.to_string();
     in_netns(ns, move || {
-        nftables::helper::apply_ruleset(&rs)
-            .map_err(|e| Error::Other(format!("nft: deleting labnet's table: {e}")))
+        nftables::helper::apply_ruleset(&rs).map_err(|e| Error::Nft {
+            what: format!("deleting table ip {}", table_name),
+            detail: e.to_string(),
+        })
     })
 }
 
-/// The table's rules as JSON (None when it does not exist).
-pub fn list_table(ns: Option<&str>, table: &str) -> Result<Option<serde_json::Value>, Error> {
+/// Reads table `ip TABLE` in namespace `ns` with the nftables crate's ruleset reader (`nft -j
+/// list table`, parsed into its schema); None when the table does not exist.
+pub fn read_table(ns: Option<&str>, table: &str) -> Result<Option<Nftables<'static>>, Error> {
     let table = table.to_string();
     in_netns(ns, move || {
-        let out = std::process::Command::new("nft")
-            .args(["-j", "list", "table", "ip", &table])
-            .output()
-            .map_err(|e| Error::Other(format!("cannot run nft: {e}")))?;
-        if !out.status.success() {
-            return Ok(None);
+        let args = ["list", "table", "ip", table.as_str()];
+        match nftables::helper::get_current_ruleset_with_args(nftables::helper::DEFAULT_NFT, &args)
+        {
+            Ok(t) => Ok(Some(t)),
+            Err(nftables::helper::NftablesError::NftExecution { inner, .. }) => {
+                Err(Error::ToolMissing {
+                    tool: "nft".into(),
+                    package: "nftables".into(),
+                    source: inner,
+                })
+            }
+            // nft exits non-zero for a table that is not there.
+            Err(nftables::helper::NftablesError::NftFailed { .. }) => Ok(None),
+            Err(e) => Err(Error::Nft {
+                what: format!("reading table ip {table}"),
+                detail: e.to_string(),
+            }),
         }
-        Ok(serde_json::from_slice(&out.stdout).ok())
     })
 }
 
 pub fn table_exists(ns: Option<&str>, table: &str) -> Result<bool, Error> {
-    Ok(list_table(ns, table)?.is_some())
+    Ok(read_table(ns, table)?.is_some())
+}
+
+/// One way a listed table differs from the one labnet makes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "what", rename_all = "snake_case")]
+pub enum TableDiff {
+    Missing(String),
+    Different(String),
+    Extra(String),
+}
+
+/// The table's elements, whether listed (`nft -j list`) or to be added (a batch).
+fn elements<'a>(t: &'a Nftables<'static>) -> impl Iterator<Item = &'a NfListObject<'static>> {
+    use nftables::schema::{NfCmd, NfObject};
+    t.objects.iter().filter_map(|o| match o {
+        NfObject::ListObject(x) | NfObject::CmdObject(NfCmd::Add(x)) => Some(x),
+        _ => None,
+    })
+}
+
+fn chains<'a>(t: &'a Nftables<'static>) -> impl Iterator<Item = &'a Chain<'static>> {
+    elements(t).filter_map(|o| match o {
+        NfListObject::Chain(c) => Some(c),
+        _ => None,
+    })
+}
+
+fn rules<'a>(t: &'a Nftables<'static>) -> impl Iterator<Item = &'a Rule<'static>> {
+    elements(t).filter_map(|o| match o {
+        NfListObject::Rule(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// Typed comparison of a listed table (`read_table`) with what labnet applies (`lab_table`,
+/// `host_masquerade`): each chain's type, hook, priority and policy; each rule (found by its
+/// `labnet: ...` comment) statement by statement; chains and rules labnet did not make.
+pub fn diff(want: &Nftables<'static>, listed: &Nftables<'static>) -> Vec<TableDiff> {
+    let mut out = vec![];
+    let base = |c: &Chain| (c._type, c.hook, c.prio, c.policy);
+    for w in chains(want) {
+        match chains(listed).find(|l| l.name == w.name) {
+            None => out.push(TableDiff::Missing(format!("chain {}", w.name))),
+            Some(l) if base(l) != base(w) => out.push(TableDiff::Different(format!(
+                "chain {}: {:?} (want {:?})",
+                w.name,
+                base(l),
+                base(w)
+            ))),
+            Some(_) => {}
+        }
+    }
+    for l in chains(listed) {
+        if !chains(want).any(|w| w.name == l.name) {
+            out.push(TableDiff::Extra(format!("chain {}", l.name)));
+        }
+    }
+    let key = |r: &Rule| {
+        (
+            r.chain.to_string(),
+            r.comment.as_deref().map(str::to_string),
+        )
+    };
+    for w in rules(want) {
+        let (chain, comment) = key(w);
+        let what = format!(
+            "rule in {chain} \"{}\"",
+            comment.clone().unwrap_or_default()
+        );
+        match rules(listed).find(|l| key(l) == key(w)) {
+            None => out.push(TableDiff::Missing(what)),
+            Some(l) if l.expr != w.expr => out.push(TableDiff::Different(format!(
+                "{what}: {} (want {})",
+                serde_json::to_string(&l.expr).unwrap_or_default(),
+                serde_json::to_string(&w.expr).unwrap_or_default()
+            ))),
+            Some(_) => {}
+        }
+    }
+    for l in rules(listed) {
+        if !rules(want).any(|w| key(w) == key(l)) {
+            out.push(TableDiff::Extra(format!(
+                "rule in {}: {}",
+                l.chain,
+                serde_json::to_string(&l.expr).unwrap_or_default()
+            )));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -375,6 +449,135 @@ mod tests {
 
     fn golden(name: &str, actual: &str) {
         testkit::golden!(name, actual);
+    }
+
+    /// A table as nft lists it (handles, metainfo) equals labnet's; a flushed one lacks its
+    /// rules; an edited one differs; someone's own rule is extra.
+    #[test]
+    fn diff_of_listed_tables() {
+        use nftables::schema::{NfCmd, NfObject};
+        let want = lab_table("br0", "wg-sepian");
+        // As nft lists it: elements (not add commands), with handles.
+        let listed = Nftables {
+            objects: want
+                .objects
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| match o {
+                    NfObject::CmdObject(NfCmd::Add(x)) => {
+                        let mut x = x.clone();
+                        if let NfListObject::Rule(r) = &mut x {
+                            r.handle = Some(i as u32);
+                        }
+                        Some(NfObject::ListObject(x))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        };
+        assert_eq!(diff(&want, &listed), []);
+        let flushed: Vec<_> = listed
+            .objects
+            .iter()
+            .filter(|o| !matches!(o, NfObject::ListObject(NfListObject::Rule(_))))
+            .cloned()
+            .collect();
+        let d = diff(
+            &want,
+            &Nftables {
+                objects: flushed.into(),
+            },
+        );
+        assert_eq!(d.len(), 6, "{d:?}");
+        assert!(
+            d.iter().all(|x| matches!(x, TableDiff::Missing(_))),
+            "{d:?}"
+        );
+        let other = lab_table("br0", "eth9");
+        let d = diff(&want, &other);
+        assert_eq!(d.len(), 2, "forward and masquerade name the uplink: {d:?}");
+        assert!(
+            d.iter().all(|x| matches!(x, TableDiff::Different(_))),
+            "{d:?}"
+        );
+        let mut extra = listed.clone();
+        extra
+            .objects
+            .to_mut()
+            .push(NfObject::ListObject(NfListObject::Rule(Rule {
+                family: NfFamily::IP,
+                table: LAB_TABLE.into(),
+                chain: "input".into(),
+                expr: vec![Statement::Accept(None)].into(),
+                ..Default::default()
+            })));
+        assert_eq!(
+            diff(&want, &extra),
+            [TableDiff::Extra(
+                r#"rule in input: [{"accept":null}]"#.into()
+            )]
+        );
+    }
+
+    /// The real round trip: labnet's table applied by nft in a throwaway namespace reads back
+    /// (nftables crate's reader) equal to what was applied; flushed, its rules are missing.
+    #[test]
+    #[ignore = "needs root (CAP_NET_ADMIN, netns)"]
+    fn applied_table_reads_back_equal() {
+        testkit::require_root();
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = crate::nsfs::delete_netns(&self.0);
+            }
+        }
+        let ns = Gone(testkit::unique("lanft"));
+        crate::nsfs::create_netns(&ns.0).unwrap();
+        assert_eq!(read_table(Some(&ns.0), LAB_TABLE).unwrap(), None);
+        let want = lab_table("br0", "wg-sepian");
+        apply(Some(&ns.0), want.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), LAB_TABLE)
+            .unwrap()
+            .expect("table listed");
+        assert_eq!(diff(&want, &listed), []);
+        let peered = lab_table_peered("br0", "wg-sepian", Some("wgp-x"));
+        delete_table(Some(&ns.0), LAB_TABLE).unwrap();
+        apply(Some(&ns.0), peered.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), LAB_TABLE).unwrap().expect("listed");
+        assert_eq!(diff(&peered, &listed), []);
+        assert_ne!(
+            diff(&want, &listed),
+            [],
+            "the peered table is not the plain one"
+        );
+        let clamp = peering_table("wgp-x");
+        apply(Some(&ns.0), clamp.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), PEERING_TABLE)
+            .unwrap()
+            .expect("listed");
+        assert_eq!(diff(&clamp, &listed), []);
+        delete_table(Some(&ns.0), LAB_TABLE).unwrap();
+        apply(Some(&ns.0), want.clone()).unwrap();
+        let host = host_masquerade("x", "lnh-x");
+        apply(Some(&ns.0), host.clone()).unwrap();
+        let listed = read_table(Some(&ns.0), &host_table("x"))
+            .unwrap()
+            .expect("listed");
+        assert_eq!(diff(&host, &listed), []);
+        let out = in_netns(Some(&ns.0), || {
+            std::process::Command::new("nft")
+                .args(["flush", "table", "ip", LAB_TABLE])
+                .status()
+                .map_err(|e| Error::io("nft", e))
+        })
+        .unwrap();
+        assert!(out.success());
+        let flushed = read_table(Some(&ns.0), LAB_TABLE)
+            .unwrap()
+            .expect("still there");
+        let d = diff(&want, &flushed);
+        assert_eq!(d.len(), 6, "{d:?}");
     }
 
     #[test]

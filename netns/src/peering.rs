@@ -135,11 +135,9 @@ pub fn sync(lab: &Lab, st: &mut LabState) -> Result<SyncReport, Error> {
         Uplink::None => None,
     };
     if let Some(up) = uplink {
-        let listed = nft::list_table(Some(&ns), nft::LAB_TABLE)?;
-        if !listed
-            .as_ref()
-            .is_some_and(|t| nft::lab_table_admits(t, &iface))
-        {
+        let want = nft::lab_table_peered(&lab.bridge.name, &up, Some(&iface));
+        let listed = nft::read_table(Some(&ns), nft::LAB_TABLE)?;
+        if !listed.is_some_and(|t| nft::diff(&want, &t).is_empty()) {
             nft::delete_table(Some(&ns), nft::LAB_TABLE)?;
             nft::apply(
                 Some(&ns),

@@ -2,6 +2,7 @@
 //! asks for.
 use serde::Serialize;
 
+use crate::compare::{compare, expected_plan, Found, StepCheck};
 use crate::config::{Lab, Uplink};
 use crate::etc_netns::{etc_netns_dir, file_matches, resolv_conf, NSSWITCH_CONF};
 use crate::lab_daemons::daemon_is_ours;
@@ -24,6 +25,9 @@ pub struct StatusReport {
     pub ok: bool,
     pub state_file: String,
     pub components: Vec<Component>,
+    /// Each step `up` makes for this config, against what the system shows (empty when the
+    /// lab's namespace is gone: everything in it is).
+    pub plan: Vec<StepCheck>,
 }
 
 impl StatusReport {
@@ -44,6 +48,23 @@ impl StatusReport {
                 c.name,
                 c.detail
             );
+        }
+        let off: Vec<&StepCheck> = self.plan.iter().filter(|c| c.found != Found::Ok).collect();
+        if !self.plan.is_empty() {
+            s += &format!(
+                "  plan: {} of {} steps as planned\n",
+                self.plan.len() - off.len(),
+                self.plan.len()
+            );
+        }
+        for c in off {
+            let tag = match c.found {
+                Found::Missing => "MISSING",
+                Found::Different => "DIFFERENT",
+                Found::Extra => "EXTRA",
+                Found::Ok => "ok",
+            };
+            s += &format!("    [{tag}] {}: {}\n", c.step, c.detail);
         }
         s
     }
@@ -91,8 +112,13 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         },
     ));
     if !exists {
-        return Ok(finish(lab, state_file, c));
+        return Ok(finish(lab, state_file, c, vec![]));
     }
+    let expected = expected_plan(lab, st.as_ref());
+    let plan_checks = compare(
+        &expected,
+        &crate::system::snapshot(lab, &expected, st.as_ref())?,
+    );
 
     let mut names = vec!["lo".to_string(), lab.bridge.name.clone()];
     let uplink_if = match &lab.uplink {
@@ -257,10 +283,10 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
                 }
                 Err(e) => c.push(comp("wg peer", false, e.to_string())),
             }
-            let table = nft::list_table(Some(&ns), nft::LAB_TABLE)?;
-            let ok = table
-                .as_ref()
-                .is_some_and(|t| nft::is_lab_table(t, &w.interface));
+            let peering = lab.peering.as_ref().map(|p| p.interface.as_str());
+            let want = nft::lab_table_peered(&lab.bridge.name, &w.interface, peering);
+            let ok = nft::read_table(Some(&ns), nft::LAB_TABLE)?
+                .is_some_and(|t| nft::diff(&want, &t).is_empty());
             c.push(comp(
                 "nft",
                 ok,
@@ -352,15 +378,21 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
             }
         }
     }
-    Ok(finish(lab, state_file, c))
+    Ok(finish(lab, state_file, c, plan_checks))
 }
 
-fn finish(lab: &Lab, state_file: String, components: Vec<Component>) -> StatusReport {
+fn finish(
+    lab: &Lab,
+    state_file: String,
+    components: Vec<Component>,
+    plan: Vec<StepCheck>,
+) -> StatusReport {
     StatusReport {
         lab: lab.name.clone(),
-        ok: components.iter().all(|c| c.ok),
+        ok: components.iter().all(|c| c.ok) && plan.iter().all(|c| c.found == Found::Ok),
         state_file,
         components,
+        plan,
     }
 }
 
@@ -383,8 +415,8 @@ fn peering_components(lab: &Lab) -> Result<Vec<Component>, Error> {
     let (idx, up, mtu) = link;
     let userspace = wg::is_userspace(&p.interface);
     let port = wg::listen_port(&p.interface, userspace, &ns);
-    let clamp = nft::list_table(Some(&ns), nft::PEERING_TABLE)?
-        .is_some_and(|t| nft::is_peering_table(&t, &p.interface));
+    let clamp = nft::read_table(Some(&ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::diff(&nft::peering_table(&p.interface), &t).is_empty());
     let mtu_ok = mtu == Some(u32::from(p.mtu));
     c.push(comp(
         "peering",

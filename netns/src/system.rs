@@ -255,8 +255,10 @@ pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
     .trim()
         == "1";
     if let Some((link, _, _)) = uplink_of(lab) {
-        o.lab_nft = nft::list_table(Some(&lab.name), nft::LAB_TABLE)?
-            .is_some_and(|t| nft::is_lab_table(&t, &link));
+        let peering = lab.peering.as_ref().map(|p| p.interface.as_str());
+        let want = nft::lab_table_peered(&lab.bridge.name, &link, peering);
+        o.lab_nft = nft::read_table(Some(&lab.name), nft::LAB_TABLE)?
+            .is_some_and(|t| nft::diff(&want, &t).is_empty());
     }
     for (path, text) in etc_files(lab) {
         if !etc_netns::file_matches(&path, &text) {
@@ -280,4 +282,142 @@ async fn link_obs(
             .map(|(addr, prefix)| Ipv4Cidr { addr, prefix })
             .collect(),
     })
+}
+
+/// Reads what `compare` checks the plan's steps against: every link, route, sysctl, nft
+/// table, directory and file a step names, the recorded processes, WireGuard devices.
+pub fn snapshot(
+    lab: &Lab,
+    p: &crate::plan::Plan,
+    st: Option<&crate::state::LabState>,
+) -> Result<crate::compare::Snapshot, Error> {
+    use crate::compare::{LinkSnap, Snapshot};
+    use crate::plan::Action;
+    let mut snap = Snapshot {
+        netns: netns_exists(&lab.name),
+        ..Default::default()
+    };
+    let ns = lab.name.clone();
+    let mut links: Vec<(Option<String>, String)> = vec![];
+    for s in &p.steps {
+        match &s.action {
+            Action::CreateWireguardLink { iface } | Action::CreateTun { iface } => {
+                links.push((Some(ns.clone()), iface.clone()));
+                links.push((None, iface.clone()));
+            }
+            Action::AddBridge { netns, name } => links.push((Some(netns.clone()), name.clone())),
+            Action::AddVeth { name, .. } => links.push((None, name.clone())),
+            Action::MoveLink { link, netns } => {
+                links.push((Some(netns.clone()), link.clone()));
+                links.push((None, link.clone()));
+            }
+            Action::LinkUp { netns, link } | Action::AddAddress { netns, link, .. } => {
+                links.push((netns.clone(), link.clone()))
+            }
+            Action::Sysctl { netns, path, .. } if netns.is_none() || snap.netns => {
+                let path2 = path.clone();
+                if let Ok(v) = in_netns(netns.as_deref(), move || {
+                    std::fs::read_to_string(&path2).map_err(|e| Error::io(&path2, e))
+                }) {
+                    snap.sysctls
+                        .insert((netns.clone(), path.clone()), v.trim().to_string());
+                }
+            }
+            Action::NftLabTable { netns, .. } if snap.netns => {
+                snap.nft_tables.insert(
+                    (Some(netns.clone()), nft::LAB_TABLE.into()),
+                    nft::read_table(Some(netns), nft::LAB_TABLE)?,
+                );
+            }
+            Action::NftHostTable { lab, .. } => {
+                let t = nft::host_table(lab);
+                snap.nft_tables
+                    .insert((None, t.clone()), nft::read_table(None, &t)?);
+            }
+            Action::MakeDir { path } if path.is_dir() => snap.dirs.push(path.clone()),
+            Action::WriteFile { path, .. } => {
+                snap.files
+                    .insert(path.clone(), std::fs::read_to_string(path).ok());
+            }
+            Action::WaitWireguardGo { iface } if wg_life::uapi_taken(iface) => {
+                snap.uapi.push(iface.clone())
+            }
+            Action::ConfigureWireguard { wireguard, .. } if snap.netns => {
+                let userspace = st.and_then(|s| s.wg_backend.as_deref()) == Some("userspace");
+                let peers = wg::peers(&wireguard.interface, userspace, &ns)
+                    .map(|ps| ps.into_iter().map(|p| p.public_key).collect())
+                    .map_err(|e| e.to_string());
+                snap.wg_peers.insert(wireguard.interface.clone(), peers);
+            }
+            _ => {}
+        }
+    }
+    links.sort();
+    links.dedup();
+    for in_lab in [false, true] {
+        if in_lab && !snap.netns {
+            continue;
+        }
+        let names: Vec<String> = links
+            .iter()
+            .filter(|(n, _)| n.is_some() == in_lab)
+            .map(|(_, l)| l.clone())
+            .collect();
+        let target = in_lab.then(|| ns.clone());
+        let (found, route) = with_netlink(target.as_deref(), move |h| async move {
+            let mut found = vec![];
+            for n in names {
+                if let Some(m) = nl::link_by_name(&h, &n).await? {
+                    let addrs = nl::ipv4_addresses(&h, &n)
+                        .await?
+                        .into_iter()
+                        .map(|(addr, prefix)| Ipv4Cidr { addr, prefix })
+                        .collect();
+                    found.push((
+                        n,
+                        LinkSnap {
+                            kind: nl::link_kind(&m),
+                            up: nl::link_is_up(&m),
+                            addrs,
+                        },
+                    ));
+                }
+            }
+            let route = if in_lab {
+                match nl::default_route(&h).await? {
+                    Some((gw, Some(oif))) => Some((gw, nl::name_of(&h, oif).await?)),
+                    Some((gw, None)) => Some((gw, None)),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            Ok((found, route))
+        })?;
+        for (n, l) in found {
+            snap.links.insert((target.clone(), n), l);
+        }
+        if in_lab {
+            snap.default_routes.insert(ns.clone(), route);
+        }
+    }
+    for r in st.map(|s| s.resources.as_slice()).unwrap_or_default() {
+        match r {
+            Resource::Daemon { name, pid, exe } => {
+                snap.processes.insert(
+                    name.clone(),
+                    pid.is_some_and(|p| lab_daemons::daemon_is_ours(p, exe)),
+                );
+            }
+            Resource::WgUserspace { pid, .. } => {
+                let alive = pid.is_some_and(|p| {
+                    crate::daemon::process_alive(p)
+                        && crate::daemon::process_comm(p).as_deref() == Some("wireguard-go")
+                });
+                snap.processes.insert("wireguard-go".into(), alive);
+            }
+            _ => {}
+        }
+    }
+    Ok(snap)
 }

@@ -441,3 +441,204 @@ fn what_cannot_be_repaired_is_named() {
         ]
     );
 }
+
+/// A system that does what each step says, as `status` would read it back: a perfect `up`.
+#[derive(Default)]
+struct SimNet(netns::compare::Snapshot);
+
+fn listed(t: nftables::schema::Nftables<'static>) -> nftables::schema::Nftables<'static> {
+    use nftables::schema::{NfCmd, NfObject};
+    let objects: Vec<_> = t
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfObject::CmdObject(NfCmd::Add(x)) => Some(NfObject::ListObject(x.clone())),
+            _ => None,
+        })
+        .collect();
+    nftables::schema::Nftables {
+        objects: objects.into(),
+    }
+}
+
+impl SimNet {
+    fn link(&mut self, ns: Option<&str>, name: &str) -> &mut netns::compare::LinkSnap {
+        self.0
+            .links
+            .entry((ns.map(String::from), name.to_string()))
+            .or_default()
+    }
+    fn new_link(&mut self, ns: Option<&str>, name: &str, kind: &str) -> Result<(), Error> {
+        self.link(ns, name).kind = Some(kind.into());
+        Ok(())
+    }
+}
+
+impl Net for SimNet {
+    fn create_netns(&mut self, name: &str) -> Result<(), Error> {
+        self.0.netns = true;
+        self.0.default_routes.insert(name.into(), None);
+        self.new_link(Some(name), "lo", "loopback")
+    }
+    fn create_wireguard_link(&mut self, iface: &str) -> Result<(), Error> {
+        self.new_link(None, iface, "wireguard")
+    }
+    fn create_tun(&mut self, iface: &str) -> Result<(), Error> {
+        self.new_link(None, iface, "tun")
+    }
+    fn start_wireguard_go(&mut self, _: &str, _: &Path) -> Result<u32, Error> {
+        self.0.processes.insert("wireguard-go".into(), true);
+        Ok(7)
+    }
+    fn wait_wireguard_go(&mut self, iface: &str) -> Result<(), Error> {
+        self.0.uapi.push(iface.into());
+        Ok(())
+    }
+    fn configure_wireguard(&mut self, wg: &Wireguard, _: bool) -> Result<(), Error> {
+        self.0
+            .wg_peers
+            .insert(wg.interface.clone(), Ok(vec![wg.peer_public_key.clone()]));
+        Ok(())
+    }
+    fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
+        self.new_link(Some(netns), name, "bridge")
+    }
+    fn add_veth(&mut self, name: &str, peer: &str) -> Result<(), Error> {
+        self.new_link(None, name, "veth")?;
+        self.new_link(None, peer, "veth")
+    }
+    fn move_link(&mut self, link: &str, netns: &str) -> Result<(), Error> {
+        let l = self
+            .0
+            .links
+            .remove(&(None, link.into()))
+            .unwrap_or_default();
+        self.0.links.insert((Some(netns.into()), link.into()), l);
+        Ok(())
+    }
+    fn link_up(&mut self, netns: Option<&str>, link: &str) -> Result<(), Error> {
+        self.link(netns, link).up = true;
+        Ok(())
+    }
+    fn add_address(&mut self, n: Option<&str>, link: &str, a: Ipv4Cidr) -> Result<(), Error> {
+        self.link(n, link).addrs.push(a);
+        Ok(())
+    }
+    fn add_default_route(&mut self, n: &str, link: &str, via: Ipv4Addr) -> Result<(), Error> {
+        self.0
+            .default_routes
+            .insert(n.into(), Some((Some(via), Some(link.into()))));
+        Ok(())
+    }
+    fn sysctl(&mut self, n: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
+        self.0
+            .sysctls
+            .insert((n.map(String::from), path.into()), value.into());
+        Ok(())
+    }
+    fn nft_table(
+        &mut self,
+        n: Option<&str>,
+        table: &str,
+        ruleset: nftables::schema::Nftables<'static>,
+        _: bool,
+    ) -> Result<(), Error> {
+        self.0
+            .nft_tables
+            .insert((n.map(String::from), table.into()), Some(listed(ruleset)));
+        Ok(())
+    }
+    fn make_dir(&mut self, path: &Path) -> Result<(), Error> {
+        self.0.dirs.push(path.into());
+        Ok(())
+    }
+    fn write_file(&mut self, path: &Path, text: &str, _: Option<&Path>) -> Result<(), Error> {
+        self.0.files.insert(path.into(), Some(text.into()));
+        Ok(())
+    }
+    fn start_daemon(&mut self, _: &str, d: &DaemonSpec) -> Result<u32, Error> {
+        self.0.processes.insert(d.name.clone(), true);
+        Ok(8)
+    }
+    fn remove(&mut self, _: &Resource) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// `status` against the plan: a lab as a perfect `up` made it checks out step by step; then
+/// with the bridge down, its address swapped for another, the lab table flushed, resolv.conf
+/// edited, dns dead and the uplink's route gone, each shows as missing, different or extra.
+#[test]
+fn status_compares_the_plan_with_the_system() {
+    use netns::compare::{compare, expected_plan, Found};
+    for (name, u) in [
+        ("isolated", "".to_string()),
+        ("host", HOST.to_string()),
+        ("wireguard", wireguard("auto")),
+    ] {
+        let l = lab(&u);
+        let st = LabState {
+            lab: "pl".into(),
+            wg_backend: Some("userspace".into()),
+            resources: daemons()
+                .iter()
+                .map(|d| Resource::Daemon {
+                    name: d.name.clone(),
+                    pid: Some(1),
+                    exe: d.argv.join("\0"),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let p = expected_plan(&l, Some(&st));
+        let mut sim = SimNet::default();
+        exec::run(&mut sim, &p.steps, &mut vec![]).unwrap();
+        let healthy = compare(&p, &sim.0);
+        assert!(
+            healthy.iter().all(|c| c.found == Found::Ok),
+            "{name}: {healthy:#?}"
+        );
+        assert_eq!(healthy.len(), p.steps.len());
+
+        let mut snap = sim.0.clone();
+        let br = snap
+            .links
+            .get_mut(&(Some("pl".into()), "br-pl".into()))
+            .unwrap();
+        br.up = false;
+        br.addrs = vec![Ipv4Cidr {
+            addr: Ipv4Addr::new(10, 9, 9, 1),
+            prefix: 24,
+        }];
+        if let Some(Some(t)) = snap
+            .nft_tables
+            .get_mut(&(Some("pl".into()), "labnet".into()))
+        {
+            t.objects.to_mut().retain(|o| {
+                !matches!(
+                    o,
+                    nftables::schema::NfObject::ListObject(nftables::schema::NfListObject::Rule(_))
+                )
+            });
+        }
+        snap.files.insert(
+            "/etc/netns/pl/resolv.conf".into(),
+            Some("nameserver 8.8.8.8\n".into()),
+        );
+        snap.processes.insert("dns".into(), false);
+        let route = if name == "isolated" {
+            Some((
+                Some("10.9.0.254".parse().unwrap()),
+                Some("br-pl".to_string()),
+            ))
+        } else {
+            None
+        };
+        snap.default_routes.insert("pl".into(), route);
+        let mut text = String::new();
+        for c in compare(&p, &snap).iter().filter(|c| c.found != Found::Ok) {
+            text += &format!("{:?}: {}: {}\n", c.found, c.step, c.detail);
+        }
+        testkit::golden!(format!("status-{name}.txt"), &text);
+    }
+}

@@ -431,6 +431,11 @@ pub fn source_kernel() -> SourceKernel {
             tree: tree.clone(),
             key: key.clone(),
         };
+        // A finished build is renamed into place whole: no need to wait for the lock (held
+        // by another key's build, maybe for minutes) to use it.
+        if k.bzimage.is_file() && k.vmlinux.is_file() {
+            return k;
+        }
         let _lock = FileLock::exclusive(&root.join(".lock"));
         if k.bzimage.is_file() && k.vmlinux.is_file() {
             return k;

@@ -38,6 +38,13 @@ struct Labs {
     a: String,
     b: String,
     fake: String,
+    base: String,
+}
+
+fn peer(name: &str, key: &str, subnet: &str, zone: &str, dns: &str) -> String {
+    format!(
+        "[[peers]]\nname = {name:?}\npublic_key = \"{key}\"\nsubnet = \"{subnet}\"\nzone = \"{zone}\"\ndns = \"{dns}\"\n"
+    )
 }
 
 impl Labs {
@@ -77,11 +84,7 @@ impl Labs {
             a,
             b,
             fake,
-        };
-        let peer = |name: &str, key: &str, subnet: &str, zone: &str, dns: &str| {
-            format!(
-                "[[peers]]\nname = {name:?}\npublic_key = \"{key}\"\nsubnet = \"{subnet}\"\nzone = \"{zone}\"\ndns = \"{dns}\"\n"
-            )
+            base: base.clone(),
         };
         labs.write_config(
             &labs.a,
@@ -96,19 +99,8 @@ impl Labs {
                 peer("labc", KEYS[1], "10.81.3.0/24", "labc.lab", C_DNS)
             ),
         );
-        labs.write_config(
-            &labs.b,
-            &format!("{base}bbr"),
-            B_DNS,
-            "labb.lab",
-            &peer(
-                &labs.a,
-                KEYS[0],
-                "10.81.1.0/24",
-                &format!("{}.lab", labs.a),
-                A_DNS,
-            ),
-        );
+        // Lab B starts without peers (and without upstreams); A is added while it runs.
+        labs.write_config(&labs.b, &format!("{base}bbr"), B_DNS, "labb.lab", "");
         labs.write_hosts(&labs.a, "10.81.1.10 vm1\n");
         labs.write_hosts(&labs.b, "10.81.2.20 ceph1\n10.81.2.21 mds1\n");
         labs
@@ -124,6 +116,18 @@ impl Labs {
             ),
         )
         .unwrap();
+    }
+
+    /// Lab B's config with lab A as its peer, as `labnet peer add` leaves it.
+    fn add_a_to_b(&self) {
+        let a_zone = format!("{}.lab", self.a);
+        self.write_config(
+            &self.b,
+            &format!("{}bbr", self.base),
+            B_DNS,
+            "labb.lab",
+            &peer(&self.a, KEYS[0], "10.81.1.0/24", &a_zone, A_DNS),
+        );
     }
 
     fn write_hosts(&self, lab: &str, text: &str) {
@@ -363,7 +367,24 @@ fn dns_forwards_peer_zones_both_ways() {
         "{}",
         d.raw
     );
+    // Lab A joins B while B's dns runs: refused before (B has no upstreams), then after the
+    // config names A and B's dns got SIGHUP, forwarded.
     let a_zone = format!("{a}.lab");
+    let d = dig(&b, B_DNS, &[&format!("vm1.{a_zone}"), "A"]);
+    assert_eq!(d.status, "REFUSED", "{}", d.raw);
+    labs.add_a_to_b();
+    signal(db.child.id() as i32, libc::SIGHUP);
+    wait_for("B's dns reloaded", Duration::from_secs(10), || {
+        read(&db.log).contains("reloaded the forward table (2 zones)")
+    });
+    let log = read(&db.log);
+    assert!(
+        log.contains(&format!("forward {a_zone}. -> {A_DNS}:53 ({a})"))
+            && log.contains(&format!(
+                "forward 1.81.10.in-addr.arpa. -> {A_DNS}:53 ({a})"
+            )),
+        "{log}"
+    );
     let d = dig(&b, B_DNS, &[&format!("vm1.{a_zone}"), "A"]);
     assert_eq!(
         d.answer,
@@ -379,6 +400,25 @@ fn dns_forwards_peer_zones_both_ways() {
         "{}",
         d.raw
     );
+    // A config that does not load is refused on SIGHUP: the forward table stays.
+    let b_toml = labs.dir.join("etc").join(format!("{b}.toml"));
+    let good = std::fs::read_to_string(&b_toml).unwrap();
+    std::fs::write(&b_toml, format!("{good}[[peers]]\nname = \"broken\"\n")).unwrap();
+    signal(db.child.id() as i32, libc::SIGHUP);
+    wait_for(
+        "B's dns refused the reload",
+        Duration::from_secs(10),
+        || read(&db.log).contains("reload refused, the forward table is unchanged"),
+    );
+    let d = dig(&b, B_DNS, &[&format!("nosuch.{a_zone}"), "A"]);
+    assert_eq!(
+        d.status, "NXDOMAIN",
+        "forwarding lost on a bad reload: {}",
+        d.raw
+    );
+    std::fs::write(&b_toml, good).unwrap();
+    db.assert_alive();
+
     // Lab A's own names stay its own, under both names.
     for name in ["vm1.lab".to_string(), format!("vm1.{a_zone}")] {
         let d = dig(&a, A_DNS, &[&name, "A"]);

@@ -412,6 +412,11 @@ fn daemon_template(bin: &str, d: Daemon) -> String {
         Daemon::Dns => "# Port 53.",
     };
     let sub = d.sub();
+    let reload = match d {
+        Daemon::Dhcpd => "",
+        // `labnet peer add|remove` reloads it: the config's [[peers]] become its forward table.
+        Daemon::Dns => "ExecReload=/bin/kill -HUP $MAINPID\n",
+    };
     let mut t = header("Template for every lab: %i is the lab (= network namespace) name.");
     t.push_str(&format!(
         "\
@@ -428,7 +433,7 @@ Type=notify
 # Inside the lab: systemd joins the namespace, so no --enter-netns.
 NetworkNamespacePath=/run/netns/%i
 ExecStart={bin} {sub} %i
-Restart=on-failure
+{reload}Restart=on-failure
 RestartSec=2s
 TimeoutStopSec=10s
 # Both daemons of a lab share the transient user \"labnet\" and its state directory

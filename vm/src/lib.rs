@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod manage;
 pub mod modules;
 pub mod naming;
+pub mod path;
 pub mod qemu;
 pub mod qmp;
 pub mod ssh;

@@ -340,20 +340,26 @@ impl Spec {
                 &format!("{},id=scsi0", self.machine.virtio("virtio-scsi")),
             ]);
             // Same serial and wwn on both paths, and share-rw so the second path may open the
-            // file for writing too (machine.md §5).
-            for p in 1..=2 {
+            // file for writing too (machine.md §5). Block nodes and device ids are named so
+            // `vm path` can pull a path and plug it back (crate::path).
+            for p in crate::path::PATHS {
                 push(&[
-                    "-drive",
+                    "-blockdev",
                     &format!(
-                        "file={},format={},if=none,id=mpath{p}",
-                        d(&disk.path),
-                        disk.format
+                        "driver={},node-name={},file.driver=file,file.filename={}",
+                        disk.format,
+                        p.node(),
+                        d(&disk.path).replace(',', ",,")
                     ),
                 ]);
                 push(&[
                     "-device",
                     &format!(
-                        "scsi-hd,drive=mpath{p},bus=scsi0.0,serial={serial},wwn={wwn},share-rw=on"
+                        "scsi-hd,id={},drive={},bus={},scsi-id={},lun=0,serial={serial},wwn={wwn},share-rw=on",
+                        p.device(),
+                        p.node(),
+                        crate::path::SCSI_BUS,
+                        p.scsi_id()
                     ),
                 ]);
             }

@@ -1,4 +1,5 @@
-//! Just enough QMP (QEMU's JSON monitor on a unix socket) to power a VM down or quit it.
+//! Just enough QMP (QEMU's JSON monitor on a unix socket) to power a VM down, quit it or
+//! dump its memory.
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,20 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its "return" value (events are skipped).
     pub fn execute(&mut self, cmd: &str) -> Result<serde_json::Value, Error> {
-        let msg = format!("{{\"execute\":\"{cmd}\"}}\n");
+        self.execute_with(cmd, None)
+    }
+
+    /// Runs a command with these arguments (a JSON object) and returns its "return" value.
+    pub fn execute_with(
+        &mut self,
+        cmd: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        let mut req = serde_json::json!({ "execute": cmd });
+        if let Some(a) = arguments {
+            req["arguments"] = a;
+        }
+        let msg = format!("{req}\n");
         self.w
             .write_all(msg.as_bytes())
             .map_err(|e| self.err(e.to_string()))?;

@@ -44,6 +44,9 @@ pub struct Options {
     /// Booted from a `labnet image` (see image_boot): the overlay lives only as long as
     /// QEMU, the guest may reboot, and its ssh host key is pinned.
     pub image: Option<crate::image_boot::ImageBoot>,
+    /// Run mode: write the command's output to this file instead of stdout (`labnet test`
+    /// runs several VMs at once, each with its own output).
+    pub run_output: Option<PathBuf>,
 }
 
 impl Options {
@@ -74,6 +77,7 @@ impl Options {
             timeout: None,
             ephemeral: false,
             image: None,
+            run_output: None,
         }
     }
 }
@@ -97,4 +101,5 @@ pub struct Prepared {
     /// The VM's lock, held until this is dropped (after the supervisor's cleanup).
     pub lock: std::fs::File,
     pub image: Option<crate::image_boot::ImageBoot>,
+    pub run_output: Option<PathBuf>,
 }

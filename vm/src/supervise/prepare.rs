@@ -142,6 +142,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         ephemeral: o.ephemeral,
         lock,
         image: o.image.clone(),
+        run_output: o.run_output.clone(),
     })
 }
 

@@ -36,14 +36,17 @@ pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<O
     let mut marker_seen_at: Option<Instant> = None;
     let mut last_lab_check = Instant::now();
     let mut timed_out = false;
-    let mut stdout = std::io::stdout();
+    let mut out: Box<dyn std::io::Write> = match &p.run_output {
+        Some(f) => Box::new(std::fs::File::create(f).map_err(|e| Error::io(f, e))?),
+        None => Box::new(std::io::stdout()),
+    };
     loop {
         if let Some(s) = child
             .try_wait()
             .map_err(|e| Error::Qemu(format!("wait: {e}")))?
         {
             if let Mode::Run { .. } = mode {
-                tail.poll(&spec.serial_log(), &mut stdout);
+                tail.poll(&spec.serial_log(), &mut out);
             }
             if let Some(c) = console {
                 // QEMU closed the socket; the console thread restores the terminal and ends.
@@ -83,7 +86,7 @@ pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<O
             }
         }
         if let Mode::Run { .. } = mode {
-            tail.poll(&spec.serial_log(), &mut stdout);
+            tail.poll(&spec.serial_log(), &mut out);
             if tail.rc.is_some() && marker_seen_at.is_none() {
                 marker_seen_at = Some(Instant::now());
                 // The command ended and the init synced before saying so; an initramfs guest

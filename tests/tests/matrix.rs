@@ -1,0 +1,188 @@
+//! `labnet test FILE.toml` end to end, as root, under TCG: a lab of the test's own, the
+//! source-built kernel, and a file with a passing, a failing, a hanging and a panicking
+//! target (plus one the filter leaves out), run two at a time.
+use labnet_tests::*;
+use std::process::Command;
+
+/// A lab of its own (unique name and bridge, temp LABNET_* dirs), downed by the Cleanup.
+fn lab(c: &mut Cleanup, tag: &str) -> (String, Vec<(String, String)>, std::path::PathBuf) {
+    let id = unique("lm");
+    let root = temp_dir(c, tag);
+    let env = labnet_env(&root);
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.79.0.1/24\"\n\
+             [dhcp]\nrange_start = \"10.79.0.100\"\nrange_end = \"10.79.0.150\"\n"
+        ),
+    )
+    .unwrap();
+    c.labnet(&["down", &id], &env);
+    let up = labnet(&["up", &id, "--config", cfg.to_str().unwrap()], &env);
+    assert!(up.status.success(), "{}", text(&up));
+    (id, env, root)
+}
+
+fn verdict_of<'a>(summary: &'a str, name: &str) -> &'a str {
+    summary
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no line for {name} in:\n{summary}"))
+}
+
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn matrix_gives_pass_fail_timeout_panic_and_junit() {
+    require_root();
+    let mut c = Cleanup::default();
+    let kernel = source_kernel().bzimage;
+    let (id, env, root) = lab(&mut c, "matrix");
+    let file = root.join("matrix.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[defaults]
+kernel = "{}"
+timeout = 300
+
+[[target]]
+name = "pass"
+command = "echo matrix-ok from $(hostname)"
+
+[[target]]
+name = "fail"
+command = "echo about to fail; exit 3"
+
+[[target]]
+name = "hang"
+command = "echo hanging; sleep 1000"
+timeout = 45
+
+[[target]]
+name = "panic"
+command = "echo c > /proc/sysrq-trigger; sleep 60"
+
+[[target]]
+name = "left-out"
+command = "true"
+"#,
+            kernel.display()
+        ),
+    )
+    .unwrap();
+    let logs = root.join("logs");
+    let junit = root.join("out.xml");
+    let out = run(Command::new("timeout")
+        .arg("900")
+        .arg(labnet_bin())
+        .args(["test", file.to_str().unwrap(), "--lab", &id, "--jobs", "2"])
+        .args(["--filter", "^(pass|fail|hang|panic)$"])
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--logs")
+        .arg(&logs)
+        .envs(env.iter().cloned()));
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for (name, verdict) in [
+        ("pass", "PASS"),
+        ("fail", "FAIL"),
+        ("hang", "TIMEOUT"),
+        ("panic", "PANIC"),
+    ] {
+        assert_eq!(verdict_of(&summary, name), verdict, "{summary}");
+    }
+    assert!(!summary.contains("left-out"), "{summary}");
+    assert!(
+        summary.contains("4 targets: 1 passed, 1 failed, 1 timed out, 1 panicked in "),
+        "{summary}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error: 3 of 4 targets did not pass"),
+        "{}",
+        text(&out)
+    );
+
+    // The JUnit file, read back by quick-junit's parser.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let rep = quick_junit::Report::deserialize_from_str(&xml)
+        .unwrap_or_else(|e| panic!("JUnit does not parse: {e}\n{xml}"));
+    assert_eq!(
+        (rep.tests, rep.failures, rep.errors, rep.skipped),
+        (4, 2, 1, 0),
+        "{xml}"
+    );
+    let cases = &rep.test_suites[0].test_cases;
+    let case = |n: &str| {
+        cases
+            .iter()
+            .find(|c| c.name.as_str() == n)
+            .unwrap_or_else(|| panic!("no case {n}: {xml}"))
+    };
+    // The command really ran in its own VM: its output names the VM's hostname.
+    let pass_out = case("pass")
+        .system_out
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    assert_eq!(pass_out.as_deref(), Some("matrix-ok from pass"), "{xml}");
+    match &case("panic").status {
+        quick_junit::TestCaseStatus::NonSuccess { message, ty, .. } => {
+            assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("PANIC"));
+            let m = message.as_ref().map(|m| m.as_str()).unwrap_or_default();
+            assert!(
+                m.contains("Kernel panic - not syncing: sysrq triggered crash"),
+                "{m}"
+            );
+        }
+        s => panic!("panic case: {s:?}"),
+    }
+    match &case("fail").status {
+        quick_junit::TestCaseStatus::NonSuccess { message, ty, .. } => {
+            assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("FAIL"));
+            assert_eq!(message.as_ref().map(|m| m.as_str()), Some("exit status 3"));
+        }
+        s => panic!("fail case: {s:?}"),
+    }
+
+    // Consoles kept for the targets that did not pass, not for the one that did.
+    let console = |n: &str| logs.join(format!("{n}.console.log"));
+    assert!(!console("pass").exists());
+    for n in ["fail", "hang", "panic"] {
+        assert!(console(n).is_file(), "no console kept for {n}");
+    }
+    let panic_console = std::fs::read_to_string(console("panic")).unwrap();
+    assert!(
+        panic_console.contains("sysrq triggered crash"),
+        "{panic_console}"
+    );
+    assert!(std::fs::read_to_string(console("hang"))
+        .unwrap()
+        .contains("hanging"));
+    assert_eq!(
+        std::fs::read_to_string(logs.join("fail.out"))
+            .unwrap()
+            .trim_end(),
+        "about to fail"
+    );
+
+    // Every target's VM is gone: no VM state, no tap.
+    let list = labnet(&["vm", "list", &id, "--json"], &env);
+    assert!(list.status.success(), "{}", text(&list));
+    let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "{vms}");
+    let links = sh(&format!("ip -n {id} -o link show"));
+    assert!(!links.contains("tap-"), "tap left behind: {links}");
+
+    // A bad file stops before any VM: exit 2, the target and key named.
+    std::fs::write(&file, "[[target]]\nname = \"x\"\ncommand = \"true\"\n").unwrap();
+    let out = labnet(&["test", file.to_str().unwrap(), "--lab", &id], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target[0] (x).kernel: missing"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,225 @@
+//! `labnet vm path` end to end, as root, under TCG: a VM of the source-built kernel with the
+//! `--multipath` pair; `fail` pulls path1 (its disk leaves the guest's /sys/block while the
+//! other disk still reads the image's data), `restore` plugs it back (the guest sees two
+//! disks again, both reading the data). The guest's own script reports on its console.
+use labnet_tests::*;
+use std::process::Command;
+use std::time::Duration;
+
+const MARKER: &str = "LABNET-MPATH-MARKER";
+
+/// The guest side: waits for each change in the number of SCSI disks and reads the first
+/// sector of every disk it has then (caches dropped, so the read goes to the device).
+const GUEST: &str = r#"disks() { ls /sys/block | grep '^sd' | tr '\n' ' '; }
+count() { ls /sys/block | grep -c '^sd'; }
+readall() {
+	echo 3 > /proc/sys/vm/drop_caches
+	for d in $(ls /sys/block | grep '^sd'); do
+		echo "MP-READ $d $(dd if=/dev/$d bs=512 count=1 2>/dev/null | head -c 19)"
+	done
+}
+i=0; until [ "$(count)" = 2 ] || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.2; done
+for d in $(ls /sys/block | grep '^sd'); do echo "MP-WWID $d $(cat /sys/block/$d/device/wwid)"; done
+readall
+echo "MP-START $(count) $(disks)"
+until [ "$(count)" = 1 ]; do sleep 0.2; done
+readall
+echo "MP-ONE $(disks)"
+until [ "$(count)" = 2 ]; do sleep 0.2; done
+readall
+echo "MP-TWO $(disks)"
+sleep 600
+"#;
+
+fn path_list(l: &Lab, name: &str) -> Vec<(String, String)> {
+    let o = l.labnet(&["vm", "path", name, "list", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+struct Lab {
+    id: String,
+    env: Vec<(String, String)>,
+    root: std::path::PathBuf,
+}
+
+impl Lab {
+    fn labnet(&self, args: &[&str]) -> std::process::Output {
+        let mut a = args.to_vec();
+        a.extend(["--lab", &self.id]);
+        run(Command::new("timeout")
+            .arg("120")
+            .arg(labnet_bin())
+            .args(&a)
+            .envs(self.env.iter().cloned()))
+    }
+}
+
+/// The console lines between `from` (its line included) and the next `MP-` stage line.
+fn stage(console: &str, from: &str) -> Vec<String> {
+    let lines: Vec<&str> = console.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with(from))
+        .unwrap_or_else(|| panic!("no {from} in:\n{console}"));
+    let start = lines[..end]
+        .iter()
+        .rposition(|l| l.starts_with("MP-START") || l.starts_with("MP-ONE"))
+        .map_or(0, |i| i + 1);
+    lines[start..=end].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn path_fail_and_restore_in_the_guest() {
+    require_root();
+    let mut c = Cleanup::default();
+    let kernel = source_kernel().bzimage.display().to_string();
+    let id = unique("lm");
+    let root = temp_dir(&mut c, "mpath");
+    let env = labnet_env(&root);
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.80.0.1/24\"\n\
+             [dhcp]\nrange_start = \"10.80.0.100\"\nrange_end = \"10.80.0.150\"\n"
+        ),
+    )
+    .unwrap();
+    c.labnet(&["down", &id], &env);
+    c.labnet(&["vm", "stop", "m", "--lab", &id, "--timeout", "2"], &env);
+    let l = Lab { id, env, root };
+    let up = l.labnet(&["up", &l.id, "--config", cfg.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", text(&up));
+
+    let disk = l.root.join("mp.raw");
+    let mut data = MARKER.as_bytes().to_vec();
+    data.resize(1 << 20, 0);
+    std::fs::write(&disk, &data).unwrap();
+    let script = l.root.join("mp.sh");
+    std::fs::write(&script, GUEST).unwrap();
+    let start = l.labnet(&[
+        "vm",
+        "start",
+        "--name",
+        "m",
+        "--kernel",
+        &kernel,
+        "--multipath",
+        disk.to_str().unwrap(),
+        "--add",
+        &format!("{}:/etc/mp.sh", script.display()),
+        "--run",
+        "sh /etc/mp.sh",
+        "--daemonize",
+    ]);
+    assert!(start.status.success(), "{}", text(&start));
+    let serial = l.root.join("run").join(&l.id).join("vms/m/serial.log");
+    let console = || {
+        std::fs::read(&serial)
+            .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+            .unwrap_or_default()
+    };
+    let wait_line = |prefix: &str| {
+        wait_for(prefix, Duration::from_secs(180), || {
+            console().lines().any(|l| l.starts_with(prefix))
+        })
+    };
+
+    // Both paths: two disks, one WWID, the data on each.
+    wait_line("MP-START");
+    let con = console();
+    let s = stage(&con, "MP-START");
+    assert!(
+        s.iter().any(|l| l.starts_with("MP-START 2 sda sdb")),
+        "{s:?}"
+    );
+    let wwids: Vec<&str> = s
+        .iter()
+        .filter(|l| l.starts_with("MP-WWID "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert!(wwids.len() == 2 && wwids[0] == wwids[1], "{s:?}");
+    assert_eq!(s.iter().filter(|l| l.ends_with(MARKER)).count(), 2, "{s:?}");
+    assert_eq!(
+        path_list(&l, "m"),
+        [
+            ("path1".to_string(), "active".to_string()),
+            ("path2".to_string(), "active".to_string())
+        ]
+    );
+
+    // fail: path1 (SCSI target 0, the guest's sda) goes; sdb still reads the data.
+    let f = l.labnet(&["vm", "path", "m", "fail"]);
+    assert!(f.status.success(), "{}", text(&f));
+    assert!(
+        String::from_utf8_lossy(&f.stdout).contains("path1 failed"),
+        "{}",
+        text(&f)
+    );
+    assert_eq!(
+        path_list(&l, "m"),
+        [
+            ("path1".to_string(), "failed".to_string()),
+            ("path2".to_string(), "active".to_string())
+        ]
+    );
+    wait_line("MP-ONE");
+    let con = console();
+    let s = stage(&con, "MP-ONE");
+    assert!(s.iter().any(|l| l == "MP-ONE sdb "), "{s:?}");
+    assert!(
+        s.iter().any(|l| l == &format!("MP-READ sdb {MARKER}")),
+        "{s:?}"
+    );
+    // Failing it twice says so.
+    let again = l.labnet(&["vm", "path", "m", "fail", "path1"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("path1 of m has already failed"),
+        "{}",
+        text(&again)
+    );
+
+    // restore: two disks again, both reading the data.
+    let r = l.labnet(&["vm", "path", "m", "restore"]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("path1 restored"),
+        "{}",
+        text(&r)
+    );
+    wait_line("MP-TWO");
+    let con = console();
+    eprintln!("guest console:\n{con}");
+    let s = stage(&con, "MP-TWO");
+    assert!(
+        s.iter()
+            .any(|l| l.starts_with("MP-TWO ") && l.split_whitespace().count() == 3),
+        "{s:?}"
+    );
+    assert_eq!(s.iter().filter(|l| l.ends_with(MARKER)).count(), 2, "{s:?}");
+    assert_eq!(
+        path_list(&l, "m"),
+        [
+            ("path1".to_string(), "active".to_string()),
+            ("path2".to_string(), "active".to_string())
+        ]
+    );
+
+    let stop = l.labnet(&["vm", "stop", "m", "--timeout", "5"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let links = sh(&format!("ip -n {} -o link show", l.id));
+    assert!(!links.contains("tap-"), "tap left behind: {links}");
+}
