@@ -54,13 +54,13 @@ struct Lab {
 }
 
 impl Lab {
+    /// `labnet --lab LAB ARGS` (before ARGS: a `vm ssh` command follows its `--`).
     fn labnet(&self, args: &[&str]) -> std::process::Output {
-        let mut a = args.to_vec();
-        a.extend(["--lab", &self.id]);
         run(Command::new("timeout")
             .arg("120")
             .arg(labnet_bin())
-            .args(&a)
+            .args(["--lab", &self.id])
+            .args(args)
             .envs(self.env.iter().cloned()))
     }
 }
