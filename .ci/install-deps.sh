@@ -48,3 +48,16 @@ qemu-system-x86_64 --version | head -1
 if command -v rustup >/dev/null 2>&1; then
     rustup component add clippy rustfmt
 fi
+
+# virtiofs shares and the debugger (issue 19): the Rust virtiofsd (not packaged in Debian 12),
+# built once into a cache root per version and linked into PATH; gdb for `labnet vm gdb`.
+$apt -qq install -y --no-install-recommends libcap-ng-dev libseccomp-dev pkg-config gdb >/dev/null
+VIRTIOFSD_VERSION=1.14.0
+virtiofsd_root=/var/cache/labnet/virtiofsd/$VIRTIOFSD_VERSION
+if [ ! -x "$virtiofsd_root/bin/virtiofsd" ]; then
+    rm -rf "$virtiofsd_root.partial" && mkdir -p "$virtiofsd_root.partial"
+    cargo install --locked --quiet --version "$VIRTIOFSD_VERSION" --root "$virtiofsd_root.partial" virtiofsd
+    rm -rf "$virtiofsd_root" && mv "$virtiofsd_root.partial" "$virtiofsd_root"
+fi
+ln -sf "$virtiofsd_root/bin/virtiofsd" /usr/local/bin/virtiofsd
+virtiofsd --version

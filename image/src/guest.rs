@@ -59,7 +59,7 @@ UseDNS no
 
 const SETUP_UNIT: &str = "\
 [Unit]
-Description=labnet guest setup (the lab's ssh key, 9p shares)
+Description=labnet guest setup (the lab's ssh key, 9p and virtiofs shares)
 After=local-fs.target systemd-udevd.service
 Before=ssh.service
 
@@ -76,7 +76,8 @@ const SETUP_SCRIPT: &str = "\
 #!/bin/sh
 # labnet guest setup, at every boot. The lab's ssh public key comes on the kernel command
 # line as labnet.ssh_key=TYPE:BASE64 (`labnet vm start --image` puts it there) and becomes
-# root's only authorized key; each 9p share QEMU offers is mounted at /mnt/TAG.
+# root's only authorized key; each 9p share QEMU offers is mounted at /mnt/TAG, and each
+# virtiofs share named by labnet.virtiofs= too.
 set -u
 keys=/etc/ssh/labnet_authorized_keys
 : >\"$keys.new\"
@@ -94,6 +95,24 @@ for f in /sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag; do
 	mountpoint -q \"/mnt/$tag\" ||
 		mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 \"$tag\" \"/mnt/$tag\" ||
 		echo \"labnet-guest-setup: cannot mount share $tag\" >&2
+done
+# virtiofs tags are not listed in sysfs before Linux 6.8: `labnet vm start` names them on
+# the command line, as labnet.virtiofs=TAG[:ro],...
+for w in $(cat /proc/cmdline); do
+	case \"$w\" in
+	labnet.virtiofs=*)
+		modprobe -q virtiofs 2>/dev/null
+		for t in $(echo \"${w#labnet.virtiofs=}\" | tr ',' ' '); do
+			tag=${t%:ro}
+			opt=rw
+			[ \"$tag\" = \"$t\" ] || opt=ro
+			mkdir -p \"/mnt/$tag\"
+			mountpoint -q \"/mnt/$tag\" ||
+				mount -t virtiofs -o \"$opt\" \"$tag\" \"/mnt/$tag\" ||
+				echo \"labnet-guest-setup: cannot mount share $tag\" >&2
+		done
+		;;
+	esac
 done
 exit 0
 ";

@@ -40,6 +40,13 @@ pub enum VmCommand {
     Console(NameArgs),
     /// Stop a VM (ACPI power-down, then kill after --timeout).
     Stop(StopArgs),
+    /// Run gdb on the kernel's vmlinux, connected to the gdbstub of a VM started with --gdb
+    /// (the tree's vmlinux-gdb.py loads when it is beside vmlinux).
+    #[command(after_help = GDB_HELP)]
+    Gdb(GdbArgs),
+    /// Write the guest's memory as an ELF vmcore (QMP dump-guest-memory, paging off), for
+    /// drgn or crash; prints its path.
+    Dump(DumpArgs),
     /// Pull one SCSI path of a running VM's --multipath pair, plug it back, or show both.
     #[command(after_help = PATH_HELP)]
     Path(PathArgs),
@@ -81,6 +88,12 @@ pub struct PathArgs {
     pub json: bool,
 }
 
+const GDB_HELP: &str = "\
+Examples:
+  labnet vm start --name k1 --kernel arch/x86/boot/bzImage --gdb --daemonize
+  labnet vm gdb k1
+  labnet vm gdb k1 -- -batch -ex 'info registers rip' -ex detach";
+
 const RUN_HELP: &str = "\
 Exit status:
   N     the guest command's own exit status (0-255)
@@ -119,6 +132,7 @@ impl VmCommand {
                 | VmCommand::Ssh(_)
                 | VmCommand::Cp(_)
                 | VmCommand::Proxy(_)
+                | VmCommand::Gdb(_)
         )
     }
 
@@ -133,6 +147,8 @@ impl VmCommand {
             VmCommand::Ssh(_) => Some("vm ssh"),
             VmCommand::Cp(_) => Some("vm cp"),
             VmCommand::Proxy(_) => Some("vm proxy"),
+            VmCommand::Gdb(_) => Some("vm gdb"),
+            VmCommand::Dump(_) => Some("vm dump"),
             _ => None,
         }
     }
@@ -174,9 +190,16 @@ pub struct BootArgs {
     /// Boot a per-VM qcow2 overlay over --drive (the base is never written).
     #[arg(long)]
     pub overlay: bool,
-    /// Share a host directory over 9p: DIR[:TAG] (mounted at /mnt/TAG by the generated init).
+    /// Share a host directory: DIR[:TAG], mounted at /mnt/TAG by the generated init and by an
+    /// image's guest; over virtiofs when virtiofsd is in PATH, else over 9p.
     #[arg(long = "share", value_name = "DIR[:TAG]")]
     pub shares: Vec<String>,
+    /// As --share, read-only (the host side refuses writes).
+    #[arg(long = "share-ro", value_name = "DIR[:TAG]")]
+    pub shares_ro: Vec<String>,
+    /// QEMU's gdbstub on a unix socket in the VM's dir (`labnet vm gdb NAME`), and nokaslr.
+    #[arg(long)]
+    pub gdb: bool,
     /// One image seen through two SCSI paths (same serial/wwn), for dm-multipath tests.
     #[arg(long)]
     pub multipath: Option<PathBuf>,
@@ -327,6 +350,23 @@ pub struct RmArgs {
 }
 
 #[derive(Args)]
+pub struct GdbArgs {
+    /// The VM's name.
+    pub name: String,
+    /// Arguments for gdb, after its own (e.g. -batch -ex 'bt').
+    #[arg(last = true)]
+    pub gdb_args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// The VM's name.
+    pub name: String,
+    /// The vmcore to write.
+    pub file: PathBuf,
+}
+
+#[derive(Args)]
 pub struct StopArgs {
     /// The VM's name.
     pub name: String,
@@ -347,6 +387,20 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
         VmCommand::Proxy(a) => proxy(ctx, a),
         VmCommand::Console(a) => Ok(vm::manage::console(&ctx.lab_name(None)?, &a.name)?),
         VmCommand::Rm(a) => rm(ctx, a),
+        VmCommand::Gdb(a) => gdb(ctx, a),
+        VmCommand::Dump(a) => {
+            let st = vm::manage::load(&ctx.lab_name(None)?, &a.name)?;
+            let d = vm::dump::dump(&st, &a.file)?;
+            println!("{}", d.path.display());
+            if !d.vmcoreinfo {
+                eprintln!(
+                    "{}: the vmcore has no VMCOREINFO note: the guest kernel did not hand it to QEMU \
+                     (it needs FW_CFG_SYSFS and KEXEC, and ACPI: not a PVH boot; try --no-pvh or q35)",
+                    a.name
+                );
+            }
+            Ok(())
+        }
         VmCommand::Path(a) => path(ctx, a),
         VmCommand::Stop(a) => {
             let lab = ctx.lab_name(None)?;
@@ -383,7 +437,9 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
         .shares
         .iter()
         .map(|s| Share::parse(s))
+        .chain(b.shares_ro.iter().map(|s| Share::parse_readonly(s)))
         .collect::<Result<_, _>>()?;
+    o.gdb = b.gdb;
     o.multipath = b.multipath.clone();
     o.modules = b.modules.clone();
     o.extra_modules = b.extra_modules.clone();
@@ -474,6 +530,9 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
             args.splice(pos..pos, ["--serial".into(), "file".into()]);
         }
         let st = vm::supervise::daemonize(&args, &lab, &name)?;
+        if let Some(l) = vm::virtiofs::choose(&mut o.shares.clone()) {
+            println!("{}: {l}", st.name);
+        }
         println!(
             "{}: running in lab {} (qemu pid {}, supervisor pid {}); tap {}, mac {}; serial log {}",
             st.name,
@@ -562,6 +621,8 @@ fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     }
     if progress && !verbose {
         booting(&p);
+    } else if let Some(l) = p.shares_line.as_ref().filter(|_| !a.boot.quiet) {
+        eprintln!("{}: {l}", p.spec.name);
     }
     let out = vm::supervise::launch(
         &p,
@@ -580,6 +641,28 @@ fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     }
     // launch() returns Ok only with the command's status.
     std::process::exit(out.rc.unwrap_or(125));
+}
+
+fn gdb(ctx: &Ctx, a: GdbArgs) -> Result<()> {
+    let st = vm::manage::load(&ctx.lab_name(None)?, &a.name)?;
+    let t = vm::gdb::target(&st)?;
+    let gdb = vm::which("gdb").ok_or_else(|| vm::Error::MissingProgram {
+        program: "gdb".into(),
+        hint: " in PATH (apt-get install gdb)".into(),
+    })?;
+    if t.vmlinux.is_none() {
+        eprintln!(
+            "{}: no vmlinux for {} (not a build tree's bzImage): no symbols",
+            a.name, st.kernel
+        );
+    }
+    // gdb owns the terminal's Ctrl-C (it interrupts the guest); this process only waits.
+    // SAFETY: setting SIGINT to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = vm::gdb::command(&gdb, &t, &a.gdb_args)
+        .status()
+        .with_context(|| format!("running {}", gdb.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {

@@ -119,8 +119,8 @@ const VM: &[(&str, bool)] = &[
     ("CONFIG_FUSE_FS", true),
     ("CONFIG_VIRTIO_FS", true),
     // `labnet vm dump`: the guest tells QEMU's vmcoreinfo device where its VMCOREINFO is,
-    // through the fw_cfg driver (found by ACPI on q35, by the command line on PVH microvm);
-    // the note exists with CRASH_CORE, which only KEXEC selects.
+    // through the fw_cfg driver (found through ACPI; _CMDLINE lets `qemu_fw_cfg.ioport=`
+    // name it by hand); the note exists with CRASH_CORE, which only KEXEC selects.
     ("CONFIG_FW_CFG_SYSFS", true),
     ("CONFIG_FW_CFG_SYSFS_CMDLINE", true),
     ("CONFIG_KEXEC", true),

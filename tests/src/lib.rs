@@ -796,3 +796,72 @@ impl HostUplinkLab {
             .envs(self.env.iter().cloned()))
     }
 }
+
+/// A lab of its own for VM tests (unique name from `prefix`, its bridge, temp LABNET_* dirs,
+/// labnet's dhcpd and dns), downed on cleanup after the VMs named in `vms` are stopped.
+pub struct VmLab {
+    pub id: String,
+    pub env: Vec<(String, String)>,
+    pub root: PathBuf,
+}
+
+impl VmLab {
+    pub fn up(c: &mut Cleanup, prefix: &str, vms: &[&str]) -> VmLab {
+        let id = unique(prefix);
+        let root = temp_dir(c, &id);
+        let env = labnet_env(&root);
+        let cfg = root.join("lab.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.79.0.1/24\"\n\
+                 [dhcp]\nrange_start = \"10.79.0.100\"\nrange_end = \"10.79.0.150\"\n"
+            ),
+        )
+        .unwrap();
+        c.labnet(&["down", &id], &env);
+        // Runs before the down above (LIFO): a daemonized VM would outlive its lab otherwise.
+        for vm in vms {
+            c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "2"], &env);
+        }
+        let up = labnet(&["up", &id, "--config", &cfg.display().to_string()], &env);
+        assert!(up.status.success(), "{}", text(&up));
+        VmLab { id, env, root }
+    }
+
+    /// `labnet vm SUBCOMMAND --lab ID REST...` (`args` = SUBCOMMAND REST...).
+    pub fn vm_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(labnet_bin());
+        c.arg("vm")
+            .args(&args[..1])
+            .args(["--lab", &self.id])
+            .args(&args[1..])
+            .envs(self.env.iter().cloned());
+        c
+    }
+
+    /// Runs [`VmLab::vm_command`].
+    pub fn vm(&self, args: &[&str]) -> Output {
+        run(&mut self.vm_command(args))
+    }
+
+    /// A VM's state file (state.json in its runtime dir).
+    pub fn vm_state(&self, name: &str) -> serde_json::Value {
+        let p = self
+            .root
+            .join("run")
+            .join(&self.id)
+            .join("vms")
+            .join(name)
+            .join("state.json");
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+
+    /// A VM's runtime dir.
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        self.root.join("run").join(&self.id).join("vms").join(name)
+    }
+}

@@ -147,6 +147,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(c: &mut Cleanup, h: &Host, tag: &str) -> Client {
+        Client::named(c, h, tag, tag)
+    }
+
+    /// A client whose namespace is `{lab}{tag}` and whose DHCP host name is `hostname`.
+    pub fn named(c: &mut Cleanup, h: &Host, tag: &str, hostname: &str) -> Client {
         let ns = format!("{}{tag}", h.lab);
         let (iface, br_end) = (format!("{ns}c"), format!("{ns}p"));
         c.netns(&ns);
@@ -182,7 +187,7 @@ impl Client {
                 "-s",
                 script.to_str().unwrap(),
                 "-x",
-                &format!("hostname:{tag}"),
+                &format!("hostname:{hostname}"),
             ])
             .args(["-t", "10", "-T", "1"])
             .stdin(Stdio::null())

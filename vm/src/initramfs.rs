@@ -58,8 +58,8 @@ pub struct InitSpec {
     pub hostname: String,
     /// Module paths relative to the modules dir, in insmod order.
     pub modules: Vec<String>,
-    /// (9p mount tag, guest mount point)
-    pub shares: Vec<(String, String)>,
+    /// The shares, each mounted at /mnt/TAG (over 9p or virtiofs, as each says).
+    pub shares: Vec<crate::qemu::Share>,
     pub run: Option<RunCmd>,
 }
 
@@ -118,11 +118,13 @@ fi
 "#,
         h = shell_quote(&spec.hostname)
     ));
-    for (tag, mnt) in &spec.shares {
+    for share in &spec.shares {
+        let mnt = std::path::PathBuf::from("/mnt").join(&share.tag);
         s.push_str(&format!(
-            "mkdir -p {m} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 {t} {m} || echo \"labnet-init: mounting share {t} failed\"\n",
-            t = shell_quote(tag),
-            m = shell_quote(mnt)
+            "mkdir -p {m} && {mount} || echo \"labnet-init: mounting share {t} failed\"\n",
+            t = shell_quote(&share.tag),
+            m = shell_quote(&mnt.display().to_string()),
+            mount = crate::virtiofs::mount_command(share, &mnt),
         ));
     }
     s.push_str(
@@ -427,7 +429,20 @@ mod tests {
         let spec = InitSpec {
             hostname: "vm1".into(),
             modules: vec!["kernel/drivers/virtio/virtio_ring.ko".into()],
-            shares: vec![("src".into(), "/mnt/src".into())],
+            shares: vec![
+                crate::qemu::Share {
+                    path: "/srv/src".into(),
+                    tag: "src".into(),
+                    readonly: false,
+                    transport: crate::qemu::Transport::NineP,
+                },
+                crate::qemu::Share {
+                    path: "/srv/linux".into(),
+                    tag: "linux".into(),
+                    readonly: true,
+                    transport: crate::qemu::Transport::Virtiofs,
+                },
+            ],
             run: Some(RunCmd::Argv(vec!["true".into()])),
         };
         crate::qemu::golden::check("init-run.sh", &init_script(&spec));

@@ -9,10 +9,14 @@
 //!   attached to the bridge over netlink;
 //! - [`supervise`]: spawns QEMU inside the namespace and stays with it: streams `run` output,
 //!   removes the tap when QEMU ends (however it ends);
+//! - [`virtiofs`]: the transport of `--share` and the virtiofsd daemons of a VM;
+//! - [`gdb`], [`dump`]: the debugger on QEMU's gdbstub, and vmcores through QMP;
 //! - [`manage`]: list / ip / ssh / console / stop for running VMs, from [`state`] files.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod accel;
 pub mod cpio;
+pub mod dump;
+pub mod gdb;
 pub mod image_boot;
 pub mod initramfs;
 pub mod kernel;
@@ -26,6 +30,7 @@ pub mod ssh;
 pub mod state;
 pub mod supervise;
 pub mod tap;
+pub mod virtiofs;
 
 use std::path::Path;
 

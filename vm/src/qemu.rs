@@ -78,10 +78,36 @@ impl Disk {
     }
 }
 
+/// How a share reaches the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// QEMU's own 9p server (virtio-9p).
+    #[default]
+    #[serde(rename = "9p")]
+    NineP,
+    /// A virtiofsd per share, reached through vhost-user-fs (needs shared guest memory).
+    Virtiofs,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::NineP => "9p",
+            Transport::Virtiofs => "virtiofs",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Share {
     pub path: PathBuf,
     pub tag: String,
+    /// `--share-ro`: the host side refuses writes (virtiofsd --readonly, 9p readonly=on).
+    #[serde(default)]
+    pub readonly: bool,
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 impl Share {
@@ -115,7 +141,25 @@ impl Share {
                 format!("tag {tag:?}: 1-31 of [A-Za-z0-9._-]"),
             ));
         }
-        Ok(Share { path, tag })
+        Ok(Share {
+            path,
+            tag,
+            readonly: false,
+            transport: Transport::NineP,
+        })
+    }
+
+    /// `--share-ro DIR[:TAG]`.
+    pub fn parse_readonly(s: &str) -> Result<Share, crate::Error> {
+        Ok(Share {
+            readonly: true,
+            ..Share::parse(s).map_err(|e| match e {
+                crate::Error::Invalid { message, .. } => {
+                    crate::Error::invalid("--share-ro", message)
+                }
+                e => e,
+            })?
+        })
     }
 }
 
@@ -148,6 +192,9 @@ pub struct Spec {
     /// A guest reboot restarts the guest (no -no-reboot): for long-lived disk VMs.
     #[serde(default)]
     pub allow_reboot: bool,
+    /// `--gdb`: QEMU's gdbstub on [`Spec::gdb_sock`].
+    #[serde(default)]
+    pub gdb: bool,
 }
 
 /// The kernel command line: serial console, quiet boot, reboot = exit (with -no-reboot),
@@ -223,11 +270,25 @@ impl Spec {
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("qemu.pid")
     }
+    /// The gdbstub's socket (`--gdb`): a unix socket, so no TCP port is open anywhere.
+    pub fn gdb_sock(&self) -> PathBuf {
+        gdb_sock(&self.dir)
+    }
+    /// The vhost-user socket of virtiofsd for share `i`.
+    pub fn virtiofs_sock(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("virtiofs{i}.sock"))
+    }
+    fn has_virtiofs(&self) -> bool {
+        self.shares
+            .iter()
+            .any(|s| s.transport == Transport::Virtiofs)
+    }
 
     pub fn args(&self) -> Vec<String> {
         let d = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = vec![];
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        let mut machine = String::new();
         push(&[
             "-name",
             &format!("{},process=qemu-{}", self.name, self.name),
@@ -237,10 +298,21 @@ impl Spec {
             // timer interrupts never arrive once a virtio-mmio device exists (boot hangs).
             // Devices are then found through virtio_mmio.device= on the command line
             // (needs CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y; the init passes it to the module).
-            Machine::Microvm if self.pvh => push(&["-M", "microvm,ioapic2=off,acpi=off"]),
+            Machine::Microvm if self.pvh => machine.push_str("microvm,ioapic2=off,acpi=off"),
             // No legacy PIT/PIC: the fastest measured microvm boot (machine.md).
-            Machine::Microvm => push(&["-M", "microvm,pit=off,pic=off"]),
-            Machine::Q35 => push(&["-M", "q35"]),
+            Machine::Microvm => machine.push_str("microvm,pit=off,pic=off"),
+            Machine::Q35 => machine.push_str("q35"),
+        }
+        // virtiofsd maps the guest's memory: it must be a shareable file (memfd).
+        if self.has_virtiofs() {
+            machine.push_str(",memory-backend=mem");
+        }
+        push(&["-M", &machine]);
+        if self.has_virtiofs() {
+            push(&[
+                "-object",
+                &format!("memory-backend-memfd,id=mem,size={},share=on", self.mem),
+            ]);
         }
         push(&["-accel", self.accel.as_str()]);
         if self.accel == Accel::Kvm {
@@ -272,6 +344,22 @@ impl Spec {
             &format!("unix:{},server=on,wait=off", d(&self.qmp_sock())),
         ]);
         push(&["-pidfile", &d(&self.pid_file())]);
+        // `labnet vm dump`: the guest's fw_cfg driver (found through ACPI) tells QEMU where
+        // its VMCOREINFO note is, so dump-guest-memory can write it into the vmcore. Not on
+        // a PVH boot: without ACPI tables a 6.1 kernel's fw_cfg driver fails (it cannot take
+        // the ACPI global lock it wants when ACPI is built in).
+        push(&["-device", "vmcoreinfo"]);
+        if self.gdb {
+            push(&[
+                "-chardev",
+                &format!(
+                    "socket,id=gdb0,path={},server=on,wait=off",
+                    d(&self.gdb_sock())
+                ),
+                "-gdb",
+                "chardev:gdb0",
+            ]);
+        }
         let vhost = if self.vhost { ",vhost=on" } else { "" };
         push(&[
             "-netdev",
@@ -308,18 +396,37 @@ impl Spec {
             ]);
         }
         for (i, s) in self.shares.iter().enumerate() {
-            push(&[
-                "-fsdev",
-                &format!("local,id=fs{i},path={},security_model=none", d(&s.path)),
-            ]);
-            push(&[
-                "-device",
-                &format!(
-                    "{},fsdev=fs{i},mount_tag={}",
-                    self.machine.virtio("virtio-9p"),
-                    s.tag
-                ),
-            ]);
+            match s.transport {
+                Transport::NineP => {
+                    let ro = if s.readonly { ",readonly=on" } else { "" };
+                    push(&[
+                        "-fsdev",
+                        &format!("local,id=fs{i},path={},security_model=none{ro}", d(&s.path)),
+                    ]);
+                    push(&[
+                        "-device",
+                        &format!(
+                            "{},fsdev=fs{i},mount_tag={}",
+                            self.machine.virtio("virtio-9p"),
+                            s.tag
+                        ),
+                    ]);
+                }
+                Transport::Virtiofs => {
+                    push(&[
+                        "-chardev",
+                        &format!("socket,id=fs{i},path={}", d(&self.virtiofs_sock(i))),
+                    ]);
+                    push(&[
+                        "-device",
+                        &format!(
+                            "{},chardev=fs{i},tag={},queue-size=1024",
+                            self.machine.virtio("vhost-user-fs"),
+                            s.tag
+                        ),
+                    ]);
+                }
+            }
         }
         if let Some((disk, serial, wwn)) = &self.multipath {
             push(&[
@@ -365,6 +472,11 @@ impl Spec {
     }
 }
 
+/// The gdbstub socket of the VM whose runtime dir is `dir`.
+pub fn gdb_sock(dir: &Path) -> PathBuf {
+    dir.join("gdb.sock")
+}
+
 /// Golden-file helper shared by the crate's tests: vm/tests/golden/NAME (LABNET_BLESS=1
 /// regenerates).
 #[cfg(test)]
@@ -399,6 +511,7 @@ mod tests {
             extra: vec![],
             pvh: false,
             allow_reboot: false,
+            gdb: false,
         }
     }
 
@@ -433,10 +546,21 @@ mod tests {
             path: "/run/labnet/lab/vms/vm1/overlay.qcow2".into(),
             format: "qcow2".into(),
         });
-        s.shares = vec![Share {
-            path: "/home/dev/linux".into(),
-            tag: "linux".into(),
-        }];
+        s.shares = vec![
+            Share {
+                path: "/home/dev/linux".into(),
+                tag: "linux".into(),
+                readonly: false,
+                transport: Transport::Virtiofs,
+            },
+            Share {
+                path: "/home/dev/ro".into(),
+                tag: "ro".into(),
+                readonly: true,
+                transport: Transport::Virtiofs,
+            },
+        ];
+        s.gdb = true;
         let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
         s.multipath = Some((
             Disk {
@@ -453,10 +577,20 @@ mod tests {
     #[test]
     fn golden_microvm_share_multipath() {
         let mut s = base(Machine::Microvm);
-        s.shares = vec![Share {
-            path: "/srv/share".into(),
-            tag: "src".into(),
-        }];
+        s.shares = vec![
+            Share {
+                path: "/srv/share".into(),
+                tag: "src".into(),
+                readonly: false,
+                transport: Transport::NineP,
+            },
+            Share {
+                path: "/srv/ro".into(),
+                tag: "ro".into(),
+                readonly: true,
+                transport: Transport::NineP,
+            },
+        ];
         let (serial, wwn) = crate::naming::multipath_ids("lab", "vm1");
         s.multipath = Some((
             Disk {
@@ -476,6 +610,19 @@ mod tests {
         s.kernel = "/run/labnet/kernels/vmlinux-0123456789abcdef".into();
         s.append = cmdline_for(Machine::Microvm, Accel::Tcg, true, Some(250), None);
         golden::check("microvm-pvh.args", &lines(&s));
+    }
+
+    #[test]
+    fn golden_microvm_virtiofs_gdb() {
+        let mut s = base(Machine::Microvm);
+        s.shares = vec![Share {
+            path: "/srv/share".into(),
+            tag: "src".into(),
+            readonly: false,
+            transport: Transport::Virtiofs,
+        }];
+        s.gdb = true;
+        golden::check("microvm-virtiofs-gdb.args", &lines(&s));
     }
 
     #[test]

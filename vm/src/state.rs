@@ -42,6 +42,9 @@ pub struct VmState {
     /// A throwaway `vm run` VM: once stopped, nothing of it is kept (vm list skips it).
     #[serde(default)]
     pub ephemeral: bool,
+    /// The virtiofsd of each virtiofs share, while it runs.
+    #[serde(default)]
+    pub virtiofsd_pids: Vec<u32>,
 }
 
 pub fn vm_dir(lab: &str, name: &str) -> PathBuf {

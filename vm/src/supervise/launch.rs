@@ -71,12 +71,22 @@ pub fn launch(
         image: p.image.as_ref().map(|i| i.name.clone()),
         host_key: p.image.as_ref().map(|i| i.host_key.clone()),
         ephemeral: p.ephemeral,
+        virtiofsd_pids: vec![],
     };
     let spawned = p.started.elapsed();
-    let res = st.save().and_then(|_| spawn_qemu(p));
+    // The virtiofsd daemons first: QEMU connects to their sockets as it starts.
+    let mut daemons = crate::virtiofs::Daemons::default();
+    let res = st
+        .save()
+        .and_then(|_| crate::virtiofs::Daemons::start(spec))
+        .and_then(|d| {
+            daemons = d;
+            spawn_qemu(p)
+        });
     let mut child = match res {
         Ok(c) => c,
         Err(e) => {
+            daemons.stop();
             let _ = tap::delete(&p.lab, &spec.tap);
             st.status = Status::Stopped;
             st.exit = Some(format!("failed to start: {e}"));
@@ -89,13 +99,14 @@ pub fn launch(
         }
     };
     st.qemu_pid = Some(child.id());
+    st.virtiofsd_pids = daemons.pids();
     st.status = Status::Running;
     let saved = st.save();
     let outcome = match saved {
         Ok(()) => {
             let ready = p.started.elapsed();
             on_started(&st);
-            supervise(p, &mut child, mode).map(|mut o| {
+            supervise(p, &mut child, &mut daemons, mode).map(|mut o| {
                 o.timings.qemu_spawned = Some(spawned);
                 o.timings.qemu_ready = Some(ready);
                 o
@@ -110,9 +121,10 @@ pub fn launch(
     // Cleanup, whatever happened above.
     let _ = child.kill();
     let status = child.wait().ok();
+    daemons.stop();
     let _ = tap::delete(&p.lab, &spec.tap);
     crate::ssh::close_master(&p.lab, &st);
-    for f in ["console.sock", "qmp.sock", "qemu.pid"] {
+    for f in ["console.sock", "qmp.sock", "qemu.pid", "gdb.sock"] {
         let _ = std::fs::remove_file(spec.dir.join(f));
     }
     if p.image.is_some() {

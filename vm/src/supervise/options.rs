@@ -44,6 +44,8 @@ pub struct Options {
     /// Booted from a `labnet image` (see image_boot): the overlay lives only as long as
     /// QEMU, the guest may reboot, and its ssh host key is pinned.
     pub image: Option<crate::image_boot::ImageBoot>,
+    /// `--gdb`: QEMU's gdbstub on a unix socket in the VM's dir, and `nokaslr`.
+    pub gdb: bool,
     /// Run mode: write the command's output to this file instead of stdout (`labnet test`
     /// runs several VMs at once, each with its own output).
     pub run_output: Option<PathBuf>,
@@ -77,6 +79,7 @@ impl Options {
             timeout: None,
             ephemeral: false,
             image: None,
+            gdb: false,
             run_output: None,
         }
     }
@@ -101,5 +104,7 @@ pub struct Prepared {
     /// The VM's lock, held until this is dropped (after the supervisor's cleanup).
     pub lock: std::fs::File,
     pub image: Option<crate::image_boot::ImageBoot>,
+    /// One line: which transport the shares use (virtiofs or 9p, and why); also in `notes`.
+    pub shares_line: Option<String>,
     pub run_output: Option<PathBuf>,
 }

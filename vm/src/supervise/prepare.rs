@@ -50,10 +50,20 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         "qemu.pid",
         "qemu.log",
         "state.json",
+        "gdb.sock",
     ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
+    // The last run's virtiofsd logs and lock files.
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("virtiofs") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let mut notes = vec![];
+    let mut shares = o.shares.clone();
+    let shares_line = crate::virtiofs::choose(&mut shares);
+    notes.extend(shares_line.clone());
     let (accel, accel_reason) = accel::choose(o.accel);
     let choice = crate::kernel::choose(
         &o.kernel,
@@ -69,6 +79,22 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         (true, None) => Some("loglevel=6".to_string()),
         (true, Some(a)) => Some(format!("loglevel=6 {a}")),
     };
+    let mut append = append.unwrap_or_default();
+    // --gdb: the kernel where its symbols say it is.
+    if o.gdb {
+        append.insert_str(0, "nokaslr ");
+    }
+    // An image's guest cannot list virtiofs tags (no sysfs for them in 6.1): its
+    // labnet-guest-setup mounts the ones named here.
+    let virtiofs_tags: Vec<String> = shares
+        .iter()
+        .filter(|s| s.transport == qemu::Transport::Virtiofs)
+        .map(|s| format!("{}{}", s.tag, if s.readonly { ":ro" } else { "" }))
+        .collect();
+    if o.image.is_some() && !virtiofs_tags.is_empty() {
+        append.push_str(&format!(" labnet.virtiofs={}", virtiofs_tags.join(",")));
+    }
+    let append = Some(append.trim().to_string()).filter(|a| !a.is_empty());
     let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
 
     let drive = match &o.drive {
@@ -102,7 +128,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
     let generated = o.drive.is_none() && o.initrd.is_none();
     let initrd = if generated {
         let out = dir.join("initramfs.cpio");
-        build_initramfs(o, &out, &mut notes)?;
+        build_initramfs(o, &shares, &out, &mut notes)?;
         Some(out)
     } else {
         o.initrd.clone()
@@ -122,12 +148,13 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         mac: naming::mac_for(&o.lab, &o.name),
         vhost: Path::new("/dev/vhost-net").exists(),
         drive,
-        shares: o.shares.clone(),
+        shares,
         multipath,
         extra: o.extra_qemu.clone(),
         pvh,
         // An image's guest is a real machine: `reboot` in it restarts it.
         allow_reboot: o.image.is_some(),
+        gdb: o.gdb,
     };
     Ok(Prepared {
         spec,
@@ -142,11 +169,17 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         ephemeral: o.ephemeral,
         lock,
         image: o.image.clone(),
+        shares_line,
         run_output: o.run_output.clone(),
     })
 }
 
-fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(), Error> {
+fn build_initramfs(
+    o: &Options,
+    shares: &[qemu::Share],
+    out: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
     let busybox = initramfs::find_busybox()?;
     let mdir = match &o.modules {
         Some(m) => Some(m.clone()),
@@ -170,8 +203,11 @@ fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(
             Machine::Q35 => "virtio_pci".into(),
         });
         wanted.push("virtio_net".into());
-        if !o.shares.is_empty() {
-            wanted.extend(["9pnet_virtio".into(), "9p".into()]);
+        for s in shares {
+            match s.transport {
+                qemu::Transport::NineP => wanted.extend(["9pnet_virtio".into(), "9p".into()]),
+                qemu::Transport::Virtiofs => wanted.push("virtiofs".into()),
+            }
         }
         if o.multipath.is_some() {
             wanted.extend(["virtio_scsi".into(), "sd_mod".into()]);
@@ -187,11 +223,7 @@ fn build_initramfs(o: &Options, out: &Path, notes: &mut Vec<String>) -> Result<(
     let spec = InitSpec {
         hostname: o.name.clone(),
         modules,
-        shares: o
-            .shares
-            .iter()
-            .map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag)))
-            .collect(),
+        shares: shares.to_vec(),
         run: o.run.clone(),
     };
     initramfs::build(

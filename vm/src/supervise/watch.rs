@@ -11,7 +11,12 @@ use crate::Error;
 
 const POLL_NS: libc::c_long = 5_000_000;
 
-pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<Outcome, Error> {
+pub(super) fn supervise(
+    p: &Prepared,
+    child: &mut Child,
+    daemons: &mut crate::virtiofs::Daemons,
+    mode: Mode,
+) -> Result<Outcome, Error> {
     let spec = &p.spec;
     let set = sigset(&STOP_SIGNALS);
     let t0 = Instant::now();
@@ -79,6 +84,7 @@ pub(super) fn supervise(p: &Prepared, child: &mut Child, mode: Mode) -> Result<O
         // VM goes too (instead of running on, unreachable, in an orphaned namespace).
         if stop_started.is_none() && last_lab_check.elapsed() > Duration::from_millis(500) {
             last_lab_check = Instant::now();
+            daemons.check(&spec.name);
             if !model::paths::netns_path(&p.lab).exists() {
                 eprintln!("{}: lab {} is gone; stopping the VM", spec.name, p.lab);
                 stop_started = Some(Instant::now());

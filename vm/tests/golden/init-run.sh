@@ -32,6 +32,7 @@ else
 	echo "labnet-init: no eth0 (virtio-net driver missing? pass --modules DIR)"
 fi
 mkdir -p /mnt/src && mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 src /mnt/src || echo "labnet-init: mounting share src failed"
+mkdir -p /mnt/linux && mount -t virtiofs -o ro linux /mnt/linux || echo "labnet-init: mounting share linux failed"
 if [ -n "$udhcpc_pid" ]; then
 	wait $udhcpc_pid || echo "labnet-init: no DHCP lease on eth0"
 fi

@@ -1,0 +1,192 @@
+//! `vm start --gdb`, `vm gdb` and `vm dump` end to end, as root, under TCG, on the
+//! source-built kernel: batch gdb on the gdbstub's unix socket reads a kernel address from
+//! rip and the guest runs on after the detach; no TCP port is open for it; the vmcore QEMU
+//! writes has PT_LOAD segments covering the guest's memory and the guest's VMCOREINFO note.
+use labnet_tests::*;
+use object::elf;
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::Endianness;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const MEM: u64 = 256 << 20;
+
+/// The highest TICK-N the guest printed so far.
+fn last_tick(serial: &Path) -> u64 {
+    let s = std::fs::read(serial).unwrap_or_default();
+    String::from_utf8_lossy(&s)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("TICK-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the guest prints two more ticks: it runs (and is not stopped in the stub).
+fn runs_on(serial: &Path, what: &str) {
+    let n = last_tick(serial);
+    wait_for(
+        &format!("the guest to run on after {what} (tick {n} + 2)"),
+        Duration::from_secs(120),
+        || last_tick(serial) >= n + 2,
+    );
+}
+
+/// The value of rip in gdb's `info registers rip` output.
+fn rip(out: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("rip"))
+        .unwrap_or_else(|| panic!("no rip line in {out}"));
+    let hex = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.strip_prefix("0x"))
+        .unwrap_or_else(|| panic!("{line}"));
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn gdb_reads_a_kernel_rip_and_dump_writes_a_vmcore() {
+    require_root();
+    let gdb = which("gdb").expect("gdb not in PATH (.ci/install-deps.sh)");
+    let mut c = Cleanup::default();
+    let name = "lvdbg";
+    let l = VmLab::up(&mut c, "lv", &[name]);
+    let k = source_kernel().bzimage.display().to_string();
+    let o = l.vm(&[
+        "start",
+        "--name",
+        name,
+        "--kernel",
+        &k,
+        "--mem",
+        "256M",
+        "--gdb",
+        // A PVH boot has no ACPI, and then the 6.1 kernel's fw_cfg driver cannot hand QEMU
+        // its VMCOREINFO (see qemu.rs): the bzImage boot has both.
+        "--no-pvh",
+        "--daemonize",
+        "--run",
+        "cat /proc/cmdline; i=0; while true; do i=$((i+1)); echo TICK-$i; sleep 1; done",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = l.vm_dir(name);
+    let serial = dir.join("serial.log");
+    wait_for("the guest's first tick", Duration::from_secs(240), || {
+        last_tick(&serial) >= 1
+    });
+    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    assert!(console.contains(" nokaslr"), "no nokaslr: {console}");
+    let qemu_pid = l.vm_state(name)["qemu_pid"].as_u64().unwrap();
+
+    // The stub is a unix socket in the VM's dir, and QEMU listens on no TCP port anywhere.
+    let sock = dir.join("gdb.sock");
+    assert!(sock.exists(), "{} missing", sock.display());
+    let mine = format!("pid={qemu_pid},");
+    for ss in [
+        sh("ss -Htlnp"),
+        sh(&format!("ip netns exec {} ss -Htlnp", l.id)),
+    ] {
+        assert!(!ss.contains(&mine), "qemu listens on TCP: {ss}");
+    }
+
+    // Plain batch gdb on the socket: rip is in the kernel's half of the address space.
+    let out = run(Command::new("timeout").args(["120"]).arg(&gdb).args([
+        "-nx",
+        "-batch",
+        "-ex",
+        &format!("target remote {}", sock.display()),
+        "-ex",
+        "info registers rip",
+        "-ex",
+        "detach",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let r = rip(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        r >= 0xffff_ffff_8000_0000,
+        "rip {r:#x} is not a kernel address"
+    );
+    runs_on(&serial, "gdb detached");
+
+    // `labnet vm gdb`: the same, with the kernel's vmlinux loaded, so rip has a symbol.
+    let out = run(l
+        .vm_command(&[
+            "gdb",
+            name,
+            "--",
+            "-nx",
+            "-batch",
+            "-ex",
+            "info registers rip",
+            "-ex",
+            "detach",
+        ])
+        .env("PATH", std::env::var("PATH").unwrap()));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(rip(&stdout) >= 0xffff_ffff_8000_0000, "{stdout}");
+    let rip_line = stdout.lines().find(|l| l.starts_with("rip")).unwrap();
+    assert!(rip_line.contains(" <"), "no symbol for rip: {rip_line}");
+    runs_on(&serial, "vm gdb detached");
+
+    // The vmcore: the path printed, PT_LOADs covering all guest RAM, the VMCOREINFO note.
+    let core = l.root.join("vmcore");
+    let out = l.vm(&["dump", name, &core.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        std::fs::canonicalize(&core).unwrap().display().to_string()
+    );
+    let data = std::fs::read(&core).unwrap();
+    let h = elf::FileHeader64::<Endianness>::parse(&*data).unwrap();
+    let e = h.endian().unwrap();
+    assert_eq!(h.e_type(e), elf::ET_CORE);
+    let mut loads: Vec<(u64, u64)> = vec![];
+    let mut vmcoreinfo = None;
+    for ph in h.program_headers(e, &*data).unwrap() {
+        match ph.p_type(e) {
+            elf::PT_LOAD => {
+                assert_eq!(ph.p_filesz(e), ph.p_memsz(e), "a PT_LOAD without its data");
+                loads.push((ph.p_paddr(e), ph.p_paddr(e) + ph.p_memsz(e)));
+            }
+            elf::PT_NOTE => {
+                let mut notes = ph.notes(e, &*data).unwrap().unwrap();
+                while let Some(n) = notes.next().unwrap() {
+                    if n.name() == b"VMCOREINFO" {
+                        vmcoreinfo = Some(String::from_utf8_lossy(n.desc()).into_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The guest's RAM, 0..MEM on microvm, is covered without a gap (the firmware's ROM at
+    // the top of 4 GiB comes as a segment of its own).
+    loads.sort();
+    let mut covered = 0;
+    for (start, end) in loads.iter().filter(|(start, _)| *start < MEM) {
+        assert!(
+            *start <= covered,
+            "guest memory {covered:#x}..{start:#x} not in the vmcore: {loads:x?}"
+        );
+        covered = covered.max(*end);
+    }
+    assert!(
+        covered >= MEM,
+        "the PT_LOADs cover guest memory up to {covered:#x} only, not {MEM:#x}: {loads:x?}"
+    );
+    let info = vmcoreinfo.expect("no VMCOREINFO note in the vmcore");
+    assert!(info.contains("OSRELEASE=6.1."), "{info}");
+    assert!(info.contains("PAGESIZE=4096"), "{info}");
+    drop(data);
+    std::fs::remove_file(&core).unwrap();
+    runs_on(&serial, "the dump");
+
+    let stop = l.vm(&["stop", name, "--timeout", "5"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(!sock.exists(), "gdb socket left after stop");
+}
