@@ -418,10 +418,10 @@ impl Lab {
                     ),
                 });
             }
-            read_private_key(f).map_err(|message| ConfigError::Field {
+            read_private_key(f).map_err(|e| ConfigError::Field {
                 file: self.source.clone(),
                 field: "uplink.private_key_file".into(),
-                message,
+                message: e.to_string(),
             })?;
         }
         Ok(())
@@ -449,17 +449,30 @@ fn running_lab_source(lab: &str) -> Option<PathBuf> {
 
 /// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
 /// through the UAPI socket / netlink.
-pub fn read_private_key(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_private_key(path: &Path) -> Result<String, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let key = text.trim();
     if !is_base64_key(key) {
-        return Err(format!(
-            "{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)",
-            path.display()
-        ));
+        return Err(KeyError::NotAKey {
+            path: path.to_path_buf(),
+        });
     }
     Ok(key.to_string())
+}
+
+/// Why a WireGuard private key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)", path.display())]
+    NotAKey { path: PathBuf },
 }
 
 fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {

@@ -157,11 +157,13 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
     let iface = p.interface.clone();
     let ns = lab.name.clone();
     if crate::wg_life::uapi_taken(&iface) {
-        return Err(Error::Other(format!(
-            "{}: a userspace WireGuard device named {iface} already runs on this host ({}); peering.interface must be unique host-wide",
-            lab.source,
-            wg::uapi_socket(&iface).display()
-        )));
+        return Err(Error::Conflict {
+            what: format!(
+                "{}: a userspace WireGuard device named {iface} already runs on this host ({}); peering.interface must be unique host-wide",
+                lab.source,
+                wg::uapi_socket(&iface).display()
+            ),
+        });
     }
     let mut userspace = true;
     if p.backend != WgBackend::Userspace {
@@ -176,10 +178,12 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
         if made {
             userspace = false;
         } else if p.backend == WgBackend::Kernel {
-            return Err(Error::Other(format!(
-                "{}: peering.backend = \"kernel\" but this kernel has no WireGuard support; use \"auto\" or \"userspace\" (wireguard-go)",
-                lab.source
-            )));
+            return Err(Error::Unsupported {
+                what: format!(
+                    "{}: peering.backend = \"kernel\" but this kernel has no WireGuard support; use \"auto\" or \"userspace\" (wireguard-go)",
+                    lab.source
+                ),
+            });
         } else {
             st.resources.pop();
             st.save()?;
@@ -223,10 +227,14 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
 /// `labnet peer invite` writes.
 pub fn public_key(lab: &Lab) -> Result<String, Error> {
     let p = lab.peering.as_ref().ok_or_else(|| {
-        Error::Other(format!(
-            "{}: lab {} has no [peering] section; add one (e.g. `[peering]` with `listen_port = 51820`) to invite peers",
-            lab.source, lab.name
-        ))
+        Error::Config(crate::config::ConfigError::Field {
+            file: lab.source.clone(),
+            field: "peering".into(),
+            message: format!(
+                "lab {} has no [peering] section; add one (e.g. `[peering]` with `listen_port = 51820`) to invite peers",
+                lab.name
+            ),
+        })
     })?;
     wg::peering_public_key(p)
 }
