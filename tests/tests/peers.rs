@@ -241,6 +241,19 @@ fn two_hosts_labs_joined_over_wireguard() {
     a.must(&["peer", "add", inv.to_str().unwrap()]);
     assert!(a1.pings(&b1_ip));
 
+    // Drift: the peering link set down and its route deleted; `up` puts both back.
+    sh(&format!(
+        "ip -n {lab} link set {p} down; ip -n {lab} route del 192.168.11.0/24 dev {p} || true",
+        lab = a.lab,
+        p = a.peering
+    ));
+    assert!(
+        !a.labnet(&["status"]).status.success(),
+        "status missed the drift"
+    );
+    a.must(&["up"]);
+    assert!(a1.pings(&b1_ip), "not repaired by up");
+
     // `down` of A leaves B as it was; `down` of both leaves nothing.
     a.must(&["down"]);
     let st = b.labnet(&["status"]);
