@@ -441,3 +441,26 @@ fn duplicate_reservations_are_refused() {
         stderr(&out)
     );
 }
+
+/// `labnet peer list` of a lab that is not up: the configured peers, "not up", no counters;
+/// `--json` the same rows. (The live columns: tests/tests/peers.rs.)
+#[test]
+fn peer_list_of_a_lab_that_is_not_up() {
+    let e = Env::new("peers");
+    e.lab(
+        "lpl",
+        "[peering]\nlisten_port = 51820\n\
+         [[peers]]\nname = \"labb\"\npublic_key = \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb=\"\n\
+         endpoint = \"10.99.0.2:51820\"\nsubnet = \"192.168.1.0/24\"\n\
+         [[peers]]\nname = \"labc\"\npublic_key = \"ccccccccccccccccccccccccccccccccccccccccccc=\"\n\
+         subnet = \"10.1.0.0/16\"\nzone = \"ceph.example\"\n",
+    );
+    let table = e.run(&["peer", "list", "--lab", "lpl"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let json = e.run(&["peer", "list", "--lab", "lpl", "--json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    testkit::golden!(
+        "peer-list-not-up.txt",
+        &format!("{}# --json\n{}", stdout(&table), stdout(&json))
+    );
+}

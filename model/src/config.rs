@@ -392,6 +392,22 @@ impl Lab {
 
     /// Checks that need the file system (key file present, not group/other readable).
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        // The peering key is made by labnet when missing; one that exists must be private.
+        if let Some(p) = &self.peering {
+            if let Ok(meta) = std::fs::metadata(&p.private_key_file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(ConfigError::Field {
+                        file: self.source.clone(),
+                        field: "peering.private_key_file".into(),
+                        message: format!(
+                            "{} is readable by group or others (mode {:o}); run chmod 600 on it",
+                            p.private_key_file.display(),
+                            meta.permissions().mode() & 0o777
+                        ),
+                    });
+                }
+            }
+        }
         if let Uplink::Wireguard(wg) = &self.uplink {
             let f = &wg.private_key_file;
             let field = "uplink.private_key_file".to_string();
@@ -1644,6 +1660,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lab.peering.unwrap().listen_port, None);
+    }
+
+    #[test]
+    fn peering_key_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("peering.key");
+        let text = format!(
+            "name = \"x\"\n[peering]\nprivate_key_file = \"{}\"\n",
+            key.display()
+        );
+        let lab = parse(&text, "f.toml", None).unwrap();
+        // Missing: fine, labnet makes it.
+        lab.check_files().unwrap();
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(
+            e.starts_with("f.toml: peering.private_key_file: ") && e.contains("(mode 640)"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        lab.check_files().unwrap();
     }
 
     #[test]

@@ -46,16 +46,29 @@ fn backend(userspace: bool) -> Backend {
 /// the lab lock; `st` is the lab's state record.
 pub fn sync(lab: &Lab, st: &mut LabState) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let Some(p) = &lab.peering else {
+    // The last peer removed from a config without [peering]: the link the lab was built
+    // with stays (until `down`), its peers and routes go.
+    let built = st.config.as_ref().and_then(|c| c.peering.clone());
+    let Some(p) = lab.peering.as_ref().or(built.as_ref()) else {
         return Ok(report);
     };
     let ns = lab.name.clone();
     wg::peering_public_key(p)?;
     let iface = p.interface.clone();
     let i = iface.clone();
-    let exists = with_netlink(Some(&ns), move |h| async move {
-        Ok(nl::link_by_name(&h, &i).await?.is_some())
+    let (exists, up, mtu) = with_netlink(Some(&ns), move |h| async move {
+        let m = nl::link_by_name(&h, &i).await?;
+        let up = m.as_ref().is_some_and(nl::link_is_up);
+        Ok((m.is_some(), up, nl::mtu_of(&h, &i).await?))
     })?;
+    if exists && (!up || mtu != Some(u32::from(p.mtu))) {
+        // Drift (someone set it down, or changed its MTU): back to the config.
+        let (i, m) = (iface.clone(), u32::from(p.mtu));
+        with_netlink(Some(&ns), move |h| async move {
+            nl::set_mtu(&h, &i, m).await?;
+            nl::set_up(&h, &i).await
+        })?;
+    }
     if !exists {
         create_link(lab, p, st)?;
         report.link_created = true;
