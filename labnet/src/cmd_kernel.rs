@@ -11,7 +11,7 @@ Examples:
   labnet kernel build --tree ~/linux --base defconfig   # the whole build, see `labnet kernel build --help`";
 
 /// Exit status when Kconfig dropped or changed an option labnet requires.
-const EXIT_REQUIRED_LOST: u8 = 3;
+const EXIT_REQUIRED_LOST: u8 = crate::report::exit::NOT_AS_CONFIGURED;
 
 #[derive(Args)]
 pub struct FragmentArgs {

@@ -167,7 +167,7 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
         print!("{}", report.to_text());
     }
     if !report.ok {
-        std::process::exit(3);
+        std::process::exit(crate::report::exit::NOT_AS_CONFIGURED.into());
     }
     Ok(())
 }
@@ -182,7 +182,7 @@ pub fn doctor(ctx: &Ctx, a: DoctorArgs) -> Result<()> {
     }
     // Like status: 3 means the lab is up but something is wrong.
     if !report.ok {
-        std::process::exit(3);
+        std::process::exit(crate::report::exit::NOT_AS_CONFIGURED.into());
     }
     Ok(())
 }

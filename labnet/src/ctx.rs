@@ -1,6 +1,6 @@
 //! What every command shares: which lab (one way to choose it, the same for every command)
 //! and the global flags.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,10 @@ impl Ctx {
     pub fn given(&self, positional: Option<&str>) -> Result<Option<String>> {
         if let (Some(p), Some(f)) = (positional, &self.lab) {
             if p != f {
-                bail!("two labs given: LAB {p:?} and --lab {f:?}; give one");
+                return Err(crate::report::Usage(format!(
+                    "two labs given: LAB {p:?} and --lab {f:?}; give one"
+                ))
+                .into());
             }
         }
         Ok(positional

@@ -28,8 +28,11 @@ const AFTER_HELP: &str = "\
 Choosing the lab: the positional LAB, or --lab LAB (any command), or $LABNET_LAB; else the
 lab named in --config FILE; else the embedded default lab \"sepian\". `labnet list` shows them all.
 
-Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 bad usage;
-3 `status` found the lab not as configured. `vm run` has its own (see `labnet vm run --help`).
+Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 bad usage or a
+bad config (file and field named); 3 `status`/`doctor` found the lab not as configured; 4 needs
+root (CAP_NET_ADMIN) or permission denied; 5 a host tool labnet runs is missing (its Debian
+package named); 6 a process labnet started or needs is not running (a daemon died before
+READY). `vm run` and `vm ssh` exit with the guest command's status (see `labnet vm run --help`).
 
 Examples:
   labnet up                          # the default lab: bridge br0 192.168.0.1/24, DHCP, DNS

@@ -58,13 +58,88 @@ pub fn error_text(e: &anyhow::Error) -> String {
     out
 }
 
+/// labnet's exit statuses (documented in `labnet --help`, the man page and the README).
+/// `vm run` and `vm ssh` pass the guest command's own status through instead.
+pub mod exit {
+    /// A failure at run time (anything not below).
+    pub const FAILURE: u8 = 1;
+    /// Bad usage (clap exits 2 itself) or a bad config: the file and field are named.
+    pub const USAGE: u8 = 2;
+    /// `status`/`doctor` found the lab not as configured; `kernel build` lost an option.
+    pub const NOT_AS_CONFIGURED: u8 = 3;
+    /// Needs root (CAP_NET_ADMIN) or was refused by the system (EPERM/EACCES).
+    pub const PERMISSION: u8 = 4;
+    /// A host tool labnet runs is not installed (the Debian package is named).
+    pub const TOOL_MISSING: u8 = 5;
+    /// A process labnet started or needs is not running (a daemon died before READY,
+    /// wireguard-go exited before its socket came up).
+    pub const NOT_RUNNING: u8 = 6;
+}
+
+/// A usage error found after parsing (e.g. two labs given that disagree).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A command that needs root run without it.
+#[derive(Debug, thiserror::Error)]
+#[error("labnet {what} needs root (CAP_NET_ADMIN): it works on network namespaces, links and /run/labnet; run it as root, e.g. `sudo labnet {what} …`")]
+pub struct NeedsRoot {
+    pub what: String,
+}
+
+fn netns_code(e: &netns::Error) -> Option<u8> {
+    use netns::Error as N;
+    match e {
+        N::Config(_) => Some(exit::USAGE),
+        N::Model(model::Error::Config(_)) => Some(exit::USAGE),
+        N::ToolMissing { .. } => Some(exit::TOOL_MISSING),
+        N::NotRunning { .. } | N::DaemonFailed { .. } => Some(exit::NOT_RUNNING),
+        N::Step { source, .. } | N::Repair { source, .. } => netns_code(source),
+        N::UndoAfterFailure { error, .. } => netns_code(error),
+        _ => None,
+    }
+}
+
+/// The status a failure ends labnet with: one a command set ([`with_code`]) wins, then the
+/// first cause of a known kind, else [`exit::FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.chain().find_map(|c| c.downcast_ref::<Coded>()) {
+        return c.code;
+    }
+    for c in e.chain() {
+        let code = if let Some(n) = c.downcast_ref::<netns::Error>() {
+            netns_code(n)
+        } else if let Some(v) = c.downcast_ref::<vm::Error>() {
+            match v {
+                vm::Error::Config(_) | vm::Error::Model(model::Error::Config(_)) => {
+                    Some(exit::USAGE)
+                }
+                vm::Error::Net(n) => netns_code(n),
+                _ => None,
+            }
+        } else if c.is::<model::config::ConfigError>() || c.is::<Usage>() {
+            Some(exit::USAGE)
+        } else if let Some(model::Error::Config(_)) = c.downcast_ref::<model::Error>() {
+            Some(exit::USAGE)
+        } else if c.is::<NeedsRoot>() {
+            Some(exit::PERMISSION)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            return code;
+        }
+    }
+    if !has_net_admin() && e.chain().any(is_permission_error) {
+        return exit::PERMISSION;
+    }
+    exit::FAILURE
+}
+
 /// Prints the failure and returns the exit status it carries.
 pub fn report(e: &anyhow::Error, debug: bool) -> ExitCode {
-    let code = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<Coded>())
-        .map(|c| c.code)
-        .unwrap_or(1);
+    let code = exit_code(e);
     if debug {
         // The full chain and, when captured, the backtrace (anyhow's Debug form).
         eprintln!("error: {e:?}");
@@ -103,10 +178,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     if has_net_admin() {
         return Ok(());
     }
-    anyhow::bail!(
-        "labnet {what} needs root (CAP_NET_ADMIN): it works on network namespaces, links and \
-         /run/labnet; run it as root, e.g. `sudo labnet {what} …`"
-    )
+    Err(NeedsRoot { what: what.into() }.into())
 }
 
 /// A closed stdout ends a printing command the Unix way, silently by SIGPIPE (like `ls |
@@ -151,6 +223,43 @@ mod tests {
         assert!(
             error_text(&e).starts_with("error: f.toml: TOML parse error at line 1\n  |\n1 | x\n")
         );
+    }
+
+    /// Error kinds map to the documented statuses through any context.
+    #[test]
+    fn kinds_map_to_exit_codes() {
+        let config = netns::Error::Config(model::config::ConfigError::Field {
+            file: "lab.toml".into(),
+            field: "bridge.address".into(),
+            message: "expected a CIDR".into(),
+        });
+        assert_eq!(
+            exit_code(&anyhow::Error::new(config).context("labnet up x")),
+            exit::USAGE
+        );
+        let nft = netns::Error::ToolMissing {
+            tool: "nft".into(),
+            package: "nftables".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let step = netns::Error::Step {
+            step: "nft table ip labnet in x".into(),
+            source: Box::new(nft),
+        };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(step).context("up")),
+            exit::TOOL_MISSING
+        );
+        let root = anyhow::Error::new(NeedsRoot { what: "up".into() });
+        assert_eq!(exit_code(&root), exit::PERMISSION);
+        let dead = vm::Error::Net(netns::Error::NotRunning {
+            what: "wireguard-go for wg0".into(),
+        });
+        assert_eq!(exit_code(&anyhow::Error::new(dead)), exit::NOT_RUNNING);
+        assert_eq!(exit_code(&anyhow::anyhow!("something else")), exit::FAILURE);
+        // A status a command chose wins over the kind.
+        let coded = with_code(125, anyhow::Error::new(NeedsRoot { what: "x".into() }));
+        assert_eq!(exit_code(&coded), 125);
     }
 
     #[test]

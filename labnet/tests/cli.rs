@@ -206,9 +206,9 @@ fn one_way_to_choose_the_lab() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    // LAB and --lab disagreeing is an error, not a silent pick.
+    // LAB and --lab disagreeing is an error (bad usage: exit 2), not a silent pick.
     let out = e.run(&["status", "lcsel", "--lab", "other"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("two labs given"), "{}", stderr(&out));
 
     std::fs::write(
@@ -325,7 +325,7 @@ fn errors_are_reported_once_without_backtrace() {
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.starts_with("error: "), "{err}");
     assert!(
@@ -365,7 +365,7 @@ fn errors_are_reported_once_without_backtrace() {
         .output()
         .unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("needs root (CAP_NET_ADMIN)"), "{err}");
     assert!(
         !e.dir.join("run").join("lcroot.lock").exists(),
@@ -423,7 +423,7 @@ fn duplicate_reservations_are_refused() {
             &(r("52:54:00:00:00:01", "10.79.0.10", "a") + &extra),
         );
         let out = e.run(&["leases", "lcdup"]);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(2));
         let err = stderr(&out);
         assert!(
             err.contains(&format!("lcdup.toml: {field}: {says}")),
@@ -439,5 +439,28 @@ fn duplicate_reservations_are_refused() {
                 .contains("10.79.0.120 is inside the dynamic pool 10.79.0.100-10.79.0.150"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// `labnet peer list` of a lab that is not up: the configured peers, "not up", no counters;
+/// `--json` the same rows. (The live columns: tests/tests/peers.rs.)
+#[test]
+fn peer_list_of_a_lab_that_is_not_up() {
+    let e = Env::new("peers");
+    e.lab(
+        "lpl",
+        "[peering]\nlisten_port = 51820\n\
+         [[peers]]\nname = \"labb\"\npublic_key = \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb=\"\n\
+         endpoint = \"10.99.0.2:51820\"\nsubnet = \"192.168.1.0/24\"\n\
+         [[peers]]\nname = \"labc\"\npublic_key = \"ccccccccccccccccccccccccccccccccccccccccccc=\"\n\
+         subnet = \"10.1.0.0/16\"\nzone = \"ceph.example\"\n",
+    );
+    let table = e.run(&["peer", "list", "--lab", "lpl"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let json = e.run(&["peer", "list", "--lab", "lpl", "--json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    testkit::golden!(
+        "peer-list-not-up.txt",
+        &format!("{}# --json\n{}", stdout(&table), stdout(&json))
     );
 }

@@ -392,6 +392,22 @@ impl Lab {
 
     /// Checks that need the file system (key file present, not group/other readable).
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        // The peering key is made by labnet when missing; one that exists must be private.
+        if let Some(p) = &self.peering {
+            if let Ok(meta) = std::fs::metadata(&p.private_key_file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(ConfigError::Field {
+                        file: self.source.clone(),
+                        field: "peering.private_key_file".into(),
+                        message: format!(
+                            "{} is readable by group or others (mode {:o}); run chmod 600 on it",
+                            p.private_key_file.display(),
+                            meta.permissions().mode() & 0o777
+                        ),
+                    });
+                }
+            }
+        }
         if let Uplink::Wireguard(wg) = &self.uplink {
             let f = &wg.private_key_file;
             let field = "uplink.private_key_file".to_string();
@@ -418,10 +434,10 @@ impl Lab {
                     ),
                 });
             }
-            read_private_key(f).map_err(|message| ConfigError::Field {
+            read_private_key(f).map_err(|e| ConfigError::Field {
                 file: self.source.clone(),
                 field: "uplink.private_key_file".into(),
-                message,
+                message: e.to_string(),
             })?;
         }
         Ok(())
@@ -449,17 +465,30 @@ fn running_lab_source(lab: &str) -> Option<PathBuf> {
 
 /// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
 /// through the UAPI socket / netlink.
-pub fn read_private_key(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_private_key(path: &Path) -> Result<String, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let key = text.trim();
     if !is_base64_key(key) {
-        return Err(format!(
-            "{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)",
-            path.display()
-        ));
+        return Err(KeyError::NotAKey {
+            path: path.to_path_buf(),
+        });
     }
     Ok(key.to_string())
+}
+
+/// Why a WireGuard private key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)", path.display())]
+    NotAKey { path: PathBuf },
 }
 
 fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
@@ -1631,6 +1660,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lab.peering.unwrap().listen_port, None);
+    }
+
+    #[test]
+    fn peering_key_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("peering.key");
+        let text = format!(
+            "name = \"x\"\n[peering]\nprivate_key_file = \"{}\"\n",
+            key.display()
+        );
+        let lab = parse(&text, "f.toml", None).unwrap();
+        // Missing: fine, labnet makes it.
+        lab.check_files().unwrap();
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = lab.check_files().unwrap_err().to_string();
+        assert!(
+            e.starts_with("f.toml: peering.private_key_file: ") && e.contains("(mode 640)"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        lab.check_files().unwrap();
     }
 
     #[test]

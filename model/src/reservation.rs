@@ -56,16 +56,22 @@ pub fn write(lab: &str, name: &str, mac: &str) -> Result<(), Error> {
     paths::write_atomic(&p, &bytes, false).map_err(|e| Error::io(&p, e))
 }
 
+/// Why a reservation file was skipped (the caller names the file).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("mac: expected a MAC like 52:54:00:12:34:56, got {0:?}")]
+    Mac(String),
+}
+
 /// Reads and checks one file.
-pub fn read(p: &Path) -> Result<Loaded, String> {
-    let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
-    let r: RuntimeReservation = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let mac = parse_mac(&r.mac).ok_or_else(|| {
-        format!(
-            "mac: expected a MAC like 52:54:00:12:34:56, got {:?}",
-            r.mac
-        )
-    })?;
+pub fn read(p: &Path) -> Result<Loaded, ReadError> {
+    let text = std::fs::read_to_string(p).map_err(ReadError::Io)?;
+    let r: RuntimeReservation = serde_json::from_str(&text).map_err(ReadError::Json)?;
+    let mac = parse_mac(&r.mac).ok_or(ReadError::Mac(r.mac.clone()))?;
     Ok(Loaded {
         mac,
         ip: r.ip,

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
+/// The Debian package of a program labnet starts (for the "install it" hint).
+fn package_of(prog: &str) -> &'static str {
+    match Path::new(prog).file_name().and_then(|n| n.to_str()) {
+        Some("wireguard-go") => "wireguard-go",
+        Some("nft") => "nftables",
+        _ => "labnet (its own binary)",
+    }
+}
+
 /// Spawns `argv` detached (new session, stdin /dev/null, stdout+stderr appended to `log`)
 /// and returns its pid.
 pub fn spawn_detached(
@@ -16,9 +25,7 @@ pub fn spawn_detached(
     envs: &[(String, String)],
     log: &Path,
 ) -> Result<u32, Error> {
-    let (prog, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::Other("empty daemon command".into()))?;
+    let (prog, args) = argv.split_first().ok_or(Error::EmptyCommand)?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -43,9 +50,20 @@ pub fn spawn_detached(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Other(format!("cannot start {prog}: {e}")))?;
+    let child = cmd.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::ToolMissing {
+                tool: prog.clone(),
+                package: package_of(prog).into(),
+                source,
+            }
+        } else {
+            Error::Spawn {
+                program: prog.clone(),
+                source,
+            }
+        }
+    })?;
     Ok(child.id())
 }
 
@@ -76,17 +94,19 @@ pub fn spawn_notify(
                 }
             }
             if !process_alive(pid) {
-                return Err(Error::Other(format!(
-                    "{name} exited before it was ready; see {}",
-                    log.display()
-                )));
+                return Err(Error::DaemonFailed {
+                    name: name.into(),
+                    what: "exited before it was ready".into(),
+                    log: log.to_path_buf(),
+                });
             }
             if Instant::now() > deadline {
                 kill_and_wait(pid, Duration::from_secs(2));
-                return Err(Error::Other(format!(
-                    "{name} did not report ready within {timeout:?}; see {}",
-                    log.display()
-                )));
+                return Err(Error::DaemonFailed {
+                    name: name.into(),
+                    what: format!("did not report ready within {timeout:?}"),
+                    log: log.to_path_buf(),
+                });
             }
         }
     });

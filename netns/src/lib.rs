@@ -93,8 +93,43 @@ pub enum Error {
     /// A process labnet did not start holds something labnet would remove.
     #[error("a process labnet did not start: {what}")]
     ForeignProcess { what: String },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("a daemon command is empty")]
+    EmptyCommand,
+    /// A daemon labnet started died or never said READY (its log says why).
+    #[error("{name} {what}; see {}", log.display())]
+    DaemonFailed {
+        name: String,
+        what: String,
+        log: std::path::PathBuf,
+    },
+    #[error("link {name} does not exist")]
+    NoSuchLink { name: String },
+    #[error("{what} panicked")]
+    WorkerPanicked { what: String },
+    #[error("{what}: {detail}")]
+    Probe { what: String, detail: String },
+    #[error("{field}: {source}")]
+    Key {
+        field: String,
+        source: model::config::KeyError,
+    },
+    #[error("{what}: not a WireGuard key")]
+    BadKey { what: String },
+    #[error("interface name {name:?}: {expected}")]
+    BadName { name: String, expected: String },
+    #[error("{what} WireGuard interface {iface}: {detail}")]
+    Wireguard {
+        what: String,
+        iface: String,
+        detail: String,
+    },
+    #[error("{what}")]
+    Timeout { what: String },
 }
 
 impl Error {

@@ -68,7 +68,7 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<u32, Error> {
     link_by_name(h, name)
         .await?
         .map(|m| m.header.index)
-        .ok_or_else(|| Error::Other(format!("link {name} does not exist")))
+        .ok_or_else(|| Error::NoSuchLink { name: name.into() })
 }
 
 pub fn link_is_up(m: &LinkMessage) -> bool {

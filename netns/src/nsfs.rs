@@ -135,7 +135,9 @@ pub fn in_netns<T: Send + 'static>(
         f()
     })
     .join()
-    .map_err(|_| Error::Other("a namespace worker thread panicked".into()))?
+    .map_err(|_| Error::WorkerPanicked {
+        what: "a namespace worker thread".into(),
+    })?
 }
 
 /// Whether two namespace files name the same namespace (same nsfs inode).

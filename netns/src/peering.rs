@@ -46,16 +46,29 @@ fn backend(userspace: bool) -> Backend {
 /// the lab lock; `st` is the lab's state record.
 pub fn sync(lab: &Lab, st: &mut LabState) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let Some(p) = &lab.peering else {
+    // The last peer removed from a config without [peering]: the link the lab was built
+    // with stays (until `down`), its peers and routes go.
+    let built = st.config.as_ref().and_then(|c| c.peering.clone());
+    let Some(p) = lab.peering.as_ref().or(built.as_ref()) else {
         return Ok(report);
     };
     let ns = lab.name.clone();
     wg::peering_public_key(p)?;
     let iface = p.interface.clone();
     let i = iface.clone();
-    let exists = with_netlink(Some(&ns), move |h| async move {
-        Ok(nl::link_by_name(&h, &i).await?.is_some())
+    let (exists, up, mtu) = with_netlink(Some(&ns), move |h| async move {
+        let m = nl::link_by_name(&h, &i).await?;
+        let up = m.as_ref().is_some_and(nl::link_is_up);
+        Ok((m.is_some(), up, nl::mtu_of(&h, &i).await?))
     })?;
+    if exists && (!up || mtu != Some(u32::from(p.mtu))) {
+        // Drift (someone set it down, or changed its MTU): back to the config.
+        let (i, m) = (iface.clone(), u32::from(p.mtu));
+        with_netlink(Some(&ns), move |h| async move {
+            nl::set_mtu(&h, &i, m).await?;
+            nl::set_up(&h, &i).await
+        })?;
+    }
     if !exists {
         create_link(lab, p, st)?;
         report.link_created = true;
@@ -157,11 +170,13 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
     let iface = p.interface.clone();
     let ns = lab.name.clone();
     if crate::wg_life::uapi_taken(&iface) {
-        return Err(Error::Other(format!(
-            "{}: a userspace WireGuard device named {iface} already runs on this host ({}); peering.interface must be unique host-wide",
-            lab.source,
-            wg::uapi_socket(&iface).display()
-        )));
+        return Err(Error::Conflict {
+            what: format!(
+                "{}: a userspace WireGuard device named {iface} already runs on this host ({}); peering.interface must be unique host-wide",
+                lab.source,
+                wg::uapi_socket(&iface).display()
+            ),
+        });
     }
     let mut userspace = true;
     if p.backend != WgBackend::Userspace {
@@ -176,10 +191,12 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
         if made {
             userspace = false;
         } else if p.backend == WgBackend::Kernel {
-            return Err(Error::Other(format!(
-                "{}: peering.backend = \"kernel\" but this kernel has no WireGuard support; use \"auto\" or \"userspace\" (wireguard-go)",
-                lab.source
-            )));
+            return Err(Error::Unsupported {
+                what: format!(
+                    "{}: peering.backend = \"kernel\" but this kernel has no WireGuard support; use \"auto\" or \"userspace\" (wireguard-go)",
+                    lab.source
+                ),
+            });
         } else {
             st.resources.pop();
             st.save()?;
@@ -223,10 +240,14 @@ fn create_link(lab: &Lab, p: &Peering, st: &mut LabState) -> Result<(), Error> {
 /// `labnet peer invite` writes.
 pub fn public_key(lab: &Lab) -> Result<String, Error> {
     let p = lab.peering.as_ref().ok_or_else(|| {
-        Error::Other(format!(
-            "{}: lab {} has no [peering] section; add one (e.g. `[peering]` with `listen_port = 51820`) to invite peers",
-            lab.source, lab.name
-        ))
+        Error::Config(crate::config::ConfigError::Field {
+            file: lab.source.clone(),
+            field: "peering".into(),
+            message: format!(
+                "lab {} has no [peering] section; add one (e.g. `[peering]` with `listen_port = 51820`) to invite peers",
+                lab.name
+            ),
+        })
     })?;
     wg::peering_public_key(p)
 }

@@ -42,15 +42,19 @@ pub fn dns_query_from(
     name: &str,
     rtype: RecordType,
 ) -> Result<DnsReply, Error> {
-    let name = Name::from_ascii(name).map_err(|e| Error::Other(format!("{name}: {e}")))?;
+    let name = Name::from_ascii(name).map_err(|e| Error::Probe {
+        what: format!("DNS name {name}"),
+        detail: e.to_string(),
+    })?;
     let id = (std::process::id() & 0xffff) as u16 ^ 0x4c4e;
     let mut q = Message::new(id, MessageType::Query, OpCode::Query);
     q.metadata.recursion_desired = true;
     q.queries.push(Query::query(name, rtype));
     let queries = q.queries.clone();
-    let bytes = q
-        .to_vec()
-        .map_err(|e| Error::Other(format!("encoding a DNS query: {e}")))?;
+    let bytes = q.to_vec().map_err(|e| Error::Probe {
+        what: "encoding a DNS query".into(),
+        detail: e.to_string(),
+    })?;
     in_netns(Some(ns), move || {
         let bind = SocketAddr::from((source.unwrap_or(Ipv4Addr::UNSPECIFIED), 0));
         let s = UdpSocket::bind(bind).map_err(|e| Error::io("udp socket", e))?;
@@ -141,7 +145,10 @@ pub fn dhcp_discover(ns: &str, bridge: &str) -> Result<Option<Ipv4Addr>, Error> 
     m.opts_mut().insert(DhcpOption::MessageType(Kind::Discover));
     let mut bytes = vec![];
     m.encode(&mut Encoder::new(&mut bytes))
-        .map_err(|e| Error::Other(format!("encoding a DHCP DISCOVER: {e}")))?;
+        .map_err(|e| Error::Probe {
+            what: "encoding a DHCP DISCOVER".into(),
+            detail: e.to_string(),
+        })?;
 
     let (ns_tx, ns_rx) = std::sync::mpsc::channel::<Result<std::fs::File, Error>>();
     let (moved_tx, moved_rx) = std::sync::mpsc::channel::<bool>();
@@ -172,12 +179,15 @@ pub fn dhcp_discover(ns: &str, bridge: &str) -> Result<Option<Ipv4Addr>, Error> 
             })
         }
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Other("the DHCP probe thread ended early".into())),
+        Err(_) => Err(Error::Probe {
+            what: "the DHCP probe".into(),
+            detail: "its thread ended early".into(),
+        }),
     };
     let _ = moved_tx.send(moved.is_ok());
-    let offer = worker
-        .join()
-        .map_err(|_| Error::Other("the DHCP probe thread panicked".into()))?;
+    let offer = worker.join().map_err(|_| Error::WorkerPanicked {
+        what: "the DHCP probe thread".into(),
+    })?;
     moved?;
     offer
 }

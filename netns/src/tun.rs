@@ -31,9 +31,10 @@ pub enum Kind {
 /// owned by `owner` (a uid) when given.
 pub fn create_persistent(name: &str, kind: Kind, owner: Option<u32>) -> Result<(), Error> {
     if name.is_empty() || name.len() > 15 {
-        return Err(Error::Other(format!(
-            "interface name {name:?}: expected 1-15 bytes"
-        )));
+        return Err(Error::BadName {
+            name: name.into(),
+            expected: "expected 1-15 bytes".into(),
+        });
     }
     let sys = |what: &str, e: nix::errno::Errno| Error::sys(&format!("{what} {name}"), e);
     let f = std::fs::OpenOptions::new()

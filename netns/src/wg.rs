@@ -21,20 +21,23 @@ pub fn uapi_socket(iface: &str) -> std::path::PathBuf {
 }
 
 fn iface_name(name: &str) -> Result<InterfaceName, Error> {
-    name.parse()
-        .map_err(|e| Error::Other(format!("bad WireGuard interface name {name:?}: {e:?}")))
+    name.parse().map_err(|e| Error::BadName {
+        name: name.into(),
+        expected: format!("not a WireGuard interface name ({e:?})"),
+    })
 }
 
 fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
-    let key = read_private_key(&wg.private_key_file).map_err(Error::Other)?;
-    let private = Key::from_base64(&key).map_err(|_| {
-        Error::Other(format!(
-            "{}: not a WireGuard key",
-            wg.private_key_file.display()
-        ))
+    let key = read_private_key(&wg.private_key_file).map_err(|source| Error::Key {
+        field: "uplink.private_key_file".into(),
+        source,
     })?;
-    let public = Key::from_base64(&wg.peer_public_key)
-        .map_err(|_| Error::Other("uplink.peer_public_key: not a WireGuard key".into()))?;
+    let private = Key::from_base64(&key).map_err(|_| Error::BadKey {
+        what: wg.private_key_file.display().to_string(),
+    })?;
+    let public = Key::from_base64(&wg.peer_public_key).map_err(|_| Error::BadKey {
+        what: "uplink.peer_public_key".into(),
+    })?;
     let mut peer = PeerConfigBuilder::new(&public).replace_allowed_ips();
     for a in &wg.allowed_ips {
         peer = peer.add_allowed_ip(IpAddr::V4(a.addr), a.prefix);
@@ -58,12 +61,13 @@ fn device_update(wg: &Wireguard) -> Result<DeviceUpdate, Error> {
 /// Configures an existing interface (kernel link or running wireguard-go) from the config.
 pub fn configure(wg: &Wireguard, backend: Backend) -> Result<(), Error> {
     let name = iface_name(&wg.interface)?;
-    device_update(wg)?.apply(&name, backend).map_err(|e| {
-        Error::Other(format!(
-            "configuring WireGuard interface {}: {e}",
-            wg.interface
-        ))
-    })
+    device_update(wg)?
+        .apply(&name, backend)
+        .map_err(|e| Error::Wireguard {
+            what: "configuring".into(),
+            iface: wg.interface.clone(),
+            detail: e.to_string(),
+        })
 }
 
 /// Waits for wireguard-go's UAPI socket to accept connections.
@@ -75,17 +79,19 @@ pub fn wait_for_uapi(iface: &str, pid: u32, timeout: Duration, log: &Path) -> Re
             return Ok(());
         }
         if !crate::daemon::process_alive(pid) {
-            return Err(Error::Other(format!(
-                "wireguard-go for {iface} exited before its socket {} appeared; see {}",
-                path.display(),
-                log.display()
-            )));
+            return Err(Error::DaemonFailed {
+                name: format!("wireguard-go for {iface}"),
+                what: format!("exited before its socket {} appeared", path.display()),
+                log: log.to_path_buf(),
+            });
         }
         if Instant::now() > deadline {
-            return Err(Error::Other(format!(
-                "wireguard-go did not open {} within {timeout:?}",
-                path.display()
-            )));
+            return Err(Error::Timeout {
+                what: format!(
+                    "wireguard-go did not open {} within {timeout:?}",
+                    path.display()
+                ),
+            });
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -111,8 +117,11 @@ pub fn peers(iface: &str, userspace: bool, lab_ns: &str) -> Result<Vec<PeerStatu
         } else {
             Backend::Kernel
         };
-        let dev = Device::get(&name, backend)
-            .map_err(|e| Error::Other(format!("reading WireGuard device {name:?}: {e}")))?;
+        let dev = Device::get(&name, backend).map_err(|e| Error::Wireguard {
+            what: "reading".into(),
+            iface: format!("{name:?}"),
+            detail: e.to_string(),
+        })?;
         Ok(dev
             .peers
             .iter()
@@ -168,19 +177,19 @@ pub fn peering_public_key(p: &Peering) -> Result<String, Error> {
 }
 
 fn peering_private_key(p: &Peering) -> Result<Key, Error> {
-    let text = read_private_key(&p.private_key_file)
-        .map_err(|m| Error::Other(format!("peering.private_key_file: {m}")))?;
-    Key::from_base64(&text).map_err(|_| {
-        Error::Other(format!(
-            "{}: not a WireGuard key",
-            p.private_key_file.display()
-        ))
+    let text = read_private_key(&p.private_key_file).map_err(|source| Error::Key {
+        field: "peering.private_key_file".into(),
+        source,
+    })?;
+    Key::from_base64(&text).map_err(|_| Error::BadKey {
+        what: p.private_key_file.display().to_string(),
     })
 }
 
 fn peer_config(p: &Peer) -> Result<PeerConfigBuilder, Error> {
-    let key = Key::from_base64(&p.public_key)
-        .map_err(|_| Error::Other(format!("peer {}: public_key: not a WireGuard key", p.name)))?;
+    let key = Key::from_base64(&p.public_key).map_err(|_| Error::BadKey {
+        what: format!("peer {}: public_key", p.name),
+    })?;
     // Cryptokey routing: the peer may send from, and is sent, its lab subnet only.
     let mut b = PeerConfigBuilder::new(&key)
         .replace_allowed_ips()
@@ -224,11 +233,10 @@ pub fn configure_peering(
             }
         }
     }
-    upd.apply(&name, backend).map_err(|e| {
-        Error::Other(format!(
-            "configuring WireGuard interface {}: {e}",
-            p.interface
-        ))
+    upd.apply(&name, backend).map_err(|e| Error::Wireguard {
+        what: "configuring".into(),
+        iface: p.interface.clone(),
+        detail: e.to_string(),
     })
 }
 

@@ -518,8 +518,14 @@ fn prune_test_images(base: &Path, keep: &str) {
 }
 
 /// The packages the tests' image has on top of labnet's base set: what a lab inside the
-/// guest needs (issue 15: nft, wireguard-go, wg for a bounce box).
-pub const TEST_IMAGE_PACKAGES: &[&str] = &["nftables", "wireguard-go", "wireguard-tools"];
+/// guest needs (issue 15: nft, wireguard-go, wg for a bounce box), and dm-multipath's tools
+/// for `vm path` (issue 19: `multipath -ll` through a failover).
+pub const TEST_IMAGE_PACKAGES: &[&str] = &[
+    "nftables",
+    "wireguard-go",
+    "wireguard-tools",
+    "multipath-tools",
+];
 
 /// The tests' Debian image, built once with `labnet image build` and cached outside the clone
 /// in /var/cache/labnet/images/KEY (KEY: a hash of the recipe, labnet's guest files and the

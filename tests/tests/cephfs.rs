@@ -410,6 +410,7 @@ fn guest_mounts_cephfs_through_the_lab() {
         "cephfs: host-side checks done after {:.1} s",
         t_test.elapsed().as_secs_f64()
     );
+    readme_matrix_example_passes(&lab, &env, &root, &kmount, &www);
     // Teardown in order, then nothing of ours is left.
     let down = labnet(&["down", &lab], &env);
     assert!(down.status.success(), "{}", text(&down));
@@ -440,6 +441,60 @@ fn guest_mounts_cephfs_through_the_lab() {
     );
     eprintln!("cephfs: guest output:\n{out}");
     eprintln!("cephfs: whole test {:.1} s", t_test.elapsed().as_secs_f64());
+}
+
+/// The README's `labnet test` example, `matrix/examples/cephfs.toml`, verbatim against this
+/// cluster: its files beside it (kmount, the keyring and mon dump the guest above fetched),
+/// its `~/linux` a tree with the source-built kernel (HOME points there). Both targets pass.
+fn readme_matrix_example_passes(
+    lab: &str,
+    env: &[(String, String)],
+    root: &Path,
+    kmount: &Path,
+    www: &Path,
+) {
+    let dir = root.join("matrix");
+    let tree = dir.join("home/linux");
+    std::fs::create_dir_all(tree.join("arch/x86/boot")).unwrap();
+    let k = source_kernel();
+    std::os::unix::fs::symlink(&k.bzimage, tree.join("arch/x86/boot/bzImage")).unwrap();
+    std::os::unix::fs::symlink(&k.vmlinux, tree.join("vmlinux")).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../matrix/examples/cephfs.toml");
+    std::fs::copy(example, dir.join("cephfs.toml")).unwrap();
+    std::fs::copy(kmount, dir.join("kmount")).unwrap();
+    for f in ["fs.keyring", "mon_dump.json"] {
+        std::fs::copy(www.join(f), dir.join(f)).unwrap();
+    }
+    let t0 = Instant::now();
+    let out = run(Command::new("timeout")
+        .arg("600")
+        .arg(labnet_bin())
+        .args(["test", "cephfs.toml", "--lab", lab, "--jobs", "2"])
+        .args(["--junit", "cephfs.xml"])
+        .current_dir(&dir)
+        .envs(env.iter().cloned())
+        .env("HOME", dir.join("home")));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "labnet test cephfs.toml: {}",
+        text(&out)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    for name in ["cephfs-write-read", "cephfs-debug"] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with("PASS ") && l.split_whitespace().nth(1) == Some(name)),
+            "{name}: {summary}"
+        );
+    }
+    assert!(summary.contains("2 targets: 2 passed in "), "{summary}");
+    assert!(dir.join("cephfs.xml").is_file());
+    eprintln!(
+        "cephfs: the README's labnet test example passed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 fn comm(pid: u32) -> String {

@@ -34,7 +34,7 @@ fn unresolvable_endpoint_is_named() {
         .arg(&cfg)
         .envs(labnet_env(&dir)));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         err.contains("uplink.endpoint: cannot resolve lcnohost.invalid"),
         "{err}"

@@ -54,13 +54,13 @@ struct Lab {
 }
 
 impl Lab {
+    /// `labnet --lab LAB ARGS` (before ARGS: a `vm ssh` command follows its `--`).
     fn labnet(&self, args: &[&str]) -> std::process::Output {
-        let mut a = args.to_vec();
-        a.extend(["--lab", &self.id]);
         run(Command::new("timeout")
             .arg("120")
             .arg(labnet_bin())
-            .args(&a)
+            .args(["--lab", &self.id])
+            .args(args)
             .envs(self.env.iter().cloned()))
     }
 }
@@ -202,7 +202,6 @@ fn path_fail_and_restore_in_the_guest() {
     );
     wait_line("MP-TWO");
     let con = console();
-    eprintln!("guest console:\n{con}");
     let s = stage(&con, "MP-TWO");
     assert!(
         s.iter()
@@ -222,4 +221,110 @@ fn path_fail_and_restore_in_the_guest() {
     assert!(stop.status.success(), "{}", text(&stop));
     let links = sh(&format!("ip -n {} -o link show", l.id));
     assert!(!links.contains("tap-"), "tap left behind: {links}");
+}
+
+/// The distro side (seed 002): in the tests' Debian image with multipath-tools, dm-multipath
+/// maps the pair as one device with two active paths; after `vm path fail` the map goes on
+/// with the other path alone, after `restore` both are active again.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
+    require_root();
+    let mut c = Cleanup::default();
+    let (store, image) = test_image();
+    let id = unique("lm");
+    let root = temp_dir(&mut c, "mpimg");
+    let mut env = labnet_env(&root);
+    env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.81.0.1/24\"\n\
+             [dhcp]\nrange_start = \"10.81.0.100\"\nrange_end = \"10.81.0.150\"\n"
+        ),
+    )
+    .unwrap();
+    c.labnet(&["down", &id], &env);
+    c.labnet(&["vm", "stop", "mi", "--lab", &id, "--timeout", "20"], &env);
+    let l = Lab { id, env, root };
+    let up = l.labnet(&["up", &l.id, "--config", cfg.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", text(&up));
+    let disk = l.root.join("mp.raw");
+    let mut data = MARKER.as_bytes().to_vec();
+    data.resize(8 << 20, 0);
+    std::fs::write(&disk, &data).unwrap();
+    let start = l.labnet(&[
+        "vm",
+        "start",
+        "--image",
+        &image,
+        "--name",
+        "mi",
+        "--multipath",
+        disk.to_str().unwrap(),
+        "--timeout",
+        "900",
+        "--daemonize",
+    ]);
+    assert!(start.status.success(), "{}", text(&start));
+    let w = run(Command::new("timeout")
+        .arg("330")
+        .arg(labnet_bin())
+        .args([
+            "vm", "ssh", "mi", "--wait", "300", "--lab", &l.id, "--", "true",
+        ])
+        .envs(l.env.iter().cloned()));
+    assert!(w.status.success(), "vm ssh --wait: {}", text(&w));
+    let ssh = |script: &str| {
+        let o = l.labnet(&["vm", "ssh", "mi", "--", script]);
+        assert!(o.status.success(), "{script}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Multipath every disk (Debian's default waits for a second path *and* a known WWID).
+    ssh("printf 'defaults {\\n  find_multipaths no\\n  user_friendly_names yes\\n}\\n' > /etc/multipath.conf && \
+         systemctl restart multipathd && sleep 2 && multipath -r >/dev/null");
+    // The active paths of the map: `H:C:T:L sdX MAJ:MIN active ready running` lines.
+    let active = |ll: &str| -> Vec<String> {
+        ll.lines()
+            .filter(|l| l.contains("active ready"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("sd"))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let wait_paths = |want: &[&str]| {
+        let mut last = String::new();
+        for _ in 0..60 {
+            last = ssh("multipath -ll");
+            let mut got = active(&last);
+            got.sort();
+            if got == want {
+                return last;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("multipath -ll never showed active paths {want:?}:\n{last}");
+    };
+    let ll = wait_paths(&["sda", "sdb"]);
+    assert!(ll.contains("QEMU HARDDISK"), "{ll}");
+
+    let f = l.labnet(&["vm", "path", "mi", "fail", "path1"]);
+    assert!(f.status.success(), "{}", text(&f));
+    let ll = wait_paths(&["sdb"]);
+    assert!(!ll.contains(" sda "), "{ll}");
+    // The map reads on through the remaining path.
+    let dm = ssh("multipath -l -v1 | head -1").trim().to_string();
+    let read = ssh(&format!(
+        "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/mapper/{dm} bs=512 count=1 2>/dev/null | head -c 19"
+    ));
+    assert_eq!(read, MARKER, "read through {dm}");
+
+    let r = l.labnet(&["vm", "path", "mi", "restore", "path1"]);
+    assert!(r.status.success(), "{}", text(&r));
+    wait_paths(&["sda", "sdb"]);
+    let stop = l.labnet(&["vm", "stop", "mi", "--timeout", "30"]);
+    assert!(stop.status.success(), "{}", text(&stop));
 }

@@ -179,6 +179,26 @@ fn two_hosts_labs_joined_over_wireguard() {
         text(&doc)
     );
 
+    // A route of another link into B's subnet: doctor names the overlap (exit 3).
+    sh(&format!(
+        "ip -n {} route add 192.168.11.128/25 dev {}",
+        a.lab, a.bridge
+    ));
+    let doc = a.labnet(&["doctor"]);
+    let words = String::from_utf8_lossy(&doc.stdout).into_owned();
+    assert_eq!(doc.status.code(), Some(3), "{}", text(&doc));
+    assert!(
+        words.contains(&format!(
+            "[FAIL] peer {}: overlapping subnet: route(s) 192.168.11.128/25",
+            b.lab
+        )),
+        "{words}"
+    );
+    sh(&format!(
+        "ip -n {} route del 192.168.11.128/25 dev {}",
+        a.lab, a.bridge
+    ));
+
     // The default route still works out through the uplink, masqueraded there only.
     assert!(
         a1.pings("192.168.20.2"),
@@ -240,6 +260,19 @@ fn two_hosts_labs_joined_over_wireguard() {
     // ... and added back, live again.
     a.must(&["peer", "add", inv.to_str().unwrap()]);
     assert!(a1.pings(&b1_ip));
+
+    // Drift: the peering link set down and its route deleted; `up` puts both back.
+    sh(&format!(
+        "ip -n {lab} link set {p} down; ip -n {lab} route del 192.168.11.0/24 dev {p} || true",
+        lab = a.lab,
+        p = a.peering
+    ));
+    assert!(
+        !a.labnet(&["status"]).status.success(),
+        "status missed the drift"
+    );
+    a.must(&["up"]);
+    assert!(a1.pings(&b1_ip), "not repaired by up");
 
     // `down` of A leaves B as it was; `down` of both leaves nothing.
     a.must(&["down"]);

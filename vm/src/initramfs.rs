@@ -284,7 +284,7 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
     w.file("bin/busybox", 0o755, &bb).map_err(io)?;
     w.symlink("bin/sh", "busybox").map_err(io)?;
     // The applet links `busybox --install -s` would make at boot, made here instead.
-    for link in applet_links(c.busybox) {
+    for link in cached_applet_links(c.busybox, &model::paths::run_dir().join("busybox")) {
         if link != "bin/sh" && link != "bin/busybox" {
             mkdirs(&mut w, &mut dirs, &link).map_err(io)?;
             w.symlink(&link, "/bin/busybox").map_err(io)?;
@@ -324,6 +324,35 @@ pub fn build(out: &Path, c: &Contents) -> Result<(), Error> {
     }
     w.finish().map_err(io)?;
     Ok(())
+}
+
+/// [`applet_links`], kept in `cache` keyed by the busybox's path, size and mtime: running
+/// busybox costs a process spawn per VM start (up to 0.2 s on a loaded host), reading the
+/// list a few microseconds.
+fn cached_applet_links(busybox: &Path, cache: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(busybox) else {
+        return vec![];
+    };
+    let key = crate::naming::fnv1a(&[
+        &busybox.display().to_string(),
+        &md.size().to_string(),
+        &md.mtime().to_string(),
+    ]);
+    let file = cache.join(format!("applets-{key:016x}"));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text.lines().map(String::from).collect();
+    }
+    let links = applet_links(busybox);
+    if !links.is_empty() && std::fs::create_dir_all(cache).is_ok() {
+        // Written whole, then renamed: a concurrent start reads all of it or none.
+        let tmp = cache.join(format!(".applets-{key:016x}.{}", std::process::id()));
+        let text: String = links.iter().map(|l| format!("{l}\n")).collect();
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+    }
+    links
 }
 
 /// The applets' paths (`bin/ls`, `usr/sbin/ntpd`, ...) as the static busybox lists them
@@ -472,6 +501,13 @@ mod tests {
         assert!(links.iter().any(|l| l == "bin/mount"), "{links:?}");
         assert!(links.iter().any(|l| l.ends_with("/udhcpc")), "{links:?}");
         assert!(applet_links(Path::new("/nonexistent/busybox")).is_empty());
+        // Cached: the second call reads the file the first one wrote.
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(cached_applet_links(&bb, d.path()), links);
+        let files: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        std::fs::write(files[0].path(), "bin/only-this\n").unwrap();
+        assert_eq!(cached_applet_links(&bb, d.path()), vec!["bin/only-this"]);
     }
 
     #[test]

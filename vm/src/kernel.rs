@@ -77,7 +77,17 @@ pub fn has_pvh_note(b: &[u8]) -> bool {
     pvh_note(b).unwrap_or(false)
 }
 
-fn pvh_note(b: &[u8]) -> object::read::Result<bool> {
+/// [`has_pvh_note`] of a file, reading only its headers and notes (a build tree's vmlinux
+/// is tens of MB; this runs on every boot).
+pub fn file_has_pvh_note(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let cache = object::read::ReadCache::new(f);
+    pvh_note(&cache).unwrap_or(false)
+}
+
+fn pvh_note<'a, R: object::ReadRef<'a>>(b: R) -> object::read::Result<bool> {
     let h = object::elf::FileHeader64::<object::Endianness>::parse(b)?;
     let e = h.endian()?;
     for ph in h.program_headers(e, b)? {
@@ -195,14 +205,12 @@ pub fn choose(kernel: &Path, microvm: bool, mode: PvhMode, cache: &Path) -> Boot
     if !microvm {
         return bz("PVH is for microvm; this is q35".into());
     }
-    if let Some(b) = std::fs::read(kernel).ok().filter(|b| has_pvh_note(b)) {
-        drop(b);
+    if file_has_pvh_note(kernel) {
         return pvh(kernel.to_path_buf(), "--kernel is a PVH vmlinux");
     }
     match beside(kernel) {
         Some((v, config)) => {
-            let elf = std::fs::read(&v).unwrap_or_default();
-            if !has_pvh_note(&elf) {
+            if !file_has_pvh_note(&v) {
                 return bz(format!(
                     "{} has no PVH entry note: CONFIG_PVH is off",
                     v.display()
@@ -316,6 +324,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let v = vmlinux_for(k, d.path()).unwrap();
         assert!(has_pvh_note(&std::fs::read(&v).unwrap()));
+        assert!(file_has_pvh_note(&v) && !file_has_pvh_note(k));
         // Cached: the same file comes back without unpacking again.
         let mtime = std::fs::metadata(&v).unwrap().modified().unwrap();
         assert_eq!(vmlinux_for(k, d.path()).unwrap(), v);

@@ -26,9 +26,11 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
     let (tap, br) = (name.to_string(), bridge.to_string());
     let res = nl::with_netlink(Some(lab), move |h| async move {
         let idx = nl::index_of(&h, &tap).await?;
-        let br_idx = nl::index_of(&h, &br).await.map_err(|_| {
-            netns::Error::Other(format!("bridge {br} does not exist in the lab namespace"))
-        })?;
+        let br_idx = nl::index_of(&h, &br)
+            .await
+            .map_err(|_| netns::Error::NoSuchLink {
+                name: format!("{br} (the lab's bridge)"),
+            })?;
         h.link()
             .set(
                 rtnetlink::LinkUnspec::new_with_index(idx)
