@@ -115,7 +115,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 vm::Error::Config(_) | vm::Error::Model(model::Error::Config(_)) => {
                     Some(exit::USAGE)
                 }
-                vm::Error::Net(n) => netns_code(n),
                 _ => None,
             }
         } else if c.is::<model::config::ConfigError>() || c.is::<Usage>() {
@@ -252,9 +251,12 @@ mod tests {
         );
         let root = anyhow::Error::new(NeedsRoot { what: "up".into() });
         assert_eq!(exit_code(&root), exit::PERMISSION);
-        let dead = vm::Error::Net(netns::Error::NotRunning {
-            what: "wireguard-go for wg0".into(),
-        });
+        let dead = netns::Error::Step {
+            step: "wait for wireguard-go wg0".into(),
+            source: Box::new(netns::Error::NotRunning {
+                what: "wireguard-go for wg0".into(),
+            }),
+        };
         assert_eq!(exit_code(&anyhow::Error::new(dead)), exit::NOT_RUNNING);
         assert_eq!(exit_code(&anyhow::anyhow!("something else")), exit::FAILURE);
         // A status a command chose wins over the kind.

@@ -265,35 +265,35 @@ pub fn peer_dns_finding(
 ) -> Finding {
     let soa = |r: &DnsReply| matches!(r, DnsReply::Answered { code: ResponseCode::NoError, answers, .. } if *answers > 0);
     let (name, zone, dns) = (&p.name, p.zone.trim_end_matches('.'), p.dns);
-    if soa(via) {
-        return finding(
-            "peer dns",
-            true,
-            format!(
-                "peer {name}: {zone} answers through labnet dns on {lab_dns} (forwarded to {dns})"
-            ),
-        );
-    }
     let here = match via {
         DnsReply::Silent => "no reply within 1 s".to_string(),
         DnsReply::Answered { code, .. } => format!("{code}"),
     };
-    let words = match direct {
-        DnsReply::Silent => format!(
+    // The peer's own answer decides first: labnet dns may answer from its cache (for the
+    // SOA's TTL) after the peer went away.
+    let (ok, words) = match direct {
+        DnsReply::Silent if soa(via) => (false, format!(
+            "peer {name}: its dns {dns} does not answer ({zone} SOA asked from {}; labnet dns still answers from its cache, not for long): the tunnel to {name} is down (`labnet peer list` shows the handshake) or labnet dns is not running in lab {name}",
+            lab_dns.ip()
+        )),
+        DnsReply::Silent => (false, format!(
             "peer {name}: names in {zone} do not resolve here (labnet dns: {here}) and its dns {dns} does not answer either ({zone} SOA asked from {}): the tunnel to {name} is down (`labnet peer list` shows the handshake) or labnet dns is not running in lab {name}",
             lab_dns.ip()
-        ),
-        _ if soa(direct) && local_ok => format!(
+        )),
+        DnsReply::Answered { code, .. } if !soa(direct) => (false, format!(
+            "peer {name}: its dns {dns} answered {zone} SOA with {code} and no SOA: it does not serve {zone}; the zone in [[peers]] must be the one lab {name}'s invitation names"
+        )),
+        _ if soa(via) => (true, format!(
+            "peer {name}: {zone} answers through labnet dns on {lab_dns} (forwarded to {dns})"
+        )),
+        _ if local_ok => (false, format!(
             "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not forward {zone} to it ({here}); restart the lab's dns (`labnet up {ns}`) so it reads the [[peers]] entry"
-        ),
-        _ if soa(direct) => format!(
+        )),
+        _ => (false, format!(
             "peer {name}: its dns {dns} answers for {zone}, but labnet dns on {lab_dns} does not ({here}; it fails for the lab zone too, see above)"
-        ),
-        DnsReply::Answered { code, .. } => format!(
-            "peer {name}: its dns {dns} answered {zone} SOA with {code} and no SOA: it does not serve {zone}; [[peers]] zone must be lab {name}'s dns.zone"
-        ),
+        )),
     };
-    finding("peer dns", false, words)
+    finding("peer dns", ok, words)
 }
 
 /// How long a WireGuard session lives without a new handshake (REJECT_AFTER_TIME, 180 s);
@@ -527,6 +527,7 @@ mod tests {
         for (case, local_ok, via, direct) in [
             ("forwarded", true, &soa, &soa),
             ("peer silent", true, &silent, &silent),
+            ("peer silent, answer cached", true, &soa, &silent),
             ("peer silent, relay SERVFAIL", true, &servfail, &silent),
             ("not forwarded", true, &refused, &soa),
             ("lab dns down", false, &silent, &soa),

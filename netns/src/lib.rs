@@ -20,13 +20,14 @@ pub mod plan;
 pub mod probe;
 pub mod status;
 pub mod system;
-pub mod tun;
 pub mod wg;
 pub mod wg_life;
 
 // The model moved to its own crate; these paths keep working.
 pub use model::{config, paths, state};
 pub use model::{Ipv4Cidr, Lab, Uplink};
+/// The TUN/TAP ioctls moved to the `tuntap` crate (the VM launcher uses it without netns).
+pub use tuntap::tun;
 
 use std::path::Path;
 
@@ -46,6 +47,8 @@ pub enum Error {
         what: String,
         source: nix::errno::Errno,
     },
+    #[error(transparent)]
+    Tun(#[from] tuntap::Error),
     #[error("{what}: {source}")]
     Netlink {
         what: String,

@@ -18,7 +18,11 @@ fn wireguard_go() -> String {
 pub fn create_tun(iface: &str) -> Result<(), Error> {
     let i = iface.to_string();
     crate::nsfs::in_netns(None, move || {
-        crate::tun::create_persistent(&i, crate::tun::Kind::Tun, None)
+        Ok(crate::tun::create_persistent(
+            &i,
+            crate::tun::Kind::Tun,
+            None,
+        )?)
     })
 }
 

@@ -65,7 +65,7 @@ pub enum Error {
         source: nix::errno::Errno,
     },
     #[error(transparent)]
-    Net(#[from] netns::Error),
+    Tap(#[from] tuntap::Error),
     #[error(transparent)]
     Model(#[from] model::Error),
     #[error(transparent)]

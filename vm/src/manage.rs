@@ -81,10 +81,10 @@ pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
         }
     }
     let mut removed = vec![];
-    let overlay_dir = netns::paths::state_dir(lab).join("vms").join(name);
+    let overlay_dir = model::paths::state_dir(lab).join("vms").join(name);
     let mut paths = vec![
         dir.clone(),
-        netns::paths::reservations_dir(lab).join(format!("{name}.json")),
+        model::paths::reservations_dir(lab).join(format!("{name}.json")),
         crate::supervise::failed_run_log(lab, name),
     ];
     if disk {

@@ -1,8 +1,5 @@
-//! The VM's tap: a persistent tap ([`netns::tun`]) made on a thread inside the lab namespace
-//! (a tap is born in the opener's namespace), owned by the invoking user, then attached to
-//! the bridge and set up over netlink.
-use netns::nl;
-
+//! The VM's tap, made by [`tuntap::tap`]: a persistent tap inside the lab's namespace, owned
+//! by the invoking user, attached to the lab's bridge and up.
 use crate::Error;
 
 /// The user to own the tap: $SUDO_UID when run through sudo, else the caller.
@@ -19,54 +16,15 @@ pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Err
     if name.is_empty() || name.len() > 15 {
         return Err(Error::invalid("tap", format!("{name:?}: 1-15 bytes")));
     }
-    let tap = name.to_string();
-    netns::nsfs::in_netns(Some(lab), move || {
-        netns::tun::create_persistent(&tap, netns::tun::Kind::Tap, Some(owner))
-    })?;
-    let (tap, br) = (name.to_string(), bridge.to_string());
-    let res = nl::with_netlink(Some(lab), move |h| async move {
-        let idx = nl::index_of(&h, &tap).await?;
-        let br_idx = nl::index_of(&h, &br)
-            .await
-            .map_err(|_| netns::Error::NoSuchLink {
-                name: format!("{br} (the lab's bridge)"),
-            })?;
-        h.link()
-            .set(
-                rtnetlink::LinkUnspec::new_with_index(idx)
-                    .controller(br_idx)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl::nl(format!("attach {tap} to {br}")))
-    });
-    if let Err(e) = res {
-        let _ = delete(lab, name);
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(tuntap::tap::create(lab, bridge, name, owner)?)
 }
 
 /// Deletes the tap; a missing tap or a lab that is already gone is fine.
 pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
-    if !model::paths::netns_path(lab).exists() {
-        return Ok(false);
-    }
-    let tap = name.to_string();
-    Ok(nl::with_netlink(Some(lab), move |h| async move {
-        nl::del_link(&h, &tap).await
-    })?)
+    Ok(tuntap::tap::delete(lab, name)?)
 }
 
 /// True when the link exists in the lab namespace.
 pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
-    if !model::paths::netns_path(lab).exists() {
-        return Ok(false);
-    }
-    let tap = name.to_string();
-    Ok(nl::with_netlink(Some(lab), move |h| async move {
-        Ok(nl::link_by_name(&h, &tap).await?.is_some())
-    })?)
+    Ok(tuntap::tap::exists(lab, name)?)
 }

@@ -216,7 +216,7 @@ fn lines_up_to(p: &Path, mark: &str, n: usize) -> String {
 
 /// Where a failed throwaway run's serial log is kept (the last one per name).
 pub fn failed_run_log(lab: &str, name: &str) -> PathBuf {
-    netns::paths::lab_run_dir(lab)
+    model::paths::lab_run_dir(lab)
         .join("failed-runs")
         .join(format!("{name}.serial.log"))
 }

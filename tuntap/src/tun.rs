@@ -31,12 +31,12 @@ pub enum Kind {
 /// owned by `owner` (a uid) when given.
 pub fn create_persistent(name: &str, kind: Kind, owner: Option<u32>) -> Result<(), Error> {
     if name.is_empty() || name.len() > 15 {
-        return Err(Error::BadName {
-            name: name.into(),
-            expected: "expected 1-15 bytes".into(),
-        });
+        return Err(Error::BadName { name: name.into() });
     }
-    let sys = |what: &str, e: nix::errno::Errno| Error::sys(&format!("{what} {name}"), e);
+    let sys = |what: &str, source: nix::errno::Errno| Error::Sys {
+        what: format!("{what} {name}"),
+        source,
+    };
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
