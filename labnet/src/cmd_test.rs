@@ -93,9 +93,14 @@ pub fn test(ctx: &Ctx, a: TestArgs) -> Result<()> {
         a.jobs.max(1)
     );
     let t0 = Instant::now();
-    let results = matrix::run::run_all(plan, a.jobs, &a.logs, &stop, &mut |r| {
-        eprintln!("{}", matrix::report::line(r, width))
-    });
+    let results = matrix::run::run_all(
+        plan,
+        a.jobs,
+        &a.logs,
+        &stop,
+        crate::cmd_vm::lease_ip,
+        &mut |r| eprintln!("{}", matrix::report::line(r, width)),
+    );
     let wall = t0.elapsed();
     print!("{}", matrix::report::summary(&results, wall));
     if let Some(out) = &a.junit {

@@ -41,6 +41,7 @@ struct Entry {
     machine: Option<String>,
     accel: Option<String>,
     append: Option<String>,
+    image: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +68,11 @@ pub struct Target {
     pub name: String,
     /// None: the lab `labnet test` was given (`--lab`, $LABNET_LAB, ...).
     pub lab: Option<String>,
+    /// The kernel to boot; empty for an image target booting the image's own kernel.
     pub kernel: PathBuf,
+    /// A `labnet image` to boot (an overlay of it) instead of the generated initramfs; the
+    /// command then runs over ssh.
+    pub image: Option<String>,
     pub command: Command,
     pub modules: Option<PathBuf>,
     pub module: Vec<String>,
@@ -141,6 +146,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<Target>, Error> {
                 }
                 (Some(k), None) => path(k),
                 (None, Some(tr)) => path(tr).join("arch/x86/boot/bzImage"),
+                (None, None) if t.image.is_some() || d.image.is_some() => PathBuf::new(),
                 (None, None) => return Err(Error::field(
                     &at("kernel"),
                     "missing (kernel = \"…/bzImage\" or tree = \"…/linux\", here or in [defaults])",
@@ -190,6 +196,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<Target>, Error> {
         out.push(Target {
             lab: or(&t.lab, &d.lab),
             kernel,
+            image: or(&t.image, &d.image),
             command,
             modules: t.modules.as_ref().or(d.modules.as_ref()).map(path),
             module: list(&t.module, &d.module),
@@ -241,6 +248,9 @@ impl Target {
             let f = at(field);
             move |e: vm::Error| Error::field(&f, e.to_string())
         };
+        if self.image.is_some() {
+            return self.image_options(lab);
+        }
         let mut o = vm::supervise::Options::new(lab, &self.name, &self.kernel);
         if !self.kernel.is_file() {
             let hint = if self.kernel.ends_with("arch/x86/boot/bzImage") {
@@ -294,6 +304,69 @@ impl Target {
             o.accel = vm::accel::Choice::parse(a).map_err(bad("accel"))?;
         }
         o.append = self.append.clone();
+        Ok(o)
+    }
+
+    /// An image target's VM: an overlay of the image booting its kernel (or the target's),
+    /// started like `vm start --image`; its command runs over ssh, so the VM has none.
+    fn image_options(&self, lab: &str) -> Result<vm::supervise::Options, Error> {
+        let at = |field: &str| format!("target {}: {field}", self.name);
+        let bad = |field: &str| {
+            let f = at(field);
+            move |e: vm::Error| Error::field(&f, e.to_string())
+        };
+        let name = self.image.as_deref().unwrap_or_default();
+        let img =
+            image::store::load(name).map_err(|e| Error::field(&at("image"), e.to_string()))?;
+        let own_kernel = self.kernel.as_os_str().is_empty();
+        let kernel = if own_kernel {
+            vm::image_boot::default_kernel(&img)
+        } else {
+            self.kernel.clone()
+        };
+        if !kernel.is_file() {
+            return Err(Error::field(
+                &at(if own_kernel { "image" } else { "kernel" }),
+                format!("{}: no such file", kernel.display()),
+            ));
+        }
+        if let Command::Script(s) = &self.command {
+            if !s.is_file() {
+                return Err(Error::field(
+                    &at("script"),
+                    format!("{}: no such file", s.display()),
+                ));
+            }
+        }
+        if !self.add.is_empty() || !self.module.is_empty() || self.modules.is_some() {
+            return Err(Error::field(
+                &at("image"),
+                "an image target boots the image's disk: add, module and modules are for the generated initramfs",
+            ));
+        }
+        let mut o = vm::supervise::Options::new(lab, &self.name, &kernel);
+        o.shares = self
+            .share
+            .iter()
+            .map(|s| vm::qemu::Share::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(bad("share"))?;
+        o.machine = match &self.machine {
+            Some(m) => vm::qemu::Machine::parse(m).map_err(bad("machine"))?,
+            None => vm::qemu::Machine::Q35,
+        };
+        if let Some(m) = &self.mem {
+            o.mem = m.clone();
+        }
+        if let Some(c) = self.cpus {
+            o.cpus = c;
+        }
+        if let Some(a) = &self.accel {
+            o.accel = vm::accel::Choice::parse(a).map_err(bad("accel"))?;
+        }
+        o.append = self.append.clone();
+        vm::image_boot::apply(&mut o, &img, own_kernel, self.machine.is_some())
+            .map_err(bad("image"))?;
         Ok(o)
     }
 }

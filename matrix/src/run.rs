@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::file::Target;
+use crate::file::{Command, Target};
+
+/// Looks up the lab's dhcpd lease of a MAC granted since a time: `(lab, mac, since)`
+/// (the lease file is the binary's business, not this crate's).
+pub type LeaseFn = fn(&str, &str, u64) -> Option<std::net::Ipv4Addr>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -72,7 +76,15 @@ const OUTPUT_KEEP: usize = 64 * 1024;
 
 /// Runs one target as its own VM and forgets the VM afterwards (its console is kept in
 /// `logs` when it did not pass).
-pub fn run_target(t: &Target, o: vm::supervise::Options, logs: &Path) -> TargetResult {
+pub fn run_target(
+    t: &Target,
+    o: vm::supervise::Options,
+    logs: &Path,
+    ip_of: LeaseFn,
+) -> TargetResult {
+    if t.image.is_some() {
+        return run_image_target(t, o, logs, ip_of);
+    }
     let t0 = Instant::now();
     let out = output_file(logs, &t.name);
     let lab = o.lab.clone();
@@ -171,6 +183,199 @@ pub fn run_target(t: &Target, o: vm::supervise::Options, logs: &Path) -> TargetR
     r
 }
 
+/// How an image target's command ended.
+enum SshEnd {
+    Status(Option<i32>),
+    TimedOut(&'static str),
+    Failed(String),
+}
+
+/// An image target: the VM started from the image (supervised on this thread's helper, as
+/// `vm start --image --daemonize` would be), its lease and sshd waited for, the command run
+/// over ssh; the target's timeout covers all of it. The VM is stopped and removed after.
+fn run_image_target(
+    t: &Target,
+    o: vm::supervise::Options,
+    logs: &Path,
+    ip_of: LeaseFn,
+) -> TargetResult {
+    let t0 = Instant::now();
+    let deadline = t0 + t.timeout;
+    let out = output_file(logs, &t.name);
+    let lab = o.lab.clone();
+    let mut o = o;
+    o.ephemeral = false;
+    let mut r = TargetResult {
+        name: t.name.clone(),
+        lab: lab.clone(),
+        kernel: o.kernel.clone(),
+        verdict: Verdict::Pass,
+        duration: Duration::ZERO,
+        rc: None,
+        message: String::new(),
+        console_tail: String::new(),
+        output: String::new(),
+        console: None,
+    };
+    let p = match vm::supervise::prepare(&o) {
+        Ok(p) => p,
+        Err(e) => {
+            r.verdict = Verdict::Error;
+            r.message = e.to_string();
+            r.duration = t0.elapsed();
+            return r;
+        }
+    };
+    let (end, launched) = std::thread::scope(|s| {
+        let sup = s.spawn(|| {
+            vm::supervise::launch(
+                &p,
+                vm::supervise::Mode::Start {
+                    attach_console: false,
+                },
+                &mut |_| {},
+            )
+        });
+        let end = ssh_run(t, &lab, deadline, &out, ip_of, &sup);
+        if let Ok(st) = vm::manage::load(&lab, &t.name) {
+            vm::ssh::close_master(&lab, &st);
+        }
+        let _ = vm::manage::stop(&lab, &t.name, Duration::from_secs(10));
+        let launched = sup.join().ok();
+        (end, launched)
+    });
+    r.duration = t0.elapsed();
+    let serial = vm::state::vm_dir(&lab, &t.name).join("serial.log");
+    let panic = match &launched {
+        Some(Ok(outcome)) => outcome.panic.clone(),
+        _ => None,
+    }
+    .or_else(|| panic_line(&serial));
+    match (panic, end) {
+        (Some(p), _) => {
+            r.verdict = Verdict::Panic;
+            r.message = p;
+        }
+        (None, SshEnd::Status(Some(0))) => {}
+        (None, SshEnd::Status(rc)) => {
+            r.rc = rc;
+            r.verdict = Verdict::Fail;
+            r.message = match rc {
+                Some(rc) => format!("exit status {rc}"),
+                None => "ssh ended without an exit status (killed by a signal)".into(),
+            };
+        }
+        (None, SshEnd::TimedOut(when)) => {
+            r.verdict = Verdict::Timeout;
+            r.message = format!("timed out after {} s {when}", t.timeout.as_secs());
+        }
+        (None, SshEnd::Failed(m)) => {
+            r.verdict = match launched {
+                Some(Err(_)) | None => Verdict::Error,
+                Some(Ok(_)) => Verdict::Fail,
+            };
+            r.message = m;
+        }
+    }
+    if r.verdict == Verdict::Pass {
+        r.rc = Some(0);
+    }
+    r.output = read_tail(&out, OUTPUT_KEEP);
+    if r.verdict != Verdict::Pass {
+        let kept = console_file(logs, &t.name);
+        if std::fs::copy(&serial, &kept).is_ok() {
+            r.console_tail = vm::supervise::tail_lines(&kept, 12);
+            r.console = Some(kept);
+        }
+    }
+    // Its state, serial log, overlay disk and DHCP reservation: the VM was this run's only.
+    let _ = vm::manage::remove(&lab, &t.name, true);
+    r
+}
+
+/// Waits for the VM's sshd and runs the target's command (a script goes on ssh's stdin to
+/// `sh -s`), its output into `out`, all by `deadline`.
+fn ssh_run<T>(
+    t: &Target,
+    lab: &str,
+    deadline: Instant,
+    out: &Path,
+    ip_of: LeaseFn,
+    sup: &std::thread::ScopedJoinHandle<'_, T>,
+) -> SshEnd {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // The supervisor writes the VM's state once QEMU is up.
+    let st = loop {
+        match vm::manage::load(lab, &t.name) {
+            Ok(st) if st.qemu_alive() => break st,
+            _ if sup.is_finished() => return SshEnd::Failed("the VM ended before it ran".into()),
+            _ if left().is_zero() => return SshEnd::TimedOut("before QEMU started"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let ip = match vm::ssh::wait_ready(lab, &st, "root", left(), &|mac, since| {
+        ip_of(lab, mac, since)
+    }) {
+        Ok(ip) => ip,
+        Err(_) if left().is_zero() => return SshEnd::TimedOut("before sshd answered"),
+        Err(e) => return SshEnd::Failed(e.to_string()),
+    };
+    let mut args = match vm::ssh::options(lab, &st) {
+        Ok(a) => a,
+        Err(e) => return SshEnd::Failed(e.to_string()),
+    };
+    args.push(format!("root@{ip}"));
+    let stdin = match &t.command {
+        Command::Shell(c) => {
+            args.extend(["--".into(), c.clone()]);
+            std::process::Stdio::null()
+        }
+        Command::Script(s) => {
+            args.extend(["--".into(), "sh".into(), "-s".into()]);
+            match std::fs::File::open(s) {
+                Ok(f) => f.into(),
+                Err(e) => return SshEnd::Failed(format!("{}: {e}", s.display())),
+            }
+        }
+    };
+    let spawned = std::fs::File::create(out)
+        .and_then(|f| Ok((f.try_clone()?, f)))
+        .map_err(|e| format!("{}: {e}", out.display()))
+        .and_then(|(o1, o2)| {
+            let (mut cmd, _ns) =
+                vm::manage::lab_command(lab, "ssh", &args).map_err(|e| e.to_string())?;
+            cmd.stdin(stdin)
+                .stdout(o1)
+                .stderr(o2)
+                .spawn()
+                .map_err(|e| format!("ssh: {e}"))
+        });
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return SshEnd::Failed(e),
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return SshEnd::Status(status.code()),
+            Ok(None) if left().is_zero() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return SshEnd::TimedOut("while the command ran");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return SshEnd::Failed(format!("ssh: {e}")),
+        }
+    }
+}
+
+/// The guest kernel's panic line in its console log, if it panicked.
+fn panic_line(serial: &Path) -> Option<String> {
+    let b = std::fs::read(serial).ok()?;
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| l.find("Kernel panic - ").map(|i| l[i..].trim().to_string()))
+}
+
 fn read_tail(p: &Path, keep: usize) -> String {
     let b = std::fs::read(p).unwrap_or_default();
     let from = b.len().saturating_sub(keep);
@@ -191,6 +396,7 @@ pub fn run_all(
     jobs: usize,
     logs: &Path,
     stop: &AtomicBool,
+    ip_of: LeaseFn,
     done: &mut dyn FnMut(&TargetResult),
 ) -> Vec<TargetResult> {
     let n = plan.len();
@@ -210,7 +416,7 @@ pub fn run_all(
                 } else {
                     let id = (p.options.lab.clone(), p.target.name.clone());
                     lock(running).push(id.clone());
-                    let mut r = run_target(&p.target, p.options.clone(), logs);
+                    let mut r = run_target(&p.target, p.options.clone(), logs, ip_of);
                     lock(running).retain(|x| *x != id);
                     if stop.load(Ordering::SeqCst) && r.verdict != Verdict::Pass {
                         // Its VM was quit under it: say so rather than what that looked like.

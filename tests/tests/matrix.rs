@@ -241,3 +241,95 @@ fn interrupt_stops_the_running_vm_and_skips_the_rest() {
     let links = sh(&format!("ip -n {id} -o link show"));
     assert!(!links.contains("tap-"), "tap left behind: {links}");
 }
+
+/// Image targets: each boots an overlay of the tests' image (see `test_image`) as a VM of the
+/// lab, waits for its sshd and runs the command over ssh; the verdict is its exit status.
+/// Nothing of either VM is left. A missing image stops the file before any VM starts.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn image_targets_run_over_ssh() {
+    require_root();
+    let mut c = Cleanup::default();
+    let (store, image) = test_image();
+    let id = unique("lg");
+    let root = temp_dir(&mut c, "lgimg");
+    let mut env = labnet_env(&root);
+    env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
+    let cfg = root.join("lab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{id}\"\n[bridge]\nname = \"{id}b\"\naddress = \"10.93.0.1/24\"\n\
+             [dhcp]\nrange_start = \"10.93.0.100\"\nrange_end = \"10.93.0.150\"\n"
+        ),
+    )
+    .unwrap();
+    c.labnet(&["down", &id], &env);
+    for vm in ["img-pass", "img-fail"] {
+        c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
+    }
+    let up = labnet(&["up", &id, "--config", cfg.to_str().unwrap()], &env);
+    assert!(up.status.success(), "{}", text(&up));
+    let file = root.join("img.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\nimage = \"{image}\"\ntimeout = 600\n\n\
+             [[target]]\nname = \"img-pass\"\ncommand = \"test -d /etc && echo on $(hostname) $(uname -r)\"\n\n\
+             [[target]]\nname = \"img-fail\"\ncommand = \"echo failing; exit 3\"\n"
+        ),
+    )
+    .unwrap();
+    let logs = root.join("logs");
+    let out = run(Command::new("timeout")
+        .arg("1200")
+        .arg(labnet_bin())
+        .args(["test", file.to_str().unwrap(), "--lab", &id, "--jobs", "2"])
+        .arg("--logs")
+        .arg(&logs)
+        .envs(env.iter().cloned()));
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(verdict_of(&summary, "img-pass"), "PASS", "{summary}");
+    assert_eq!(verdict_of(&summary, "img-fail"), "FAIL", "{summary}");
+    assert!(summary.contains("exit status 3"), "{summary}");
+    // The commands ran in the image's VMs, over ssh.
+    let pass_out = std::fs::read_to_string(logs.join("img-pass.out")).unwrap();
+    assert!(pass_out.starts_with("on img-pass "), "{pass_out}");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("img-fail.out"))
+            .unwrap()
+            .trim_end(),
+        "failing"
+    );
+    assert!(logs.join("img-fail.console.log").is_file());
+    assert!(!logs.join("img-pass.console.log").exists());
+
+    // Nothing left: no VM, no tap, no overlay.
+    let list = labnet(&["vm", "list", &id, "--json"], &env);
+    assert!(list.status.success(), "{}", text(&list));
+    let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "{vms}");
+    let links = sh(&format!("ip -n {id} -o link show"));
+    assert!(!links.contains("tap-"), "tap left behind: {links}");
+    let left = sh(&format!(
+        "find {} -name '*.qcow2' 2>/dev/null",
+        root.display()
+    ));
+    assert!(left.trim().is_empty(), "overlay left behind: {left}");
+
+    // A missing image: exit 2 before any VM, the target and key named.
+    std::fs::write(
+        &file,
+        "[[target]]\nname = \"noimg\"\nimage = \"no-such-image\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = labnet(&["test", file.to_str().unwrap(), "--lab", &id], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target noimg: image"),
+        "{}",
+        text(&out)
+    );
+}
