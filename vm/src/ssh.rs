@@ -218,30 +218,6 @@ pub fn config_block(lab: &str, st: &VmState, zone: &str, labnet: &Path) -> Resul
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pin_replaces_only_that_vm() {
-        let d = tempfile::tempdir().unwrap();
-        let kh = d.path().join("known_hosts");
-        pin_in(&kh, "k1", Some("ssh-ed25519 AAA1")).unwrap();
-        pin_in(&kh, "k2", Some("ssh-ed25519 BBB2")).unwrap();
-        pin_in(&kh, "k1", Some("ssh-ed25519 CCC3")).unwrap();
-        let t = std::fs::read_to_string(&kh).unwrap();
-        assert_eq!(
-            t,
-            "k2.labnet ssh-ed25519 BBB2\nk1.labnet ssh-ed25519 CCC3\n"
-        );
-        pin_in(&kh, "k2", None).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&kh).unwrap(),
-            "k1.labnet ssh-ed25519 CCC3\n"
-        );
-    }
-}
-
 /// Waits up to `wait` for the VM's lease in this boot; `ip_of(mac, since)` looks the lease up
 /// in the lab's dhcpd (this crate does not read its lease file).
 pub fn wait_lease(
@@ -326,4 +302,28 @@ pub fn wait_ready(
     let ip = wait_lease(lab, st, wait, ip_of)?;
     wait_sshd(lab, st, ip, user, wait.saturating_sub(t0.elapsed()))?;
     Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_replaces_only_that_vm() {
+        let d = tempfile::tempdir().unwrap();
+        let kh = d.path().join("known_hosts");
+        pin_in(&kh, "k1", Some("ssh-ed25519 AAA1")).unwrap();
+        pin_in(&kh, "k2", Some("ssh-ed25519 BBB2")).unwrap();
+        pin_in(&kh, "k1", Some("ssh-ed25519 CCC3")).unwrap();
+        let t = std::fs::read_to_string(&kh).unwrap();
+        assert_eq!(
+            t,
+            "k2.labnet ssh-ed25519 BBB2\nk1.labnet ssh-ed25519 CCC3\n"
+        );
+        pin_in(&kh, "k2", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&kh).unwrap(),
+            "k1.labnet ssh-ed25519 CCC3\n"
+        );
+    }
 }
