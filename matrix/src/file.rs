@@ -1,7 +1,8 @@
 //! The test file: `[defaults]` and one `[[target]]` per run. Every key is the `labnet vm run`
 //! flag of the same name (`kernel`, `modules`, `module`, `share`, `add`, `append`, `mem`,
 //! `cpus`, `machine`, `accel`, `timeout`, `lab`), plus `name`, `command` or `script`, and
-//! `tree` (a kernel build tree: its `arch/x86/boot/bzImage`). A target's key replaces the
+//! `tree` (a kernel build tree: its `arch/x86/boot/bzImage`), and `image` (a `labnet image`
+//! booted instead, the command run over ssh). A target's key replaces the
 //! default's (lists too). Relative paths are relative to the file's directory.
 //!
 //! [`parse`] checks the file alone (syntax, keys, names, one kernel and one command per
