@@ -5,8 +5,12 @@
 #   labnet  `labnet vm run --kernel .../bzImage -- true` (PVH: the vmlinux beside it)
 #   vng     `vng -r <tree>/arch/x86/boot/bzImage --disable-kvm -- true`
 #   bare    `qemu-system-x86_64 -M microvm -kernel vmlinux` + a one-line busybox init (the floor)
+#   bare-lc the same floor with labnet's kernel command line for PVH under TCG (noapictimer,
+#           lpj=): labnet's own cost over QEMU + kernel, with the boot shortcuts taken out
 # Needs root, a built labnet, QEMU, busybox-static and vng (pip install virtme-ng).
 #   N=5 VNG=/path/to/vng bench/source-kernel.sh
+# LABNET_BEFORE=/path/to/older/labnet adds that build as one more variant (before/after in
+# one run).
 set -u
 N=${N:-5}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +51,12 @@ labnet_once() {
 		|| { echo "labnet vm run failed" >&2; cat "$ROOT/labnet.err" >&2; }
 	add labnet $(( $(ms) - s ))
 }
+labnet_before_once() {
+	local s=$(ms)
+	timeout 120 "$LABNET_BEFORE" vm run --lab "$LAB" --name lkb --kernel "$KDIR/bzImage" -- true </dev/null >/dev/null 2>"$ROOT/labnet.err" \
+		|| { echo "labnet (before) vm run failed" >&2; cat "$ROOT/labnet.err" >&2; }
+	add labnet-before $(( $(ms) - s ))
+}
 vng_once() {
 	local s=$(ms)
 	timeout 120 "$VNG" -r "$OBJ/arch/x86/boot/bzImage" --disable-kvm -- true </dev/null >"$ROOT/vng.out" 2>&1
@@ -62,15 +72,26 @@ bare_once() {
 	add bare $(( $(ms) - s ))
 }
 
+# What labnet adds to a PVH boot under TCG (vm/src/qemu.rs cmdline_for), HZ from the config.
+HZ=$(sed -n 's/^CONFIG_HZ=//p' "$KDIR/config")
+bare_lc_once() {
+	local s=$(ms)
+	timeout 120 qemu-system-x86_64 -M microvm,acpi=off,ioapic2=off -accel tcg -m 1G -smp 2 -nodefaults -no-user-config \
+		-display none -no-reboot -serial null -kernel "$KDIR/vmlinux" -initrd "$ROOT/bare.cpio" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=3 tsc_early_khz=2000000 reboot=t noapictimer lpj=$((2000000000 / HZ))" \
+		</dev/null >/dev/null 2>&1 || echo "bare-lc qemu failed" >&2
+	add bare-lc $(( $(ms) - s ))
+}
+
 for i in $(seq "$N"); do
-	labnet_once; vng_once; bare_once
+	labnet_once; [ -n "${LABNET_BEFORE:-}" ] && labnet_before_once; vng_once; bare_once; bare_lc_once
 done
 
 echo "N=$N, $(nproc) cores, load average after: $(cut -d' ' -f1-3 /proc/loadavg); kernel $KDIR"
 echo "vng exit codes: $(sort "$ROOT/vng.rcs" | uniq -c | tr '\n' ' ')"
 echo "vng last output: $(tail -c 300 "$ROOT/vng.out" | tr '\n' ' ')"
 printf "%-8s %8s %8s %8s   %s\n" variant median min max "all (ms)"
-for k in labnet vng bare; do
+for k in labnet ${LABNET_BEFORE:+labnet-before} vng bare bare-lc; do
 	python3 - "$k" ${T[$k]} <<'PY'
 import sys, statistics
 k, xs = sys.argv[1], [int(x) for x in sys.argv[2:]]

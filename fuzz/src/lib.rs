@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("monmap", monmap),
     ("keyring", keyring),
     ("lab_toml", lab_toml),
+    ("invitation", invitation),
     ("wg_quick", wg_quick),
     ("kernel", kernel),
 ];
@@ -218,6 +219,34 @@ pub fn lab_toml(data: &[u8]) {
         let _ = lab.effective_upstreams();
     }
     let _ = netns::config::parse(&s, "fuzz.toml", Some("fz"));
+}
+
+/// A peer invitation as `labnet peer add FILE` reads it (documents with a host-name endpoint
+/// are skipped, as for [`lab_toml`]). A valid one round-trips through the file it writes,
+/// and adding it to a lab's config either succeeds with a config that parses or names why.
+pub fn invitation(data: &[u8]) {
+    use model::invitation::{add_peer, remove_peer, Invitation};
+    let s = text(data);
+    match toml::from_str::<toml::Value>(&s) {
+        Ok(v) if lab_toml_is_offline(&v) => {}
+        Err(_) => {}
+        Ok(_) => return,
+    }
+    let Ok(inv) = Invitation::parse(&s, "fuzz.invite") else {
+        return;
+    };
+    let again = Invitation::parse(&inv.to_toml(), "again.invite")
+        .unwrap_or_else(|e| panic!("an invitation's own file does not parse: {e}"));
+    assert_eq!(again, inv, "the invitation changed in its round trip");
+    const LAB: &str = "name = \"fz\"\n[bridge]\naddress = \"172.31.250.1/24\"\n";
+    if let Ok((text, _)) = add_peer(LAB, "fz.toml", "fz", &inv) {
+        let lab = netns::config::parse(&text, "fz.toml", Some("fz"))
+            .unwrap_or_else(|e| panic!("add_peer returned a config that does not parse: {e}"));
+        assert!(lab.peers.iter().any(|p| p.name == inv.name));
+        let back = remove_peer(&text, "fz.toml", "fz", &inv.name)
+            .unwrap_or_else(|e| panic!("removing the peer just added failed: {e}"));
+        assert!(back.is_some(), "the peer just added is not there to remove");
+    }
 }
 
 /// Whether a wg-quick conf has no `Endpoint` other than an IP:PORT literal (lines read as

@@ -77,28 +77,32 @@ fn vm_reservations(lab: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Releases the active leases of `macs` once their reservations are gone. With the lab up
-/// its dhcpd does it (it watches the reservations dir) and this waits for that; with the lab
-/// down nothing serves the lease log, so the records are written here.
-pub fn release_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>> {
-    let dir = netns::paths::state_dir(lab);
-    let active = |now: u64| -> Result<Vec<dhcpd::Lease>> {
-        Ok(dhcpd::leases::load(&dir)?
-            .into_iter()
-            .filter(|l| macs.contains(&l.mac) && l.state_at(now) == dhcpd::LeaseState::Active)
-            .collect())
-    };
-    let before = active(vm::state::now())?;
-    if before.is_empty() {
-        return Ok(vec![]);
+/// The active leases of `macs`: taken before their reservations go, since the lab's dhcpd
+/// releases them as soon as it sees a reservation gone.
+pub fn active_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>> {
+    let now = vm::state::now();
+    Ok(dhcpd::leases::load(&netns::paths::state_dir(lab))?
+        .into_iter()
+        .filter(|l| macs.contains(&l.mac) && l.state_at(now) == dhcpd::LeaseState::Active)
+        .collect())
+}
+
+/// Releases `leases` (from [`active_leases_of`]) once their reservations are gone. With the
+/// lab up its dhcpd does it (it watches the reservations dir) and this waits for that; with
+/// the lab down nothing serves the lease log, so the records are written here.
+pub fn release_leases(lab: &str, leases: Vec<dhcpd::Lease>) -> Result<Vec<dhcpd::Lease>> {
+    if leases.is_empty() {
+        return Ok(leases);
     }
+    let dir = netns::paths::state_dir(lab);
+    let macs: Vec<String> = leases.iter().map(|l| l.mac.clone()).collect();
     if netns::paths::netns_path(lab).exists() {
         let t0 = std::time::Instant::now();
-        while !active(vm::state::now())?.is_empty() {
+        while !active_leases_of(lab, &macs)?.is_empty() {
             if t0.elapsed() > std::time::Duration::from_secs(10) {
                 anyhow::bail!(
                     "lab {lab}'s dhcpd did not release {} within 10 s (is it running? `labnet status {lab}`)",
-                    before.iter().map(|l| l.ip.to_string()).collect::<Vec<_>>().join(", ")
+                    leases.iter().map(|l| l.ip.to_string()).collect::<Vec<_>>().join(", ")
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -106,7 +110,7 @@ pub fn release_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>
     } else {
         let (mut log, _) = dhcpd::store::LeaseLog::open(&dir)?;
         let now = vm::state::now();
-        let records: Vec<dhcpd::Lease> = before
+        let records: Vec<dhcpd::Lease> = leases
             .iter()
             .map(|l| dhcpd::Lease {
                 state: dhcpd::LeaseState::Released,
@@ -116,7 +120,7 @@ pub fn release_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>
             .collect();
         log.commit(&records)?;
     }
-    Ok(before)
+    Ok(leases)
 }
 
 fn prune(lab: &str) -> Result<()> {
@@ -124,6 +128,8 @@ fn prune(lab: &str) -> Result<()> {
         .into_iter()
         .filter(|(_, vm)| vm_state(lab, vm) == "gone")
         .collect();
+    let macs: Vec<String> = gone.iter().map(|(m, _)| m.clone()).collect();
+    let active = active_leases_of(lab, &macs)?;
     for (_, vm) in &gone {
         let f = model::reservation::file(lab, vm);
         match std::fs::remove_file(&f) {
@@ -132,8 +138,7 @@ fn prune(lab: &str) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("{}", f.display())),
         }
     }
-    let macs: Vec<String> = gone.iter().map(|(m, _)| m.clone()).collect();
-    let released = release_leases_of(lab, &macs)?;
+    let released = release_leases(lab, active)?;
     for l in &released {
         let vm = gone
             .iter()

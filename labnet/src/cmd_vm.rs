@@ -667,12 +667,15 @@ fn gdb(ctx: &Ctx, a: GdbArgs) -> Result<()> {
 
 fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     let lab = ctx.lab_name(None)?;
+    // Its leases, looked up before its reservation goes: the lab's dhcpd may release them
+    // the moment it sees the reservation gone.
+    let mac = vm::naming::mac_for(&lab, &a.name);
+    let active = crate::cmd_dhcpd::active_leases_of(&lab, &[mac.to_ascii_lowercase()])?;
     for what in vm::manage::remove(&lab, &a.name, a.disk)? {
         println!("{}: removed {what}", a.name);
     }
     // Its reservation is gone, so its leases go too (the name leaves the lab's DNS).
-    let mac = vm::naming::mac_for(&lab, &a.name);
-    for l in crate::cmd_dhcpd::release_leases_of(&lab, &[mac.to_ascii_lowercase()])? {
+    for l in crate::cmd_dhcpd::release_leases(&lab, active)? {
         println!("{}: released its lease {}", a.name, l.ip);
     }
     let overlay = netns::paths::state_dir(&lab)

@@ -210,8 +210,13 @@ pub fn run_all(
                 } else {
                     let id = (p.options.lab.clone(), p.target.name.clone());
                     lock(running).push(id.clone());
-                    let r = run_target(&p.target, p.options.clone(), logs);
+                    let mut r = run_target(&p.target, p.options.clone(), logs);
                     lock(running).retain(|x| *x != id);
+                    if stop.load(Ordering::SeqCst) && r.verdict != Verdict::Pass {
+                        // Its VM was quit under it: say so rather than what that looked like.
+                        r.verdict = Verdict::Fail;
+                        r.message = "interrupted: its VM was stopped".into();
+                    }
                     r
                 };
                 if tx.send((i, r)).is_err() {

@@ -186,3 +186,58 @@ command = "true"
         text(&out)
     );
 }
+
+/// SIGINT to `labnet test`: the running target's VM is stopped (FAIL, interrupted), the
+/// targets not started are SKIPPED, nothing of either is left, and the exit status is 1.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn interrupt_stops_the_running_vm_and_skips_the_rest() {
+    require_root();
+    let mut c = Cleanup::default();
+    let kernel = source_kernel().bzimage;
+    let (id, env, root) = lab(&mut c, "mxint");
+    let file = root.join("m.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[defaults]\nkernel = \"{}\"\ntimeout = 300\n\n\
+             [[target]]\nname = \"long\"\ncommand = \"echo long-running; sleep 1000\"\n\n\
+             [[target]]\nname = \"never\"\ncommand = \"true\"\n",
+            kernel.display()
+        ),
+    )
+    .unwrap();
+    let logs = root.join("logs");
+    let child = Command::new(labnet_bin())
+        .args(["test", file.to_str().unwrap(), "--lab", &id, "--jobs", "1"])
+        .arg("--logs")
+        .arg(&logs)
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.pid(child.id());
+    let serial = root.join("run").join(&id).join("vms/long/serial.log");
+    wait_for(
+        "the long target's command to run",
+        std::time::Duration::from_secs(180),
+        || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("long-running")),
+    );
+    assert!(signal(child.id() as i32, libc::SIGINT));
+    let out = child.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(verdict_of(&summary, "long"), "FAIL", "{summary}");
+    assert!(
+        summary.contains("interrupted: its VM was stopped"),
+        "{summary}"
+    );
+    assert_eq!(verdict_of(&summary, "never"), "SKIPPED", "{summary}");
+    assert!(logs.join("long.console.log").is_file());
+    let list = labnet(&["vm", "list", &id, "--json"], &env);
+    let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "{vms}");
+    let links = sh(&format!("ip -n {id} -o link show"));
+    assert!(!links.contains("tap-"), "tap left behind: {links}");
+}
