@@ -694,7 +694,7 @@ fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
 
 /// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
 /// from the VM's previous boot does not count.
-fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
+pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
     let leases = dhcpd::leases::load(&netns::paths::state_dir(lab)).ok()?;
     let now = vm::state::now();
     leases
@@ -746,16 +746,12 @@ pub fn running_vm_ip(lab: &str, name: &str) -> Option<Ipv4Addr> {
 
 fn vm_ip(lab: &str, name: &str, wait: u64) -> Result<Ipv4Addr> {
     let st = vm::manage::load(lab, name)?;
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Some(ip) = vm::manage::lease_of(&st, &|mac, since| lease_ip(lab, mac, since)) {
-            return Ok(ip);
-        }
-        if t0.elapsed() >= Duration::from_secs(wait) {
-            bail!("{name} ({}) has no active lease in lab {lab}", st.mac);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Ok(vm::ssh::wait_lease(
+        lab,
+        &st,
+        Duration::from_secs(wait),
+        &|mac, since| lease_ip(lab, mac, since),
+    )?)
 }
 
 fn ip(ctx: &Ctx, a: IpArgs) -> Result<()> {
@@ -773,14 +769,16 @@ fn ssh(ctx: &Ctx, a: SshArgs) -> Result<()> {
         Some(secs) => {
             let t0 = std::time::Instant::now();
             let ip = vm_ip(&lab, &a.name, secs)?;
-            wait_sshd(
+            if let Err(e) = vm::ssh::wait_sshd(
                 &lab,
                 &st,
-                &opts,
                 ip,
                 &a.user,
                 Duration::from_secs(secs).saturating_sub(t0.elapsed()),
-            )?;
+            ) {
+                refuse_changed_host_key(&lab, &st, ip)?;
+                return Err(e.into());
+            }
             if a.cmd.is_empty() {
                 eprintln!(
                     "{}: sshd answering at {ip} after {:.1} s",
@@ -813,54 +811,6 @@ fn refuse_changed_host_key(lab: &str, st: &vm::state::VmState, ip: Ipv4Addr) -> 
         std::process::exit(255);
     }
     Ok(())
-}
-
-/// Polls `ssh true` until sshd lets us in; a changed host key ends the wait at once.
-fn wait_sshd(
-    lab: &str,
-    st: &vm::state::VmState,
-    opts: &[String],
-    ip: Ipv4Addr,
-    user: &str,
-    budget: Duration,
-) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    let mut args = opts.to_vec();
-    args.extend([
-        "-o".into(),
-        "ConnectTimeout=3".into(),
-        format!("{user}@{ip}"),
-        "true".into(),
-    ]);
-    loop {
-        let (mut cmd, _ns) = vm::manage::lab_command(lab, "ssh", &args)?;
-        let out = cmd
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("ssh")?;
-        if out.status.success() {
-            return Ok(());
-        }
-        if out.status.code() == Some(255) {
-            let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("Host key verification failed")
-                || err.contains("HOST IDENTIFICATION HAS CHANGED")
-            {
-                refuse_changed_host_key(lab, st, ip)?;
-                bail!("{}: host key verification failed: {}", st.name, err.trim());
-            }
-        }
-        if t0.elapsed() >= budget {
-            bail!(
-                "{}: sshd at {ip} did not answer within {} s (last: {}; serial log: {})",
-                st.name,
-                budget.as_secs(),
-                String::from_utf8_lossy(&out.stderr).trim(),
-                st.dir.join("serial.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// `NAME:PATH` → Some((NAME, PATH)); a local path (no colon before the first slash) → None.

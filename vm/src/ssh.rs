@@ -2,8 +2,10 @@
 //! /var/lib/labnet/LAB/ssh/), a labnet-managed known_hosts pinned to the image's host key
 //! (never `StrictHostKeyChecking=no`), and one multiplexed connection per VM whose control
 //! socket lives in the VM's runtime dir (so `vm stop` can close and remove it).
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::state::VmState;
 use crate::Error;
@@ -214,6 +216,92 @@ pub fn config_block(lab: &str, st: &VmState, zone: &str, labnet: &Path) -> Resul
         alias = alias(&st.name),
         labnet = labnet.display(),
     ))
+}
+
+/// Waits up to `wait` for the VM's lease in this boot; `ip_of(mac, since)` looks the lease up
+/// in the lab's dhcpd (this crate does not read its lease file).
+pub fn wait_lease(
+    lab: &str,
+    st: &VmState,
+    wait: Duration,
+    ip_of: &dyn Fn(&str, u64) -> Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, Error> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(ip) = crate::manage::lease_of(st, ip_of) {
+            return Ok(ip);
+        }
+        if t0.elapsed() >= wait {
+            return Err(Error::Other(format!(
+                "{} ({}) has no active lease in lab {lab}",
+                st.name, st.mac
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `ssh true` until sshd lets `user` in, for up to `budget`; a changed host key ends
+/// the wait at once (with [`host_key_mismatch`]'s words when it can tell).
+pub fn wait_sshd(
+    lab: &str,
+    st: &VmState,
+    ip: Ipv4Addr,
+    user: &str,
+    budget: Duration,
+) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let mut args = options(lab, st)?;
+    args.extend([
+        "-o".into(),
+        "ConnectTimeout=3".into(),
+        format!("{user}@{ip}"),
+        "true".into(),
+    ]);
+    loop {
+        let (mut cmd, _ns) = crate::manage::lab_command(lab, "ssh", &args)?;
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::Other(format!("ssh: {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if out.status.code() == Some(255) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("Host key verification failed")
+                || err.contains("HOST IDENTIFICATION HAS CHANGED")
+            {
+                return Err(Error::Other(host_key_mismatch(lab, st, ip).unwrap_or_else(
+                    || format!("{}: host key verification failed: {}", st.name, err.trim()),
+                )));
+            }
+        }
+        if t0.elapsed() >= budget {
+            return Err(Error::Other(format!(
+                "{}: sshd at {ip} did not answer within {} s (last: {}; serial log: {})",
+                st.name,
+                budget.as_secs(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                st.dir.join("serial.log").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits (up to `wait` in all) for the VM's lease and then its sshd: `vm ssh --wait`.
+pub fn wait_ready(
+    lab: &str,
+    st: &VmState,
+    user: &str,
+    wait: Duration,
+    ip_of: &dyn Fn(&str, u64) -> Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, Error> {
+    let t0 = Instant::now();
+    let ip = wait_lease(lab, st, wait, ip_of)?;
+    wait_sshd(lab, st, ip, user, wait.saturating_sub(t0.elapsed()))?;
+    Ok(ip)
 }
 
 #[cfg(test)]
