@@ -237,7 +237,7 @@ fn run_image_target(
             )
         });
         let end = ssh_run(t, &lab, deadline, &out, ip_of, &sup);
-        if let Ok(st) = vm::manage::load(&lab, &t.name) {
+        if let Ok(Some(st)) = vm::state::VmState::load(&lab, &t.name) {
             vm::ssh::close_master(&lab, &st);
         }
         let _ = vm::manage::stop(&lab, &t.name, Duration::from_secs(10));
@@ -304,10 +304,11 @@ fn ssh_run<T>(
     sup: &std::thread::ScopedJoinHandle<'_, T>,
 ) -> SshEnd {
     let left = || deadline.saturating_duration_since(Instant::now());
-    // The supervisor writes the VM's state once QEMU is up.
+    // The supervisor writes the VM's state once QEMU is up. Read raw: `manage::load` would
+    // take this process (the supervisor) for gone and tidy the starting VM away.
     let st = loop {
-        match vm::manage::load(lab, &t.name) {
-            Ok(st) if st.qemu_alive() => break st,
+        match vm::state::VmState::load(lab, &t.name) {
+            Ok(Some(st)) if st.qemu_alive() => break st,
             _ if sup.is_finished() => return SshEnd::Failed("the VM ended before it ran".into()),
             _ if left().is_zero() => return SshEnd::TimedOut("before QEMU started"),
             _ => std::thread::sleep(Duration::from_millis(50)),
