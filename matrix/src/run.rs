@@ -244,6 +244,8 @@ fn run_image_target(
         let launched = sup.join().ok();
         (end, launched)
     });
+    // Its lock goes with it: `remove` below needs the VM unlocked.
+    drop(p);
     r.duration = t0.elapsed();
     let serial = vm::state::vm_dir(&lab, &t.name).join("serial.log");
     let panic = match &launched {
