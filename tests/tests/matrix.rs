@@ -4,24 +4,11 @@
 use labnet_tests::*;
 use std::process::Command;
 
-/// A lab of its own (unique name and bridge, temp LABNET_* dirs), downed by the Cleanup.
-fn lab(c: &mut Cleanup, tag: &str) -> (String, Vec<(String, String)>, std::path::PathBuf) {
-    let id = unique("lm");
-    let root = temp_dir(c, tag);
-    let env = labnet_env(&root);
-    let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.79.0.1/24\"\n\
-             [dhcp]\nrange_start = \"10.79.0.100\"\nrange_end = \"10.79.0.150\"\n"
-        ),
-    )
-    .unwrap();
-    c.labnet(&["down", &id], &env);
-    let up = labnet(&["up", &id, "--config", cfg.to_str().unwrap()], &env);
-    assert!(up.status.success(), "{}", text(&up));
-    (id, env, root)
+/// A lab of its own (the tests' `VmLab`: unique name and bridge, temp LABNET_* dirs), downed
+/// by the Cleanup; `labnet test` stops its targets' VMs itself.
+fn lab(c: &mut Cleanup) -> (String, Vec<(String, String)>, std::path::PathBuf) {
+    let l = VmLab::up(c, "lm", &[]);
+    (l.id, l.env, l.root)
 }
 
 fn verdict_of<'a>(summary: &'a str, name: &str) -> &'a str {
@@ -38,7 +25,7 @@ fn matrix_gives_pass_fail_timeout_panic_and_junit() {
     require_root();
     let mut c = Cleanup::default();
     let kernel = source_kernel().bzimage;
-    let (id, env, root) = lab(&mut c, "matrix");
+    let (id, env, root) = lab(&mut c);
     let file = root.join("matrix.toml");
     std::fs::write(
         &file,
@@ -195,7 +182,7 @@ fn interrupt_stops_the_running_vm_and_skips_the_rest() {
     require_root();
     let mut c = Cleanup::default();
     let kernel = source_kernel().bzimage;
-    let (id, env, root) = lab(&mut c, "mxint");
+    let (id, env, root) = lab(&mut c);
     let file = root.join("m.toml");
     std::fs::write(
         &file,
