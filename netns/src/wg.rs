@@ -229,9 +229,10 @@ fn apply_update(iface: &str, upd: DeviceUpdate, backend: Backend) -> Result<(), 
     })
 }
 
-/// The peering link's private key and listen port (its peers are set one by one with
-/// [`add_peer`]).
+/// The peering link's private key (its file made when missing, as for `peer invite`) and
+/// listen port; its peers are set one by one with [`add_peer`].
 pub fn configure_peering_link(p: &Peering, backend: Backend) -> Result<(), Error> {
+    peering_public_key(p)?;
     let mut upd = DeviceUpdate::new().set_private_key(peering_private_key(p)?);
     if let Some(port) = p.listen_port {
         upd = upd.set_listen_port(port);
