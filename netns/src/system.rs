@@ -351,7 +351,7 @@ pub fn observe(lab: &Lab, st: Option<&crate::state::LabState>) -> Result<Observe
     if let Some(p) = &lab.peering {
         o.peering = peering_obs(&lab.name, p)?;
         if o.peering.is_none() {
-            wg_links_obs(&mut o, &[p.interface.clone()]);
+            wg_links_obs(&mut o, std::slice::from_ref(&p.interface));
         }
     }
     o.dns = recorded.iter().find_map(|r| match r {
