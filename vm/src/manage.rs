@@ -99,10 +99,12 @@ pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
     }
     {
         // Held while removing, so a start of the same name cannot interleave.
-        let _lock = state::try_lock(lab, name)?.ok_or_else(|| Error::AlreadyRunning {
-            lab: lab.into(),
-            name: name.into(),
-            pid: 0,
+        let _lock = state::lock_within(lab, name, Duration::from_secs(2))?.ok_or_else(|| {
+            Error::AlreadyRunning {
+                lab: lab.into(),
+                name: name.into(),
+                pid: 0,
+            }
         })?;
         for p in paths {
             let gone = if p.is_dir() {
@@ -222,6 +224,16 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let how = if killed {
+        format!("{how}, then SIGKILL after {} s", timeout.as_secs())
+    } else {
+        how
+    };
+    if st.supervisor_pid == std::process::id() {
+        // Supervised by a thread of this process (`labnet test`): that thread cleans up and
+        // records how the VM ended, and its caller joins it; writing here would only race it.
+        return Ok(how);
+    }
     // The supervisor removes the tap and marks the state; give it a moment.
     let t1 = Instant::now();
     while st.supervisor_alive() && t1.elapsed() < Duration::from_secs(5) {
@@ -240,11 +252,7 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
             let _ = now.save();
         }
     }
-    Ok(if killed {
-        format!("{how}, then SIGKILL after {} s", timeout.as_secs())
-    } else {
-        how
-    })
+    Ok(how)
 }
 
 /// `vm console`: connects this terminal to the VM's serial console socket.

@@ -130,6 +130,26 @@ pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> 
     Ok(model::reservation::write(lab, name, mac)?)
 }
 
+/// Takes the VM's lock, waiting up to `wait` for it. A lock can be held a moment longer than
+/// its owner keeps it: a child forked by another thread of the same process (QEMU, virtiofsd
+/// being spawned) shares the lock's open file until it execs. `Ok(None)`: still held.
+pub fn lock_within(
+    lab: &str,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<Option<std::fs::File>, Error> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(f) = try_lock(lab, name)? {
+            return Ok(Some(f));
+        }
+        if t0.elapsed() >= wait {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Takes the VM's lock (vm_dir/lock, flock): held by the supervisor for the VM's whole life,
 /// so two starts of one name cannot race. `Ok(None)`: someone else holds it.
 pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
