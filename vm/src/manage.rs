@@ -396,9 +396,10 @@ pub fn lab_command(
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     let (mut cmd, _ns) = lab_command(lab, program, args)?;
-    let st = cmd
-        .status()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    let st = cmd.status().map_err(|source| Error::Spawn {
+        program: program.into(),
+        source,
+    })?;
     Ok(st.code().unwrap_or(255))
 }
 
@@ -410,9 +411,16 @@ pub fn output_in_lab(lab: &str, program: &str, args: &[String]) -> Result<Vec<u8
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+        .map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Other(format!("{program}: {}", out.status)));
+        return Err(Error::ProgramFailed {
+            program: program.into(),
+            status: out.status,
+            stderr: String::new(),
+        });
     }
     Ok(out.stdout)
 }
