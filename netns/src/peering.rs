@@ -16,7 +16,7 @@ use crate::{nsfs, wg, Error};
 
 /// What [`apply`] changed.
 #[derive(Debug, Default, PartialEq, serde::Serialize)]
-pub struct SyncReport {
+pub struct PeersReport {
     /// The peering link was made (first peer of a lab that was up without one).
     pub link_created: bool,
     /// The configured peer labs.
@@ -31,10 +31,10 @@ pub struct SyncReport {
     pub steps: Vec<String>,
 }
 
-impl SyncReport {
-    fn of(lab: &Lab, p: &Plan) -> SyncReport {
+impl PeersReport {
+    fn of(lab: &Lab, p: &Plan) -> PeersReport {
         let iface = lab.peering.as_ref().map(|p| p.interface.as_str());
-        let mut r = SyncReport {
+        let mut r = PeersReport {
             peers: lab.peers.iter().map(|p| p.name.clone()).collect(),
             steps: p.steps.iter().map(|s| s.describe()).collect(),
             ..Default::default()
@@ -65,7 +65,7 @@ impl SyncReport {
 /// and route, the link when it is missing, the dns taking up the new zones); the bridge,
 /// dhcpd and its leases, the other peers and any other lab are not touched. None when the
 /// lab is not up (the config change waits for `up`).
-pub fn apply(lab: &Lab) -> Result<Option<SyncReport>, Error> {
+pub fn apply(lab: &Lab) -> Result<Option<PeersReport>, Error> {
     let Some(_lock) = crate::state::LabLock::acquire_existing(&lab.name, Duration::from_secs(60))?
     else {
         return Ok(None);
@@ -93,7 +93,7 @@ pub fn apply(lab: &Lab) -> Result<Option<SyncReport>, Error> {
     };
     let before = dns_pid(&st);
     exec::run(&mut SystemNet::default(), &p.steps, &mut st)?;
-    let mut report = SyncReport::of(lab, &p);
+    let mut report = PeersReport::of(lab, &p);
     if p.steps
         .iter()
         .any(|s| matches!(s.action, Action::ReloadDaemon { .. }))

@@ -264,6 +264,10 @@ pub struct Step {
     pub undo: Option<Resource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
+    /// A step of a lab that is up which makes something new (not a repair of what drifted):
+    /// reported by what it does.
+    #[serde(skip)]
+    pub makes: bool,
 }
 
 impl Step {
@@ -272,6 +276,7 @@ impl Step {
             action,
             undo,
             drift: None,
+            makes: false,
         }
     }
     fn repair(action: Action, drift: String) -> Step {
@@ -279,6 +284,7 @@ impl Step {
             action,
             undo: None,
             drift: Some(drift),
+            makes: false,
         }
     }
     /// A step of a lab that is up which makes something new (recorded before, like `up`'s).
@@ -287,12 +293,14 @@ impl Step {
             action,
             undo,
             drift: Some(why),
+            makes: true,
         }
     }
 
     /// What the step does (and, for a repair, what was wrong), for reports and errors.
     pub fn describe(&self) -> String {
         match &self.drift {
+            Some(d) if self.makes => format!("{d}: {}", self.action.describe()),
             Some(d) => format!("{d}: {}", self.action.fix()),
             None => self.action.describe(),
         }
