@@ -39,6 +39,17 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// Pure: the report of the plan's checks and the probes (ok when every one is).
+    pub fn new(lab: &str, state_file: String, plan: Vec<StepCheck>, probes: Vec<Probe>) -> Self {
+        StatusReport {
+            lab: lab.into(),
+            ok: plan.iter().all(|c| c.found == Found::Ok) && probes.iter().all(|p| p.ok),
+            state_file,
+            plan,
+            probes,
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let mut s = format!(
             "lab {}: {}\n",
@@ -93,7 +104,7 @@ impl StatusReport {
     }
 }
 
-fn probe(name: &str, ok: bool, detail: impl Into<String>) -> Probe {
+pub fn probe(name: &str, ok: bool, detail: impl Into<String>) -> Probe {
     Probe {
         name: name.into(),
         ok,
@@ -102,7 +113,8 @@ fn probe(name: &str, ok: bool, detail: impl Into<String>) -> Probe {
     }
 }
 
-fn info(name: &str, detail: impl Into<String>) -> Probe {
+/// A probe that is shown, not required.
+pub fn info(name: &str, detail: impl Into<String>) -> Probe {
     Probe {
         info: true,
         ..probe(name, true, detail)
@@ -146,13 +158,7 @@ pub fn status(lab: &Lab) -> Result<StatusReport, Error> {
         };
         compare(&only, &Default::default())
     };
-    Ok(StatusReport {
-        lab: lab.name.clone(),
-        ok: plan.iter().all(|c| c.found == Found::Ok) && probes.iter().all(|p| p.ok),
-        state_file,
-        plan,
-        probes,
-    })
+    Ok(StatusReport::new(&lab.name, state_file, plan, probes))
 }
 
 /// What the plan cannot express: the lab's dns answering a query for its zone (when the

@@ -979,6 +979,33 @@ fn drift_repair_of_a_missing_peer_route() {
             "Missing: route 10.9.1.0/24 dev wgp-pl in pl: no route to 10.9.1.0/24"
         ]
     );
+    // `labnet status` as it prints that (the probes as a lab with one handshake shows them).
+    let st = LabState {
+        lab: "pl".into(),
+        resources: journal.clone(),
+        ..Default::default()
+    };
+    let checks = netns::compare::compare(&netns::compare::expected_plan(&l, Some(&st)), &sim.0);
+    let probes = vec![
+        netns::status::probe("state", true, "$RUN/pl.json"),
+        netns::status::probe("dns answers", true, "pl.lab. SOA answered on 10.9.0.1:53"),
+        netns::status::info(
+            "peer plb",
+            "10.9.1.0/24 endpoint 10.1.2.4:51820 latest handshake 12 s ago",
+        ),
+        netns::status::info("peer plc", "10.9.2.0/24 endpoint - latest handshake never"),
+    ];
+    let report = netns::status::StatusReport::new("pl", "$RUN/pl.json".into(), checks, probes);
+    assert!(!report.ok);
+    testkit::golden!(
+        "status-peers-drift.txt",
+        &format!(
+            "{}--- json\n{}\n",
+            report.to_text(),
+            serde_json::to_string_pretty(&report).unwrap()
+        )
+    );
+
     let obs = observed_from(&l, &sim.0, &journal);
     let p = plan(&l, &obs);
     assert!(p.steps.iter().all(|s| s.undo.is_none()), "nothing new");
