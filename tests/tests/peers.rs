@@ -67,15 +67,22 @@ fn two_hosts_labs_joined_over_wireguard() {
     let a1_ip = a1.ip().unwrap();
     let before = leases(a);
     assert!(before.iter().any(|(ip, _)| *ip == a1_ip), "{before:?}");
+    // status's check of the plan step that started dhcpd names its pid.
     let dhcpd_pid = |h: &twohosts::Host| {
-        json(&h.must(&["status", "--json"]))["components"]
+        json(&h.must(&["status", "--json"]))["plan"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["name"] == "dhcpd")
+            .find(|c| c["step"] == "start dhcpd")
             .map(|c| c["detail"].as_str().unwrap_or_default().to_string())
     };
     let dhcpd_before = dhcpd_pid(a);
+    assert!(
+        dhcpd_before
+            .as_deref()
+            .is_some_and(|d| d.contains("running (pid ")),
+        "{dhcpd_before:?}"
+    );
 
     // Invitations both ways; each `peer add` is applied to the running lab.
     th.join();
