@@ -1,4 +1,4 @@
-//! `up` as a plan: what the system shows ([`Observed`], read by [`crate::observe`]) and the
+//! `up` as a plan: what the system shows ([`Observed`], read by [`crate::system::observe`]) and the
 //! config give, by a pure function ([`plan`]), the [`Step`]s that make the lab — each with
 //! its undo, the [`Resource`] recorded *before* the step runs — or, for a lab that is up, the
 //! steps that repair its drift. [`crate::exec`] runs them over the [`crate::exec::Net`] trait
@@ -445,7 +445,7 @@ pub fn host_links(lab: &Lab) -> Vec<String> {
     v
 }
 
-/// The links [`crate::observe`] looks at inside the lab.
+/// The links [`crate::system::observe`] looks at inside the lab.
 pub fn lab_links(lab: &Lab) -> Vec<String> {
     let mut v = vec!["lo".to_string(), lab.bridge.name.clone()];
     v.extend(uplink_of(lab).map(|(n, _, _)| n));

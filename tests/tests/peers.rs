@@ -278,8 +278,20 @@ fn two_hosts_labs_joined_over_wireguard() {
         !a.labnet(&["status"]).status.success(),
         "status missed the drift"
     );
-    a.must(&["up"]);
+    let up = a.must(&["up"]);
+    for what in [
+        format!("{} was down: set up", a.peering),
+        format!("route 192.168.11.0/24 dev {} was missing: added", a.peering),
+    ] {
+        assert!(up.contains(&what), "`up` does not say {what:?}:\n{up}");
+    }
     assert!(a1.pings(&b1_ip), "not repaired by up");
+    // Repaired: status is clean and a second `up` (every peer, route and zone as configured)
+    // has nothing left to do.
+    let st = a.labnet(&["status"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let again = a.must(&["up"]);
+    assert!(again.contains("nothing changed"), "{again}");
 
     // `down` of A leaves B as it was; `down` of both leaves nothing.
     a.must(&["down"]);
