@@ -697,21 +697,7 @@ fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     Ok(())
 }
 
-/// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
-/// from the VM's previous boot does not count.
-pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
-    let leases = dhcpd::leases::load(&netns::paths::state_dir(lab)).ok()?;
-    let now = vm::state::now();
-    leases
-        .into_iter()
-        .filter(|l| {
-            l.mac.eq_ignore_ascii_case(mac)
-                && l.start >= since
-                && l.state_at(now) == dhcpd::leases::LeaseState::Active
-        })
-        .max_by_key(|l| l.start)
-        .map(|l| l.ip)
-}
+pub use vm::manage::lease_ip;
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     let lab = ctx.lab_name(a.lab.as_deref())?;

@@ -136,6 +136,23 @@ pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
         .and_then(|ip| ip.parse().ok())
 }
 
+/// The active lease of `mac` in the lab's lease log granted (or renewed) since `since` (unix
+/// secs): a lease left from the VM's previous boot does not count. (The `ip_of` the
+/// functions here take; read with the lease log's own reader, `model::lease`.)
+pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<std::net::Ipv4Addr> {
+    let leases = model::lease::load(&model::paths::state_dir(lab)).ok()?;
+    let now = model::lease::now_secs();
+    leases
+        .into_iter()
+        .filter(|l| {
+            l.mac.eq_ignore_ascii_case(mac)
+                && l.start >= since
+                && l.state_at(now) == model::lease::LeaseState::Active
+        })
+        .max_by_key(|l| l.start)
+        .map(|l| l.ip)
+}
+
 /// All VMs of the lab; `ip_of(mac, since)` looks up a lease granted since the VM started.
 pub fn list(
     lab: &str,

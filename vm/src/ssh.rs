@@ -219,7 +219,7 @@ pub fn config_block(lab: &str, st: &VmState, zone: &str, labnet: &Path) -> Resul
 }
 
 /// Waits up to `wait` for the VM's lease in this boot; `ip_of(mac, since)` looks the lease up
-/// in the lab's dhcpd (this crate does not read its lease file).
+/// (usually [`crate::manage::lease_ip`]).
 pub fn wait_lease(
     lab: &str,
     st: &VmState,
