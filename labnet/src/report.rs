@@ -105,6 +105,8 @@ fn vm_code(e: &vm::Error) -> Option<u8> {
     use vm::Error as V;
     match e {
         V::Config(_) | V::Model(model::Error::Config(_)) => Some(exit::USAGE),
+        // A --modules dir without modules.dep, a --module the kernel lacks: bad arguments.
+        V::NoModulesDep { .. } | V::UnknownModule { .. } => Some(exit::USAGE),
         V::MissingProgram { .. } => Some(exit::TOOL_MISSING),
         V::NotRunning { .. } | V::Virtiofsd { .. } => Some(exit::NOT_RUNNING),
         // `vm start --daemonize`: the supervisor's own status (what a foreground `vm start`
@@ -294,6 +296,13 @@ mod tests {
         assert_eq!(
             code(vm::Error::NotRunning { name: "k1".into() }),
             exit::NOT_RUNNING
+        );
+        assert_eq!(
+            code(vm::Error::UnknownModule {
+                name: "cephx".into(),
+                dir: "/lib/modules/6.1".into(),
+            }),
+            exit::USAGE
         );
         assert_eq!(
             code(vm::Error::Virtiofsd {
