@@ -168,6 +168,25 @@ fn vm_run_exit_contract() {
         "{}",
         text(&out)
     );
+    let mut bad_kernel = Command::new(labnet_bin());
+    bad_kernel
+        .args([
+            "vm",
+            "run",
+            "--lab",
+            &lab.id,
+            "--kernel",
+            "/nonexistent/lebzImage",
+        ])
+        .args(["--", "true"])
+        .envs(lab.env.iter().cloned());
+    let out = run(&mut bad_kernel);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("--kernel /nonexistent/lebzImage: "),
+        "{}",
+        text(&out)
+    );
 
     // None of the failed throwaway runs is left over.
     assert_eq!(lab.vm_names(), Vec::<String>::new());
