@@ -102,8 +102,9 @@ Exit status:
         the message), an init failure, no /init; the message gives the serial log's path
   126   QEMU could not start (bad QEMU arguments, missing binary, ...)
   1-6   labnet itself failed before booting, with the status of `labnet --help`: 2 a bad
-        argument or config, 4 needs root, 5 a host tool missing (virtiofsd, qemu-img, ...),
-        6 a daemon it started died (a share's virtiofsd); 1 anything else (lab not up, ...)
+        argument or config (no such --kernel, a --module the kernel lacks), 4 needs root,
+        5 a host tool missing (virtiofsd, qemu-img, ...), 6 a daemon it started died (a
+        share's virtiofsd); 1 anything else (lab not up, ...)
 A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
 (under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
 

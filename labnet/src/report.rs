@@ -105,6 +105,9 @@ fn vm_code(e: &vm::Error) -> Option<u8> {
     use vm::Error as V;
     match e {
         V::Config(_) | V::Model(model::Error::Config(_)) => Some(exit::USAGE),
+        // A --kernel that is no kernel image, a --modules dir without modules.dep, a
+        // --module the kernel lacks: bad arguments.
+        V::Kernel { .. } | V::NoModulesDep { .. } | V::UnknownModule { .. } => Some(exit::USAGE),
         V::MissingProgram { .. } => Some(exit::TOOL_MISSING),
         V::NotRunning { .. } | V::Virtiofsd { .. } => Some(exit::NOT_RUNNING),
         // `vm start --daemonize`: the supervisor's own status (what a foreground `vm start`
@@ -294,6 +297,20 @@ mod tests {
         assert_eq!(
             code(vm::Error::NotRunning { name: "k1".into() }),
             exit::NOT_RUNNING
+        );
+        assert_eq!(
+            code(vm::Error::Kernel {
+                path: "/x/bzImage".into(),
+                message: "only 12 bytes: not a kernel image".into(),
+            }),
+            exit::USAGE
+        );
+        assert_eq!(
+            code(vm::Error::UnknownModule {
+                name: "cephx".into(),
+                dir: "/lib/modules/6.1".into(),
+            }),
+            exit::USAGE
         );
         assert_eq!(
             code(vm::Error::Virtiofsd {

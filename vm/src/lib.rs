@@ -70,8 +70,12 @@ pub enum Error {
     Model(#[from] model::Error),
     #[error(transparent)]
     Config(#[from] model::config::ConfigError),
-    #[error("modules: {0}")]
-    Modules(String),
+    /// `--modules DIR` has no readable modules.dep.
+    #[error("modules: --modules {dir}: cannot read modules.dep ({source}); pass the lib/modules/VERSION directory (run `depmod -b ROOT VERSION` if it has none)")]
+    NoModulesDep { dir: String, source: std::io::Error },
+    /// A `--module` that the guest kernel neither has as a module nor built in.
+    #[error("modules: module {name:?} is neither in {dir}/modules.dep nor built in")]
+    UnknownModule { name: String, dir: String },
     #[error("qemu: {0}")]
     Qemu(String),
     /// QEMU could not be started, or quit before the guest ran (`vm run` exits 126).
