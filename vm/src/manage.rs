@@ -136,6 +136,23 @@ pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
         .and_then(|ip| ip.parse().ok())
 }
 
+/// The active lease of `mac` in the lab's lease log granted (or renewed) since `since` (unix
+/// secs): a lease left from the VM's previous boot does not count. (The `ip_of` the
+/// functions here take; read with the lease log's own reader, `model::lease`.)
+pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<std::net::Ipv4Addr> {
+    let leases = model::lease::load(&model::paths::state_dir(lab)).ok()?;
+    let now = model::lease::now_secs();
+    leases
+        .into_iter()
+        .filter(|l| {
+            l.mac.eq_ignore_ascii_case(mac)
+                && l.start >= since
+                && l.state_at(now) == model::lease::LeaseState::Active
+        })
+        .max_by_key(|l| l.start)
+        .map(|l| l.ip)
+}
+
 /// All VMs of the lab; `ip_of(mac, since)` looks up a lease granted since the VM started.
 pub fn list(
     lab: &str,
@@ -396,9 +413,10 @@ pub fn lab_command(
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     let (mut cmd, _ns) = lab_command(lab, program, args)?;
-    let st = cmd
-        .status()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    let st = cmd.status().map_err(|source| Error::Spawn {
+        program: program.into(),
+        source,
+    })?;
     Ok(st.code().unwrap_or(255))
 }
 
@@ -410,9 +428,16 @@ pub fn output_in_lab(lab: &str, program: &str, args: &[String]) -> Result<Vec<u8
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+        .map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Other(format!("{program}: {}", out.status)));
+        return Err(Error::ProgramFailed {
+            program: program.into(),
+            status: out.status,
+            stderr: String::new(),
+        });
     }
     Ok(out.stdout)
 }

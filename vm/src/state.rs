@@ -72,7 +72,11 @@ impl VmState {
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| Error::Other(format!("{}: corrupt VM state: {e}", p.display()))),
+                .map_err(|source| Error::Corrupt {
+                    path: p.display().to_string(),
+                    what: "VM state",
+                    source,
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
@@ -168,5 +172,30 @@ pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
         Ok(Some(f))
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file that does not parse is named, as a typed error (not "no such VM").
+    #[test]
+    fn corrupt_state_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(VmState::load_dir(d.path()).unwrap().is_none());
+        std::fs::write(VmState::file(d.path()), b"{\"name\": \"k1\", ").unwrap();
+        let e = VmState::load_dir(d.path()).unwrap_err();
+        match &e {
+            Error::Corrupt { path, what, .. } => {
+                assert!(path.ends_with("/state.json"), "{path}");
+                assert_eq!(*what, "VM state");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(
+            e.to_string().contains("state.json: corrupt VM state: "),
+            "{e}"
+        );
     }
 }
