@@ -35,6 +35,9 @@ pub struct PeeringObs {
     pub routes: Vec<Ipv4Cidr>,
     /// `table ip labnet-peering` (the MSS clamp) is as labnet makes it.
     pub nft: bool,
+    /// Why the WireGuard device could not be read (e.g. its wireguard-go died), if not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_error: Option<String>,
 }
 
 /// One peer of a WireGuard device, as the device lists it.
@@ -942,6 +945,14 @@ fn peering_repair(lab: &Lab, p: &Peering, obs: &Observed, plan: &mut Plan) {
         return;
     };
     let ns = lab.name.clone();
+    if let Some(e) = &o.device_error {
+        // wireguard-go's socket must be in labnet's namespace and its TUN is in the lab's
+        // now: a dead one cannot be started again in place.
+        plan.blocked.push(format!(
+            "the peering link {iface} is there but its WireGuard device cannot be read ({e})"
+        ));
+        return;
+    }
     if !o.up {
         s.push(Step::repair(
             Action::LinkUp {

@@ -422,11 +422,10 @@ fn peering_obs(ns: &str, p: &Peering) -> Result<Option<PeeringObs>, Error> {
         return Ok(None);
     };
     let userspace = wg::is_userspace(&p.interface);
-    let peers = device_peers(&p.interface, userspace, ns).map_err(|detail| Error::Wireguard {
-        what: "reading".into(),
-        iface: p.interface.clone(),
-        detail,
-    })?;
+    let (peers, device_error) = match device_peers(&p.interface, userspace, ns) {
+        Ok(ps) => (ps, None),
+        Err(e) => (vec![], Some(e)),
+    };
     let nft = nft::read_table(Some(ns), nft::PEERING_TABLE)?
         .is_some_and(|t| nft::diff(&nft::peering_table(&p.interface), &t).is_empty());
     Ok(Some(PeeringObs {
@@ -437,6 +436,7 @@ fn peering_obs(ns: &str, p: &Peering) -> Result<Option<PeeringObs>, Error> {
         peers,
         routes,
         nft,
+        device_error,
     }))
 }
 

@@ -828,6 +828,7 @@ fn observed_from(l: &Lab, snap: &netns::compare::Snapshot, st: &[Resource]) -> O
             nft: snap
                 .nft_tables
                 .contains_key(&(ns.clone(), "labnet-peering".to_string())),
+            device_error: None,
         });
     o.dns = st.iter().find_map(|r| match r {
         Resource::Daemon { name, pid, exe } if name == "dns" => Some(DnsObs {
@@ -1012,4 +1013,20 @@ fn drift_repair_of_a_missing_peer_route() {
     testkit::golden!("repair-peer-route.txt", &render(&p));
     exec::run(&mut sim, &p.steps, &mut vec![]).unwrap();
     assert_eq!(as_planned(&l, &sim, &journal), Vec::<String>::new());
+}
+
+/// A peering link whose device cannot be read (its wireguard-go died: its socket belongs in
+/// labnet's namespace, its TUN is in the lab's) cannot be repaired in place: `up` says so.
+#[test]
+fn a_dead_peering_device_is_named_not_repaired() {
+    let l = peered(&wireguard("auto"), "auto", &[peer_b()]);
+    let (sim, journal) = built(&l);
+    let mut obs = observed_from(&l, &sim.0, &journal);
+    obs.peering.as_mut().unwrap().device_error = Some("no such device".into());
+    let p = plan(&l, &obs);
+    assert_eq!(
+        p.blocked,
+        ["the peering link wgp-pl is there but its WireGuard device cannot be read (no such device)"]
+    );
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
 }
