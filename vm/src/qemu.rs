@@ -661,7 +661,10 @@ mod tests {
         assert!(no_hz.ends_with(" noapictimer"), "{no_hz}");
         assert!(pvh.contains(" pci=off no_timer_check noapictimer"), "{pvh}");
         let kvm = cmdline_for(Machine::Microvm, Accel::Kvm, true, Some(250), None);
-        assert!(kvm.contains(" pci=off") && !kvm.contains("no_timer_check"), "{kvm}");
+        assert!(
+            kvm.contains(" pci=off") && !kvm.contains("no_timer_check"),
+            "{kvm}"
+        );
         for other in [
             kvm,
             cmdline_for(Machine::Microvm, Accel::Tcg, false, Some(250), None),
