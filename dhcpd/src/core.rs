@@ -13,7 +13,7 @@ use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, Optio
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 use crate::config::{Reservation, ServerConfig};
-use crate::leases::{hex_colon, Lease, LeaseState};
+use model::lease::{hex_colon, Lease, LeaseState};
 
 /// BOOTP minimum message size; some clients drop shorter replies.
 pub const MIN_REPLY_LEN: usize = 300;
@@ -167,7 +167,7 @@ impl Core {
             .dynamic_res
             .iter()
             .filter(|x| x.vm.is_some() && !kept.contains(&x.mac))
-            .map(|x| crate::leases::hex_colon(&x.mac))
+            .map(|x| hex_colon(&x.mac))
             .collect();
         self.set_dynamic_reservations(r);
         let released: Vec<Lease> = self

@@ -1,6 +1,6 @@
 //! dhcpd: labnet's DHCPv4 server for one lab bridge.
 //!
-//! - [`leases`]: the durable lease log format and the reading API (`labnet leases`, vm, dns).
+//! - the lease record and its log format are `model::lease` (readers use that, not this crate).
 //! - [`core`]: the protocol engine (RFC 2131 states, address choice, replies), pure.
 //! - [`store`]: the lease log: one write + fdatasync per batch of requests, compaction.
 //! - [`server`]: the socket on the bridge, reservations dir and hosts file watchers.
@@ -10,13 +10,12 @@
 pub mod config;
 pub mod core;
 pub mod daemon;
-pub mod leases;
 pub mod names;
 pub mod server;
 pub mod store;
 
 pub use config::{Reservation, ServerConfig};
-pub use leases::{Lease, LeaseState};
+pub use model::lease::{Lease, LeaseState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,8 +24,11 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Config(String),
+    /// The lease log is something else (refused, never overwritten).
+    #[error("{0}; move it away to start with no leases")]
+    NotALeaseLog(model::lease::LeaseError),
+    #[error("the lease log's compaction thread panicked")]
+    CompactionPanicked,
 }
 
 /// Logs a line to stderr (the daemon's log file, capped and rotated, or the journal),

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Reservation, ServerConfig};
 use crate::core::{Core, Drop, Reply};
-use crate::leases::now_secs;
 use crate::store::LeaseLog;
 use crate::{log, Error};
+use model::lease::now_secs;
 
 /// A bound server, not yet serving. Bind, report readiness, then [`Server::run`].
 pub struct Server {

@@ -1,4 +1,4 @@
-//! The lease log: durable appends and background compaction (format: [`crate::leases`]).
+//! The lease log: durable appends and background compaction (format: [`model::lease`]).
 //!
 //! The server's loop reads every request waiting on the socket, handles them, and then
 //! commits all their records with one write and one fdatasync before it sends the replies
@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use crate::core::is_held;
-use crate::leases::{encode_record, log_path, now_secs, parse_log, Lease, LeaseState, HEADER};
+use model::lease::{
+    encode_record, log_path, now_secs, parse_log, Lease, LeaseError, LeaseState, HEADER,
+};
 
 /// Preallocation step: the log is kept this much ahead of its data, filled with NULs.
 const PREALLOC: u64 = 4 << 20;
@@ -134,10 +136,14 @@ impl LeaseLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(io(&path, e)),
         };
-        let parsed = parse_log(&bytes).map_err(|found| Error::Config(format!(
-            "{}: not a labnet lease log (first line {found:?}); move it away to start with no leases",
-            path.display()
-        )))?;
+        // Not a lease log at all: refused (naming the file), never overwritten; move it
+        // away to start with no leases.
+        let parsed = parse_log(&bytes).map_err(|e| {
+            Error::NotALeaseLog(LeaseError::Header {
+                path: path.clone(),
+                found: e.found,
+            })
+        })?;
         let mut warnings = vec![];
         if !parsed.bad.is_empty() {
             let corrupt = dir.join("leases.log.corrupt");
@@ -146,8 +152,13 @@ impl LeaseLog {
                 .append(true)
                 .open(&corrupt)
                 .map_err(|e| io(&corrupt, e))?;
-            for (a, b) in &parsed.bad {
-                f.write_all(&bytes[*a..*b]).map_err(|e| io(&corrupt, e))?;
+            for (i, bad) in parsed.bad.iter().enumerate() {
+                let (a, b) = (bad.start, bad.end);
+                // Which lines and why, for the first few (a damaged disk may give thousands).
+                if i < 10 {
+                    warnings.push(format!("{} {bad}: skipped", path.display()));
+                }
+                f.write_all(&bytes[a..b]).map_err(|e| io(&corrupt, e))?;
                 if bytes.get(b - 1) != Some(&b'\n') {
                     f.write_all(b"\n").map_err(|e| io(&corrupt, e))?;
                 }
@@ -225,7 +236,7 @@ impl LeaseLog {
             let path = log_path(&self.dir);
             let done = h
                 .join()
-                .unwrap_or_else(|_| Err(Error::Config("compaction thread panicked".into())))
+                .unwrap_or_else(|_| Err(Error::CompactionPanicked))
                 .and_then(|(mut f, k)| {
                     f.append(&pending).map_err(|e| io(&path, e))?;
                     f.sync().map_err(|e| io(&path, e))?;
@@ -283,7 +294,7 @@ fn count_lines(b: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::{load, LeaseState};
+    use model::lease::{load, LeaseState};
 
     fn lease(i: u32) -> Lease {
         Lease {
@@ -345,7 +356,16 @@ mod tests {
         text += &encode_record(&lease(2))[..20];
         std::fs::write(log_path(dir.path()), text).unwrap();
         let (log, w) = LeaseLog::open(dir.path()).unwrap();
-        assert_eq!(w.len(), 1, "{w:?}");
+        // The line and why, then the summary.
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].ends_with("leases.log line 3: torn record (no newline): skipped"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("skipped 1 torn or corrupt record(s)"),
+            "{w:?}"
+        );
         assert_eq!(log.leases().count(), 1);
         let clean = std::fs::read(log_path(dir.path())).unwrap();
         let want = format!("{HEADER}\n{}", encode_record(&lease(1)));
@@ -363,7 +383,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(log_path(dir.path()), "lease 10.0.0.1 {\n}\n").unwrap();
         let e = LeaseLog::open(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("not a labnet lease log"), "{e}");
+        assert!(
+            e.contains("leases.log: not a labnet lease log (first line is \"lease 10.0.0.1 {\"")
+                && e.ends_with("move it away to start with no leases"),
+            "{e}"
+        );
         assert_eq!(
             std::fs::read_to_string(log_path(dir.path())).unwrap(),
             "lease 10.0.0.1 {\n}\n"

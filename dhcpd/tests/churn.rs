@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dhcpd::core::Core;
-use dhcpd::leases::load;
 use dhcpd::store::LeaseLog;
 use dhcpd::{Lease, LeaseState, ServerConfig};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
+use model::lease::load;
 
 const CYCLES: u32 = 100_000;
 /// A bound on the run, whatever the machine: the checks below hold for any number of cycles.

@@ -56,14 +56,19 @@ pub enum Base {
     Keep,
 }
 
+/// A `--base` that is none of [`Base`]'s names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected tinyconfig, defconfig or keep")]
+pub struct BadBase(pub String);
+
 impl std::str::FromStr for Base {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadBase;
+    fn from_str(s: &str) -> Result<Self, BadBase> {
         match s {
             "tinyconfig" => Ok(Base::Tinyconfig),
             "defconfig" => Ok(Base::Defconfig),
             "keep" => Ok(Base::Keep),
-            _ => Err(format!("{s:?}: expected tinyconfig, defconfig or keep")),
+            _ => Err(BadBase(s.into())),
         }
     }
 }
@@ -478,7 +483,12 @@ mod tests {
     fn base_parses() {
         assert_eq!("tinyconfig".parse::<Base>().unwrap(), Base::Tinyconfig);
         assert_eq!("keep".parse::<Base>().unwrap(), Base::Keep);
-        assert!("allyes".parse::<Base>().unwrap_err().contains("tinyconfig"));
+        let e = "allyes".parse::<Base>().unwrap_err();
+        assert_eq!(e, BadBase("allyes".into()));
+        assert_eq!(
+            e.to_string(),
+            "\"allyes\": expected tinyconfig, defconfig or keep"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use model::lease::{Lease, LeaseState};
 
 use crate::ctx::Ctx;
 
@@ -52,7 +53,7 @@ pub fn dhcpd(ctx: &Ctx, a: DhcpdArgs) -> Result<()> {
 #[derive(serde::Serialize)]
 struct Row {
     #[serde(flatten)]
-    lease: dhcpd::Lease,
+    lease: Lease,
     /// The labnet VM whose reservation holds this MAC.
     vm: Option<String>,
     /// That VM: running, stopped (still known to `vm list`) or gone (removed, or a finished
@@ -73,24 +74,24 @@ fn vm_state(lab: &str, name: &str) -> &'static str {
 fn vm_reservations(lab: &str) -> HashMap<String, String> {
     let (res, _) = dhcpd::server::load_reservations_dir(&netns::paths::reservations_dir(lab));
     res.into_iter()
-        .filter_map(|r| Some((dhcpd::leases::hex_colon(&r.mac), r.vm?)))
+        .filter_map(|r| Some((model::lease::hex_colon(&r.mac), r.vm?)))
         .collect()
 }
 
 /// The active leases of `macs`: taken before their reservations go, since the lab's dhcpd
 /// releases them as soon as it sees a reservation gone.
-pub fn active_leases_of(lab: &str, macs: &[String]) -> Result<Vec<dhcpd::Lease>> {
+pub fn active_leases_of(lab: &str, macs: &[String]) -> Result<Vec<Lease>> {
     let now = vm::state::now();
-    Ok(dhcpd::leases::load(&netns::paths::state_dir(lab))?
+    Ok(model::lease::load(&netns::paths::state_dir(lab))?
         .into_iter()
-        .filter(|l| macs.contains(&l.mac) && l.state_at(now) == dhcpd::LeaseState::Active)
+        .filter(|l| macs.contains(&l.mac) && l.state_at(now) == LeaseState::Active)
         .collect())
 }
 
 /// Releases `leases` (from [`active_leases_of`]) once their reservations are gone. With the
 /// lab up its dhcpd does it (it watches the reservations dir) and this waits for that; with
 /// the lab down nothing serves the lease log, so the records are written here.
-pub fn release_leases(lab: &str, leases: Vec<dhcpd::Lease>) -> Result<Vec<dhcpd::Lease>> {
+pub fn release_leases(lab: &str, leases: Vec<Lease>) -> Result<Vec<Lease>> {
     if leases.is_empty() {
         return Ok(leases);
     }
@@ -110,10 +111,10 @@ pub fn release_leases(lab: &str, leases: Vec<dhcpd::Lease>) -> Result<Vec<dhcpd:
     } else {
         let (mut log, _) = dhcpd::store::LeaseLog::open(&dir)?;
         let now = vm::state::now();
-        let records: Vec<dhcpd::Lease> = leases
+        let records: Vec<Lease> = leases
             .iter()
-            .map(|l| dhcpd::Lease {
-                state: dhcpd::LeaseState::Released,
+            .map(|l| Lease {
+                state: LeaseState::Released,
                 expires: now,
                 ..l.clone()
             })
@@ -162,7 +163,16 @@ pub fn leases(ctx: &Ctx, a: LeasesArgs) -> Result<()> {
     if a.prune {
         return prune(&lab.name);
     }
-    let leases = dhcpd::leases::load(&netns::paths::state_dir(&lab.name))?;
+    let dir = netns::paths::state_dir(&lab.name);
+    let read = model::lease::read(&dir)?;
+    // A torn last line is the dhcpd appending right now; anything else is damage to say.
+    for bad in read.skipped.iter().filter(|b| !b.why.is_torn()) {
+        eprintln!(
+            "warning: {} {bad}: skipped",
+            model::lease::log_path(&dir).display()
+        );
+    }
+    let leases = read.leases;
     let vms = vm_reservations(&lab.name);
     let rows: Vec<Row> = leases
         .into_iter()

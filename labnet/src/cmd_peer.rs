@@ -134,9 +134,9 @@ fn write_config(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Applies the edited config to the running lab and says what happened.
-fn apply(name: &str, path: &Path, changed: bool) -> Result<()> {
+fn apply(name: &str, path: &Path) -> Result<()> {
     let lab = Lab::load(Some(name), Some(path))?;
-    match netns::peering::apply(&lab, changed)? {
+    match netns::peering::apply(&lab)? {
         None => println!("lab {name} is not up: `labnet up {name}` applies it"),
         Some(r) => {
             let mut what = vec![];
@@ -188,7 +188,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
         },
         path.display()
     );
-    apply(&lab.name, &path, edit != PeerEdit::Unchanged)
+    apply(&lab.name, &path)
 }
 
 fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<()> {
@@ -200,7 +200,7 @@ fn remove(ctx: &Ctx, a: RemoveArgs) -> Result<()> {
     };
     write_config(&path, &new)?;
     println!("peer {} removed from {file}", a.name);
-    apply(&lab.name, &path, true)
+    apply(&lab.name, &path)
 }
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {

@@ -101,7 +101,10 @@ Exit status:
   125   the guest never reached the command, or died while it ran: a kernel panic (named in
         the message), an init failure, no /init; the message gives the serial log's path
   126   QEMU could not start (bad QEMU arguments, missing binary, ...)
-  1     labnet itself failed before booting (bad arguments, lab not up, ...)
+  1-6   labnet itself failed before booting, with the status of `labnet --help`: 2 a bad
+        argument or config (no such --kernel, a --module the kernel lacks), 4 needs root,
+        5 a host tool missing (virtiofsd, qemu-img, ...), 6 a daemon it started died (a
+        share's virtiofsd); 1 anything else (lab not up, ...)
 A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
 (under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
 
@@ -529,6 +532,8 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
             let pos = args.iter().position(|x| x == "--").unwrap_or(args.len());
             args.splice(pos..pos, ["--serial".into(), "file".into()]);
         }
+        // A supervisor that exited says why in its log and its status, which this command
+        // passes on (report::exit_code), so --daemonize fails like a foreground start.
         let st = vm::supervise::daemonize(&args, &lab, &name)?;
         if let Some(l) = vm::virtiofs::choose(&mut o.shares.clone()) {
             println!("{}: {l}", st.name);
@@ -574,14 +579,15 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     Ok(())
 }
 
-/// The exit status a failed `vm run`/`vm start` carries (the contract in RUN_HELP).
+/// The exit status a failed `vm run`/`vm start` carries (the contract in RUN_HELP): how
+/// the guest ended, else labnet's own status for the kind of failure (`labnet --help`).
 fn vm_failure(e: vm::Error) -> anyhow::Error {
     let code = match &e {
         vm::Error::TimedOut(_) => 124,
         vm::Error::GuestFailed(_) => 125,
         vm::Error::QemuStart(_) => 126,
         vm::Error::MissingProgram { program, .. } if program.starts_with("qemu") => 126,
-        _ => 1,
+        _ => return e.into(),
     };
     crate::report::with_code(code, e)
 }
@@ -692,21 +698,7 @@ fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
     Ok(())
 }
 
-/// The active lease of `mac` granted (or renewed) since `since` (unix secs): a lease left
-/// from the VM's previous boot does not count.
-pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<Ipv4Addr> {
-    let leases = dhcpd::leases::load(&netns::paths::state_dir(lab)).ok()?;
-    let now = vm::state::now();
-    leases
-        .into_iter()
-        .filter(|l| {
-            l.mac.eq_ignore_ascii_case(mac)
-                && l.start >= since
-                && l.state_at(now) == dhcpd::leases::LeaseState::Active
-        })
-        .max_by_key(|l| l.start)
-        .map(|l| l.ip)
-}
+pub use vm::manage::lease_ip;
 
 fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     let lab = ctx.lab_name(a.lab.as_deref())?;

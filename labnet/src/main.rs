@@ -32,7 +32,9 @@ Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 b
 bad config (file and field named); 3 `status`/`doctor` found the lab not as configured; 4 needs
 root (CAP_NET_ADMIN) or permission denied; 5 a host tool labnet runs is missing (its Debian
 package named); 6 a process labnet started or needs is not running (a daemon died before
-READY). `vm run` and `vm ssh` exit with the guest command's status (see `labnet vm run --help`).
+READY, a VM is not running, a share's virtiofsd died). `vm run` and `vm ssh` exit with the
+guest command's status (see `labnet vm run --help`); `vm start --daemonize` with its
+supervisor's if that exited before the VM ran.
 
 Examples:
   labnet up                          # the default lab: bridge br0 192.168.0.1/24, DHCP, DNS

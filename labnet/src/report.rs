@@ -101,6 +101,28 @@ fn netns_code(e: &netns::Error) -> Option<u8> {
     }
 }
 
+fn vm_code(e: &vm::Error) -> Option<u8> {
+    use vm::Error as V;
+    match e {
+        V::Config(_) | V::Model(model::Error::Config(_)) => Some(exit::USAGE),
+        // A --kernel that is no kernel image, a --modules dir without modules.dep, a
+        // --module the kernel lacks: bad arguments.
+        V::Kernel { .. } | V::NoModulesDep { .. } | V::UnknownModule { .. } => Some(exit::USAGE),
+        V::MissingProgram { .. } => Some(exit::TOOL_MISSING),
+        V::NotRunning { .. } | V::Virtiofsd { .. } => Some(exit::NOT_RUNNING),
+        // `vm start --daemonize`: the supervisor's own status (what a foreground `vm start`
+        // would have ended with); killed by a signal, it is a process that died.
+        V::SupervisorExited { status, .. } => Some(
+            status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|&c| c != 0)
+                .unwrap_or(exit::NOT_RUNNING),
+        ),
+        _ => None,
+    }
+}
+
 /// The status a failure ends labnet with: one a command set ([`with_code`]) wins, then the
 /// first cause of a known kind, else [`exit::FAILURE`].
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -111,12 +133,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         let code = if let Some(n) = c.downcast_ref::<netns::Error>() {
             netns_code(n)
         } else if let Some(v) = c.downcast_ref::<vm::Error>() {
-            match v {
-                vm::Error::Config(_) | vm::Error::Model(model::Error::Config(_)) => {
-                    Some(exit::USAGE)
-                }
-                _ => None,
-            }
+            vm_code(v)
         } else if c.is::<model::config::ConfigError>() || c.is::<Usage>() {
             Some(exit::USAGE)
         } else if let Some(model::Error::Config(_)) = c.downcast_ref::<model::Error>() {
@@ -262,6 +279,61 @@ mod tests {
         // A status a command chose wins over the kind.
         let coded = with_code(125, anyhow::Error::new(NeedsRoot { what: "x".into() }));
         assert_eq!(exit_code(&coded), 125);
+    }
+
+    /// vm's kinds: a missing tool, a VM or a VM's daemon not running, a daemonized
+    /// supervisor's own status; other run-time failures are 1.
+    #[test]
+    fn vm_kinds_map_to_exit_codes() {
+        use std::os::unix::process::ExitStatusExt;
+        let code = |e: vm::Error| exit_code(&anyhow::Error::new(e).context("vm"));
+        assert_eq!(
+            code(vm::Error::MissingProgram {
+                program: "virtiofsd".into(),
+                hint: String::new(),
+            }),
+            exit::TOOL_MISSING
+        );
+        assert_eq!(
+            code(vm::Error::NotRunning { name: "k1".into() }),
+            exit::NOT_RUNNING
+        );
+        assert_eq!(
+            code(vm::Error::Kernel {
+                path: "/x/bzImage".into(),
+                message: "only 12 bytes: not a kernel image".into(),
+            }),
+            exit::USAGE
+        );
+        assert_eq!(
+            code(vm::Error::UnknownModule {
+                name: "cephx".into(),
+                dir: "/lib/modules/6.1".into(),
+            }),
+            exit::USAGE
+        );
+        assert_eq!(
+            code(vm::Error::Virtiofsd {
+                tag: "src".into(),
+                exited: Some(std::process::ExitStatus::from_raw(1 << 8)),
+                secs: 10,
+                log_tail: String::new(),
+            }),
+            exit::NOT_RUNNING
+        );
+        let exited = |raw| vm::Error::SupervisorExited {
+            name: "k1".into(),
+            status: std::process::ExitStatus::from_raw(raw),
+            log: "error: QEMU did not start".into(),
+        };
+        assert_eq!(code(exited(126 << 8)), 126);
+        assert_eq!(code(exited(libc::SIGKILL)), exit::NOT_RUNNING);
+        let nolease = vm::Error::NoLease {
+            lab: "x".into(),
+            name: "k1".into(),
+            mac: "52:54:00:00:00:01".into(),
+        };
+        assert_eq!(code(nolease), exit::FAILURE);
     }
 
     #[test]

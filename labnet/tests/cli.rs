@@ -464,3 +464,52 @@ fn peer_list_of_a_lab_that_is_not_up() {
         &format!("{}# --json\n{}", stdout(&table), stdout(&json))
     );
 }
+
+/// `labnet leases` reads a lease log written before the record moved into the model crate
+/// (model/tests/data/leases-v1.log), lists its leases, and names each damaged line it
+/// skipped on stderr (a torn last line is an append in progress: not reported).
+#[test]
+fn leases_name_the_damaged_lines_they_skip() {
+    let e = Env::new("leases");
+    e.lab("lcdmg", "");
+    let state = e.dir.join("state").join("lcdmg");
+    std::fs::create_dir_all(&state).unwrap();
+    let v1 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model/tests/data/leases-v1.log"
+    );
+    std::fs::copy(v1, state.join("leases.log")).unwrap();
+    let out = e.run(&["leases", "lcdmg", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let got: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["ip"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("192.168.0.100", "active"),
+            ("192.168.0.101", "released"),
+            ("192.168.0.102", "declined"),
+            ("192.168.0.103", "expired")
+        ]
+    );
+    let err = stderr(&out);
+    let log = state.join("leases.log");
+    let warnings: Vec<&str> = err.lines().collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].starts_with(&format!("warning: {} line 8: checksum ", log.display())),
+        "{err}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "warning: {} line 9: not a lease record: missing field",
+            log.display()
+        )),
+        "{err}"
+    );
+}

@@ -178,7 +178,7 @@ pub fn run_target(
             }
         }
         // Its state, serial log and DHCP reservation: the VM was this run's only.
-        let _ = vm::manage::remove(&lab, &t.name, false);
+        forget(&mut r, vm::manage::remove(&lab, &t.name, false));
     }
     r
 }
@@ -291,8 +291,21 @@ fn run_image_target(
         }
     }
     // Its state, serial log, overlay disk and DHCP reservation: the VM was this run's only.
-    let _ = vm::manage::remove(&lab, &t.name, true);
+    forget(&mut r, vm::manage::remove(&lab, &t.name, true));
     r
+}
+
+/// A target's VM that could not be removed is said in its result, not left unmentioned.
+fn forget(r: &mut TargetResult, removed: Result<Vec<String>, vm::Error>) {
+    if let Err(e) = removed {
+        if !r.message.is_empty() {
+            r.message.push_str("; ");
+        }
+        r.message.push_str(&format!(
+            "its VM was not removed ({e}): `labnet vm rm {}`",
+            r.name
+        ));
+    }
 }
 
 /// Waits for the VM's sshd and runs the target's command (a script goes on ssh's stdin to

@@ -5,6 +5,7 @@
 //! - [`state`]: the typed record of what `up` made (`/run/labnet/LAB.json`) and the lab lock;
 //! - [`reservation`]: run-time DHCP reservations (`labnet vm` writes, dhcpd reads);
 //! - [`hosts`]: the hosts file (dhcpd writes, dns reads);
+//! - [`lease`]: the lease record and log (dhcpd writes, `labnet leases` and `vm` read);
 //! - [`invitation`]: peer invitations (`labnet peer invite` writes, `peer add` reads) and
 //!   the `[[peers]]` edits of a lab's config file;
 //! - [`netns`]: entering a lab's network namespace;
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod hosts;
 pub mod invitation;
+pub mod lease;
 pub mod netns;
 pub mod notify;
 pub mod paths;

@@ -43,15 +43,70 @@ pub fn netns_path(lab: &str) -> PathBuf {
 }
 
 /// Replaces `path` atomically: writes a hidden sibling temp file, optionally fsyncs it, and
-/// renames it over `path`, so readers (dhcpd, dns, `down`) never see half a file.
+/// renames it over `path`, so readers (dhcpd, dns, `down`) never see half a file. The temp
+/// name is unique per process and call: two writers of one file (a VM's supervisor and `vm
+/// stop`) each rename a whole file, the last one wins, and neither writes into the other's.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if sync {
-        f.sync_all()?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}.{seq}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers of one file at once (a supervisor and `vm stop` on one VM's state): every
+    /// read sees one writer's whole file, never a mix, and no temp file is left.
+    #[test]
+    fn concurrent_atomic_writers_never_mix_their_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        let long = vec![b'L'; 4096];
+        let short = vec![b's'; 100];
+        std::thread::scope(|s| {
+            for bytes in [&long, &short] {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..300 {
+                        write_atomic(p, bytes, false).unwrap();
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..300 {
+                    if let Ok(got) = std::fs::read(&p) {
+                        assert!(
+                            got == long || got == short,
+                            "mixed file of {} bytes",
+                            got.len()
+                        );
+                    }
+                }
+            });
+        });
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("state.json")]);
+    }
 }

@@ -93,12 +93,35 @@ pub fn resolve(tag: TypeTag, ip: IpAddr, port: Option<u16>) -> Vec<MonAddr> {
     }
 }
 
+/// What is wrong with a monitor address (each names the text it was found in).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("empty address")]
+    Empty,
+    #[error("unknown address type {tag:?} in {addr:?} (expected v1, v2 or any)")]
+    UnknownType { tag: String, addr: String },
+    #[error("unclosed '[' in {0:?}")]
+    Unclosed(String),
+    #[error("unbalanced ']' in {0:?}")]
+    Unbalanced(String),
+    #[error("bad IPv6 address in {0:?}")]
+    BadIpv6(String),
+    #[error("unexpected {after:?} after IPv6 address in {addr:?}")]
+    AfterIpv6 { after: String, addr: String },
+    #[error("bad port {port:?} in {addr:?}")]
+    BadPort { port: String, addr: String },
+    #[error("{host:?} in {addr:?} is not an IP address (host names are not resolved)")]
+    NotAnIp { host: String, addr: String },
+    #[error("empty address vector {0:?}")]
+    EmptyVector(String),
+}
+
 /// Parses one entity address `[TYPE:]IP[:PORT][/NONCE]`. Returns the tag (`Any` when no
 /// type is written), the IP and the port if one is written.
-pub fn parse_entity_addr(s: &str) -> Result<(TypeTag, IpAddr, Option<u16>), String> {
+pub fn parse_entity_addr(s: &str) -> Result<(TypeTag, IpAddr, Option<u16>), AddrError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty address".into());
+        return Err(AddrError::Empty);
     }
     // Type prefix: letters then ':' before any digit/bracket.
     let (tag, rest) = match s.find(':') {
@@ -118,9 +141,10 @@ pub fn parse_entity_addr(s: &str) -> Result<(TypeTag, IpAddr, Option<u16>), Stri
                 match TypeTag::parse(t) {
                     Some(tag) => (tag, &s[i + 1..]),
                     None => {
-                        return Err(format!(
-                            "unknown address type {t:?} in {s:?} (expected v1, v2 or any)"
-                        ))
+                        return Err(AddrError::UnknownType {
+                            tag: t.into(),
+                            addr: s.into(),
+                        })
                     }
                 }
             }
@@ -131,16 +155,18 @@ pub fn parse_entity_addr(s: &str) -> Result<(TypeTag, IpAddr, Option<u16>), Stri
     let (ip, port) = if let Some(inner) = rest.strip_prefix('[') {
         let end = inner
             .find(']')
-            .ok_or_else(|| format!("unclosed '[' in {s:?}"))?;
+            .ok_or_else(|| AddrError::Unclosed(s.into()))?;
         let ip: Ipv6Addr = inner[..end]
             .parse()
-            .map_err(|_| format!("bad IPv6 address in {s:?}"))?;
+            .map_err(|_| AddrError::BadIpv6(s.into()))?;
         let after = &inner[end + 1..];
         let port = match after {
             "" => None,
             p => Some(parse_port(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected {p:?} after IPv6 address in {s:?}"))?,
+                p.strip_prefix(':').ok_or_else(|| AddrError::AfterIpv6 {
+                    after: p.into(),
+                    addr: s.into(),
+                })?,
                 s,
             )?),
         };
@@ -152,9 +178,12 @@ pub fn parse_entity_addr(s: &str) -> Result<(TypeTag, IpAddr, Option<u16>), Stri
             Some((h, p)) => (h, Some(parse_port(p, s)?)),
             None => (rest, None),
         };
-        let ip = host.parse::<std::net::Ipv4Addr>().map_err(|_| {
-            format!("{host:?} in {s:?} is not an IP address (host names are not resolved)")
-        })?;
+        let ip = host
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| AddrError::NotAnIp {
+                host: host.into(),
+                addr: s.into(),
+            })?;
         (IpAddr::V4(ip), port)
     };
     Ok((tag, ip, port))
@@ -168,13 +197,15 @@ fn strip_nonce(s: &str) -> &str {
     }
 }
 
-fn parse_port(p: &str, whole: &str) -> Result<u16, String> {
-    p.parse::<u16>()
-        .map_err(|_| format!("bad port {p:?} in {whole:?}"))
+fn parse_port(p: &str, whole: &str) -> Result<u16, AddrError> {
+    p.parse::<u16>().map_err(|_| AddrError::BadPort {
+        port: p.into(),
+        addr: whole.into(),
+    })
 }
 
 /// Parses one address or one address vector (`[v2:…,v1:…]`) into typed addresses.
-pub fn parse_addr_or_vec(s: &str) -> Result<Vec<MonAddr>, String> {
+pub fn parse_addr_or_vec(s: &str) -> Result<Vec<MonAddr>, AddrError> {
     let s = s.trim();
     if let Some(inner) = vec_inner(s) {
         let mut out = Vec::new();
@@ -183,7 +214,7 @@ pub fn parse_addr_or_vec(s: &str) -> Result<Vec<MonAddr>, String> {
             out.extend(resolve(tag, ip, port));
         }
         if out.is_empty() {
-            return Err(format!("empty address vector {s:?}"));
+            return Err(AddrError::EmptyVector(s.into()));
         }
         Ok(out)
     } else {
@@ -211,7 +242,7 @@ fn vec_inner(s: &str) -> Option<&str> {
 
 /// Splits a `mon_host` value into entries: separators are ',', ';' and whitespace outside
 /// brackets (ceph.conf files in the wild use all of them).
-pub fn split_mon_host(value: &str) -> Result<Vec<&str>, String> {
+pub fn split_mon_host(value: &str) -> Result<Vec<&str>, AddrError> {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut start = 0usize;
@@ -221,7 +252,7 @@ pub fn split_mon_host(value: &str) -> Result<Vec<&str>, String> {
             ']' => {
                 depth = depth
                     .checked_sub(1)
-                    .ok_or_else(|| format!("unbalanced ']' in {value:?}"))?
+                    .ok_or_else(|| AddrError::Unbalanced(value.into()))?
             }
             ',' | ';' | ' ' | '\t' if depth == 0 => {
                 if i > start {
@@ -233,7 +264,7 @@ pub fn split_mon_host(value: &str) -> Result<Vec<&str>, String> {
         }
     }
     if depth != 0 {
-        return Err(format!("unclosed '[' in {value:?}"));
+        return Err(AddrError::Unclosed(value.into()));
     }
     if start < value.len() {
         out.push(&value[start..]);
@@ -282,13 +313,23 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let e = parse_addr_or_vec("v3:1.2.3.4:3300").unwrap_err();
-        assert!(e.contains("unknown address type \"v3\""), "{e}");
-        let e = parse_addr_or_vec("mon1.example.com:6789").unwrap_err();
-        assert!(e.contains("not an IP address"), "{e}");
-        let e = parse_addr_or_vec("1.2.3.4:99999").unwrap_err();
-        assert!(e.contains("bad port"), "{e}");
+        assert!(e.to_string().contains("unknown address type \"v3\""), "{e}");
+        assert_eq!(
+            parse_addr_or_vec("mon1.example.com:6789").unwrap_err(),
+            AddrError::NotAnIp {
+                host: "mon1.example.com".into(),
+                addr: "mon1.example.com:6789".into()
+            }
+        );
+        assert_eq!(
+            parse_addr_or_vec("1.2.3.4:99999").unwrap_err(),
+            AddrError::BadPort {
+                port: "99999".into(),
+                addr: "1.2.3.4:99999".into()
+            }
+        );
         assert!(parse_addr_or_vec("[").is_err());
-        assert!(parse_addr_or_vec("").is_err());
+        assert_eq!(parse_addr_or_vec("").unwrap_err(), AddrError::Empty);
     }
 
     #[test]
@@ -297,7 +338,13 @@ mod tests {
             split_mon_host("[v2:a,v1:b],[v2:c,v1:d] [v2:e]; f").unwrap(),
             ["[v2:a,v1:b]", "[v2:c,v1:d]", "[v2:e]", "f"]
         );
-        assert!(split_mon_host("[v2:a").is_err());
-        assert!(split_mon_host("a]").is_err());
+        assert_eq!(
+            split_mon_host("[v2:a").unwrap_err(),
+            AddrError::Unclosed("[v2:a".into())
+        );
+        assert_eq!(
+            split_mon_host("a]").unwrap_err(),
+            AddrError::Unbalanced("a]".into())
+        );
     }
 }

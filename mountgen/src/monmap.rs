@@ -207,8 +207,8 @@ pub fn parse_json(input: &str, origin: &str) -> Result<MonMap, Error> {
                 let s = a.get("addr").and_then(Value::as_str).ok_or_else(|| {
                     field(&format!("{fa}.addr"), "missing or not a string".into())
                 })?;
-                let (inner_tag, ip, port) =
-                    addr::parse_entity_addr(s).map_err(|e| field(&format!("{fa}.addr"), e))?;
+                let (inner_tag, ip, port) = addr::parse_entity_addr(s)
+                    .map_err(|e| field(&format!("{fa}.addr"), e.to_string()))?;
                 let tag = if inner_tag == TypeTag::Any {
                     tag
                 } else {
@@ -222,8 +222,8 @@ pub fn parse_json(input: &str, origin: &str) -> Result<MonMap, Error> {
         if addrs.is_empty() {
             for key in ["public_addr", "addr"] {
                 if let Some(s) = m.get(key).and_then(Value::as_str) {
-                    addrs =
-                        addr::parse_addr_or_vec(s).map_err(|e| field(&format!("{f}.{key}"), e))?;
+                    addrs = addr::parse_addr_or_vec(s)
+                        .map_err(|e| field(&format!("{f}.{key}"), e.to_string()))?;
                     break;
                 }
             }
@@ -376,11 +376,11 @@ pub fn parse_mon_host(value: &str, origin: &str) -> Result<MonMap, Error> {
     };
     let mut mons = Vec::new();
     for (i, entry) in addr::split_mon_host(value)
-        .map_err(field)?
+        .map_err(|e| field(e.to_string()))?
         .into_iter()
         .enumerate()
     {
-        let addrs = addr::parse_addr_or_vec(entry).map_err(field)?;
+        let addrs = addr::parse_addr_or_vec(entry).map_err(|e| field(e.to_string()))?;
         mons.push(Mon {
             name: noname(i),
             rank: None,
@@ -435,17 +435,24 @@ fn finish(map: MonMap, origin: &str) -> Result<MonMap, Error> {
         });
     }
     if let Some(f) = &map.fsid {
-        check_fsid(f).map_err(|msg| Error::Field {
+        check_fsid(f).map_err(|e| Error::Field {
             origin: origin.into(),
             field: "fsid".into(),
-            msg,
+            msg: e.to_string(),
         })?;
     }
     Ok(map)
 }
 
+/// An fsid that is not a UUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{fsid:?} is not a UUID like 0d11e97a-bb59-47ec-9a31-a3ee664e88ef")]
+pub struct BadFsid {
+    pub fsid: String,
+}
+
 /// The kernel parses the fsid as a UUID (`8-4-4-4-12` hex digits).
-pub fn check_fsid(f: &str) -> Result<(), String> {
+pub fn check_fsid(f: &str) -> Result<(), BadFsid> {
     let groups: Vec<&str> = f.split('-').collect();
     let ok = groups.len() == 5
         && groups
@@ -455,9 +462,7 @@ pub fn check_fsid(f: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{f:?} is not a UUID like 0d11e97a-bb59-47ec-9a31-a3ee664e88ef"
-        ))
+        Err(BadFsid { fsid: f.into() })
     }
 }
 

@@ -412,9 +412,9 @@ pub fn build(map: &MonMap, req: &MountRequest) -> Result<MountPlan, Error> {
             })
         }
         (Some(f), _) | (None, Some(f)) => {
-            check_fsid(f).map_err(|msg| Error::Request {
+            check_fsid(f).map_err(|e| Error::Request {
                 field: "fsid".into(),
-                msg,
+                msg: e.to_string(),
             })?;
             Some(f.to_ascii_lowercase())
         }

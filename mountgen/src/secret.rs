@@ -18,31 +18,54 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why a text is not a ceph key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error(transparent)]
+    Base64(#[from] Base64Error),
+    #[error("the key decodes to {0} bytes; a ceph key has at least 12")]
+    TooShort(usize),
+    #[error("unsupported key type {0} (expected 1 = AES)")]
+    UnsupportedType(u16),
+    #[error("key length field says {field} bytes but {follow} follow")]
+    LengthMismatch { field: usize, follow: usize },
+}
+
+/// Why a text is not base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Error {
+    #[error("invalid base64 character at offset {0}")]
+    InvalidChar(usize),
+    #[error("base64 data after '=' padding")]
+    DataAfterPadding,
+    #[error("truncated base64")]
+    Truncated,
+}
+
 impl Secret {
     /// Validates a base64 key such as `AQBA6gJrg6vLCxAAmVZt5mv+oD2Qc+Vxz8OrUg==`.
-    pub fn from_base64(s: &str) -> Result<Secret, String> {
+    pub fn from_base64(s: &str) -> Result<Secret, KeyError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("the key is empty".into());
+            return Err(KeyError::Empty);
         }
         let raw = base64_decode(s)?;
         // Encoded CryptoKey: type(2) created(8) len(2) secret(len).
         if raw.len() < 12 {
-            return Err(format!(
-                "the key decodes to {} bytes; a ceph key has at least 12",
-                raw.len()
-            ));
+            return Err(KeyError::TooShort(raw.len()));
         }
         let ty = u16::from_le_bytes([raw[0], raw[1]]);
         let len = u16::from_le_bytes([raw[10], raw[11]]) as usize;
         if ty != 1 {
-            return Err(format!("unsupported key type {ty} (expected 1 = AES)"));
+            return Err(KeyError::UnsupportedType(ty));
         }
         if raw.len() != 12 + len {
-            return Err(format!(
-                "key length field says {len} bytes but {} follow",
-                raw.len() - 12
-            ));
+            return Err(KeyError::LengthMismatch {
+                field: len,
+                follow: raw.len() - 12,
+            });
         }
         Ok(Secret {
             b64: s.to_string(),
@@ -60,7 +83,7 @@ impl Secret {
 }
 
 /// Standard base64 (with or without padding; whitespace ignored).
-pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, Base64Error> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc: u32 = 0;
     let mut bits = 0u32;
@@ -77,10 +100,10 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
                 continue;
             }
             b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return Err(format!("invalid base64 character at offset {i}")),
+            _ => return Err(Base64Error::InvalidChar(i)),
         };
         if pad > 0 {
-            return Err("base64 data after '=' padding".into());
+            return Err(Base64Error::DataAfterPadding);
         }
         acc = (acc << 6) | v as u32;
         bits += 6;
@@ -91,7 +114,7 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
         }
     }
     if bits >= 6 || pad > 2 {
-        return Err("truncated base64".into());
+        return Err(Base64Error::Truncated);
     }
     Ok(out)
 }
@@ -169,9 +192,9 @@ pub fn secret_from_text(text: &str, entity: &str, origin: &str) -> Result<Secret
     if text.lines().any(|l| l.trim_start().starts_with('[')) {
         keyring_secret(text, entity, origin)
     } else {
-        Secret::from_base64(text).map_err(|msg| Error::Key {
+        Secret::from_base64(text).map_err(|e| Error::Key {
             origin: origin.into(),
-            msg,
+            msg: e.to_string(),
         })
     }
 }
@@ -196,22 +219,34 @@ mod tests {
 
     #[test]
     fn bad_keys() {
-        assert!(Secret::from_base64("").unwrap_err().contains("empty"));
-        assert!(Secret::from_base64("AQ*")
-            .unwrap_err()
-            .contains("invalid base64"));
+        assert_eq!(Secret::from_base64("").unwrap_err(), KeyError::Empty);
+        let e = Secret::from_base64("AQ*").unwrap_err();
+        assert_eq!(e, KeyError::Base64(Base64Error::InvalidChar(2)));
+        assert_eq!(e.to_string(), "invalid base64 character at offset 2");
+        assert_eq!(
+            Secret::from_base64("AAAA").unwrap_err(),
+            KeyError::TooShort(3)
+        );
         assert!(Secret::from_base64("AAAA")
             .unwrap_err()
+            .to_string()
             .contains("at least 12"));
         // type 2
         let bad = base64_encode(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 9]);
-        assert!(Secret::from_base64(&bad)
-            .unwrap_err()
-            .contains("unsupported key type 2"));
+        assert_eq!(
+            Secret::from_base64(&bad).unwrap_err().to_string(),
+            "unsupported key type 2 (expected 1 = AES)"
+        );
         let short = base64_encode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 9]);
-        assert!(Secret::from_base64(&short)
-            .unwrap_err()
-            .contains("length field"));
+        assert_eq!(
+            Secret::from_base64(&short).unwrap_err(),
+            KeyError::LengthMismatch {
+                field: 16,
+                follow: 1
+            }
+        );
+        assert_eq!(base64_decode("QQ=A"), Err(Base64Error::DataAfterPadding));
+        assert_eq!(base64_decode("Q"), Err(Base64Error::Truncated));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::config::{Ipv4Cidr, Lab};
 use crate::nft;
-use crate::plan::{self, Action, DaemonSpec, Observed, Plan};
+use crate::plan::{self, Action, DaemonSpec, Observed, Plan, WgPeerObs};
 use crate::state::{LabState, Resource};
 
 /// A default route: (gateway, output link name).
@@ -21,6 +21,7 @@ pub struct LinkSnap {
     pub kind: Option<String>,
     pub up: bool,
     pub addrs: Vec<Ipv4Cidr>,
+    pub mtu: Option<u32>,
 }
 
 /// What the system shows of everything a plan's steps make. Keys with a namespace use None
@@ -36,12 +37,17 @@ pub struct Snapshot {
     pub dirs: Vec<PathBuf>,
     /// Each file's text (None: missing or unreadable).
     pub files: BTreeMap<PathBuf, Option<String>>,
-    /// Recorded processes (daemons by name, "wireguard-go") and whether labnet's still runs.
-    pub processes: BTreeMap<String, bool>,
+    /// Per namespace: its IPv4 routes other than the default (destination, output link).
+    pub routes: BTreeMap<String, Vec<(Ipv4Cidr, Option<String>)>>,
+    /// Recorded processes (daemons by name, "wireguard-go IFACE"): the pid of labnet's when it
+    /// still runs, None when it does not.
+    pub processes: BTreeMap<String, Option<u32>>,
     /// WireGuard interfaces whose UAPI socket answers.
     pub uapi: Vec<String>,
-    /// Per WireGuard interface: the peers' public keys, or why the device could not be read.
-    pub wg_peers: BTreeMap<String, Result<Vec<String>, String>>,
+    /// Per WireGuard interface: its peers, or why the device could not be read.
+    pub wg_peers: BTreeMap<String, Result<Vec<WgPeerObs>, String>>,
+    /// Per WireGuard interface: the port it listens on (None: none, or not read).
+    pub wg_listen_ports: BTreeMap<String, Option<u16>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,11 +68,26 @@ pub struct StepCheck {
 }
 
 /// The plan `up` would run for `lab` from scratch, with what the record says `up` chose (the
-/// WireGuard backend, the daemons it started).
+/// WireGuard backend of each link, the daemons it started).
 pub fn expected_plan(lab: &Lab, st: Option<&LabState>) -> Plan {
-    let backend = st.and_then(|s| s.wg_backend.as_deref());
+    use crate::config::{Uplink, WgBackend};
+    let recorded = st.map(|s| s.resources.as_slice()).unwrap_or_default();
+    let on_wireguard_go = |iface: &str| {
+        recorded
+            .iter()
+            .any(|r| matches!(r, Resource::WgUserspace { iface: i, .. } if i == iface))
+    };
+    // "auto" chose wireguard-go when the kernel had no WireGuard: a link that did says so.
+    let mut auto_userspace = st.and_then(|s| s.wg_backend.as_deref()) == Some("userspace")
+        && matches!(&lab.uplink, Uplink::Wireguard(w) if w.backend == WgBackend::Auto);
+    if let Uplink::Wireguard(w) = &lab.uplink {
+        auto_userspace |= w.backend == WgBackend::Auto && on_wireguard_go(&w.interface);
+    }
+    if let Some(p) = &lab.peering {
+        auto_userspace |= p.backend == WgBackend::Auto && on_wireguard_go(&p.interface);
+    }
     let obs = Observed {
-        wireguard_module: backend != Some("userspace"),
+        wireguard_module: !auto_userspace,
         // Whatever it was before, a host uplink needs it on while the lab is up.
         host_ip_forward: Some("0".into()),
         ..Default::default()
@@ -134,7 +155,9 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
                     Some(_) => check(d, Found::Ok, format!("{iface} ({want})")),
                 }
             }
-            Action::StartWireguardGo { .. } => process(d, snap, "wireguard-go"),
+            Action::StartWireguardGo { iface, .. } => {
+                process(d, snap, &format!("wireguard-go {iface}"))
+            }
             Action::WaitWireguardGo { iface } => match snap.uapi.contains(iface) {
                 true => check(
                     d,
@@ -153,7 +176,7 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
             Action::ConfigureWireguard { wireguard, .. } => {
                 let key = &wireguard.peer_public_key;
                 match snap.wg_peers.get(&wireguard.interface) {
-                    Some(Ok(keys)) if keys.contains(key) => {
+                    Some(Ok(keys)) if keys.iter().any(|p| &p.public_key == key) => {
                         check(d, Found::Ok, format!("peer {}", &key[..key.len().min(8)]))
                     }
                     Some(Ok(keys)) => check(
@@ -168,6 +191,128 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
                     None => check(d, Found::Missing, "device not read"),
                 }
             }
+            Action::ConfigurePeeringLink { peering, .. } => {
+                let iface = &peering.interface;
+                match (
+                    snap.wg_peers.get(iface),
+                    snap.wg_listen_ports.get(iface).copied().flatten(),
+                    peering.listen_port,
+                ) {
+                    (Some(Err(e)), _, _) => check(d, Found::Missing, e.clone()),
+                    (None, _, _) => check(d, Found::Missing, format!("{iface} not read")),
+                    (_, got, Some(want)) if got != Some(want) => check(
+                        d,
+                        Found::Different,
+                        format!(
+                            "{iface} listens on {}, not {want}",
+                            got.map_or("no port".to_string(), |p| p.to_string())
+                        ),
+                    ),
+                    (_, got, _) => check(
+                        d,
+                        Found::Ok,
+                        format!(
+                            "{iface} listening on {}",
+                            got.map_or("-".to_string(), |p| p.to_string())
+                        ),
+                    ),
+                }
+            }
+            Action::AddWgPeer { iface, peer, .. } => match snap.wg_peers.get(iface) {
+                Some(Ok(ps)) => match ps.iter().find(|p| p.public_key == peer.public_key) {
+                    Some(x) if plan::peer_matches(peer, x) => check(
+                        d,
+                        Found::Ok,
+                        format!("peer {} on {iface}, allowed-ips {}", peer.name, peer.subnet),
+                    ),
+                    Some(x) => check(
+                        d,
+                        Found::Different,
+                        format!(
+                            "peer {} on {iface} has allowed-ips {:?}, endpoint {}, keepalive {:?}",
+                            peer.name,
+                            x.allowed_ips
+                                .iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>(),
+                            x.endpoint.map_or("-".to_string(), |e| e.to_string()),
+                            x.persistent_keepalive
+                        ),
+                    ),
+                    None => check(
+                        d,
+                        Found::Missing,
+                        format!("peer {} is not on {iface}", peer.name),
+                    ),
+                },
+                Some(Err(e)) => check(d, Found::Missing, e.clone()),
+                None => check(d, Found::Missing, format!("{iface} not read")),
+            },
+            Action::RemoveWgPeer {
+                iface, public_key, ..
+            } => match snap.wg_peers.get(iface) {
+                Some(Ok(ps)) if ps.iter().any(|p| &p.public_key == public_key) => {
+                    check(d, Found::Extra, format!("still on {iface}"))
+                }
+                _ => check(d, Found::Ok, format!("not on {iface}")),
+            },
+            Action::SetMtu {
+                netns,
+                link: l,
+                mtu,
+            } => match link(&Some(netns.clone()), l) {
+                Some(x) if x.mtu == Some(*mtu) => check(d, Found::Ok, format!("{l} mtu {mtu}")),
+                Some(x) => check(
+                    d,
+                    Found::Different,
+                    format!(
+                        "{l} has mtu {}",
+                        x.mtu.map_or("-".to_string(), |m| m.to_string())
+                    ),
+                ),
+                None => check(d, Found::Missing, format!("{l} missing from netns {netns}")),
+            },
+            Action::AddRoute {
+                netns,
+                link: l,
+                dest,
+                ..
+            } => {
+                let routes = snap.routes.get(netns).cloned().unwrap_or_default();
+                match routes.iter().find(|(r, _)| r == dest) {
+                    Some((_, dev)) if dev.as_deref() == Some(l.as_str()) => {
+                        check(d, Found::Ok, format!("{dest} dev {l}"))
+                    }
+                    Some((_, dev)) => check(
+                        d,
+                        Found::Different,
+                        format!("{dest} dev {}", dev.as_deref().unwrap_or("-")),
+                    ),
+                    None => check(d, Found::Missing, format!("no route to {dest}")),
+                }
+            }
+            Action::DelRoute {
+                netns,
+                link: l,
+                dest,
+            } => {
+                let routes = snap.routes.get(netns).cloned().unwrap_or_default();
+                match routes
+                    .iter()
+                    .any(|(r, dev)| r == dest && dev.as_deref() == Some(l.as_str()))
+                {
+                    true => check(d, Found::Extra, format!("{dest} dev {l} still there")),
+                    false => check(d, Found::Ok, format!("no route {dest} dev {l}")),
+                }
+            }
+            Action::NftPeeringTable { netns, peering, .. } => table(
+                d,
+                snap,
+                &Some(netns.clone()),
+                nft::PEERING_TABLE,
+                &nft::peering_table(peering),
+            ),
+            Action::ReloadDaemon { daemon, .. } => process(d, snap, &daemon.name),
             Action::AddBridge { netns, name } => {
                 kind(d, link(&Some(netns.clone()), name), name, "bridge")
             }
@@ -303,6 +448,51 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
             }
         }
     }
+    // Extra: peers on the peering link no step adds, routes out of it no step adds (a peer
+    // removed from the config whose entry or route stayed).
+    for s in &p.steps {
+        let Action::ConfigurePeeringLink { peering, .. } = &s.action else {
+            continue;
+        };
+        let iface = &peering.interface;
+        let added = |key: &str| {
+            p.steps.iter().any(|s| {
+                matches!(&s.action, Action::AddWgPeer { iface: i, peer, .. } if i == iface && peer.public_key == key)
+            })
+        };
+        if let Some(Ok(ps)) = snap.wg_peers.get(iface) {
+            for x in ps.iter().filter(|x| !added(&x.public_key)) {
+                out.push(check(
+                    format!("peers of {iface}"),
+                    Found::Extra,
+                    format!(
+                        "peer {} (labnet did not add it)",
+                        &x.public_key[..x.public_key.len().min(8)]
+                    ),
+                ));
+            }
+        }
+        let routed = |dest: &Ipv4Cidr| {
+            p.steps.iter().any(|s| {
+                matches!(&s.action, Action::AddRoute { link, dest: d, .. } if link == iface && d == dest)
+            })
+        };
+        if let Some(ns) = &lab_ns {
+            for (r, _) in snap
+                .routes
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .filter(|(r, dev)| dev.as_deref() == Some(iface.as_str()) && !routed(r))
+            {
+                out.push(check(
+                    format!("routes out of {iface} in netns {ns}"),
+                    Found::Extra,
+                    format!("{r} (labnet did not add it)"),
+                ));
+            }
+        }
+    }
     // Extra: a default route in a lab the plan gives none (an isolated lab).
     if let Some(ns) = &lab_ns {
         let planned = p
@@ -322,7 +512,7 @@ pub fn compare(p: &Plan, snap: &Snapshot) -> Vec<StepCheck> {
 
 fn process(d: String, snap: &Snapshot, name: &str) -> StepCheck {
     match snap.processes.get(name) {
-        Some(true) => check(d, Found::Ok, format!("{name} running")),
+        Some(Some(pid)) => check(d, Found::Ok, format!("{name} running (pid {pid})")),
         _ => check(
             d,
             Found::Missing,

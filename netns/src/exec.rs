@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::config::{Ipv4Cidr, Wireguard};
+use crate::config::{Ipv4Cidr, Peer, Peering, Wireguard};
 use crate::plan::{undo_order, Action, DaemonSpec, Step};
 use crate::state::{LabState, Resource};
 use crate::Error;
@@ -20,12 +20,43 @@ pub trait Net {
     fn start_wireguard_go(&mut self, iface: &str, log: &Path) -> Result<u32, Error>;
     fn wait_wireguard_go(&mut self, iface: &str) -> Result<(), Error>;
     fn configure_wireguard(&mut self, wg: &Wireguard, userspace: bool) -> Result<(), Error>;
+    /// The peering link's private key and listen port; the kernel link is in `netns`.
+    fn configure_peering_link(
+        &mut self,
+        p: &Peering,
+        userspace: bool,
+        netns: Option<&str>,
+    ) -> Result<(), Error>;
+    /// Adds or updates one peer on WireGuard link `iface` (a kernel link is in `netns`).
+    fn add_wg_peer(
+        &mut self,
+        netns: &str,
+        iface: &str,
+        peer: &Peer,
+        userspace: bool,
+    ) -> Result<(), Error>;
+    fn remove_wg_peer(
+        &mut self,
+        netns: &str,
+        iface: &str,
+        public_key: &str,
+        userspace: bool,
+    ) -> Result<(), Error>;
     fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error>;
     fn add_veth(&mut self, name: &str, peer: &str) -> Result<(), Error>;
     fn move_link(&mut self, link: &str, netns: &str) -> Result<(), Error>;
     fn link_up(&mut self, netns: Option<&str>, link: &str) -> Result<(), Error>;
     fn add_address(&mut self, netns: Option<&str>, link: &str, a: Ipv4Cidr) -> Result<(), Error>;
     fn add_default_route(&mut self, netns: &str, link: &str, via: Ipv4Addr) -> Result<(), Error>;
+    fn set_mtu(&mut self, netns: &str, link: &str, mtu: u32) -> Result<(), Error>;
+    fn add_route(
+        &mut self,
+        netns: &str,
+        link: &str,
+        dest: Ipv4Cidr,
+        src: Ipv4Addr,
+    ) -> Result<(), Error>;
+    fn del_route(&mut self, netns: &str, link: &str, dest: Ipv4Cidr) -> Result<(), Error>;
     fn sysctl(&mut self, netns: Option<&str>, path: &str, value: &str) -> Result<(), Error>;
     /// Adds `ruleset` (table `table`) in `netns`; with `replace`, a table of that name that is
     /// there is deleted first.
@@ -40,6 +71,14 @@ pub trait Net {
     fn write_file(&mut self, path: &Path, text: &str, save_to: Option<&Path>) -> Result<(), Error>;
     /// Starts a daemon in lab `lab` and waits for its READY; returns its pid.
     fn start_daemon(&mut self, lab: &str, daemon: &DaemonSpec) -> Result<u32, Error>;
+    /// Has the running daemon (`pid`) read its config again; returns its pid afterwards (a
+    /// new one when it had to be restarted).
+    fn reload_daemon(
+        &mut self,
+        lab: &str,
+        daemon: &DaemonSpec,
+        pid: Option<u32>,
+    ) -> Result<u32, Error>;
     /// Undoes one record ("already gone" is done).
     fn remove(&mut self, r: &Resource) -> Result<(), Error>;
 }
@@ -62,7 +101,11 @@ fn same_process(a: &Resource, b: &Resource) -> bool {
 }
 
 impl Journal for LabState {
+    /// A record that is there already (a link made again after it went missing) is kept once.
     fn record(&mut self, r: Resource) -> Result<(), Error> {
+        if self.resources.contains(&r) {
+            return Ok(());
+        }
         Ok(LabState::record(self, r)?)
     }
     fn settle(&mut self, r: Resource) -> Result<(), Error> {
@@ -82,7 +125,9 @@ impl Journal for LabState {
 /// An in-memory record (tests, dry runs).
 impl Journal for Vec<Resource> {
     fn record(&mut self, r: Resource) -> Result<(), Error> {
-        self.push(r);
+        if !self.contains(&r) {
+            self.push(r);
+        }
         Ok(())
     }
     fn settle(&mut self, r: Resource) -> Result<(), Error> {
@@ -112,6 +157,23 @@ fn act(net: &mut dyn Net, a: &Action) -> Result<Option<Resource>, Error> {
             wireguard,
             userspace,
         } => net.configure_wireguard(wireguard, *userspace)?,
+        Action::ConfigurePeeringLink {
+            peering,
+            userspace,
+            netns,
+        } => net.configure_peering_link(peering, *userspace, netns.as_deref())?,
+        Action::AddWgPeer {
+            netns,
+            iface,
+            peer,
+            userspace,
+        } => net.add_wg_peer(netns, iface, peer, *userspace)?,
+        Action::RemoveWgPeer {
+            netns,
+            iface,
+            public_key,
+            userspace,
+        } => net.remove_wg_peer(netns, iface, public_key, *userspace)?,
         Action::AddBridge { netns, name } => net.add_bridge(netns, name)?,
         Action::AddVeth { name, peer } => net.add_veth(name, peer)?,
         Action::MoveLink { link, netns } => net.move_link(link, netns)?,
@@ -122,6 +184,14 @@ fn act(net: &mut dyn Net, a: &Action) -> Result<Option<Resource>, Error> {
             address,
         } => net.add_address(netns.as_deref(), link, *address)?,
         Action::DefaultRoute { netns, link, via } => net.add_default_route(netns, link, *via)?,
+        Action::SetMtu { netns, link, mtu } => net.set_mtu(netns, link, *mtu)?,
+        Action::AddRoute {
+            netns,
+            link,
+            dest,
+            src,
+        } => net.add_route(netns, link, *dest, *src)?,
+        Action::DelRoute { netns, link, dest } => net.del_route(netns, link, *dest)?,
         Action::Sysctl { netns, path, value } => net.sysctl(netns.as_deref(), path, value)?,
         Action::NftLabTable {
             netns,
@@ -133,6 +203,16 @@ fn act(net: &mut dyn Net, a: &Action) -> Result<Option<Resource>, Error> {
             Some(netns),
             crate::nft::LAB_TABLE,
             crate::nft::lab_table_peered(bridge, uplink, peering.as_deref()),
+            *replace,
+        )?,
+        Action::NftPeeringTable {
+            netns,
+            peering,
+            replace,
+        } => net.nft_table(
+            Some(netns),
+            crate::nft::PEERING_TABLE,
+            crate::nft::peering_table(peering),
             *replace,
         )?,
         Action::NftHostTable {
@@ -153,6 +233,14 @@ fn act(net: &mut dyn Net, a: &Action) -> Result<Option<Resource>, Error> {
         } => net.write_file(path, text, save_to.as_deref())?,
         Action::StartDaemon { lab, daemon } => {
             let pid = net.start_daemon(lab, daemon)?;
+            return Ok(Some(Resource::Daemon {
+                name: daemon.name.clone(),
+                pid: Some(pid),
+                exe: daemon.argv.join("\0"),
+            }));
+        }
+        Action::ReloadDaemon { lab, daemon, pid } => {
+            let pid = net.reload_daemon(lab, daemon, *pid)?;
             return Ok(Some(Resource::Daemon {
                 name: daemon.name.clone(),
                 pid: Some(pid),

@@ -65,7 +65,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
             state_file: paths::lab_state_file(&lab.name),
         });
     }
-    let mut p = plan::plan(lab, &observe(lab, &[])?);
+    let mut p = plan::plan(lab, &observe(lab, None)?);
     blocked(lab, &p)?;
     plan::start_daemons(&mut p, lab, &opts.daemons);
     let mut st = LabState {
@@ -75,10 +75,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<UpOutcome, Error> {
         ..Default::default()
     };
     st.save()?;
-    // Then the peering link and its peers, in place (as `labnet peer add` does live).
-    let built = exec::run(&mut net, &p.steps, &mut st)
-        .and_then(|()| crate::peering::sync(lab, &mut st).map(|_| ()));
-    match built {
+    match exec::run(&mut net, &p.steps, &mut st) {
         Ok(()) => {
             st.complete = true;
             st.save()?;
@@ -117,21 +114,18 @@ fn blocked(lab: &Lab, p: &Plan) -> Result<(), Error> {
 /// checks with `status` that nothing is left; what cannot be repaired in place is an error
 /// naming it.
 fn converge(lab: &Lab, st: &mut LabState, net: &mut dyn Net) -> Result<UpOutcome, Error> {
-    let p = plan::plan(lab, &observe(lab, &st.resources)?);
+    let lab = &plan::with_built_peering(lab, st.config.as_ref());
+    let p = plan::plan(lab, &observe(lab, Some(st))?);
     blocked(lab, &p)?;
     exec::run(net, &p.steps, st)?;
-    crate::peering::sync(lab, st)?;
+    // The peers (and their zones, for the dns) are the config's now.
+    st.config = Some(lab.clone());
+    st.save()?;
     let report = crate::status::status(lab)?;
     if !report.ok {
-        let failing: Vec<String> = report
-            .components
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
         return Err(Error::Drift {
             lab: lab.name.clone(),
-            what: failing.join("; "),
+            what: report.failing().join("; "),
         });
     }
     let (restarts, repairs): (Vec<_>, Vec<_>) = p

@@ -53,3 +53,32 @@ pub fn stop(pid: Option<u32>, exe: &str) {
         daemon::kill_and_wait(p, Duration::from_secs(5));
     }
 }
+
+/// Whether `pid` catches SIGHUP (bit 0 of SigCgt in /proc/PID/status): a daemon that reloads
+/// its config on SIGHUP rather than dying of it.
+fn catches_sighup(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
+/// Has the running daemon `d` (`pid`) read its config again: SIGHUP when it reloads on it,
+/// else a restart (stop, start, READY). Returns its pid afterwards.
+pub fn reload(lab: &str, d: &DaemonSpec, pid: Option<u32>) -> Result<u32, Error> {
+    let exe = d.argv.join("\0");
+    if let Some(p) = pid.filter(|p| daemon_is_ours(*p, &exe) && catches_sighup(*p)) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .map_err(|e| Error::sys(&format!("SIGHUP to the lab's {}", d.name), e))?;
+        return Ok(p);
+    }
+    stop(pid, &exe);
+    start(lab, d)
+}

@@ -1,9 +1,11 @@
 //! The lab core of labnet (the config, paths and state record are in the `model` crate):
 //! `up` is a pure [`plan`] of steps, each with its undo, made from what [`system::observe`]
 //! reads, run by [`exec`] over the [`exec::Net`] trait ([`system::SystemNet`] for real);
-//! [`lab`] orchestrates. Every step's undo is recorded in /run/labnet/LAB.json *before* the
-//! step is made, so `down` can undo a lab after a crash, a SIGKILL half-way through `up`, or
-//! a reboot.
+//! [`lab`] orchestrates. The peering link of labs joined across hosts is part of that plan
+//! (`labnet peer add/remove` run its difference, [`peering`]); [`status`] is the plan's
+//! comparison with the system ([`compare`]) plus the probes a plan cannot express. Every
+//! step's undo is recorded in /run/labnet/LAB.json *before* the step is made, so `down` can
+//! undo a lab after a crash, a SIGKILL half-way through `up`, or a reboot.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod compare;
 pub mod daemon;

@@ -22,25 +22,8 @@ where
 }
 
 /// Runs `f(handle)` on a current-thread runtime in the calling thread's namespace, whatever
-/// it is (e.g. a thread that unshared one of its own).
-pub fn netlink_here<T, F, Fut>(f: F) -> Result<T, Error>
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("tokio runtime", e))?;
-    rt.block_on(async move {
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| Error::io("netlink socket", e))?;
-        let task = tokio::spawn(conn);
-        let out = f(handle).await;
-        task.abort();
-        out
-    })
-}
+/// it is (e.g. a thread that unshared one of its own): [`tuntap::netlink::here`].
+pub use tuntap::netlink::here as netlink_here;
 
 pub fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let what = what.into();

@@ -7,11 +7,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Ipv4Cidr, Lab, Uplink, Wireguard};
+use crate::config::{Ipv4Cidr, Lab, Peer, Peering, Uplink, Wireguard};
 use crate::nl::{self, with_netlink};
 use crate::nsfs::{self, in_netns, netns_exists};
 use crate::plan::{
-    etc_files, host_links, lab_links, uplink_of, DaemonSpec, LinkObs, Observed, IP_FORWARD,
+    etc_files, host_links, lab_links, uplink_of, DaemonSpec, DnsObs, LinkObs, Observed, PeeringObs,
+    WgPeerObs, IP_FORWARD,
 };
 use crate::state::Resource;
 use crate::{etc_netns, lab_daemons, nft, wg, wg_life, Error};
@@ -21,6 +22,28 @@ use crate::{etc_netns, lab_daemons, nft, wg, wg_life, Error};
 #[derive(Default)]
 pub struct SystemNet {
     wireguard_go: HashMap<String, (u32, PathBuf)>,
+}
+
+fn backend(userspace: bool) -> wireguard_control::Backend {
+    if userspace {
+        wireguard_control::Backend::Userspace
+    } else {
+        wireguard_control::Backend::Kernel
+    }
+}
+
+/// Runs `f` where WireGuard device `iface` answers: wireguard-go through its UAPI socket
+/// (any namespace), a kernel link over generic netlink in the namespace it is in.
+fn on_device<T: Send + 'static>(
+    userspace: bool,
+    netns: Option<&str>,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    if userspace {
+        f()
+    } else {
+        in_netns(netns, f)
+    }
 }
 
 fn netns_file(ns: &str) -> Result<File, Error> {
@@ -66,13 +89,43 @@ impl crate::exec::Net for SystemNet {
         wg_life::wait(iface, pid, &log)
     }
     fn configure_wireguard(&mut self, w: &Wireguard, userspace: bool) -> Result<(), Error> {
-        let backend = if userspace {
-            wireguard_control::Backend::Userspace
-        } else {
-            wireguard_control::Backend::Kernel
-        };
         let w = w.clone();
-        in_netns(None, move || wg::configure(&w, backend))
+        in_netns(None, move || wg::configure(&w, backend(userspace)))
+    }
+    fn configure_peering_link(
+        &mut self,
+        p: &Peering,
+        userspace: bool,
+        netns: Option<&str>,
+    ) -> Result<(), Error> {
+        let p = p.clone();
+        on_device(userspace, netns, move || {
+            wg::configure_peering_link(&p, backend(userspace))
+        })
+    }
+    fn add_wg_peer(
+        &mut self,
+        netns: &str,
+        iface: &str,
+        peer: &Peer,
+        userspace: bool,
+    ) -> Result<(), Error> {
+        let (i, peer) = (iface.to_string(), peer.clone());
+        on_device(userspace, Some(netns), move || {
+            wg::add_peer(&i, &peer, backend(userspace))
+        })
+    }
+    fn remove_wg_peer(
+        &mut self,
+        netns: &str,
+        iface: &str,
+        public_key: &str,
+        userspace: bool,
+    ) -> Result<(), Error> {
+        let (i, k) = (iface.to_string(), public_key.to_string());
+        on_device(userspace, Some(netns), move || {
+            wg::remove_peer(&i, &k, backend(userspace))
+        })
     }
     fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
         let n = name.to_string();
@@ -109,6 +162,30 @@ impl crate::exec::Net for SystemNet {
             nl::add_default_route(&h, &link, via).await
         })
     }
+    fn set_mtu(&mut self, netns: &str, link: &str, mtu: u32) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(Some(netns), move |h| async move {
+            nl::set_mtu(&h, &link, mtu).await
+        })
+    }
+    fn add_route(
+        &mut self,
+        netns: &str,
+        link: &str,
+        dest: Ipv4Cidr,
+        src: Ipv4Addr,
+    ) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(Some(netns), move |h| async move {
+            nl::add_subnet_route(&h, &link, dest.addr, dest.prefix, src).await
+        })
+    }
+    fn del_route(&mut self, netns: &str, link: &str, dest: Ipv4Cidr) -> Result<(), Error> {
+        let link = link.to_string();
+        with_netlink(Some(netns), move |h| async move {
+            nl::del_subnet_route(&h, &link, dest.addr, dest.prefix).await
+        })
+    }
     fn sysctl(&mut self, netns: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
         let (path, value) = (path.to_string(), value.to_string());
         in_netns(netns, move || {
@@ -135,6 +212,9 @@ impl crate::exec::Net for SystemNet {
     }
     fn start_daemon(&mut self, lab: &str, d: &DaemonSpec) -> Result<u32, Error> {
         lab_daemons::start(lab, d)
+    }
+    fn reload_daemon(&mut self, lab: &str, d: &DaemonSpec, pid: Option<u32>) -> Result<u32, Error> {
+        lab_daemons::reload(lab, d, pid)
     }
     fn remove(&mut self, r: &Resource) -> Result<(), Error> {
         match r {
@@ -187,11 +267,14 @@ fn kernel_has_wireguard() -> bool {
 /// building it depends on (free names, the WireGuard module, the host's ip_forward, files in
 /// /etc/netns); for one that is up, its links, addresses and default route over rtnetlink, the
 /// sysctl, labnet's nft tables, the /etc/netns files and the `recorded` daemons.
-pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
+pub fn observe(lab: &Lab, st: Option<&crate::state::LabState>) -> Result<Observed, Error> {
+    let recorded = st.map(|s| s.resources.as_slice()).unwrap_or_default();
     let mut o = Observed {
         netns: netns_exists(&lab.name),
         ..Default::default()
     };
+    // The WireGuard links the lab makes (the uplink; the peering link when it is missing).
+    let mut wg_links: Vec<String> = vec![];
     if !o.netns {
         for n in host_links(lab) {
             let m = n.clone();
@@ -201,11 +284,10 @@ pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
             }
         }
         if let Uplink::Wireguard(w) = &lab.uplink {
-            o.wireguard_module = kernel_has_wireguard();
-            if wg_life::uapi_taken(&w.interface) {
-                o.uapi_taken.push(w.interface.clone());
-            }
+            wg_links.push(w.interface.clone());
         }
+        wg_links.extend(lab.peering.as_ref().map(|p| p.interface.clone()));
+        wg_links_obs(&mut o, &wg_links);
         if let Uplink::Host(_) = &lab.uplink {
             o.host_ip_forward = Some(
                 std::fs::read_to_string(IP_FORWARD)
@@ -266,7 +348,96 @@ pub fn observe(lab: &Lab, recorded: &[Resource]) -> Result<Observed, Error> {
         }
     }
     o.dead_daemons = lab_daemons::dead(recorded);
+    if let Some(p) = &lab.peering {
+        o.peering = peering_obs(&lab.name, p)?;
+        if o.peering.is_none() {
+            wg_links_obs(&mut o, std::slice::from_ref(&p.interface));
+        }
+    }
+    o.dns = recorded.iter().find_map(|r| match r {
+        Resource::Daemon { name, pid, exe } if name == "dns" => Some(DnsObs {
+            pid: *pid,
+            argv: exe.split('\0').map(String::from).collect(),
+            peer_zones: st
+                .and_then(|s| s.config.as_ref())
+                .map(crate::plan::peer_zones)
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    });
     Ok(o)
+}
+
+/// For WireGuard links about to be made: the kernel's support, names a wireguard-go serves.
+fn wg_links_obs(o: &mut Observed, links: &[String]) {
+    if links.is_empty() {
+        return;
+    }
+    o.wireguard_module = kernel_has_wireguard();
+    o.uapi_taken
+        .extend(links.iter().filter(|i| wg_life::uapi_taken(i)).cloned());
+}
+
+/// A WireGuard device's peers, or why it could not be read.
+fn device_peers(iface: &str, userspace: bool, ns: &str) -> Result<Vec<WgPeerObs>, String> {
+    wg::peers(iface, userspace, ns)
+        .map(|ps| {
+            ps.into_iter()
+                .map(|d| WgPeerObs {
+                    endpoint: d.endpoint.as_deref().and_then(|e| e.parse().ok()),
+                    public_key: d.public_key,
+                    allowed_ips: d.allowed_ips,
+                    persistent_keepalive: d.persistent_keepalive,
+                })
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// The peering link of a lab that is up: link, MTU, the routes out of it, the device (its
+/// backend, listen port, peers) and the MSS clamp table. None when the link is missing.
+fn peering_obs(ns: &str, p: &Peering) -> Result<Option<PeeringObs>, Error> {
+    let iface = p.interface.clone();
+    let link = with_netlink(Some(ns), move |h| async move {
+        let Some(m) = nl::link_by_name(&h, &iface).await? else {
+            return Ok(None);
+        };
+        let idx = m.header.index;
+        let routes = nl::routes(&h)
+            .await?
+            .into_iter()
+            .filter(|r| r.oif == Some(idx))
+            .map(|r| Ipv4Cidr {
+                addr: r.dest,
+                prefix: r.prefix,
+            })
+            .collect();
+        Ok(Some((
+            nl::link_is_up(&m),
+            nl::mtu_of(&h, &iface).await?,
+            routes,
+        )))
+    })?;
+    let Some((up, mtu, routes)) = link else {
+        return Ok(None);
+    };
+    let userspace = wg::is_userspace(&p.interface);
+    let (peers, device_error) = match device_peers(&p.interface, userspace, ns) {
+        Ok(ps) => (ps, None),
+        Err(e) => (vec![], Some(e)),
+    };
+    let nft = nft::read_table(Some(ns), nft::PEERING_TABLE)?
+        .is_some_and(|t| nft::diff(&nft::peering_table(&p.interface), &t).is_empty());
+    Ok(Some(PeeringObs {
+        up,
+        mtu,
+        userspace,
+        listen_port: wg::listen_port(&p.interface, userspace, ns),
+        peers,
+        routes,
+        nft,
+        device_error,
+    }))
 }
 
 async fn link_obs(
@@ -344,10 +515,25 @@ pub fn snapshot(
             }
             Action::ConfigureWireguard { wireguard, .. } if snap.netns => {
                 let userspace = st.and_then(|s| s.wg_backend.as_deref()) == Some("userspace");
-                let peers = wg::peers(&wireguard.interface, userspace, &ns)
-                    .map(|ps| ps.into_iter().map(|p| p.public_key).collect())
-                    .map_err(|e| e.to_string());
-                snap.wg_peers.insert(wireguard.interface.clone(), peers);
+                snap.wg_peers.insert(
+                    wireguard.interface.clone(),
+                    device_peers(&wireguard.interface, userspace, &ns),
+                );
+            }
+            Action::ConfigurePeeringLink { peering, .. } if snap.netns => {
+                let iface = &peering.interface;
+                let userspace = wg::is_userspace(iface);
+                snap.wg_peers
+                    .insert(iface.clone(), device_peers(iface, userspace, &ns));
+                snap.wg_listen_ports
+                    .insert(iface.clone(), wg::listen_port(iface, userspace, &ns));
+            }
+            Action::SetMtu { netns, link, .. } => links.push((Some(netns.clone()), link.clone())),
+            Action::NftPeeringTable { netns, .. } if snap.netns => {
+                snap.nft_tables.insert(
+                    (Some(netns.clone()), nft::PEERING_TABLE.into()),
+                    nft::read_table(Some(netns), nft::PEERING_TABLE)?,
+                );
             }
             _ => {}
         }
@@ -364,7 +550,7 @@ pub fn snapshot(
             .map(|(_, l)| l.clone())
             .collect();
         let target = in_lab.then(|| ns.clone());
-        let (found, route) = with_netlink(target.as_deref(), move |h| async move {
+        let (found, route, routes) = with_netlink(target.as_deref(), move |h| async move {
             let mut found = vec![];
             for n in names {
                 if let Some(m) = nl::link_by_name(&h, &n).await? {
@@ -374,31 +560,48 @@ pub fn snapshot(
                         .map(|(addr, prefix)| Ipv4Cidr { addr, prefix })
                         .collect();
                     found.push((
-                        n,
+                        n.clone(),
                         LinkSnap {
                             kind: nl::link_kind(&m),
                             up: nl::link_is_up(&m),
                             addrs,
+                            mtu: nl::mtu_of(&h, &n).await?,
                         },
                     ));
                 }
             }
-            let route = if in_lab {
-                match nl::default_route(&h).await? {
+            let (mut route, mut routes) = (None, vec![]);
+            if in_lab {
+                route = match nl::default_route(&h).await? {
                     Some((gw, Some(oif))) => Some((gw, nl::name_of(&h, oif).await?)),
                     Some((gw, None)) => Some((gw, None)),
                     None => None,
+                };
+                for r in nl::routes(&h).await? {
+                    if r.prefix == 0 {
+                        continue;
+                    }
+                    let dev = match r.oif {
+                        Some(i) => nl::name_of(&h, i).await?,
+                        None => None,
+                    };
+                    routes.push((
+                        Ipv4Cidr {
+                            addr: r.dest,
+                            prefix: r.prefix,
+                        },
+                        dev,
+                    ));
                 }
-            } else {
-                None
-            };
-            Ok((found, route))
+            }
+            Ok((found, route, routes))
         })?;
         for (n, l) in found {
             snap.links.insert((target.clone(), n), l);
         }
         if in_lab {
             snap.default_routes.insert(ns.clone(), route);
+            snap.routes.insert(ns.clone(), routes);
         }
     }
     for r in st.map(|s| s.resources.as_slice()).unwrap_or_default() {
@@ -406,15 +609,16 @@ pub fn snapshot(
             Resource::Daemon { name, pid, exe } => {
                 snap.processes.insert(
                     name.clone(),
-                    pid.is_some_and(|p| lab_daemons::daemon_is_ours(p, exe)),
+                    pid.filter(|p| lab_daemons::daemon_is_ours(*p, exe)),
                 );
             }
-            Resource::WgUserspace { pid, .. } => {
-                let alive = pid.is_some_and(|p| {
-                    crate::daemon::process_alive(p)
-                        && crate::daemon::process_comm(p).as_deref() == Some("wireguard-go")
+            Resource::WgUserspace { iface, pid } => {
+                let alive = pid.filter(|p| {
+                    crate::daemon::process_alive(*p)
+                        && crate::daemon::process_comm(*p).as_deref() == Some("wireguard-go")
                 });
-                snap.processes.insert("wireguard-go".into(), alive);
+                snap.processes
+                    .insert(format!("wireguard-go {iface}"), alive);
             }
             _ => {}
         }

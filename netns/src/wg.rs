@@ -106,6 +106,9 @@ pub struct PeerStatus {
     pub last_handshake_secs_ago: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Its IPv4 AllowedIPs.
+    pub allowed_ips: Vec<crate::config::Ipv4Cidr>,
+    pub persistent_keepalive: Option<u16>,
 }
 
 /// Reads the device from labnet's namespace (kernel) or its UAPI socket (userspace).
@@ -136,6 +139,19 @@ pub fn peers(iface: &str, userspace: bool, lab_ns: &str) -> Result<Vec<PeerStatu
                     .map(|d| d.as_secs()),
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
+                allowed_ips: p
+                    .config
+                    .allowed_ips
+                    .iter()
+                    .filter_map(|a| match a.address {
+                        IpAddr::V4(addr) => Some(crate::config::Ipv4Cidr {
+                            addr,
+                            prefix: a.cidr,
+                        }),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
+                persistent_keepalive: p.config.persistent_keepalive_interval,
             })
             .collect())
     };
@@ -204,40 +220,41 @@ fn peer_config(p: &Peer) -> Result<PeerConfigBuilder, Error> {
     Ok(b)
 }
 
-/// Brings the peering link's peers to `peers`: adds or updates each (in place: a session
-/// with an unchanged peer keeps going), removes the device's peers that are not configured
-/// (`present`: their public keys, as the device lists them). `initial` also sets the private
-/// key and listen port, for a link just made.
-pub fn configure_peering(
-    p: &Peering,
-    peers: &[Peer],
-    present: &[String],
-    initial: bool,
-    backend: Backend,
-) -> Result<(), Error> {
-    let name = iface_name(&p.interface)?;
-    let mut upd = DeviceUpdate::new();
-    if initial {
-        upd = upd.set_private_key(peering_private_key(p)?);
-        if let Some(port) = p.listen_port {
-            upd = upd.set_listen_port(port);
-        }
-    }
-    for peer in peers {
-        upd = upd.add_peer(peer_config(peer)?);
-    }
-    for k in present {
-        if !peers.iter().any(|p| &p.public_key == k) {
-            if let Ok(key) = Key::from_base64(k) {
-                upd = upd.remove_peer_by_key(&key);
-            }
-        }
-    }
+fn apply_update(iface: &str, upd: DeviceUpdate, backend: Backend) -> Result<(), Error> {
+    let name = iface_name(iface)?;
     upd.apply(&name, backend).map_err(|e| Error::Wireguard {
         what: "configuring".into(),
-        iface: p.interface.clone(),
+        iface: iface.into(),
         detail: e.to_string(),
     })
+}
+
+/// The peering link's private key (its file made when missing, as for `peer invite`) and
+/// listen port; its peers are set one by one with [`add_peer`].
+pub fn configure_peering_link(p: &Peering, backend: Backend) -> Result<(), Error> {
+    peering_public_key(p)?;
+    let mut upd = DeviceUpdate::new().set_private_key(peering_private_key(p)?);
+    if let Some(port) = p.listen_port {
+        upd = upd.set_listen_port(port);
+    }
+    apply_update(&p.interface, upd, backend)
+}
+
+/// Adds `peer` to the device, or updates it in place (a session with it keeps going).
+pub fn add_peer(iface: &str, peer: &Peer, backend: Backend) -> Result<(), Error> {
+    apply_update(
+        iface,
+        DeviceUpdate::new().add_peer(peer_config(peer)?),
+        backend,
+    )
+}
+
+/// Removes the peer with public key `key` from the device.
+pub fn remove_peer(iface: &str, key: &str, backend: Backend) -> Result<(), Error> {
+    let k = Key::from_base64(key).map_err(|_| Error::BadKey {
+        what: format!("a peer of {iface}"),
+    })?;
+    apply_update(iface, DeviceUpdate::new().remove_peer_by_key(&k), backend)
 }
 
 /// The device's listen port (None when it has no socket yet or cannot be read).

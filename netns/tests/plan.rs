@@ -7,9 +7,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use netns::config::{Ipv4Cidr, Lab, Uplink, Wireguard};
+use netns::config::{Ipv4Cidr, Lab, Peer, Peering, Uplink, Wireguard};
 use netns::exec::{self, Net};
-use netns::plan::{self, plan, undo_order, DaemonSpec, LinkObs, Observed, Plan};
+use netns::plan::{
+    self, plan, undo_order, DaemonSpec, DnsObs, LinkObs, Observed, PeeringObs, Plan, WgPeerObs,
+};
 use netns::state::{LabState, Resource};
 use netns::Error;
 
@@ -63,6 +65,30 @@ impl Net for RecordingNet {
             wg.peer_public_key
         ))
     }
+    fn configure_peering_link(
+        &mut self,
+        p: &Peering,
+        userspace: bool,
+        netns: Option<&str>,
+    ) -> Result<(), Error> {
+        self.call(format!(
+            "configure_peering_link {} userspace={userspace} in {netns:?} key_file={} port={:?}",
+            p.interface,
+            p.private_key_file.display(),
+            p.listen_port
+        ))
+    }
+    fn add_wg_peer(&mut self, n: &str, iface: &str, peer: &Peer, u: bool) -> Result<(), Error> {
+        self.call(format!(
+            "add_wg_peer {n} {iface} userspace={u} {} key={} allowed={} endpoint={:?} keepalive={:?}",
+            peer.name, peer.public_key, peer.subnet, peer.endpoint, peer.persistent_keepalive
+        ))
+    }
+    fn remove_wg_peer(&mut self, n: &str, iface: &str, key: &str, u: bool) -> Result<(), Error> {
+        self.call(format!(
+            "remove_wg_peer {n} {iface} userspace={u} key={key}"
+        ))
+    }
     fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
         self.call(format!("add_bridge {netns} {name}"))
     }
@@ -80,6 +106,15 @@ impl Net for RecordingNet {
     }
     fn add_default_route(&mut self, n: &str, link: &str, via: Ipv4Addr) -> Result<(), Error> {
         self.call(format!("add_default_route {n} {link} via {via}"))
+    }
+    fn set_mtu(&mut self, n: &str, link: &str, mtu: u32) -> Result<(), Error> {
+        self.call(format!("set_mtu {n} {link} {mtu}"))
+    }
+    fn add_route(&mut self, n: &str, link: &str, d: Ipv4Cidr, src: Ipv4Addr) -> Result<(), Error> {
+        self.call(format!("add_route {n} {d} dev {link} src {src}"))
+    }
+    fn del_route(&mut self, n: &str, link: &str, d: Ipv4Cidr) -> Result<(), Error> {
+        self.call(format!("del_route {n} {d} dev {link}"))
     }
     fn sysctl(&mut self, n: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
         self.call(format!("sysctl {n:?} {path}={value}"))
@@ -110,6 +145,10 @@ impl Net for RecordingNet {
     fn start_daemon(&mut self, lab: &str, d: &DaemonSpec) -> Result<u32, Error> {
         self.call(format!("start_daemon {lab} {} {:?}", d.name, d.argv))?;
         Ok(self.pid())
+    }
+    fn reload_daemon(&mut self, lab: &str, d: &DaemonSpec, pid: Option<u32>) -> Result<u32, Error> {
+        self.call(format!("reload_daemon {lab} {} pid {pid:?}", d.name))?;
+        Ok(pid.unwrap_or(0))
     }
     fn remove(&mut self, r: &Resource) -> Result<(), Error> {
         self.call(format!("remove {}", serde_json::to_string(r).unwrap()))
@@ -486,8 +525,10 @@ impl Net for SimNet {
     fn create_tun(&mut self, iface: &str) -> Result<(), Error> {
         self.new_link(None, iface, "tun")
     }
-    fn start_wireguard_go(&mut self, _: &str, _: &Path) -> Result<u32, Error> {
-        self.0.processes.insert("wireguard-go".into(), true);
+    fn start_wireguard_go(&mut self, iface: &str, _: &Path) -> Result<u32, Error> {
+        self.0
+            .processes
+            .insert(format!("wireguard-go {iface}"), Some(7));
         Ok(7)
     }
     fn wait_wireguard_go(&mut self, iface: &str) -> Result<(), Error> {
@@ -495,9 +536,45 @@ impl Net for SimNet {
         Ok(())
     }
     fn configure_wireguard(&mut self, wg: &Wireguard, _: bool) -> Result<(), Error> {
+        let peer = WgPeerObs {
+            public_key: wg.peer_public_key.clone(),
+            ..Default::default()
+        };
+        self.0.wg_peers.insert(wg.interface.clone(), Ok(vec![peer]));
+        Ok(())
+    }
+    fn configure_peering_link(
+        &mut self,
+        p: &Peering,
+        _: bool,
+        _: Option<&str>,
+    ) -> Result<(), Error> {
+        self.0.wg_peers.insert(p.interface.clone(), Ok(vec![]));
         self.0
+            .wg_listen_ports
+            .insert(p.interface.clone(), p.listen_port);
+        Ok(())
+    }
+    fn add_wg_peer(&mut self, _: &str, iface: &str, peer: &Peer, _: bool) -> Result<(), Error> {
+        let ps = self
+            .0
             .wg_peers
-            .insert(wg.interface.clone(), Ok(vec![wg.peer_public_key.clone()]));
+            .get_mut(iface)
+            .and_then(|r| r.as_mut().ok())
+            .expect("the peering link is configured first");
+        ps.retain(|p| p.public_key != peer.public_key);
+        ps.push(WgPeerObs {
+            public_key: peer.public_key.clone(),
+            allowed_ips: vec![peer.subnet],
+            endpoint: peer.endpoint,
+            persistent_keepalive: peer.persistent_keepalive,
+        });
+        Ok(())
+    }
+    fn remove_wg_peer(&mut self, _: &str, iface: &str, key: &str, _: bool) -> Result<(), Error> {
+        if let Some(Ok(ps)) = self.0.wg_peers.get_mut(iface) {
+            ps.retain(|p| p.public_key != key);
+        }
         Ok(())
     }
     fn add_bridge(&mut self, netns: &str, name: &str) -> Result<(), Error> {
@@ -530,6 +607,24 @@ impl Net for SimNet {
             .insert(n.into(), Some((Some(via), Some(link.into()))));
         Ok(())
     }
+    fn set_mtu(&mut self, n: &str, link: &str, mtu: u32) -> Result<(), Error> {
+        self.link(Some(n), link).mtu = Some(mtu);
+        Ok(())
+    }
+    fn add_route(&mut self, n: &str, link: &str, d: Ipv4Cidr, _: Ipv4Addr) -> Result<(), Error> {
+        self.0
+            .routes
+            .entry(n.into())
+            .or_default()
+            .push((d, Some(link.into())));
+        Ok(())
+    }
+    fn del_route(&mut self, n: &str, link: &str, d: Ipv4Cidr) -> Result<(), Error> {
+        if let Some(rs) = self.0.routes.get_mut(n) {
+            rs.retain(|(r, l)| !(*r == d && l.as_deref() == Some(link)));
+        }
+        Ok(())
+    }
     fn sysctl(&mut self, n: Option<&str>, path: &str, value: &str) -> Result<(), Error> {
         self.0
             .sysctls
@@ -557,8 +652,11 @@ impl Net for SimNet {
         Ok(())
     }
     fn start_daemon(&mut self, _: &str, d: &DaemonSpec) -> Result<u32, Error> {
-        self.0.processes.insert(d.name.clone(), true);
+        self.0.processes.insert(d.name.clone(), Some(8));
         Ok(8)
+    }
+    fn reload_daemon(&mut self, _: &str, _: &DaemonSpec, pid: Option<u32>) -> Result<u32, Error> {
+        Ok(pid.unwrap_or(8))
     }
     fn remove(&mut self, _: &Resource) -> Result<(), Error> {
         Ok(())
@@ -625,7 +723,7 @@ fn status_compares_the_plan_with_the_system() {
             "/etc/netns/pl/resolv.conf".into(),
             Some("nameserver 8.8.8.8\n".into()),
         );
-        snap.processes.insert("dns".into(), false);
+        snap.processes.insert("dns".into(), None);
         let route = if name == "isolated" {
             Some((
                 Some("10.9.0.254".parse().unwrap()),
@@ -641,4 +739,294 @@ fn status_compares_the_plan_with_the_system() {
         }
         testkit::golden!(format!("status-{name}.txt"), &text);
     }
+}
+
+// ---- Peering (issue 20) as plan steps: the link, each peer, its route, the MSS clamp.
+
+const KEY_B: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+const KEY_C: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=";
+
+fn peering(backend: &str) -> String {
+    format!(
+        "[peering]\ninterface = \"wgp-pl\"\nlisten_port = 51820\n\
+         private_key_file = \"/etc/labnet/pl-peering.key\"\nbackend = \"{backend}\"\n"
+    )
+}
+
+fn peer_b() -> String {
+    format!(
+        "[[peers]]\nname = \"plb\"\npublic_key = \"{KEY_B}\"\nendpoint = \"10.1.2.4:51820\"\nsubnet = \"10.9.1.0/24\"\n"
+    )
+}
+
+fn peer_c() -> String {
+    format!("[[peers]]\nname = \"plc\"\npublic_key = \"{KEY_C}\"\nsubnet = \"10.9.2.0/24\"\n")
+}
+
+/// The lab with its uplink, `[peering]` and the peers given.
+fn peered(uplink: &str, backend: &str, peers: &[String]) -> Lab {
+    lab(&format!("{uplink}{}{}", peering(backend), peers.concat()))
+}
+
+#[test]
+fn up_plan_with_peers_per_uplink_kind() {
+    let peers = [peer_b(), peer_c()];
+    for (name, uplink, backend, module) in [
+        ("isolated", "".to_string(), "auto", true),
+        ("host", HOST.to_string(), "auto", true),
+        ("wireguard-kernel", wireguard("auto"), "auto", true),
+        // No module: both the uplink's and the peering link's wireguard-go start first.
+        ("wireguard-userspace", wireguard("auto"), "auto", false),
+    ] {
+        let l = peered(&uplink, backend, &peers);
+        let mut obs = fresh();
+        obs.wireguard_module = module;
+        let p = up_plan(&l, &obs);
+        assert!(p.blocked.is_empty(), "{name}: {:?}", p.blocked);
+        testkit::golden!(format!("plan-peers-{name}.txt"), &render(&p));
+    }
+    // Explicit backends win over the module check.
+    let l = peered("", "userspace", &peers);
+    assert!(plan(&l, &fresh())
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, plan::Action::StartWireguardGo { .. })));
+    let mut no_module = fresh();
+    no_module.wireguard_module = false;
+    let blocked = plan(&peered("", "kernel", &peers), &no_module).blocked;
+    assert!(
+        blocked.len() == 1 && blocked[0].contains("peering.backend = \"kernel\""),
+        "{blocked:?}"
+    );
+}
+
+/// What `observe` would read from a system in the state `snap` (as [`SimNet`] keeps it).
+fn observed_from(l: &Lab, snap: &netns::compare::Snapshot, st: &[Resource]) -> Observed {
+    let mut o = healthy(l);
+    let p = l.peering.as_ref().expect("a peered lab");
+    let ns = Some(l.name.clone());
+    o.peering = snap
+        .links
+        .get(&(ns.clone(), p.interface.clone()))
+        .map(|link| PeeringObs {
+            up: link.up,
+            mtu: link.mtu,
+            userspace: snap.uapi.contains(&p.interface),
+            listen_port: snap.wg_listen_ports.get(&p.interface).copied().flatten(),
+            peers: match snap.wg_peers.get(&p.interface) {
+                Some(Ok(ps)) => ps.clone(),
+                _ => vec![],
+            },
+            routes: snap
+                .routes
+                .get(&l.name)
+                .into_iter()
+                .flatten()
+                .filter(|(_, dev)| dev.as_deref() == Some(p.interface.as_str()))
+                .map(|(r, _)| *r)
+                .collect(),
+            nft: snap
+                .nft_tables
+                .contains_key(&(ns.clone(), "labnet-peering".to_string())),
+            device_error: None,
+        });
+    o.dns = st.iter().find_map(|r| match r {
+        Resource::Daemon { name, pid, exe } if name == "dns" => Some(DnsObs {
+            pid: *pid,
+            argv: exe.split('\0').map(String::from).collect(),
+            // The dns was started with the config the lab was built from.
+            peer_zones: plan::peer_zones(l),
+        }),
+        _ => None,
+    });
+    o
+}
+
+/// A lab built as `up` would (the plan run on [`SimNet`]), its record, and what it shows.
+fn built(l: &Lab) -> (SimNet, Vec<Resource>) {
+    let mut sim = SimNet::default();
+    let mut journal = vec![];
+    let mut obs = fresh();
+    obs.host_ip_forward = Some("0".into());
+    exec::run(&mut sim, &up_plan(l, &obs).steps, &mut journal).unwrap();
+    (sim, journal)
+}
+
+/// Every step of the plan for `l` checks out against `sim` (what `status` says).
+fn as_planned(l: &Lab, sim: &SimNet, journal: &[Resource]) -> Vec<String> {
+    use netns::compare::{compare, expected_plan, Found};
+    let st = LabState {
+        lab: l.name.clone(),
+        resources: journal.to_vec(),
+        ..Default::default()
+    };
+    compare(&expected_plan(l, Some(&st)), &sim.0)
+        .into_iter()
+        .filter(|c| c.found != Found::Ok)
+        .map(|c| format!("{:?}: {}: {}", c.found, c.step, c.detail))
+        .collect()
+}
+
+/// `peer add` and `peer remove` on a lab that is up: the plan difference holds the peer's own
+/// steps (its device entry and route; the dns reload for its zone) and nothing of the rest
+/// of the lab or of the other peer; run, the lab is as a fresh `up` of the new config plans it.
+#[test]
+fn peer_add_and_remove_are_plan_diffs() {
+    let one = peered(HOST, "auto", &[peer_b()]);
+    let two = peered(HOST, "auto", &[peer_b(), peer_c()]);
+    let (mut sim, mut journal) = built(&one);
+    assert_eq!(as_planned(&one, &sim, &journal), Vec::<String>::new());
+    let obs = observed_from(&one, &sim.0, &journal);
+    assert_eq!(
+        plan::peers_plan(&one, &obs),
+        Plan::default(),
+        "nothing to do"
+    );
+
+    // Add plc.
+    let add = plan::peers_plan(&two, &obs);
+    for s in &add.steps {
+        let text = s.describe();
+        assert!(
+            text.contains("peer plc")
+                || text.contains("10.9.2.0/24")
+                || text == "dns forwards other peer zones than the config's: reloaded",
+            "a step not of the added peer: {text}"
+        );
+    }
+    testkit::golden!("peers-diff-add.txt", &render(&add));
+    exec::run(&mut sim, &add.steps, &mut journal).unwrap();
+    assert_eq!(as_planned(&two, &sim, &journal), Vec::<String>::new());
+
+    // Remove plb.
+    let obs = observed_from(&two, &sim.0, &journal);
+    let only_c = peered(HOST, "auto", &[peer_c()]);
+    let remove = plan::peers_plan(&only_c, &obs);
+    for s in &remove.steps {
+        let text = s.describe();
+        assert!(
+            text.contains(&KEY_B[..8])
+                || text.contains("10.9.1.0/24")
+                || text == "dns forwards other peer zones than the config's: reloaded",
+            "a step not of the removed peer: {text}"
+        );
+    }
+    testkit::golden!("peers-diff-remove.txt", &render(&remove));
+    exec::run(&mut sim, &remove.steps, &mut journal).unwrap();
+    assert_eq!(as_planned(&only_c, &sim, &journal), Vec::<String>::new());
+
+    // A peer removed by hand from the config but left on the device is extra to `status`.
+    let stale = as_planned(&peered(HOST, "auto", &[]), &sim, &journal);
+    assert_eq!(
+        stale,
+        [
+            "Extra: peers of wgp-pl: peer QUJDREVG (labnet did not add it)",
+            "Extra: routes out of wgp-pl in netns pl: 10.9.2.0/24 (labnet did not add it)"
+        ]
+    );
+}
+
+/// A lab that was up without a peering link gets one live, each part recorded before it is
+/// made (as `up` records), so `down` removes it.
+#[test]
+fn a_missing_peering_link_is_made_with_its_undo() {
+    let l = peered(&wireguard("auto"), "auto", &[peer_b()]);
+    let mut obs = healthy(&l);
+    obs.wireguard_module = false;
+    let p = plan::peers_plan(&l, &obs);
+    assert_eq!(
+        p.steps
+            .iter()
+            .filter_map(|s| s.undo.clone())
+            .collect::<Vec<_>>(),
+        [
+            Resource::RootLink {
+                name: "wgp-pl".into()
+            },
+            Resource::WgUserspace {
+                iface: "wgp-pl".into(),
+                pid: None
+            },
+            Resource::NftTable {
+                netns: Some("pl".into()),
+                family: "ip".into(),
+                name: "labnet-peering".into()
+            }
+        ]
+    );
+    testkit::golden!("peers-diff-link.txt", &render(&p));
+}
+
+/// Drift of a peered lab that is up: a peer's route deleted, the link set down and its MTU
+/// changed; `up` puts back exactly those (no other peer, no record).
+#[test]
+fn drift_repair_of_a_missing_peer_route() {
+    let l = peered(&wireguard("auto"), "auto", &[peer_b(), peer_c()]);
+    let (mut sim, journal) = built(&l);
+    sim.0
+        .routes
+        .get_mut("pl")
+        .unwrap()
+        .retain(|(r, _)| r.to_string() != "10.9.1.0/24");
+    let link = sim.link(Some("pl"), "wgp-pl");
+    link.up = false;
+    link.mtu = Some(1500);
+    let drift = as_planned(&l, &sim, &journal);
+    assert_eq!(
+        drift,
+        [
+            "Different: mtu 1420 on wgp-pl in pl: wgp-pl has mtu 1500",
+            "Different: set wgp-pl up in pl: wgp-pl is down",
+            "Missing: route 10.9.1.0/24 dev wgp-pl in pl: no route to 10.9.1.0/24"
+        ]
+    );
+    // `labnet status` as it prints that (the probes as a lab with one handshake shows them).
+    let st = LabState {
+        lab: "pl".into(),
+        resources: journal.clone(),
+        ..Default::default()
+    };
+    let checks = netns::compare::compare(&netns::compare::expected_plan(&l, Some(&st)), &sim.0);
+    let probes = vec![
+        netns::status::probe("state", true, "$RUN/pl.json"),
+        netns::status::probe("dns answers", true, "pl.lab. SOA answered on 10.9.0.1:53"),
+        netns::status::info(
+            "peer plb",
+            "10.9.1.0/24 endpoint 10.1.2.4:51820 latest handshake 12 s ago",
+        ),
+        netns::status::info("peer plc", "10.9.2.0/24 endpoint - latest handshake never"),
+    ];
+    let report = netns::status::StatusReport::new("pl", "$RUN/pl.json".into(), checks, probes);
+    assert!(!report.ok);
+    testkit::golden!(
+        "status-peers-drift.txt",
+        &format!(
+            "{}--- json\n{}\n",
+            report.to_text(),
+            serde_json::to_string_pretty(&report).unwrap()
+        )
+    );
+
+    let obs = observed_from(&l, &sim.0, &journal);
+    let p = plan(&l, &obs);
+    assert!(p.steps.iter().all(|s| s.undo.is_none()), "nothing new");
+    testkit::golden!("repair-peer-route.txt", &render(&p));
+    exec::run(&mut sim, &p.steps, &mut vec![]).unwrap();
+    assert_eq!(as_planned(&l, &sim, &journal), Vec::<String>::new());
+}
+
+/// A peering link whose device cannot be read (its wireguard-go died: its socket belongs in
+/// labnet's namespace, its TUN is in the lab's) cannot be repaired in place: `up` says so.
+#[test]
+fn a_dead_peering_device_is_named_not_repaired() {
+    let l = peered(&wireguard("auto"), "auto", &[peer_b()]);
+    let (sim, journal) = built(&l);
+    let mut obs = observed_from(&l, &sim.0, &journal);
+    obs.peering.as_mut().unwrap().device_error = Some("no such device".into());
+    let p = plan(&l, &obs);
+    assert_eq!(
+        p.blocked,
+        ["the peering link wgp-pl is there but its WireGuard device cannot be read (no such device)"]
+    );
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
 }

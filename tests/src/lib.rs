@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ceph;
+pub mod dnstest;
 pub mod twohosts;
 
 pub use testkit::{
@@ -129,6 +131,29 @@ impl Drop for Cleanup {
             }
         }
     }
+}
+
+/// `ip netns add NAME` with its `lo` up, deleted by the Cleanup.
+pub fn add_netns(c: &mut Cleanup, name: &str) {
+    must(Command::new("ip").args(["netns", "add", name]));
+    c.netns(name);
+    must(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
+}
+
+/// Starts a long-running helper `argv` inside netns `ns` (output in `log`), killed by pid on
+/// cleanup; returns its pid (`ip netns exec` execs the program: the pid is the helper's own).
+pub fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
+    let f = std::fs::File::create(log).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    c.pid(child.id());
+    child.id()
 }
 
 /// A private temp directory removed by the Cleanup.

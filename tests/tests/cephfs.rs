@@ -8,103 +8,14 @@
 //! forwards to the WireGuard peer), fetches the keyring and the mon dump over HTTP and mounts
 //! CephFS with kmount (new device syntax, key in the kernel keyring). The host side then
 //! reads the written file back from the data pool with `rados`.
+use labnet_tests::ceph::{fixture, Cluster};
 use labnet_tests::*;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BOUNCE_IP: &str = "192.168.20.2";
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ceph-cluster.sh")
-}
-
-/// Stops the cluster (by the pid files the fixture wrote) when dropped.
-struct Cluster {
-    dir: PathBuf,
-    ns: String,
-}
-
-impl Cluster {
-    fn up(dir: &Path, ns: &str) -> Cluster {
-        let c = Cluster {
-            dir: dir.to_path_buf(),
-            ns: ns.to_string(),
-        };
-        let t = Instant::now();
-        let out = run(Command::new("timeout")
-            .arg("90")
-            .arg(fixture())
-            .arg("up")
-            .env("CEPH_DIR", dir)
-            .env("CEPH_NETNS", ns)
-            .env("CEPH_ADDR", BOUNCE_IP));
-        assert!(
-            out.status.success(),
-            "ceph cluster did not come up: {}",
-            text(&out)
-        );
-        eprintln!("cephfs: cluster up in {:.1} s", t.elapsed().as_secs_f64());
-        c
-    }
-
-    /// `ceph ARGS` / `rados ARGS` as client.admin inside the bounce namespace.
-    fn cli(&self, prog: &str, args: &[&str]) -> std::process::Output {
-        run(Command::new("timeout")
-            .args(["30", "ip", "netns", "exec", &self.ns, prog])
-            .args(args)
-            .env("CEPH_CONF", self.dir.join("ceph.conf")))
-    }
-
-    fn must(&self, prog: &str, args: &[&str]) -> Vec<u8> {
-        let o = self.cli(prog, args);
-        assert!(o.status.success(), "{prog} {args:?}: {}", text(&o));
-        o.stdout
-    }
-
-    /// The pids of the daemons the fixture started.
-    fn pids(&self) -> Vec<u32> {
-        std::fs::read_dir(self.dir.join("run"))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn down(&self) -> std::process::Output {
-        run(Command::new("timeout")
-            .arg("60")
-            .arg(fixture())
-            .arg("down")
-            .env("CEPH_DIR", &self.dir))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.down();
-    }
-}
-
-/// Starts a long-running helper inside `ns`, killed by pid on cleanup.
-fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) -> u32 {
-    let f = std::fs::File::create(log).unwrap();
-    // `ip netns exec` execs the program: the pid is the helper's own.
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    c.pid(child.id());
-    child.id()
-}
 
 fn alive(pid: u32) -> bool {
     // A zombie (our own exited child not yet reaped) counts as gone.
@@ -145,43 +56,13 @@ fn guest_mounts_cephfs_through_the_lab() {
 
     // The cluster at 192.168.20.2 inside the bounce box. Declared after `c`: dropped (down)
     // before the namespaces go.
-    let cluster = Cluster::up(&root.join("ceph"), &bns);
-    let fsid = {
-        let v: serde_json::Value =
-            serde_json::from_slice(&cluster.must("ceph", &["mon", "dump", "--format=json"]))
-                .unwrap();
-        v["fsid"].as_str().unwrap().to_string()
-    };
+    let cluster = Cluster::up(&root.join("ceph"), &bns, BOUNCE_IP, true);
+    let fsid = cluster.fsid();
 
     // What the guest fetches "from the cluster host": the mon dump and the client's keyring,
     // as `ceph` writes them, served over HTTP; and a DNS server that knows the host's name.
     let www = root.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(
-        www.join("mon_dump.json"),
-        cluster.must("ceph", &["mon", "dump", "--format=json"]),
-    )
-    .unwrap();
-    std::fs::write(
-        www.join("fs.keyring"),
-        cluster.must("ceph", &["auth", "get", "client.fs"]),
-    )
-    .unwrap();
-    let www_s = www.display().to_string();
-    let httpd = spawn_in(
-        &mut c,
-        &bns,
-        &root.join("httpd.log"),
-        &[
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &format!("{BOUNCE_IP}:8080"),
-            "-h",
-            &www_s,
-        ],
-    );
+    let httpd = cluster.serve_mount_info(&mut c, &www, BOUNCE_IP, &root.join("httpd.log"));
     let dnsmasq = spawn_in(
         &mut c,
         &bns,

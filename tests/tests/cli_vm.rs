@@ -159,6 +159,35 @@ fn vm_run_exit_contract() {
         "{err}"
     );
 
+    // labnet's own failure before booting carries the status of its kind (labnet --help): a
+    // module the guest kernel does not have is a bad argument.
+    let out = run(&mut lab.vm_run(&["--module", "lenosuchmod"], &["true"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("module \"lenosuchmod\" is neither in"),
+        "{}",
+        text(&out)
+    );
+    let mut bad_kernel = Command::new(labnet_bin());
+    bad_kernel
+        .args([
+            "vm",
+            "run",
+            "--lab",
+            &lab.id,
+            "--kernel",
+            "/nonexistent/lebzImage",
+        ])
+        .args(["--", "true"])
+        .envs(lab.env.iter().cloned());
+    let out = run(&mut bad_kernel);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("--kernel /nonexistent/lebzImage: "),
+        "{}",
+        text(&out)
+    );
+
     // None of the failed throwaway runs is left over.
     assert_eq!(lab.vm_names(), Vec::<String>::new());
 

@@ -10,9 +10,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use labnet_tests::dnstest::{self, *};
 use labnet_tests::*;
 
 const SERVER: &str = "192.168.77.1";
@@ -42,9 +43,7 @@ impl Topo {
         let mut c = Cleanup::default();
         let (lab, up, cl) = (format!("{base}l"), format!("{base}u"), format!("{base}c"));
         for ns in [&lab, &up, &cl] {
-            must(Command::new("ip").args(["netns", "add", ns]));
-            c.netns(ns);
-            must(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+            add_netns(&mut c, ns);
         }
         let dir = temp_dir(&mut c, &base);
         let script = format!(
@@ -120,7 +119,7 @@ impl Topo {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             // A name of its own, so the tests' query counts stay exact.
-            let o = dig_in(&self.up, UPSTREAM, &["ready.example.test"]);
+            let o = dig_in(&self.up, UPSTREAM, 3, &["ready.example.test"]);
             if o.status == "NXDOMAIN" {
                 return;
             }
@@ -151,17 +150,8 @@ impl Topo {
             .count()
     }
 
-    fn hosts_file(&self) -> PathBuf {
-        self.dir.join("state").join(&self.lab).join("hosts")
-    }
-
-    /// Atomic replace, like dhcpd does it.
     fn write_hosts(&self, text: &str) {
-        let p = self.hosts_file();
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &p).unwrap();
+        dnstest::write_hosts(&self.dir, &self.lab, text);
     }
 
     /// Writes LAB.toml and starts `labnet dns LAB --enter-netns`; returns once it said READY=1.
@@ -188,143 +178,8 @@ impl Topo {
 
     /// Starts `labnet WHAT LAB --enter-netns` (dns, dhcpd) and waits for its READY=1.
     fn spawn_ready(&mut self, what: &str) -> Daemon {
-        let sock_path = self.dir.join(format!("notify-{what}.sock"));
-        let sock = notify_socket(&sock_path);
-        let log = self.dir.join(format!("{what}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(labnet_bin())
-            .args([what, &self.lab, "--enter-netns"])
-            .envs(self.env.iter().cloned())
-            .env("NOTIFY_SOCKET", &sock_path)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("labnet");
-        self.c.pid(child.id());
-        if let Err(st) = wait_ready(&mut child, &sock, Duration::from_secs(15), &log) {
-            panic!(
-                "labnet {what} exited ({st}) before READY=1:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        Daemon { child, log }
+        Daemon::start(&mut self.c, &self.dir, &self.env, what, &self.lab)
     }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn assert_alive(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!(
-                "labnet dns died ({st}):\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-    /// SIGTERM must end it with status 0, promptly.
-    fn terminate(mut self) {
-        signal(self.child.id() as i32, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(
-                    st.success(),
-                    "exit after SIGTERM: {st}\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "still running 3 s after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Dig {
-    status: String,
-    flags: String,
-    answer: Vec<String>,
-    authority: Vec<String>,
-    elapsed: Duration,
-    raw: String,
-}
-
-impl Dig {
-    /// Answer records as "NAME TYPE DATA" (TTL left out), for exact comparisons.
-    fn answers(&self) -> Vec<String> {
-        self.answer.iter().map(|l| strip_ttl(l)).collect()
-    }
-    fn ttl(&self) -> u32 {
-        self.answer[0]
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
-
-fn strip_ttl(l: &str) -> String {
-    let w: Vec<&str> = l.split_whitespace().collect();
-    // NAME TTL CLASS TYPE DATA...
-    format!("{} {} {}", w[0], w[3], w[4..].join(" "))
-}
-
-/// `dig @server ARGS` run inside netns `ns` (one try, 3 s).
-fn dig_in(ns: &str, server: &str, args: &[&str]) -> Dig {
-    let t = Instant::now();
-    let out = run(Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "dig",
-            &format!("@{server}"),
-            "+time=3",
-            "+tries=1",
-            "+nocookie",
-        ])
-        .args(args));
-    let elapsed = t.elapsed();
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut d = Dig {
-        status: "NO ANSWER".into(),
-        flags: String::new(),
-        answer: vec![],
-        authority: vec![],
-        elapsed,
-        raw: raw.clone(),
-    };
-    let mut section = "";
-    for line in raw.lines() {
-        if let Some(i) = line.find("status: ") {
-            d.status = line[i + 8..].split(',').next().unwrap().to_string();
-        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
-            d.flags = rest.split(';').next().unwrap().to_string();
-        } else if line.starts_with(";; ANSWER SECTION") {
-            section = "answer";
-        } else if line.starts_with(";; AUTHORITY SECTION") {
-            section = "authority";
-        } else if line.starts_with(";;") || line.trim().is_empty() {
-            section = "";
-        } else if !line.starts_with(';') {
-            match section {
-                "answer" => d.answer.push(line.to_string()),
-                "authority" => d.authority.push(line.to_string()),
-                _ => {}
-            }
-        }
-    }
-    d
 }
 
 fn ns_inode(p: &Path) -> u64 {
@@ -338,18 +193,6 @@ fn big_txt() -> Vec<String> {
         .collect()
 }
 
-/// A minimal A query for `name` with id `id` (RD set), for raw-socket tests.
-fn query_bytes(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.trim_end_matches('.').split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 #[test]
 #[ignore = "needs root (network namespaces)"]
 fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
@@ -360,7 +203,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     let mut d = t.start_dns(&[UPSTREAM], 1024, 1500);
 
     // Forwarded, over UDP and TCP.
-    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(
         (r.status.as_str(), r.answers()),
         ("NOERROR", vec!["www.example.test. A 10.9.9.9".to_string()]),
@@ -368,7 +211,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         r.raw
     );
     assert!(r.flags.contains("ra"), "recursion available: {}", r.raw);
-    let r = dig_in(&t.cl, SERVER, &["+tcp", "mail.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["+tcp", "mail.example.test"]);
     assert_eq!(
         r.answers(),
         vec!["mail.example.test. A 10.9.9.25"],
@@ -383,6 +226,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     let r = dig_in(
         &t.cl,
         SERVER,
+        3,
         &["+noedns", "+ignore", "big.example.test", "TXT"],
     );
     assert!(
@@ -390,7 +234,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         "no TC on a 1.2 kB answer over UDP: {}",
         r.raw
     );
-    let r = dig_in(&t.cl, SERVER, &["+noedns", "big.example.test", "TXT"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["+noedns", "big.example.test", "TXT"]);
     let want: Vec<String> = big_txt().iter().map(|s| format!("\"{s}\"")).collect();
     assert_eq!(
         r.answers(),
@@ -407,6 +251,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     let r = dig_in(
         &t.cl,
         SERVER,
+        3,
         &["+noedns", "+ignore", "big.example.test", "TXT"],
     );
     assert!(
@@ -421,11 +266,11 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         "last query not from the cache"
     );
     // Upstream NXDOMAIN passes through.
-    let r = dig_in(&t.cl, SERVER, &["nope.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["nope.example.test"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
 
     // The lab zone, from the hosts file: authoritative, never asked upstream.
-    let r = dig_in(&t.cl, SERVER, &["vm1.lab"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["vm1.lab"]);
     assert_eq!(
         (r.status.as_str(), r.answers()),
         ("NOERROR", vec!["vm1.lab. A 192.168.77.100".to_string()]),
@@ -434,14 +279,14 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     );
     assert!(r.flags.contains("aa"), "{}", r.raw);
     // Names are case-insensitive.
-    let r = dig_in(&t.cl, SERVER, &["+tcp", "VM2.LAB"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["+tcp", "VM2.LAB"]);
     assert_eq!(
         r.answers().join("").to_lowercase(),
         "vm2.lab. a 192.168.77.101",
         "{}",
         r.raw
     );
-    let r = dig_in(&t.cl, SERVER, &["-x", "192.168.77.101"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["-x", "192.168.77.101"]);
     assert_eq!(
         r.answers(),
         vec!["101.77.168.192.in-addr.arpa. PTR vm2.lab."],
@@ -449,10 +294,10 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         r.raw
     );
     // From the lab namespace itself (`ip netns exec LAB ssh vm1.lab` via /etc/netns/LAB/resolv.conf).
-    let r = dig_in(&t.lab, SERVER, &["vm1.lab"]);
+    let r = dig_in(&t.lab, SERVER, 3, &["vm1.lab"]);
     assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
     // Unknown in the lab zone: NXDOMAIN with the zone's SOA.
-    let r = dig_in(&t.cl, SERVER, &["nope.lab"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["nope.lab"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
     assert!(
         r.authority
@@ -461,10 +306,10 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         "{}",
         r.raw
     );
-    let r = dig_in(&t.cl, SERVER, &["-x", "192.168.77.222"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["-x", "192.168.77.222"]);
     assert_eq!(r.status, "NXDOMAIN", "{}", r.raw);
     // A name that exists, another type: NOERROR, no answer.
-    let r = dig_in(&t.cl, SERVER, &["vm1.lab", "AAAA"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["vm1.lab", "AAAA"]);
     assert_eq!(
         (r.status.as_str(), r.answer.len()),
         ("NOERROR", 0),
@@ -481,7 +326,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
     t.write_hosts("192.168.77.100 vm1\n192.168.77.102 vm3\n");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = dig_in(&t.cl, SERVER, &["vm3.lab"]);
+        let r = dig_in(&t.cl, SERVER, 3, &["vm3.lab"]);
         if r.answers() == vec!["vm3.lab. A 192.168.77.102"] {
             break;
         }
@@ -492,9 +337,9 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(dig_in(&t.cl, SERVER, &["vm2.lab"]).status, "NXDOMAIN");
+    assert_eq!(dig_in(&t.cl, SERVER, 3, &["vm2.lab"]).status, "NXDOMAIN");
     assert_eq!(
-        dig_in(&t.cl, SERVER, &["-x", "192.168.77.102"]).answers(),
+        dig_in(&t.cl, SERVER, 3, &["-x", "192.168.77.102"]).answers(),
         vec!["102.77.168.192.in-addr.arpa. PTR vm3.lab."]
     );
 
@@ -521,7 +366,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         );
     }
     // From outside the lab (the upstream side), the lab's uplink address answers nothing.
-    let r = dig_in(&t.up, "10.77.0.1", &["www.example.test"]);
+    let r = dig_in(&t.up, "10.77.0.1", 3, &["www.example.test"]);
     assert_eq!(
         r.status, "NO ANSWER",
         "the lab's uplink address answers DNS: {}",
@@ -543,7 +388,7 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
         text(&o)
     );
     assert_eq!(
-        dig_in(&t.cl, SERVER, &["vm1.lab"]).answers(),
+        dig_in(&t.cl, SERVER, 3, &["vm1.lab"]).answers(),
         vec!["vm1.lab. A 192.168.77.100"]
     );
 
@@ -559,7 +404,7 @@ fn dns_failover_timeout_and_cache_ttl() {
     t.start_upstream(3);
     // The first upstream is dead: the answer must still come from the second (over IPv6).
     let d = t.start_dns(&[BLACKHOLE, UPSTREAM6], 1024, 1000);
-    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(
         r.answers(),
         vec!["www.example.test. A 10.9.9.9"],
@@ -580,7 +425,7 @@ fn dns_failover_timeout_and_cache_ttl() {
         "failover took {:?}",
         r.elapsed
     );
-    let r = dig_in(&t.cl, SERVER, &["mail.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["mail.example.test"]);
     assert_eq!(
         r.answers(),
         vec!["mail.example.test. A 10.9.9.25"],
@@ -589,11 +434,11 @@ fn dns_failover_timeout_and_cache_ttl() {
     );
 
     // Cache: a second query within the TTL is not forwarded; its TTL counts down.
-    let r2 = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r2 = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(r2.answers(), vec!["www.example.test. A 10.9.9.9"]);
     assert!(r2.ttl() <= 3, "{}", r2.raw);
     std::thread::sleep(Duration::from_millis(1100));
-    let r3 = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r3 = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert!(
         r3.ttl() < r2.ttl() || r3.ttl() <= 1,
         "TTL does not count down: {} then {}",
@@ -608,7 +453,7 @@ fn dns_failover_timeout_and_cache_ttl() {
 
     // Upstream gone: cached names still answer until their TTL runs out …
     t.stop_upstream();
-    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(
         r.answers(),
         vec!["www.example.test. A 10.9.9.9"],
@@ -616,7 +461,7 @@ fn dns_failover_timeout_and_cache_ttl() {
         r.raw
     );
     // … others get SERVFAIL after the 1 s timeout, well before dig's own 3 s: never a hang.
-    let r = dig_in(&t.cl, SERVER, &["other.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["other.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
     assert!(
         r.elapsed < Duration::from_millis(2500),
@@ -624,7 +469,7 @@ fn dns_failover_timeout_and_cache_ttl() {
         r.elapsed
     );
     std::thread::sleep(Duration::from_millis(3500));
-    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "answered past its TTL: {}", r.raw);
     assert!(
         r.elapsed < Duration::from_millis(2500),
@@ -632,7 +477,7 @@ fn dns_failover_timeout_and_cache_ttl() {
         r.elapsed
     );
     // TCP too.
-    let r = dig_in(&t.cl, SERVER, &["+tcp", "www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["+tcp", "www.example.test"]);
     assert_eq!(r.status, "SERVFAIL", "{}", r.raw);
     d.terminate();
 }
@@ -646,7 +491,7 @@ fn dns_cache_off_forwards_every_query() {
     // Over IPv6 this time (the upstream listens on both).
     let d = t.start_dns(&[UPSTREAM6], 0, 1000);
     for _ in 0..3 {
-        let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+        let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
         assert_eq!(
             r.answers(),
             vec!["www.example.test. A 10.9.9.9"],
@@ -777,9 +622,9 @@ fn dns_survives_bad_input_and_floods() {
     );
 
     d.assert_alive();
-    let r = dig_in(&t.cl, SERVER, &["vm1.lab"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["vm1.lab"]);
     assert_eq!(r.answers(), vec!["vm1.lab. A 192.168.77.100"], "{}", r.raw);
-    let r = dig_in(&t.cl, SERVER, &["www.example.test"]);
+    let r = dig_in(&t.cl, SERVER, 3, &["www.example.test"]);
     assert_eq!(
         r.answers(),
         vec!["www.example.test. A 10.9.9.9"],
@@ -798,7 +643,7 @@ fn dns_resolves_a_dhcp_lease_by_name() {
     let mut t = Topo::new("e");
     t.start_upstream(300);
     let mut d = t.start_dns(&[UPSTREAM], 1024, 1000);
-    assert_eq!(dig_in(&t.cl, SERVER, &["dhvm.lab"]).status, "NXDOMAIN");
+    assert_eq!(dig_in(&t.cl, SERVER, 3, &["dhvm.lab"]).status, "NXDOMAIN");
     let mut dh = t.spawn_ready("dhcpd");
 
     // udhcpc with a hostname; its hook records the lease (and leaves the interface alone).
@@ -846,7 +691,7 @@ fn dns_resolves_a_dhcp_lease_by_name() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = dig_in(&t.cl, SERVER, &["dhvm.lab"]);
+        let r = dig_in(&t.cl, SERVER, 3, &["dhvm.lab"]);
         if r.answers() == vec![format!("dhvm.lab. A {ip}")] {
             break;
         }
@@ -858,7 +703,7 @@ fn dns_resolves_a_dhcp_lease_by_name() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let o = ip.split('.').collect::<Vec<_>>();
-    let r = dig_in(&t.cl, SERVER, &["-x", &ip]);
+    let r = dig_in(&t.cl, SERVER, 3, &["-x", &ip]);
     assert_eq!(
         r.answers(),
         vec![format!(
@@ -884,11 +729,11 @@ fn dns_without_upstreams_refuses_other_names() {
     t.write_hosts("192.168.77.100 vm1\n");
     let d = t.start_dns(&[], 1024, 1000);
     assert_eq!(
-        dig_in(&t.cl, SERVER, &["vm1.lab"]).answers(),
+        dig_in(&t.cl, SERVER, 3, &["vm1.lab"]).answers(),
         vec!["vm1.lab. A 192.168.77.100"]
     );
     for name in ["www.example.test", "lab.example.test", "com"] {
-        let r = dig_in(&t.cl, SERVER, &[name]);
+        let r = dig_in(&t.cl, SERVER, 3, &[name]);
         assert_eq!(
             (r.status.as_str(), r.answer.len()),
             ("REFUSED", 0),
@@ -902,82 +747,6 @@ fn dns_without_upstreams_refuses_other_names() {
         );
     }
     d.terminate();
-}
-
-/// A fake upstream on UPSTREAM:53 in netns `ns`, run on a thread until the returned flag is
-/// set: `reply(query)` gives the datagrams to send back for each query it receives.
-fn fake_upstream(
-    ns: &str,
-    reply: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<()>,
-) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let path = format!("/run/netns/{ns}");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let flag = stop.clone();
-    let t = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let s = UdpSocket::bind(format!("{UPSTREAM}:53")).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut buf = [0u8; 4096];
-        while !flag.load(Ordering::SeqCst) {
-            let Ok((n, from)) = s.recv_from(&mut buf) else {
-                continue;
-            };
-            for (i, d) in reply(&buf[..n]).into_iter().enumerate() {
-                if i > 0 {
-                    // The real answer comes a little after the decoy.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                s.send_to(&d, from).unwrap();
-            }
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    (stop, t)
-}
-
-/// The question section of a one-question query (bytes 12.. up to and with QTYPE/QCLASS).
-fn question_of(q: &[u8]) -> &[u8] {
-    let mut i = 12;
-    while q[i] != 0 {
-        i += 1 + q[i] as usize;
-    }
-    &q[12..i + 5]
-}
-
-/// The qname of a query, dotted, lower case.
-fn qname_of(q: &[u8]) -> String {
-    let (mut i, mut labels) = (12, vec![]);
-    while q[i] != 0 {
-        let l = q[i] as usize;
-        labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).to_lowercase());
-        i += 1 + l;
-    }
-    labels.join(".")
-}
-
-/// An answer to `q` (its ID and question) with `ancount` claimed and `records` appended.
-fn answer_to(q: &[u8], question: &[u8], ancount: u16, records: &[u8]) -> Vec<u8> {
-    let mut a = q[..2].to_vec();
-    a.extend_from_slice(&[0x81, 0x80, 0, 1]);
-    a.extend_from_slice(&ancount.to_be_bytes());
-    a.extend_from_slice(&[0, 0, 0, 0]);
-    a.extend_from_slice(question);
-    a.extend_from_slice(records);
-    a
-}
-
-/// An A record for the question's name (compression pointer to offset 12).
-fn a_record(ip: [u8; 4]) -> Vec<u8> {
-    let mut r = vec![0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4];
-    r.extend_from_slice(&ip);
-    r
 }
 
 /// `q` with an EDNS OPT record advertising `size` bytes.
@@ -998,25 +767,28 @@ fn with_edns(mut q: Vec<u8>, size: u16) -> Vec<u8> {
 fn dns_relay_checks_upstream_answers() {
     require_root();
     let mut t = Topo::named(unique("lsr"));
-    let (stop, fake) = fake_upstream(&t.up.clone(), |q| {
+    let fake = FakeDns::start(&t.up.clone(), UPSTREAM, None, |q| {
         let question = question_of(q).to_vec();
         match qname_of(q).as_str() {
             // 200 A records, about 3.2 kB, whatever the client's limit.
             "big.fake.test" => {
                 let recs: Vec<u8> = (0..200u8).flat_map(|i| a_record([10, 8, 0, i])).collect();
-                vec![answer_to(q, &question, 200, &recs)]
+                vec![Reply::Real(answer_to(q, &question, false, 200, &recs))]
             }
             // Claims two answers, carries one and a cut one.
             "junk.fake.test" => {
                 let mut recs = a_record([10, 8, 1, 1]);
                 recs.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0]);
-                vec![answer_to(q, &question, 2, &recs)]
+                vec![Reply::Real(answer_to(q, &question, false, 2, &recs))]
             }
             // First an answer with the query's ID for another name, then the real one.
             "wrong.fake.test" => {
                 let other = query_bytes(0, "other.fake.test");
-                let decoy = answer_to(q, question_of(&other), 1, &a_record([10, 8, 2, 66]));
-                vec![decoy, answer_to(q, &question, 1, &a_record([10, 8, 2, 1]))]
+                let decoy = answer_to(q, question_of(&other), false, 1, &a_record([10, 8, 2, 66]));
+                vec![
+                    Reply::Real(decoy),
+                    Reply::Real(answer_to(q, &question, false, 1, &a_record([10, 8, 2, 1]))),
+                ]
             }
             _ => vec![],
         }
@@ -1045,8 +817,7 @@ fn dns_relay_checks_upstream_answers() {
             ask(query_bytes(0x3001, "wrong.fake.test")),
         ]
     });
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    fake.join().unwrap();
+    fake.stop();
     let tc = |r: &[u8]| r[2] & 0x02 != 0;
     let rcode = |r: &[u8]| r[3] & 0x0f;
     let ancount = |r: &[u8]| u16::from_be_bytes([r[6], r[7]]);

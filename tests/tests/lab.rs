@@ -187,7 +187,7 @@ fn wireguard_lab_up_ping_masquerade_down() {
     assert!(st.status.success(), "status: {}", text(&st));
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v:#}");
-    let peer = v["components"]
+    let peer = v["probes"]
         .as_array()
         .unwrap()
         .iter()
@@ -363,7 +363,7 @@ fn isolated_lab_and_bad_config() {
     let st = labnet(&["status", &id], &env);
     assert!(st.status.success(), "{}", text(&st));
     assert!(
-        String::from_utf8_lossy(&st.stdout).contains("none (isolated lab)"),
+        String::from_utf8_lossy(&st.stdout).contains("steps as planned"),
         "{}",
         text(&st)
     );

@@ -284,37 +284,46 @@ fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
     // Multipath every disk (Debian's default waits for a second path *and* a known WWID).
     ssh("printf 'defaults {\\n  find_multipaths no\\n  user_friendly_names yes\\n}\\n' > /etc/multipath.conf && \
          systemctl restart multipathd && sleep 2 && multipath -r >/dev/null");
-    // The active paths of the map: `H:C:T:L sdX MAJ:MIN active ready running` lines.
-    let active = |ll: &str| -> Vec<String> {
-        ll.lines()
+    // The active paths of the map, as SCSI targets: `H:C:T:L sdX ... active ready running`
+    // lines. path1 is target 0, path2 target 1; which of them the guest names sda depends on
+    // probe order, so the paths are told apart by target, never by sd name.
+    let active = |ll: &str| -> Vec<u32> {
+        let mut targets: Vec<u32> = ll
+            .lines()
             .filter(|l| l.contains("active ready"))
             .filter_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.starts_with("sd"))
-                    .map(str::to_string)
+                let hctl = l.split_whitespace().find(|w| w.matches(':').count() == 3)?;
+                hctl.split(':').nth(2)?.parse().ok()
             })
-            .collect()
+            .collect();
+        targets.sort();
+        targets
     };
-    let wait_paths = |want: &[&str]| {
+    let wait_paths = |want: &[u32]| {
         let mut last = String::new();
         for _ in 0..60 {
             last = ssh("multipath -ll");
-            let mut got = active(&last);
-            got.sort();
-            if got == want {
+            if active(&last) == want {
                 return last;
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        panic!("multipath -ll never showed active paths {want:?}:\n{last}");
+        panic!("multipath -ll never showed active paths on SCSI targets {want:?}:\n{last}");
     };
-    let ll = wait_paths(&["sda", "sdb"]);
+    let ll = wait_paths(&[0, 1]);
     assert!(ll.contains("QEMU HARDDISK"), "{ll}");
+    // path1's device, to check it leaves the map rather than only going inactive.
+    let path1_dev = ll
+        .lines()
+        .find(|l| l.contains(":0:0:0 sd"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sd")))
+        .unwrap_or_else(|| panic!("no device on target 0: {ll}"))
+        .to_string();
 
     let f = l.labnet(&["vm", "path", "mi", "fail", "path1"]);
     assert!(f.status.success(), "{}", text(&f));
-    let ll = wait_paths(&["sdb"]);
-    assert!(!ll.contains(" sda "), "{ll}");
+    let ll = wait_paths(&[1]);
+    assert!(!ll.contains(&format!(" {path1_dev} ")), "{ll}");
     // The map reads on through the remaining path.
     let dm = ssh("multipath -l -v1 | head -1").trim().to_string();
     let read = ssh(&format!(
@@ -324,7 +333,7 @@ fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
 
     let r = l.labnet(&["vm", "path", "mi", "restore", "path1"]);
     assert!(r.status.success(), "{}", text(&r));
-    wait_paths(&["sda", "sdb"]);
+    wait_paths(&[0, 1]);
     let stop = l.labnet(&["vm", "stop", "mi", "--timeout", "30"]);
     assert!(stop.status.success(), "{}", text(&stop));
 }

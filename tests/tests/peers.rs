@@ -67,15 +67,22 @@ fn two_hosts_labs_joined_over_wireguard() {
     let a1_ip = a1.ip().unwrap();
     let before = leases(a);
     assert!(before.iter().any(|(ip, _)| *ip == a1_ip), "{before:?}");
+    // status's check of the plan step that started dhcpd names its pid.
     let dhcpd_pid = |h: &twohosts::Host| {
-        json(&h.must(&["status", "--json"]))["components"]
+        json(&h.must(&["status", "--json"]))["plan"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["name"] == "dhcpd")
+            .find(|c| c["step"] == "start dhcpd")
             .map(|c| c["detail"].as_str().unwrap_or_default().to_string())
     };
     let dhcpd_before = dhcpd_pid(a);
+    assert!(
+        dhcpd_before
+            .as_deref()
+            .is_some_and(|d| d.contains("running (pid ")),
+        "{dhcpd_before:?}"
+    );
 
     // Invitations both ways; each `peer add` is applied to the running lab.
     th.join();
@@ -271,8 +278,20 @@ fn two_hosts_labs_joined_over_wireguard() {
         !a.labnet(&["status"]).status.success(),
         "status missed the drift"
     );
-    a.must(&["up"]);
+    let up = a.must(&["up"]);
+    for what in [
+        format!("{} was down: set up", a.peering),
+        format!("route 192.168.11.0/24 dev {} was missing: added", a.peering),
+    ] {
+        assert!(up.contains(&what), "`up` does not say {what:?}:\n{up}");
+    }
     assert!(a1.pings(&b1_ip), "not repaired by up");
+    // Repaired: status is clean and a second `up` (every peer, route and zone as configured)
+    // has nothing left to do.
+    let st = a.labnet(&["status"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let again = a.must(&["up"]);
+    assert!(again.contains("nothing changed"), "{again}");
 
     // `down` of A leaves B as it was; `down` of both leaves nothing.
     a.must(&["down"]);

@@ -4,61 +4,10 @@
 //! with kmount by name — the mon dump and keyring fetched from `cephhost.LABB.lab`, resolved
 //! by lab A's dns forwarding lab B's zone over the peering tunnel — and writes a file that
 //! `rados` in lab B reads back from the data pool.
+use labnet_tests::ceph::Cluster;
 use labnet_tests::twohosts::{Client, TwoHosts};
 use labnet_tests::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ceph-cluster.sh")
-}
-
-/// The fixture's cluster in namespace `ns` on `addr`; `down` (by its pid files) when dropped.
-struct Cluster {
-    dir: PathBuf,
-    ns: String,
-}
-
-impl Cluster {
-    fn fixture(&self, verb: &str, addr: &str) -> std::process::Output {
-        run(Command::new("timeout")
-            .arg("120")
-            .arg(fixture())
-            .arg(verb)
-            .env("CEPH_DIR", &self.dir)
-            .env("CEPH_NETNS", &self.ns)
-            .env("CEPH_ADDR", addr)
-            .env("CEPH_MGR", "0"))
-    }
-
-    fn must(&self, prog: &str, args: &[&str]) -> Vec<u8> {
-        let out = run(Command::new("timeout")
-            .args(["30", "ip", "netns", "exec", &self.ns, prog])
-            .args(args)
-            .env("CEPH_CONF", self.dir.join("ceph.conf")));
-        assert!(out.status.success(), "{prog} {args:?}: {}", text(&out));
-        out.stdout
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.fixture("down", "127.0.0.1");
-    }
-}
-
-fn spawn_in(c: &mut Cleanup, ns: &str, log: &Path, argv: &[&str]) {
-    let f = std::fs::File::create(log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    c.pid(child.id());
-}
+use std::process::Command;
 
 #[test]
 #[ignore = "needs root (namespaces, wireguard-go, Ceph daemons, QEMU)"]
@@ -75,44 +24,9 @@ fn guest_in_lab_a_mounts_cephfs_of_lab_b_by_name() {
     // The cluster host: a DHCP client of lab B named cephhost; the cluster binds its lease.
     let host = Client::named(&mut c, b, "ch", "cephhost");
     let ip = host.ip().unwrap();
-    let cluster = Cluster {
-        dir: b.dir.join("ceph"),
-        ns: host.ns.clone(),
-    };
-    let up = cluster.fixture("up", &ip);
-    assert!(up.status.success(), "ceph cluster: {}", text(&up));
-    let fsid = {
-        let v: serde_json::Value =
-            serde_json::from_slice(&cluster.must("ceph", &["mon", "dump", "--format=json"]))
-                .unwrap();
-        v["fsid"].as_str().unwrap().to_string()
-    };
-    let www = b.dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(
-        www.join("mon_dump.json"),
-        cluster.must("ceph", &["mon", "dump", "--format=json"]),
-    )
-    .unwrap();
-    std::fs::write(
-        www.join("fs.keyring"),
-        cluster.must("ceph", &["auth", "get", "client.fs"]),
-    )
-    .unwrap();
-    spawn_in(
-        &mut c,
-        &host.ns,
-        &b.dir.join("httpd.log"),
-        &[
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &format!("{ip}:8080"),
-            "-h",
-            www.to_str().unwrap(),
-        ],
-    );
+    let cluster = Cluster::up(&b.dir.join("ceph"), &host.ns, &ip, false);
+    let fsid = cluster.fsid();
+    cluster.serve_mount_info(&mut c, &b.dir.join("www"), &ip, &b.dir.join("httpd.log"));
     // Lab A resolves the cluster host through lab B's zone before the guest boots.
     let name = format!("cephhost.{}.lab", b.lab);
     wait_for(

@@ -13,10 +13,11 @@
 //! hostnames), PTRs, forwarded names (cached and not), an answer too big for UDP, junk.
 //! Bounded by time (`LABNET_SOAK_SECS`, default 60) and count. Prefix `lf`.
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use labnet_tests::dnstest::Daemon;
 use labnet_tests::*;
 
 const BR: &str = "10.79.0.1";
@@ -41,48 +42,6 @@ fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon alive");
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Starts `labnet WHAT LAB --enter-netns` and waits for READY=1.
-fn start(c: &mut Cleanup, dir: &Path, env: &[(String, String)], what: &str, lab: &str) -> Child {
-    let sock_path = dir.join(format!("notify-{what}.sock"));
-    let sock = notify_socket(&sock_path);
-    let log = dir.join(format!("{what}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(labnet_bin())
-        .args([what, lab, "--enter-netns"])
-        .envs(env.iter().cloned())
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("labnet");
-    c.pid(child.id());
-    if let Err(st) = wait_ready(&mut child, &sock, Duration::from_secs(15), &log) {
-        panic!(
-            "labnet {what} exited ({st}) before READY=1:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    child
-}
-
-fn stop(mut child: Child, what: &str, log: &Path) {
-    signal(child.id() as i32, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(
-                st.success(),
-                "labnet {what} after SIGTERM: {st}\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "labnet {what} ignores SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn pool_ip(n: u32) -> Ipv4Addr {
@@ -322,9 +281,9 @@ fn soak_dhcp_and_dns_from_a_client_namespace_keeps_rss_flat() {
         ),
     )
     .unwrap();
-    let dhcpd = start(&mut c, &dir, &env, "dhcpd", &lab);
-    let dns = start(&mut c, &dir, &env, "dns", &lab);
-    let (dhcpd_pid, dns_pid) = (dhcpd.id(), dns.id());
+    let dhcpd = Daemon::start(&mut c, &dir, &env, "dhcpd", &lab);
+    let dns = Daemon::start(&mut c, &dir, &env, "dns", &lab);
+    let (dhcpd_pid, dns_pid) = (dhcpd.pid(), dns.pid());
 
     // A few seconds of load first (allocator arenas, the first compaction, a full cache);
     // the RSS taken after them is "before", the one after the soak "after".
@@ -366,8 +325,11 @@ fn soak_dhcp_and_dns_from_a_client_namespace_keeps_rss_flat() {
 
     // The load was real: most clients got their address, most queries their answer.
     assert!(dhcp.cycles > 1000, "{dhcp:?}");
-    let dhcpd_log = || std::fs::read_to_string(dir.join("dhcpd.log")).unwrap_or_default();
-    assert!(dhcp.acks > dhcp.cycles / 2, "{dhcp:?}\n{}", dhcpd_log());
+    assert!(
+        dhcp.acks > dhcp.cycles / 2,
+        "{dhcp:?}\n{}",
+        dhcpd.log_text()
+    );
     assert!(dnsk.asked > 1000, "{dnsk:?}");
     assert!(dnsk.answered >= dnsk.asked * 9 / 10, "{dnsk:?}");
     // Flat: the unfixed dhcpd grew ~1 KB per client (tens of MB here); the fixed one steps
@@ -387,6 +349,6 @@ fn soak_dhcp_and_dns_from_a_client_namespace_keeps_rss_flat() {
     let v: serde_json::Value = serde_json::from_slice(&leases.stdout).expect("leases --json");
     let n = v.as_array().map(|a| a.len()).unwrap_or(usize::MAX);
     assert!(n <= POOL as usize, "{n} leases in a pool of {POOL}");
-    stop(dhcpd, "dhcpd", &dir.join("dhcpd.log"));
-    stop(dns, "dns", &dir.join("dns.log"));
+    dhcpd.terminate_within(Duration::from_secs(5));
+    dns.terminate_within(Duration::from_secs(5));
 }

@@ -5,36 +5,9 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkUnspec};
 
+use crate::netlink::in_netns;
 use crate::tun::{create_persistent, Kind};
 use crate::Error;
-
-/// Runs `f` on a thread inside lab `lab`'s namespace, with a netlink handle there.
-fn in_lab<T, F, Fut>(lab: &str, f: F) -> Result<T, Error>
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let name = lab.to_string();
-    std::thread::spawn(move || {
-        // The thread, not the process, moves: it ends with the work.
-        model::netns::enter(&name)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime", e))?;
-        rt.block_on(async move {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|e| Error::io("netlink socket", e))?;
-            let task = tokio::spawn(conn);
-            let out = f(handle).await;
-            task.abort();
-            out
-        })
-    })
-    .join()
-    .map_err(|_| Error::WorkerPanicked { lab: lab.into() })?
-}
 
 fn netlink(what: String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Netlink { what, source }
@@ -63,7 +36,7 @@ async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
 /// `owner`, attached to `bridge` and up. A tap that cannot be attached is deleted again.
 pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Error> {
     let (l, tap, br) = (lab.to_string(), name.to_string(), bridge.to_string());
-    let res = in_lab(lab, move |h| async move {
+    let res = in_netns(lab, move |h| async move {
         create_persistent(&tap, Kind::Tap, Some(owner))?;
         let no = |name: &str| Error::NoSuchLink {
             lab: l.clone(),
@@ -94,7 +67,7 @@ pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    in_lab(lab, move |h| async move {
+    in_netns(lab, move |h| async move {
         let Some(m) = link(&h, &tap).await? else {
             return Ok(false);
         };
@@ -112,7 +85,7 @@ pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    in_lab(
+    in_netns(
         lab,
         move |h| async move { Ok(link(&h, &tap).await?.is_some()) },
     )

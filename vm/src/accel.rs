@@ -40,22 +40,35 @@ pub fn choose(c: Choice) -> (Accel, String) {
 
 const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
 
-pub fn kvm_usable() -> Result<(), String> {
+/// Why KVM cannot run a normal guest here (the reason `choose` gives for TCG).
+#[derive(Debug, thiserror::Error)]
+pub enum NoKvm {
+    #[error("/dev/kvm: {0}")]
+    Open(std::io::Error),
+    #[error("/dev/kvm: KVM_GET_API_VERSION returned {version} ({errno}), not 12")]
+    ApiVersion { version: i32, errno: std::io::Error },
+    #[error("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels")]
+    Pvm,
+    #[error("the CPU has no vmx/svm flag")]
+    NoVirtualization,
+}
+
+pub fn kvm_usable() -> Result<(), NoKvm> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .map_err(|e| format!("/dev/kvm: {e}"))?;
+        .map_err(NoKvm::Open)?;
     // SAFETY: KVM_GET_API_VERSION takes no argument; `f` keeps the fd open.
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
     if v != 12 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
-            "/dev/kvm: KVM_GET_API_VERSION returned {v} ({e}), not 12"
-        ));
+        return Err(NoKvm::ApiVersion {
+            version: v,
+            errno: std::io::Error::last_os_error(),
+        });
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
-        return Err("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels".into());
+        return Err(NoKvm::Pvm);
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let hw = cpuinfo
@@ -63,7 +76,7 @@ pub fn kvm_usable() -> Result<(), String> {
         .find(|l| l.starts_with("flags"))
         .is_some_and(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     if !hw {
-        return Err("the CPU has no vmx/svm flag".into());
+        return Err(NoKvm::NoVirtualization);
     }
     Ok(())
 }

@@ -55,17 +55,36 @@ pub fn bzimage_payload(b: &[u8]) -> Option<(&[u8], Compression)> {
 }
 
 /// Decompresses one stream (the kernel appends its size after it; that is ignored).
-pub fn decompress(payload: &[u8], c: Compression) -> Result<Vec<u8>, String> {
+pub fn decompress(payload: &[u8], c: Compression) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let r = match c {
+    match c {
         Compression::Xz => liblzma::read::XzDecoder::new(payload).read_to_end(&mut out),
         Compression::Gzip => flate2::read::GzDecoder::new(payload).read_to_end(&mut out),
         Compression::Zstd => ruzstd::decoding::StreamingDecoder::new(payload)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
             .read_to_end(&mut out),
-    };
-    r.map_err(|e| format!("{c:?} payload: {e}"))?;
+    }?;
     Ok(out)
+}
+
+/// Why `--pvh` could not get a vmlinux out of a bzImage (the bzImage then boots as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a bzImage with a known compressed payload")]
+    NotBzImage { path: PathBuf },
+    #[error("{path}: {compression:?} payload: {source}")]
+    Decompress {
+        path: PathBuf,
+        compression: Compression,
+        source: std::io::Error,
+    },
+    #[error("{path}: the unpacked kernel has no PVH entry note (CONFIG_PVH)")]
+    NoPvhNote { path: PathBuf },
 }
 
 /// XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit PVH entry point QEMU needs to boot an ELF kernel.
@@ -105,9 +124,13 @@ fn pvh_note<'a, R: object::ReadRef<'a>>(b: R) -> object::read::Result<bool> {
 
 /// Returns a cached vmlinux for the bzImage `kernel`, making it on first use; Err(reason)
 /// when that is not possible (the caller then boots the bzImage).
-pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, String> {
-    let md = std::fs::metadata(kernel).map_err(|e| e.to_string())?;
-    let abs = std::fs::canonicalize(kernel).map_err(|e| e.to_string())?;
+pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, UnpackError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnpackError::Io { path, source }
+    };
+    let md = std::fs::metadata(kernel).map_err(io(kernel))?;
+    let abs = std::fs::canonicalize(kernel).map_err(io(kernel))?;
     let key = crate::naming::fnv1a(&[
         &abs.display().to_string(),
         &md.size().to_string(),
@@ -117,17 +140,24 @@ pub fn vmlinux_for(kernel: &Path, cache: &Path) -> Result<PathBuf, String> {
     if out.exists() {
         return Ok(out);
     }
-    let b = std::fs::read(kernel).map_err(|e| e.to_string())?;
-    let (payload, c) =
-        bzimage_payload(&b).ok_or("not a bzImage with a known compressed payload")?;
-    let elf = decompress(payload, c)?;
+    let b = std::fs::read(kernel).map_err(io(kernel))?;
+    let (payload, compression) = bzimage_payload(&b).ok_or_else(|| UnpackError::NotBzImage {
+        path: kernel.into(),
+    })?;
+    let elf = decompress(payload, compression).map_err(|source| UnpackError::Decompress {
+        path: kernel.into(),
+        compression,
+        source,
+    })?;
     if !has_pvh_note(&elf) {
-        return Err("the unpacked kernel has no PVH entry note (CONFIG_PVH)".into());
+        return Err(UnpackError::NoPvhNote {
+            path: kernel.into(),
+        });
     }
-    std::fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
     let tmp = cache.join(format!(".vmlinux-{key:016x}.{}", std::process::id()));
-    std::fs::write(&tmp, &elf).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(&tmp, &elf).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &out).map_err(io(&out))?;
     Ok(out)
 }
 
@@ -307,7 +337,40 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("k");
         std::fs::write(&f, vec![0u8; 8192]).unwrap();
-        assert!(vmlinux_for(&f, d.path()).is_err());
+        let e = vmlinux_for(&f, d.path()).unwrap_err();
+        assert!(
+            matches!(&e, UnpackError::NotBzImage { path } if path == &f),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: not a bzImage", f.display())));
+        let e = vmlinux_for(&d.path().join("nope"), d.path()).unwrap_err();
+        assert!(
+            matches!(&e, UnpackError::Io { path, .. } if path.ends_with("nope")),
+            "{e:?}"
+        );
+    }
+
+    /// A bzImage header whose payload is cut short names the file and the compression.
+    #[test]
+    fn truncated_payload_names_file_and_compression() {
+        let mut b = vec![0u8; 4096];
+        b[0x1f1] = 1; // one setup sector: the payload starts at 1024 + offset
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        b[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        b[0x24c..0x250].copy_from_slice(&64u32.to_le_bytes());
+        b[1024..1030].copy_from_slice(b"\xfd7zXZ\x00");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bzImage");
+        std::fs::write(&f, &b).unwrap();
+        let e = vmlinux_for(&f, d.path()).unwrap_err();
+        assert!(
+            matches!(&e, UnpackError::Decompress { path, compression: Compression::Xz, .. } if path == &f),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("bzImage: Xz payload: "), "{e}");
     }
 
     /// The Debian kernel CI unpacks: xz payload, and the ELF inside has the PVH note.

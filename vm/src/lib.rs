@@ -70,8 +70,12 @@ pub enum Error {
     Model(#[from] model::Error),
     #[error(transparent)]
     Config(#[from] model::config::ConfigError),
-    #[error("modules: {0}")]
-    Modules(String),
+    /// `--modules DIR` has no readable modules.dep.
+    #[error("modules: --modules {dir}: cannot read modules.dep ({source}); pass the lib/modules/VERSION directory (run `depmod -b ROOT VERSION` if it has none)")]
+    NoModulesDep { dir: String, source: std::io::Error },
+    /// A `--module` that the guest kernel neither has as a module nor built in.
+    #[error("modules: module {name:?} is neither in {dir}/modules.dep nor built in")]
+    UnknownModule { name: String, dir: String },
     #[error("qemu: {0}")]
     Qemu(String),
     /// QEMU could not be started, or quit before the guest ran (`vm run` exits 126).
@@ -86,8 +90,75 @@ pub enum Error {
     GuestFailed(Box<GuestFailed>),
     #[error("QMP {path}: {message}")]
     Qmp { path: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    /// A program labnet runs could not be started at all.
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// A helper program ran and failed; `stderr` is what it said (trimmed).
+    #[error("{program} failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    ProgramFailed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// A file labnet wrote (a VM's state, a multipath path's backing) does not parse.
+    #[error("{path}: corrupt {what}: {source}")]
+    Corrupt {
+        path: String,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// The VM has no active DHCP lease (in this boot) after the wait.
+    #[error("VM {name:?} ({mac}) has no active lease in lab {lab:?}")]
+    NoLease {
+        lab: String,
+        name: String,
+        mac: String,
+    },
+    /// sshd in the guest did not let the user in within the wait.
+    #[error("{name}: sshd at {ip} did not answer within {secs} s (last: {last}; serial log: {serial_log})")]
+    SshdTimeout {
+        name: String,
+        ip: std::net::Ipv4Addr,
+        secs: u64,
+        /// ssh's last complaint.
+        last: String,
+        serial_log: String,
+    },
+    /// The guest's host key is not the one pinned for the VM: labnet refuses to connect.
+    #[error("{name} ({ip}): host key verification failed: {detail}")]
+    HostKeyChanged {
+        name: String,
+        ip: std::net::Ipv4Addr,
+        detail: String,
+    },
+    /// `vm start --daemonize`: the detached supervisor exited before its VM ran (its exit
+    /// status is the foreground `vm start`'s: the CLI passes it through).
+    #[error("the supervisor of VM {name:?} exited ({status}): {log}")]
+    SupervisorExited {
+        name: String,
+        status: std::process::ExitStatus,
+        /// The supervisor's output (its `error: …` lines).
+        log: String,
+    },
+    /// `vm start --daemonize`: the supervisor runs but its VM did not start in time.
+    #[error("VM {name:?} did not start within {secs} s; see {log}")]
+    StartTimedOut {
+        name: String,
+        secs: u64,
+        log: String,
+    },
+    /// A `--share`'s virtiofsd exited, or made no socket, before QEMU could use it.
+    #[error("virtiofsd for share {tag}: {}:\n{log_tail}", match exited { Some(s) => format!("exited ({s})"), None => format!("no socket after {secs} s") })]
+    Virtiofsd {
+        tag: String,
+        /// How it ended; None: still running but without its socket after `secs`.
+        exited: Option<std::process::ExitStatus>,
+        secs: u64,
+        log_tail: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -99,10 +99,12 @@ pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
     }
     {
         // Held while removing, so a start of the same name cannot interleave.
-        let _lock = state::try_lock(lab, name)?.ok_or_else(|| Error::AlreadyRunning {
-            lab: lab.into(),
-            name: name.into(),
-            pid: 0,
+        let _lock = state::lock_within(lab, name, Duration::from_secs(2))?.ok_or_else(|| {
+            Error::AlreadyRunning {
+                lab: lab.into(),
+                name: name.into(),
+                pid: 0,
+            }
         })?;
         for p in paths {
             let gone = if p.is_dir() {
@@ -132,6 +134,23 @@ pub fn guest_reported_lease(st: &VmState) -> Option<std::net::Ipv4Addr> {
         .find_map(|l| l.split("labnet-init: lease ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|ip| ip.parse().ok())
+}
+
+/// The active lease of `mac` in the lab's lease log granted (or renewed) since `since` (unix
+/// secs): a lease left from the VM's previous boot does not count. (The `ip_of` the
+/// functions here take; read with the lease log's own reader, `model::lease`.)
+pub fn lease_ip(lab: &str, mac: &str, since: u64) -> Option<std::net::Ipv4Addr> {
+    let leases = model::lease::load(&model::paths::state_dir(lab)).ok()?;
+    let now = model::lease::now_secs();
+    leases
+        .into_iter()
+        .filter(|l| {
+            l.mac.eq_ignore_ascii_case(mac)
+                && l.start >= since
+                && l.state_at(now) == model::lease::LeaseState::Active
+        })
+        .max_by_key(|l| l.start)
+        .map(|l| l.ip)
 }
 
 /// All VMs of the lab; `ip_of(mac, since)` looks up a lease granted since the VM started.
@@ -222,6 +241,16 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let how = if killed {
+        format!("{how}, then SIGKILL after {} s", timeout.as_secs())
+    } else {
+        how
+    };
+    if st.supervisor_pid == std::process::id() {
+        // Supervised by a thread of this process (`labnet test`): that thread cleans up and
+        // records how the VM ended, and its caller joins it; writing here would only race it.
+        return Ok(how);
+    }
     // The supervisor removes the tap and marks the state; give it a moment.
     let t1 = Instant::now();
     while st.supervisor_alive() && t1.elapsed() < Duration::from_secs(5) {
@@ -240,11 +269,7 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
             let _ = now.save();
         }
     }
-    Ok(if killed {
-        format!("{how}, then SIGKILL after {} s", timeout.as_secs())
-    } else {
-        how
-    })
+    Ok(how)
 }
 
 /// `vm console`: connects this terminal to the VM's serial console socket.
@@ -388,9 +413,10 @@ pub fn lab_command(
 /// Runs `program args` inside the lab's namespace (for `vm ssh`), returning its exit code.
 pub fn exec_in_lab(lab: &str, program: &str, args: &[String]) -> Result<i32, Error> {
     let (mut cmd, _ns) = lab_command(lab, program, args)?;
-    let st = cmd
-        .status()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+    let st = cmd.status().map_err(|source| Error::Spawn {
+        program: program.into(),
+        source,
+    })?;
     Ok(st.code().unwrap_or(255))
 }
 
@@ -402,9 +428,16 @@ pub fn output_in_lab(lab: &str, program: &str, args: &[String]) -> Result<Vec<u8
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::Other(format!("{program}: {e}")))?;
+        .map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Other(format!("{program}: {}", out.status)));
+        return Err(Error::ProgramFailed {
+            program: program.into(),
+            status: out.status,
+            stderr: String::new(),
+        });
     }
     Ok(out.stdout)
 }

@@ -28,11 +28,9 @@ impl ModuleDb {
     /// Reads DIR/modules.dep (required) and the optional softdep/alias/builtin files.
     pub fn load(dir: &Path) -> Result<ModuleDb, Error> {
         let dep_path = dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path).map_err(|e| {
-            Error::Modules(format!(
-                "--modules {}: cannot read modules.dep ({e}); pass the lib/modules/VERSION directory (run `depmod -b ROOT VERSION` if it has none)",
-                dir.display()
-            ))
+        let dep = std::fs::read_to_string(&dep_path).map_err(|source| Error::NoModulesDep {
+            dir: dir.display().to_string(),
+            source,
         })?;
         let mut db = ModuleDb {
             dir: dir.to_path_buf(),
@@ -117,10 +115,10 @@ impl ModuleDb {
                 && !self.builtin.contains(&n)
                 && !self.aliases.contains_key(w.as_str())
             {
-                return Err(Error::Modules(format!(
-                    "module {w:?} is neither in {}/modules.dep nor built in",
-                    self.dir.display()
-                )));
+                return Err(Error::UnknownModule {
+                    name: w.clone(),
+                    dir: self.dir.display().to_string(),
+                });
             }
             self.visit(w, &mut seen, &mut out, 0);
         }
@@ -232,12 +230,18 @@ mod tests {
         let d = fake();
         let db = ModuleDb::load(d.path()).unwrap();
         assert!(db.resolve(&["8250".into()]).unwrap().is_empty());
-        let e = db.resolve(&["ceph".into()]).unwrap_err().to_string();
-        assert!(e.contains("\"ceph\"") && e.contains("modules.dep"), "{e}");
-        let e = ModuleDb::load(Path::new("/nonexistent"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--modules /nonexistent"), "{e}");
+        let e = db.resolve(&["ceph".into()]).unwrap_err();
+        assert!(
+            matches!(&e, Error::UnknownModule { name, dir } if name == "ceph" && Path::new(dir) == d.path()),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("\"ceph\" is neither in"), "{e}");
+        let e = ModuleDb::load(Path::new("/nonexistent")).unwrap_err();
+        assert!(
+            matches!(&e, Error::NoModulesDep { dir, .. } if dir == "/nonexistent"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("--modules /nonexistent"), "{e}");
     }
 
     /// Against the real Debian 6.1 tree when CI unpacked it: the order machine.md measured.

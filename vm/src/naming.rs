@@ -68,8 +68,13 @@ pub fn multipath_ids(lab: &str, name: &str) -> (String, String) {
     let h = fnv1a(&[lab, name, "multipath"]);
     (
         format!("LABNET{:08X}", h as u32),
-        format!("0x5000c500{:08x}", (h >> 32) as u32),
+        format!("{:#018x}", multipath_wwn(lab, name)),
     )
+}
+
+/// The WWN of [`multipath_ids`] as a number (what QMP's `device_add` takes).
+pub fn multipath_wwn(lab: &str, name: &str) -> u64 {
+    0x5000_c500_0000_0000 | (fnv1a(&[lab, name, "multipath"]) >> 32)
 }
 
 #[cfg(test)]

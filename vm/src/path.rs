@@ -163,7 +163,7 @@ pub fn fail(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPath, 
     };
     let backing = node_backing(&mut q, &p.node())?;
     let file = backing_file(&st.dir, p);
-    let json = serde_json::to_string(&backing).map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_string(&backing).expect("a path's backing serializes");
     std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
     q.execute_with("device_del", Some(json!({ "id": p.device() })))?;
     // virtio-scsi unplugs at once (the guest is told, not asked); wait to be sure.
@@ -210,8 +210,11 @@ pub fn restore(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPat
     };
     let file = backing_file(&st.dir, p);
     let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-    let b: Backing = serde_json::from_str(&text)
-        .map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
+    let b: Backing = serde_json::from_str(&text).map_err(|source| Error::Corrupt {
+        path: file.display().to_string(),
+        what: "multipath path backing",
+        source,
+    })?;
     q.execute_with(
         "blockdev-add",
         Some(json!({
@@ -220,9 +223,8 @@ pub fn restore(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPat
             "file": { "driver": "file", "filename": b.filename },
         })),
     )?;
-    let (serial, wwn) = crate::naming::multipath_ids(&st.lab, &st.name);
-    let wwn = u64::from_str_radix(wwn.trim_start_matches("0x"), 16)
-        .map_err(|e| Error::Other(format!("wwn {wwn}: {e}")))?;
+    let (serial, _) = crate::naming::multipath_ids(&st.lab, &st.name);
+    let wwn = crate::naming::multipath_wwn(&st.lab, &st.name);
     let added = q.execute_with(
         "device_add",
         Some(json!({

@@ -47,11 +47,11 @@ pub fn lab_key(lab: &str) -> Result<PathBuf, Error> {
         .output()
         .map_err(|e| Error::io("ssh-keygen", e))?;
     if !out.status.success() {
-        return Err(Error::Other(format!(
-            "ssh-keygen {}: {}",
-            key.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::ProgramFailed {
+            program: format!("ssh-keygen -f {}", key.display()),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+        });
     }
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(&key, e))?;
@@ -219,7 +219,7 @@ pub fn config_block(lab: &str, st: &VmState, zone: &str, labnet: &Path) -> Resul
 }
 
 /// Waits up to `wait` for the VM's lease in this boot; `ip_of(mac, since)` looks the lease up
-/// in the lab's dhcpd (this crate does not read its lease file).
+/// (usually [`crate::manage::lease_ip`]).
 pub fn wait_lease(
     lab: &str,
     st: &VmState,
@@ -232,10 +232,11 @@ pub fn wait_lease(
             return Ok(ip);
         }
         if t0.elapsed() >= wait {
-            return Err(Error::Other(format!(
-                "{} ({}) has no active lease in lab {lab}",
-                st.name, st.mac
-            )));
+            return Err(Error::NoLease {
+                lab: lab.into(),
+                name: st.name.clone(),
+                mac: st.mac.clone(),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -263,7 +264,10 @@ pub fn wait_sshd(
         let out = cmd
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| Error::Other(format!("ssh: {e}")))?;
+            .map_err(|source| Error::Spawn {
+                program: "ssh".into(),
+                source,
+            })?;
         if out.status.success() {
             return Ok(());
         }
@@ -272,19 +276,21 @@ pub fn wait_sshd(
             if err.contains("Host key verification failed")
                 || err.contains("HOST IDENTIFICATION HAS CHANGED")
             {
-                return Err(Error::Other(host_key_mismatch(lab, st, ip).unwrap_or_else(
-                    || format!("{}: host key verification failed: {}", st.name, err.trim()),
-                )));
+                return Err(Error::HostKeyChanged {
+                    name: st.name.clone(),
+                    ip,
+                    detail: host_key_mismatch(lab, st, ip).unwrap_or_else(|| err.trim().into()),
+                });
             }
         }
         if t0.elapsed() >= budget {
-            return Err(Error::Other(format!(
-                "{}: sshd at {ip} did not answer within {} s (last: {}; serial log: {})",
-                st.name,
-                budget.as_secs(),
-                String::from_utf8_lossy(&out.stderr).trim(),
-                st.dir.join("serial.log").display()
-            )));
+            return Err(Error::SshdTimeout {
+                name: st.name.clone(),
+                ip,
+                secs: budget.as_secs(),
+                last: String::from_utf8_lossy(&out.stderr).trim().into(),
+                serial_log: st.dir.join("serial.log").display().to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -72,7 +72,11 @@ impl VmState {
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| Error::Other(format!("{}: corrupt VM state: {e}", p.display()))),
+                .map_err(|source| Error::Corrupt {
+                    path: p.display().to_string(),
+                    what: "VM state",
+                    source,
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
@@ -130,6 +134,26 @@ pub fn write_reservation(lab: &str, name: &str, mac: &str) -> Result<(), Error> 
     Ok(model::reservation::write(lab, name, mac)?)
 }
 
+/// Takes the VM's lock, waiting up to `wait` for it. A lock can be held a moment longer than
+/// its owner keeps it: a child forked by another thread of the same process (QEMU, virtiofsd
+/// being spawned) shares the lock's open file until it execs. `Ok(None)`: still held.
+pub fn lock_within(
+    lab: &str,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<Option<std::fs::File>, Error> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(f) = try_lock(lab, name)? {
+            return Ok(Some(f));
+        }
+        if t0.elapsed() >= wait {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Takes the VM's lock (vm_dir/lock, flock): held by the supervisor for the VM's whole life,
 /// so two starts of one name cannot race. `Ok(None)`: someone else holds it.
 pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
@@ -148,5 +172,30 @@ pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
         Ok(Some(f))
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file that does not parse is named, as a typed error (not "no such VM").
+    #[test]
+    fn corrupt_state_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(VmState::load_dir(d.path()).unwrap().is_none());
+        std::fs::write(VmState::file(d.path()), b"{\"name\": \"k1\", ").unwrap();
+        let e = VmState::load_dir(d.path()).unwrap_err();
+        match &e {
+            Error::Corrupt { path, what, .. } => {
+                assert!(path.ends_with("/state.json"), "{path}");
+                assert_eq!(*what, "VM state");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(
+            e.to_string().contains("state.json: corrupt VM state: "),
+            "{e}"
+        );
     }
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use crate::qemu::{Share, Spec, Transport};
 use crate::Error;
 
+/// How long a virtiofsd gets to make its socket.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+
 /// Gives every share its transport and returns the one line that says which was chosen.
 pub fn choose(shares: &mut [Share]) -> Option<String> {
     if shares.is_empty() {
@@ -103,24 +106,22 @@ impl Daemons {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Other(format!("{}: {e}", bin.display())))?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: bin.display().to_string(),
+            source,
+        })?;
         let t0 = Instant::now();
         while !sock.exists() {
-            let failed = match child.try_wait() {
-                Ok(Some(st)) => Some(format!("exited ({st})")),
-                _ if t0.elapsed() > Duration::from_secs(10) => Some("no socket after 10 s".into()),
-                _ => None,
-            };
-            if let Some(why) = failed {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || t0.elapsed() > SOCKET_WAIT {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Other(format!(
-                    "virtiofsd for share {}: {why}:\n{}",
-                    s.tag,
-                    crate::supervise::tail_lines(&log, 10)
-                )));
+                return Err(Error::Virtiofsd {
+                    tag: s.tag.clone(),
+                    exited,
+                    secs: SOCKET_WAIT.as_secs(),
+                    log_tail: crate::supervise::tail_lines(&log, 10),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }

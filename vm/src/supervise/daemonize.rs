@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use crate::state::{self, Status, VmState};
 use crate::Error;
 
+/// How long `--daemonize` waits for the supervisor to report its VM running.
+const START_WAIT: Duration = Duration::from_secs(120);
+
 /// `--daemonize`: re-runs this program with `args` (the same command minus --daemonize) as
 /// a detached supervisor (own session, output in the VM dir), and waits until its VM runs.
 pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<VmState, Error> {
@@ -15,7 +18,7 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let log = dir.join("supervisor.log");
     let f = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&exe);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(f.try_clone().map_err(|e| Error::io(&log, e))?)
@@ -28,9 +31,10 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Other(format!("spawn supervisor: {e}")))?;
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: format!("the VM supervisor ({})", exe.display()),
+        source,
+    })?;
     let pid = child.id();
     let t0 = Instant::now();
     loop {
@@ -45,16 +49,18 @@ pub fn daemonize(args: &[std::ffi::OsString], lab: &str, name: &str) -> Result<V
                 f.seek(SeekFrom::Start(0))?;
                 f.read_to_string(&mut msg)
             });
-            return Err(Error::Other(format!(
-                "the VM supervisor exited ({s}): {}",
-                msg.trim()
-            )));
+            return Err(Error::SupervisorExited {
+                name: name.into(),
+                status: s,
+                log: msg.trim().into(),
+            });
         }
-        if t0.elapsed() > Duration::from_secs(120) {
-            return Err(Error::Other(format!(
-                "the VM did not start within 120 s; see {}",
-                log.display()
-            )));
+        if t0.elapsed() > START_WAIT {
+            return Err(Error::StartTimedOut {
+                name: name.into(),
+                secs: START_WAIT.as_secs(),
+                log: log.display().to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
