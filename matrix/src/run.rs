@@ -370,18 +370,32 @@ fn ssh_run<T>(
         Ok(c) => c,
         Err(e) => return SshEnd::Failed(e),
     };
-    loop {
+    let serial = vm::state::vm_dir(lab, &t.name).join("serial.log");
+    let mut polls = 0u32;
+    let end = loop {
         match child.try_wait() {
             Ok(Some(status)) => return SshEnd::Status(status.code()),
-            Ok(None) if left().is_zero() => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return SshEnd::TimedOut("while the command ran");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => return SshEnd::Failed(format!("ssh: {e}")),
+            Ok(None) => {}
         }
-    }
+        if left().is_zero() {
+            break SshEnd::TimedOut("while the command ran");
+        }
+        // A guest that panicked (or ended) does not close the connection: ssh would wait out
+        // its keepalives (~45 s) while an image's guest reboots (image VMs may reboot). The
+        // caller tells the panic from the console, checked here once a second.
+        polls += 1;
+        if polls.is_multiple_of(10) && panic_line(&serial).is_some() {
+            break SshEnd::Failed("the guest kernel panicked".into());
+        }
+        if sup.is_finished() {
+            break SshEnd::Failed("the VM ended while the command ran".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    end
 }
 
 /// The guest kernel's panic line in its console log, if it panicked.

@@ -236,6 +236,24 @@ pub fn pids_with_arg(prog: &str, needle: &str) -> Vec<u32> {
     out
 }
 
+/// Pids (other than this process) whose command line holds `needle` anywhere, e.g. a path
+/// under a VM's directory.
+pub fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if pid != std::process::id() && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// A test "bounce box" (seed 000's sepia-bounce VM): its own namespace behind a veth underlay
 /// from the test's namespace, running wireguard-go at 192.168.20.2/24 whose peer is the lab
 /// (192.168.20.1/32), with nft counters of the echo requests it receives by source.
@@ -610,8 +628,20 @@ pub struct ImageLab {
 }
 
 impl ImageLab {
-    /// A lab of its own (bridge 10.OCTET.0.1/24) whose dns forwards to `upstream`.
+    /// A lab of its own (bridge 10.OCTET.0.1/24) whose dns forwards to `upstream`; VMs `k1`
+    /// and `k2` are stopped on cleanup.
     pub fn up(c: &mut Cleanup, tag: &str, octet: u8, upstream: Option<&str>) -> ImageLab {
+        ImageLab::with_vms(c, tag, octet, upstream, &["k1", "k2"])
+    }
+
+    /// [`ImageLab::up`] whose VMs (stopped on cleanup, before the lab goes) are `vms`.
+    pub fn with_vms(
+        c: &mut Cleanup,
+        tag: &str,
+        octet: u8,
+        upstream: Option<&str>,
+        vms: &[&str],
+    ) -> ImageLab {
         let id = unique(&format!("li{tag}"));
         let root = temp_dir(c, tag);
         let mut env = labnet_env(&root);
@@ -634,7 +664,7 @@ impl ImageLab {
         let cfg = cfg.display().to_string();
         c.labnet(&["down", &id], &env);
         // LIFO: the VMs go before the lab.
-        for vm in ["k1", "k2"] {
+        for vm in vms {
             c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
         }
         let up = labnet(&["up", &id, "--config", &cfg], &env);

@@ -11,6 +11,9 @@ fn lab(c: &mut Cleanup) -> (String, Vec<(String, String)>, std::path::PathBuf) {
     (l.id, l.env, l.root)
 }
 
+/// The image test's hanging target's timeout, seconds.
+const HANG_SECS: u64 = 480;
+
 fn verdict_of<'a>(summary: &'a str, name: &str) -> &'a str {
     summary
         .lines()
@@ -230,40 +233,30 @@ fn interrupt_stops_the_running_vm_and_skips_the_rest() {
 }
 
 /// Image targets: each boots an overlay of the tests' image (see `test_image`) as a VM of the
-/// lab, waits for its sshd and runs the command over ssh; the verdict is its exit status.
-/// Nothing of either VM is left. A missing image stops the file before any VM starts.
+/// lab, waits for its sshd and runs the command over ssh; the verdict is its exit status, a
+/// TIMEOUT when the command outlives the target's timeout, a PANIC when the guest kernel
+/// panics. Every target that did not pass keeps its console; nothing of any VM is left (no
+/// state, no tap, no overlay, no process). A missing image stops the file before any VM starts.
 #[test]
 #[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn image_targets_run_over_ssh() {
     require_root();
     let mut c = Cleanup::default();
-    let (store, image) = test_image();
-    let id = unique("lg");
-    let root = temp_dir(&mut c, "lgimg");
-    let mut env = labnet_env(&root);
-    env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
-    let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"{id}\"\n[bridge]\nname = \"{id}b\"\naddress = \"10.93.0.1/24\"\n\
-             [dhcp]\nrange_start = \"10.93.0.100\"\nrange_end = \"10.93.0.150\"\n"
-        ),
-    )
-    .unwrap();
-    c.labnet(&["down", &id], &env);
-    for vm in ["img-pass", "img-fail"] {
-        c.labnet(&["vm", "stop", vm, "--lab", &id, "--timeout", "20"], &env);
-    }
-    let up = labnet(&["up", &id, "--config", cfg.to_str().unwrap()], &env);
-    assert!(up.status.success(), "{}", text(&up));
+    let targets = ["img-pass", "img-fail", "img-hang", "img-panic"];
+    let l = ImageLab::with_vms(&mut c, "g", 93, None, &targets);
+    let (_, image) = test_image();
+    let (id, env, root) = (&l.id, &l.env, &l.root);
     let file = root.join("img.toml");
+    // img-hang's timeout has room for the boot of four TCG guests at once; its command
+    // outlives it.
     std::fs::write(
         &file,
         format!(
             "[defaults]\nimage = \"{image}\"\ntimeout = 600\n\n\
              [[target]]\nname = \"img-pass\"\ncommand = \"test -d /etc && echo on $(hostname) $(uname -r)\"\n\n\
-             [[target]]\nname = \"img-fail\"\ncommand = \"echo failing; exit 3\"\n"
+             [[target]]\nname = \"img-fail\"\ncommand = \"echo failing; exit 3\"\n\n\
+             [[target]]\nname = \"img-hang\"\ncommand = \"echo hanging; sleep 3600\"\ntimeout = {HANG_SECS}\n\n\
+             [[target]]\nname = \"img-panic\"\ncommand = \"echo crashing; sleep 1; echo c > /proc/sysrq-trigger; sleep 3600\"\n"
         ),
     )
     .unwrap();
@@ -271,7 +264,7 @@ fn image_targets_run_over_ssh() {
     let out = run(Command::new("timeout")
         .arg("1200")
         .arg(labnet_bin())
-        .args(["test", file.to_str().unwrap(), "--lab", &id, "--jobs", "2"])
+        .args(["test", file.to_str().unwrap(), "--lab", id, "--jobs", "4"])
         .arg("--logs")
         .arg(&logs)
         .envs(env.iter().cloned()));
@@ -280,31 +273,55 @@ fn image_targets_run_over_ssh() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(verdict_of(&summary, "img-pass"), "PASS", "{summary}");
     assert_eq!(verdict_of(&summary, "img-fail"), "FAIL", "{summary}");
+    assert_eq!(verdict_of(&summary, "img-hang"), "TIMEOUT", "{summary}");
+    assert_eq!(verdict_of(&summary, "img-panic"), "PANIC", "{summary}");
     assert!(summary.contains("exit status 3"), "{summary}");
-    // The commands ran in the image's VMs, over ssh.
-    let pass_out = std::fs::read_to_string(logs.join("img-pass.out")).unwrap();
-    assert!(pass_out.starts_with("on img-pass "), "{pass_out}");
-    assert_eq!(
-        std::fs::read_to_string(logs.join("img-fail.out"))
-            .unwrap()
-            .trim_end(),
-        "failing"
+    assert!(
+        summary.contains(&format!(
+            "timed out after {HANG_SECS} s while the command ran"
+        )),
+        "{summary}"
     );
-    assert!(logs.join("img-fail.console.log").is_file());
+    assert!(
+        summary.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{summary}"
+    );
+    // The commands ran in the image's VMs, over ssh.
+    let read = |f: &str| std::fs::read_to_string(logs.join(f)).unwrap_or_default();
+    let pass_out = read("img-pass.out");
+    assert!(pass_out.starts_with("on img-pass "), "{pass_out}");
+    assert_eq!(read("img-fail.out").trim_end(), "failing");
+    assert_eq!(read("img-hang.out").trim_end(), "hanging");
+    assert_eq!(read("img-panic.out").trim_end(), "crashing");
+    // The consoles of those that did not pass are kept (a quiet boot may have written
+    // little to a console but the panic).
     assert!(!logs.join("img-pass.console.log").exists());
+    for t in ["img-fail", "img-hang", "img-panic"] {
+        assert!(logs.join(format!("{t}.console.log")).is_file(), "{t}");
+    }
+    let con = read("img-panic.console.log");
+    assert!(
+        con.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{con}"
+    );
 
-    // Nothing left: no VM, no tap, no overlay.
-    let list = labnet(&["vm", "list", &id, "--json"], &env);
+    // Nothing left: no VM, no VM state, no tap, no overlay, no process of a VM (QEMU, ssh).
+    let list = l.labnet(&["vm", "list", id, "--json"]);
     assert!(list.status.success(), "{}", text(&list));
     let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(vms.as_array().map(|a| a.len()), Some(0), "{vms}");
-    let links = sh(&format!("ip -n {id} -o link show"));
-    assert!(!links.contains("tap-"), "tap left behind: {links}");
+    for t in targets {
+        assert!(!l.vm_dir(t).exists(), "{} left", l.vm_dir(t).display());
+    }
+    assert_eq!(l.taps(), Vec::<String>::new(), "tap left behind");
     let left = sh(&format!(
         "find {} -name '*.qcow2' 2>/dev/null",
         root.display()
     ));
     assert!(left.trim().is_empty(), "overlay left behind: {left}");
+    let vms_dir = root.join("run").join(id).join("vms").display().to_string();
+    let procs = pids_mentioning(&vms_dir);
+    assert!(procs.is_empty(), "processes of the VMs left: {procs:?}");
 
     // A missing image: exit 2 before any VM, the target and key named.
     std::fs::write(
@@ -312,7 +329,7 @@ fn image_targets_run_over_ssh() {
         "[[target]]\nname = \"noimg\"\nimage = \"no-such-image\"\ncommand = \"true\"\n",
     )
     .unwrap();
-    let out = labnet(&["test", file.to_str().unwrap(), "--lab", &id], &env);
+    let out = l.labnet(&["test", file.to_str().unwrap(), "--lab", id]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("target noimg: image"),

@@ -231,56 +231,13 @@ fn path_fail_and_restore_in_the_guest() {
 fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
     require_root();
     let mut c = Cleanup::default();
-    let (store, image) = test_image();
-    let id = unique("lm");
-    let root = temp_dir(&mut c, "mpimg");
-    let mut env = labnet_env(&root);
-    env.push(("LABNET_IMAGE_DIR".into(), store.display().to_string()));
-    let cfg = root.join("lab.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"{id}\"\n[bridge]\nname = \"{id}br\"\naddress = \"10.81.0.1/24\"\n\
-             [dhcp]\nrange_start = \"10.81.0.100\"\nrange_end = \"10.81.0.150\"\n"
-        ),
-    )
-    .unwrap();
-    c.labnet(&["down", &id], &env);
-    c.labnet(&["vm", "stop", "mi", "--lab", &id, "--timeout", "20"], &env);
-    let l = Lab { id, env, root };
-    let up = l.labnet(&["up", &l.id, "--config", cfg.to_str().unwrap()]);
-    assert!(up.status.success(), "{}", text(&up));
+    let l = ImageLab::with_vms(&mut c, "mp", 81, None, &["mi"]);
     let disk = l.root.join("mp.raw");
     let mut data = MARKER.as_bytes().to_vec();
     data.resize(8 << 20, 0);
     std::fs::write(&disk, &data).unwrap();
-    let start = l.labnet(&[
-        "vm",
-        "start",
-        "--image",
-        &image,
-        "--name",
-        "mi",
-        "--multipath",
-        disk.to_str().unwrap(),
-        "--timeout",
-        "900",
-        "--daemonize",
-    ]);
-    assert!(start.status.success(), "{}", text(&start));
-    let w = run(Command::new("timeout")
-        .arg("330")
-        .arg(labnet_bin())
-        .args([
-            "vm", "ssh", "mi", "--wait", "300", "--lab", &l.id, "--", "true",
-        ])
-        .envs(l.env.iter().cloned()));
-    assert!(w.status.success(), "vm ssh --wait: {}", text(&w));
-    let ssh = |script: &str| {
-        let o = l.labnet(&["vm", "ssh", "mi", "--", script]);
-        assert!(o.status.success(), "{script}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    l.boot_with("mi", 900, &["--multipath", disk.to_str().unwrap()]);
+    let ssh = |script: &str| l.ssh("mi", script);
     // Multipath every disk (Debian's default waits for a second path *and* a known WWID).
     ssh("printf 'defaults {\\n  find_multipaths no\\n  user_friendly_names yes\\n}\\n' > /etc/multipath.conf && \
          systemctl restart multipathd && sleep 2 && multipath -r >/dev/null");
@@ -320,7 +277,7 @@ fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
         .unwrap_or_else(|| panic!("no device on target 0: {ll}"))
         .to_string();
 
-    let f = l.labnet(&["vm", "path", "mi", "fail", "path1"]);
+    let f = l.vm(&["path", "mi", "fail", "path1"]);
     assert!(f.status.success(), "{}", text(&f));
     let ll = wait_paths(&[1]);
     assert!(!ll.contains(&format!(" {path1_dev} ")), "{ll}");
@@ -331,9 +288,9 @@ fn multipath_ll_follows_fail_and_restore_in_the_distro_image() {
     ));
     assert_eq!(read, MARKER, "read through {dm}");
 
-    let r = l.labnet(&["vm", "path", "mi", "restore", "path1"]);
+    let r = l.vm(&["path", "mi", "restore", "path1"]);
     assert!(r.status.success(), "{}", text(&r));
     wait_paths(&[0, 1]);
-    let stop = l.labnet(&["vm", "stop", "mi", "--timeout", "30"]);
+    let stop = l.vm(&["stop", "mi", "--timeout", "30"]);
     assert!(stop.status.success(), "{}", text(&stop));
 }
