@@ -49,6 +49,10 @@ pub struct Options {
     /// Run mode: write the command's output to this file instead of stdout (`labnet test`
     /// runs several VMs at once, each with its own output).
     pub run_output: Option<PathBuf>,
+    /// The caller handles SIGINT/SIGTERM/SIGHUP and stops the VM itself (`labnet test` runs
+    /// VMs on threads of one process): the supervisor then leaves the signal mask alone and
+    /// does not wait for them, so no supervising thread takes the caller's Ctrl-C.
+    pub caller_handles_signals: bool,
 }
 
 impl Options {
@@ -81,6 +85,7 @@ impl Options {
             image: None,
             gdb: false,
             run_output: None,
+            caller_handles_signals: false,
         }
     }
 }
@@ -107,4 +112,5 @@ pub struct Prepared {
     /// One line: which transport the shares use (virtiofs or 9p, and why); also in `notes`.
     pub shares_line: Option<String>,
     pub run_output: Option<PathBuf>,
+    pub caller_handles_signals: bool,
 }

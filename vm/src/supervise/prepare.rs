@@ -171,6 +171,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         image: o.image.clone(),
         shares_line,
         run_output: o.run_output.clone(),
+        caller_handles_signals: o.caller_handles_signals,
     })
 }
 
