@@ -5,12 +5,13 @@
 #   labnet  `labnet vm run --kernel .../bzImage -- true` (PVH: the vmlinux beside it)
 #   vng     `vng -r <tree>/arch/x86/boot/bzImage --disable-kvm -- true`
 #   bare    `qemu-system-x86_64 -M microvm -kernel vmlinux` + a one-line busybox init (the floor)
-#   bare-lc the same floor with labnet's kernel command line for PVH under TCG (noapictimer,
-#           lpj=): labnet's own cost over QEMU + kernel, with the boot shortcuts taken out
+#   bare-lc the same floor with labnet's kernel command line for PVH under TCG (pci=off,
+#           no_timer_check, noapictimer, lpj=): labnet's own cost over QEMU + kernel, with the
+#           boot shortcuts taken out
 # Needs root, a built labnet, QEMU, busybox-static and vng (pip install virtme-ng).
 #   N=5 VNG=/path/to/vng bench/source-kernel.sh
 # LABNET_BEFORE=/path/to/older/labnet adds that build as one more variant (before/after in
-# one run).
+# one run), booting KDIR_BEFORE (default: KDIR) when the kernel changed too.
 set -u
 N=${N:-5}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -53,7 +54,7 @@ labnet_once() {
 }
 labnet_before_once() {
 	local s=$(ms)
-	timeout 120 "$LABNET_BEFORE" vm run --lab "$LAB" --name lkb --kernel "$KDIR/bzImage" -- true </dev/null >/dev/null 2>"$ROOT/labnet.err" \
+	timeout 120 "$LABNET_BEFORE" vm run --lab "$LAB" --name lkb --kernel "${KDIR_BEFORE:-$KDIR}/bzImage" -- true </dev/null >/dev/null 2>"$ROOT/labnet.err" \
 		|| { echo "labnet (before) vm run failed" >&2; cat "$ROOT/labnet.err" >&2; }
 	add labnet-before $(( $(ms) - s ))
 }
@@ -78,16 +79,17 @@ bare_lc_once() {
 	local s=$(ms)
 	timeout 120 qemu-system-x86_64 -M microvm,acpi=off,ioapic2=off -accel tcg -m 1G -smp 2 -nodefaults -no-user-config \
 		-display none -no-reboot -serial null -kernel "$KDIR/vmlinux" -initrd "$ROOT/bare.cpio" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=3 tsc_early_khz=2000000 reboot=t noapictimer lpj=$((2000000000 / HZ))" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=3 tsc_early_khz=2000000 reboot=t pci=off no_timer_check noapictimer lpj=$((2000000000 / HZ))" \
 		</dev/null >/dev/null 2>&1 || echo "bare-lc qemu failed" >&2
 	add bare-lc $(( $(ms) - s ))
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$N"); do
 	labnet_once; [ -n "${LABNET_BEFORE:-}" ] && labnet_before_once; vng_once; bare_once; bare_lc_once
 done
 
-echo "N=$N, $(nproc) cores, load average after: $(cut -d' ' -f1-3 /proc/loadavg); kernel $KDIR"
+echo "N=$N, $(nproc) cores, load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg); kernel $KDIR${LABNET_BEFORE:+, before: ${KDIR_BEFORE:-$KDIR}}"
 echo "vng exit codes: $(sort "$ROOT/vng.rcs" | uniq -c | tr '\n' ' ')"
 echo "vng last output: $(tail -c 300 "$ROOT/vng.out" | tr '\n' ' ')"
 printf "%-8s %8s %8s %8s   %s\n" variant median min max "all (ms)"

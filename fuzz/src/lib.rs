@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("invitation", invitation),
     ("wg_quick", wg_quick),
     ("kernel", kernel),
+    ("lease_log", lease_log),
 ];
 
 /// The function of target `name`.
@@ -297,6 +298,32 @@ pub fn kernel(data: &[u8]) {
     }
     let _ = vm::kernel::has_pvh_note(data);
     let _ = vm::initramfs::elf_is_dynamic(data);
+}
+
+/// A lab's lease log as `labnet leases` and a starting dhcpd read it (a damaged disk can
+/// hold anything): skipped lines are named in order and lie inside the data, and every
+/// record read writes back as a line that reads as the same record.
+pub fn lease_log(data: &[u8]) {
+    use model::lease;
+    let Ok(p) = lease::parse_log(data) else {
+        return;
+    };
+    let len = lease::data_len(data);
+    let mut last_line = 1;
+    for b in &p.bad {
+        assert!(b.line > last_line, "line numbers increase: {b:?}");
+        assert!(
+            b.start < b.end && b.end <= len,
+            "{b:?} inside the data ({len})"
+        );
+        last_line = b.line;
+    }
+    for r in &p.records {
+        let line = lease::encode_record(r);
+        let again = lease::parse_record(line.trim_end_matches('\n').as_bytes())
+            .unwrap_or_else(|e| panic!("{line:?} does not read back: {e}"));
+        assert_eq!(&again, r);
+    }
 }
 
 #[cfg(test)]

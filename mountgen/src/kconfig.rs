@@ -45,7 +45,7 @@ const fn opt(name: &'static str, part: Part, required: bool) -> Opt {
     }
 }
 
-/// The `--vm` part, all built in. Besides the devices QEMU gives a labnet guest, it holds what
+/// The `--vm` part, all built in (a leading `-`: is not set, as in [`CEPH`]). Besides the devices QEMU gives a labnet guest, it holds what
 /// the options' dependencies need on a `tinyconfig` base (64BIT, PCI, HYPERVISOR_GUEST, ...),
 /// and what virtme-ng's init needs to boot the same kernel (overlayfs, ptys, inotify, ...).
 const VM: &[(&str, bool)] = &[
@@ -75,6 +75,9 @@ const VM: &[(&str, bool)] = &[
     ("CONFIG_PCI", true),
     ("CONFIG_TTY", true),
     ("CONFIG_UNIX98_PTYS", false),
+    // Boot time: the 256 BSD pty pairs pty_init registers cost ~0.15 s of a TCG boot
+    // (initcall_debug, bench/RESULTS.md); the guest's ptys are UNIX98 ones (devpts).
+    ("-CONFIG_LEGACY_PTYS", false),
     ("CONFIG_SERIAL_8250", true),
     ("CONFIG_SERIAL_8250_CONSOLE", true),
     ("CONFIG_VIRTIO_MENU", true),
@@ -158,18 +161,20 @@ const CEPH: &[(&str, bool)] = &[
 
 /// The fragment's options: the `--vm` part (when `vm`) and the Ceph part.
 pub fn options(build: CephBuild, vm: bool) -> Vec<Opt> {
+    // A leading `-` means "is not set".
+    let entry = |n: &'static str, part, r| match n.strip_prefix('-') {
+        Some(n) => Opt {
+            value: "n",
+            ..opt(n, part, r)
+        },
+        None => opt(n, part, r),
+    };
     let mut v = Vec::new();
     if vm {
-        v.extend(VM.iter().map(|&(n, r)| opt(n, Part::Vm, r)));
+        v.extend(VM.iter().map(|&(n, r)| entry(n, Part::Vm, r)));
     }
     for &(n, r) in CEPH {
-        let mut o = match n.strip_prefix('-') {
-            Some(n) => Opt {
-                value: "n",
-                ..opt(n, Part::Ceph, r)
-            },
-            None => opt(n, Part::Ceph, r),
-        };
+        let mut o = entry(n, Part::Ceph, r);
         if build == CephBuild::Modules && matches!(n, "CONFIG_CEPH_LIB" | "CONFIG_CEPH_FS") {
             o.value = "m";
         }

@@ -196,6 +196,7 @@ fn source_kernel_is_built_with_the_fragment() {
         "CONFIG_VIRTIO_FS=y",
         "CONFIG_FW_CFG_SYSFS=y",
         "CONFIG_KEXEC=y",
+        "# CONFIG_LEGACY_PTYS is not set",
     ] {
         assert!(
             config.lines().any(|l| l == want),

@@ -1,5 +1,6 @@
 //! The supervision loop: waits for QEMU, turns stop signals and a vanished lab into a
 //! graceful stop, enforces --timeout, streams `vm run` output.
+use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ pub(super) fn supervise(
     }
     let mut stop_started: Option<Instant> = None;
     let mut marker_seen_at: Option<Instant> = None;
+    let mut killed_after_marker = false;
     let mut last_lab_check = Instant::now();
     let mut timed_out = false;
     let mut out: Box<dyn std::io::Write> = match &p.run_output {
@@ -59,9 +61,14 @@ pub(super) fn supervise(
             }
             let mut timings = std::mem::take(&mut tail.timings);
             timings.qemu_exit = Some(p.started.elapsed());
+            let exit = if killed_after_marker && s.signal() == Some(libc::SIGKILL) {
+                "qemu stopped by labnet after the command ended".to_string()
+            } else {
+                format!("qemu {s}")
+            };
             return Ok(Outcome {
                 rc: tail.rc,
-                exit: format!("qemu {s}"),
+                exit,
                 timed_out,
                 timings,
                 reached_command: tail.begun,
@@ -97,10 +104,21 @@ pub(super) fn supervise(
                 marker_seen_at = Some(Instant::now());
                 // The command ended and the init synced before saying so; an initramfs guest
                 // has nothing else to flush, so QEMU may end now rather than after the guest's
-                // own reset (SIGTERM: QEMU exits 0, like its QMP `quit`).
+                // own reset. With no disk either (only the initramfs and shares, whose writes
+                // the sync already handed to the host), SIGKILL: QEMU's orderly exit on
+                // SIGTERM (like its QMP `quit`) took 30-250 ms more (bench/RESULTS.md); a
+                // disk's image (qcow2 metadata) gets that orderly close.
                 if p.generated_initramfs {
+                    let disks = spec.drive.is_some() || spec.multipath.is_some();
+                    // (the user's own QEMU arguments may hold a disk too)
+                    let sig = if !disks && spec.extra.is_empty() {
+                        killed_after_marker = true;
+                        libc::SIGKILL
+                    } else {
+                        libc::SIGTERM
+                    };
                     // SAFETY: kill(2) on our own unreaped child's pid: it cannot be reused.
-                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
                 }
             }
         }
