@@ -879,11 +879,8 @@ fn proxy(ctx: &Ctx, a: ProxyArgs) -> Result<()> {
     use std::io::{Read, Write};
     let lab = ctx.lab_name(None)?;
     let ip = vm_ip(&lab, &a.name, 30)?;
-    let nsp = netns::paths::netns_path(&lab);
-    let ns = std::fs::File::open(&nsp)
-        .with_context(|| format!("lab {lab} is not up ({})", nsp.display()))?;
     // This thread enters the lab; the socket it opens lives there.
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+    model::netns::enter(&lab).with_context(|| format!("lab {lab} is not up"))?;
     let sock =
         std::net::TcpStream::connect((ip, a.port)).with_context(|| format!("{ip}:{}", a.port))?;
     let mut up = sock.try_clone()?;
