@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: the built `labnet` binary, unique names, and guards
 //! that remove namespaces, links and processes a test made, even when it fails.
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -7,6 +7,8 @@
 //!  dnsmasq 10.77.0.2/29 ──veth── 10.77.0.1/29   BR 192.168.77.1/24 ──veth── 192.168.77.50/24
 //!                                               labnet dns :53                dig / raw sockets
 //! ```
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -126,7 +126,13 @@ pub fn launch(
     daemons.stop();
     let _ = tap::delete(&p.lab, &spec.tap);
     crate::ssh::close_master(&p.lab, &st);
-    for f in ["console.sock", "qmp.sock", "qemu.pid", "gdb.sock"] {
+    for f in [
+        "console.sock",
+        "qmp.sock",
+        "qemu.pid",
+        "gdb.sock",
+        "kgdb.sock",
+    ] {
         let _ = std::fs::remove_file(spec.dir.join(f));
     }
     if p.image.is_some() {

@@ -46,6 +46,9 @@ pub struct Options {
     pub image: Option<crate::image_boot::ImageBoot>,
     /// `--gdb`: QEMU's gdbstub on a unix socket in the VM's dir, and `nokaslr`.
     pub gdb: bool,
+    /// `--kgdb`: a second serial line for the kernel's KGDB (`kgdboc=ttyS1`) on a unix
+    /// socket in the VM's dir, and `nokaslr`.
+    pub kgdb: bool,
     /// Run mode: write the command's output to this file instead of stdout (`labnet test`
     /// runs several VMs at once, each with its own output).
     pub run_output: Option<PathBuf>,
@@ -84,6 +87,7 @@ impl Options {
             ephemeral: false,
             image: None,
             gdb: false,
+            kgdb: false,
             run_output: None,
             caller_handles_signals: false,
         }
