@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pvh: false,
         allow_reboot: false,
         gdb: false,
+        kgdb: false,
     };
     println!("mac {}\ntap {}", spec.mac, spec.tap);
     println!("--- /init\n{init}");
