@@ -12,7 +12,7 @@ pub mod twohosts;
 
 pub use testkit::{
     in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
-    wait_ready,
+    wait_ready, wait_until,
 };
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).
