@@ -80,24 +80,28 @@ impl ServerConfig {
         }
     }
 
-    pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.mask())
-    }
-
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix.min(32))
+    /// The served subnet: our address and its prefix (the CIDR arithmetic is the model's).
+    pub fn subnet(&self) -> model::Ipv4Cidr {
+        model::Ipv4Cidr {
+            addr: self.server_ip,
+            prefix: self.prefix,
         }
     }
 
+    pub fn netmask(&self) -> Ipv4Addr {
+        self.subnet().netmask()
+    }
+
+    pub fn mask(&self) -> u32 {
+        self.subnet().mask()
+    }
+
     pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.server_ip) | !self.mask())
+        self.subnet().broadcast()
     }
 
     pub fn in_subnet(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.server_ip) & self.mask()
+        self.subnet().contains(ip)
     }
 
     pub fn in_pool(&self, ip: Ipv4Addr) -> bool {

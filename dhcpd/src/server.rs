@@ -49,25 +49,23 @@ pub fn bind_socket(interface: &str, port: u16) -> Result<StdUdp, Error> {
     Ok(s.into())
 }
 
+// <linux/sockios.h>: SIOCGIFMTU reads into a struct ifreq (a "bad" ioctl: not an _IOR number).
+nix::ioctl_read_bad!(siocgifmtu, libc::SIOCGIFMTU, libc::ifreq);
+
 /// The interface's MTU (SIOCGIFMTU), for option 26.
 pub fn interface_mtu(sock: &impl AsRawFd, interface: &str) -> Option<u16> {
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        mtu: libc::c_int,
-        _pad: [u8; 20],
+    // SAFETY: struct ifreq is plain data (a name and a union of integers and addresses), so
+    // all zeroes is a valid value.
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.bytes().take(libc::IFNAMSIZ - 1);
+    for (d, s) in r.ifr_name.iter_mut().zip(name) {
+        *d = s as libc::c_char;
     }
-    let mut r = IfReq {
-        name: [0; 16],
-        mtu: 0,
-        _pad: [0; 20],
-    };
-    let n = interface.len().min(15);
-    r.name[..n].copy_from_slice(&interface.as_bytes()[..n]);
-    const SIOCGIFMTU: libc::c_ulong = 0x8921;
-    // SAFETY: IfReq has the layout of struct ifreq (40 bytes) and lives for the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFMTU as _, &mut r as *mut IfReq) };
-    (rc == 0 && r.mtu > 0 && r.mtu <= u16::MAX as i32).then_some(r.mtu as u16)
+    // SAFETY: `r` is a struct ifreq that lives for the call; SIOCGIFMTU fills its ifru_mtu.
+    unsafe { siocgifmtu(sock.as_raw_fd(), &mut r) }.ok()?;
+    // SAFETY: SIOCGIFMTU succeeded, so the union holds the MTU.
+    let mtu = unsafe { r.ifr_ifru.ifru_mtu };
+    u16::try_from(mtu).ok().filter(|m| *m > 0)
 }
 
 impl Server {

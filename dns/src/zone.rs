@@ -31,11 +31,11 @@ pub fn reverse_zones(addr: Ipv4Addr, prefix: u8) -> Vec<Name> {
     let prefix = prefix.clamp(1, 32) as u32;
     let zone_bits = prefix.div_ceil(8).clamp(1, 3) * 8;
     let mask = |bits: u32| {
-        if bits == 0 {
-            0
-        } else {
-            u32::MAX << (32 - bits)
+        model::Ipv4Cidr {
+            addr,
+            prefix: bits as u8,
         }
+        .mask()
     };
     let (base, count) = if prefix <= zone_bits {
         (u32::from(addr) & mask(prefix), 1u32 << (zone_bits - prefix))

@@ -102,7 +102,7 @@ pub fn build(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Image> {
     }
     check_space(&images, TREE_MIB + DISK_MIB.min(o.size_bytes >> 20))?;
     if !cached {
-        check_space(tarball.parent().unwrap(), TARBALL_MIB)?;
+        check_space(tarball.parent().unwrap_or(&images), TARBALL_MIB)?;
     }
 
     let tarball = root_tarball(&recipe, say)?;
@@ -130,7 +130,7 @@ pub fn build(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Image> {
         let host_key = host_key(&keygen, &root, &build, &o.name)?;
         if let Some(k) = &o.kmount {
             let dst = root.join("usr/local/bin/kmount");
-            std::fs::create_dir_all(dst.parent().unwrap()).map_err(|e| Error::io(&dst, e))?;
+            std::fs::create_dir_all(root.join("usr/local/bin")).map_err(|e| Error::io(&dst, e))?;
             std::fs::copy(k, &dst).map_err(|e| Error::io(&dst, e))?;
             set_mode(&dst, 0o755)?;
         }
@@ -233,7 +233,9 @@ fn check_space(dir: &Path, need_mib: u64) -> Result<()> {
 /// lock, so parallel builds of one recipe wait for each other instead of racing).
 fn root_tarball(recipe: &Recipe, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let tarball = recipe.tarball();
-    let dir = tarball.parent().unwrap();
+    let dir = tarball
+        .parent()
+        .expect("the root tarball is a file in the cache dir");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let _lock = lock(&tarball.with_extension("lock"))?;
     if tarball.exists() {
@@ -263,7 +265,7 @@ fn root_tarball(recipe: &Recipe, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         .map_err(|e| Error::io("mmdebstrap", e))?;
     // Its "I:" progress lines go on; the tail is kept for the error.
     let mut tail: Vec<String> = vec![];
-    for line in BufReader::new(child.stderr.take().unwrap())
+    for line in BufReader::new(child.stderr.take().expect("stderr is piped"))
         .lines()
         .map_while(|l| l.ok())
     {

@@ -9,6 +9,7 @@
 //!   → `mkfs.ext4 -d` → qcow2; no loop mount, no chroot on the host;
 //! - [`store`]: the image directory (`/var/lib/labnet/images/NAME`: disk, kernel, initrd,
 //!   manifest.json), list and rm.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 pub mod build;
 pub mod guest;
 pub mod recipe;

@@ -92,7 +92,9 @@ const GDB_HELP: &str = "\
 Examples:
   labnet vm start --name k1 --kernel arch/x86/boot/bzImage --gdb --daemonize
   labnet vm gdb k1
-  labnet vm gdb k1 -- -batch -ex 'info registers rip' -ex detach";
+  labnet vm gdb k1 -- -batch -ex 'info registers rip' -ex detach
+  labnet vm start --name k2 --kernel arch/x86/boot/bzImage --kgdb --append kgdbwait --daemonize
+  labnet vm gdb k2 --kgdb      # the guest's KGDB; SysRq-G in the guest enters it again";
 
 const RUN_HELP: &str = "\
 Exit status:
@@ -203,6 +205,11 @@ pub struct BootArgs {
     /// QEMU's gdbstub on a unix socket in the VM's dir (`labnet vm gdb NAME`), and nokaslr.
     #[arg(long)]
     pub gdb: bool,
+    /// A second serial line (the guest's ttyS1) on a unix socket in the VM's dir for the
+    /// kernel's KGDB: `kgdboc=ttyS1` and nokaslr (`labnet vm gdb NAME --kgdb`; the guest
+    /// enters KGDB on SysRq-G, or at boot with `--append kgdbwait`).
+    #[arg(long)]
+    pub kgdb: bool,
     /// One image seen through two SCSI paths (same serial/wwn), for dm-multipath tests.
     #[arg(long)]
     pub multipath: Option<PathBuf>,
@@ -356,6 +363,10 @@ pub struct RmArgs {
 pub struct GdbArgs {
     /// The VM's name.
     pub name: String,
+    /// Connect to the guest kernel's KGDB (a VM started with --kgdb) instead of QEMU's
+    /// gdbstub.
+    #[arg(long)]
+    pub kgdb: bool,
     /// Arguments for gdb, after its own (e.g. -batch -ex 'bt').
     #[arg(last = true)]
     pub gdb_args: Vec<String>,
@@ -443,6 +454,7 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
         .chain(b.shares_ro.iter().map(|s| Share::parse_readonly(s)))
         .collect::<Result<_, _>>()?;
     o.gdb = b.gdb;
+    o.kgdb = b.kgdb;
     o.multipath = b.multipath.clone();
     o.modules = b.modules.clone();
     o.extra_modules = b.extra_modules.clone();
@@ -651,7 +663,7 @@ fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
 
 fn gdb(ctx: &Ctx, a: GdbArgs) -> Result<()> {
     let st = vm::manage::load(&ctx.lab_name(None)?, &a.name)?;
-    let t = vm::gdb::target(&st)?;
+    let t = vm::gdb::target(&st, a.kgdb)?;
     let gdb = vm::which("gdb").ok_or_else(|| vm::Error::MissingProgram {
         program: "gdb".into(),
         hint: " in PATH (apt-get install gdb)".into(),
@@ -867,11 +879,8 @@ fn proxy(ctx: &Ctx, a: ProxyArgs) -> Result<()> {
     use std::io::{Read, Write};
     let lab = ctx.lab_name(None)?;
     let ip = vm_ip(&lab, &a.name, 30)?;
-    let nsp = netns::paths::netns_path(&lab);
-    let ns = std::fs::File::open(&nsp)
-        .with_context(|| format!("lab {lab} is not up ({})", nsp.display()))?;
     // This thread enters the lab; the socket it opens lives there.
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+    model::netns::enter(&lab).with_context(|| format!("lab {lab} is not up"))?;
     let sock =
         std::net::TcpStream::connect((ip, a.port)).with_context(|| format!("{ip}:{}", a.port))?;
     let mut up = sock.try_clone()?;

@@ -178,14 +178,9 @@ fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
 /// CAP_NET_ADMIN is in this process's effective set (/proc/self/status CapEff).
 pub fn has_net_admin() -> bool {
     const CAP_NET_ADMIN: u32 = 12;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .is_ok_and(|st| st.capeff & (1 << CAP_NET_ADMIN) != 0)
 }
 
 /// Fails up front, before anything is read or locked, when `what` needs root and this

@@ -89,6 +89,7 @@ pub fn run_target(
     let out = output_file(logs, &t.name);
     let lab = o.lab.clone();
     let mut o = o;
+    o.caller_handles_signals = true;
     o.run_output = Some(out.clone());
     o.ephemeral = false;
     let mut launched = false;
@@ -204,6 +205,7 @@ fn run_image_target(
     let out = output_file(logs, &t.name);
     let lab = o.lab.clone();
     let mut o = o;
+    o.caller_handles_signals = true;
     o.ephemeral = false;
     let mut r = TargetResult {
         name: t.name.clone(),

@@ -51,12 +51,11 @@ impl Ipv4Cidr {
         let prefix: u8 = p.trim().parse().ok()?;
         (prefix <= 32).then_some(Ipv4Cidr { addr, prefix })
     }
+    /// The netmask as a number; a prefix over 32 (the fields are public) counts as 32.
     pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        }
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0)
     }
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())
@@ -1762,5 +1761,30 @@ mod tests {
             "lab.toml: peering.endpoint: expected HOST:PORT where peers reach this lab, got \"10.0.0.1\""
         );
         assert!(lab("[peering]\nport = 1\n").contains("unknown field `port`"));
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::Ipv4Cidr;
+    use std::net::Ipv4Addr;
+
+    /// The one CIDR arithmetic dhcpd, dns and netns use: the edges of the prefix range.
+    #[test]
+    fn masks_at_the_edges() {
+        let c = |prefix| Ipv4Cidr {
+            addr: Ipv4Addr::new(192, 168, 7, 9),
+            prefix,
+        };
+        assert_eq!(c(0).mask(), 0);
+        assert!(c(0).contains(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c(1).netmask(), Ipv4Addr::new(128, 0, 0, 0));
+        assert_eq!(c(24).netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(c(24).network(), Ipv4Addr::new(192, 168, 7, 0));
+        assert_eq!(c(24).broadcast(), Ipv4Addr::new(192, 168, 7, 255));
+        assert_eq!(c(32).mask(), u32::MAX);
+        assert!(!c(32).contains(Ipv4Addr::new(192, 168, 7, 8)));
+        // Public fields can hold more than 32: read as /32, not a shift overflow.
+        assert_eq!(c(40).mask(), u32::MAX);
     }
 }

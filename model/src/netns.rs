@@ -10,6 +10,12 @@ use crate::{paths, Error};
 /// calling thread, and threads made later inherit it.
 pub fn enter_path(path: &Path) -> Result<(), Error> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    enter_file(&f, path)
+}
+
+/// [`enter_path`] for a namespace file already open (`path` names it in the error), e.g.
+/// opened by a parent thread before it starts the one that moves.
+pub fn enter_file(f: &std::fs::File, path: &Path) -> Result<(), Error> {
     // SAFETY: setns(2) takes an fd that `f` keeps open for the call and a flag; no memory.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(Error::Setns {

@@ -37,9 +37,12 @@ pub fn reservations_dir(lab: &str) -> PathBuf {
     lab_run_dir(lab).join("reservations")
 }
 
+/// Where named network namespaces are bind-mounted, as `ip netns` does.
+pub const NETNS_DIR: &str = "/run/netns";
+
 /// The network namespace's bind mount, as `ip netns` makes it.
 pub fn netns_path(lab: &str) -> PathBuf {
-    PathBuf::from("/run/netns").join(lab)
+    PathBuf::from(NETNS_DIR).join(lab)
 }
 
 /// Replaces `path` atomically: writes a hidden sibling temp file, optionally fsyncs it, and

@@ -57,14 +57,9 @@ pub fn stop(pid: Option<u32>, exe: &str) {
 /// Whether `pid` catches SIGHUP (bit 0 of SigCgt in /proc/PID/status): a daemon that reloads
 /// its config on SIGHUP rather than dying of it.
 fn catches_sighup(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        })
-        .is_some_and(|mask| mask & 1 == 1)
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .is_ok_and(|st| st.sigcgt & 1 == 1)
 }
 
 /// Has the running daemon `d` (`pid`) read its config again: SIGHUP when it reloads on it,
@@ -81,4 +76,32 @@ pub fn reload(lab: &str, d: &DaemonSpec, pid: Option<u32>) -> Result<u32, Error>
     }
     stop(pid, &exe);
     start(lab, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SigCgt tells a shell with a HUP trap (reloads) from a plain sleep (dies of it).
+    #[test]
+    fn catches_sighup_reads_the_caught_mask() {
+        let mut trapping = std::process::Command::new("sh")
+            .args(["-c", "trap 'echo hup' HUP; while :; do sleep 0.1; done"])
+            .spawn()
+            .unwrap();
+        let mut plain = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = trapping.id();
+        testkit::wait_for("the shell's HUP trap", Duration::from_secs(10), || {
+            catches_sighup(pid)
+        });
+        assert!(!catches_sighup(plain.id()));
+        for c in [&mut trapping, &mut plain] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(!catches_sighup(pid), "a reaped process catches nothing");
+    }
 }

@@ -2,18 +2,13 @@
 //! thread unshares its network namespace and bind-mounts `/proc/thread-self/ns/net` onto
 //! `/run/netns/NAME`; the namespace lives on through that mount after the thread ends.
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::{unshare, CloneFlags};
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::paths::{netns_path, NETNS_DIR as NETNS_RUN_DIR};
 use crate::Error;
-
-pub const NETNS_RUN_DIR: &str = "/run/netns";
-
-pub fn netns_path(name: &str) -> PathBuf {
-    Path::new(NETNS_RUN_DIR).join(name)
-}
 
 /// True when /run/netns/NAME exists and is a namespace mount (not a stale empty file).
 pub fn netns_exists(name: &str) -> bool {
@@ -29,11 +24,13 @@ pub fn netns_exists(name: &str) -> bool {
     }
 }
 
+// <linux/nsfs.h>: NS_GET_NSTYPE = _IO(0xb7, 0x3); returns the namespace's CLONE_NEW* type.
+nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+
 fn is_netns_fd(f: &File) -> bool {
-    // NS_GET_NSTYPE = _IO(0xb7, 0x3)
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `f` keeps open.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), 0xb703 as _) };
-    r == libc::CLONE_NEWNET
+    let r = unsafe { ns_get_nstype(std::os::fd::AsRawFd::as_raw_fd(f)) };
+    r == Ok(libc::CLONE_NEWNET)
 }
 
 /// Makes /run/netns a shared mount point (as iproute2 does) so namespaces created here are
@@ -118,19 +115,24 @@ pub fn in_netns<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     let file = match ns {
-        Some(n) => Some(File::open(netns_path(n)).map_err(|e| Error::io(netns_path(n), e))?),
+        Some(n) => {
+            let path = netns_path(n);
+            let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            Some((f, path))
+        }
         // Already there (the usual case: labnet's main thread never changes namespace):
         // no thread to start.
         None if same_netns("/proc/thread-self/ns/net", "/proc/self/ns/net") => return f(),
         // Called from a thread inside a lab: back to the main thread's namespace.
         None => {
-            Some(File::open("/proc/self/ns/net").map_err(|e| Error::io("/proc/self/ns/net", e))?)
+            let path = Path::new("/proc/self/ns/net");
+            let f = File::open(path).map_err(|e| Error::io(path, e))?;
+            Some((f, path.to_path_buf()))
         }
     };
     std::thread::spawn(move || {
-        if let Some(file) = file {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::sys("setns into the lab", e))?;
+        if let Some((file, path)) = file {
+            model::netns::enter_file(&file, &path)?;
         }
         f()
     })
@@ -153,4 +155,63 @@ fn same_netns(a: &str, b: &str) -> bool {
 /// daemons' `--enter-netns` before any runtime starts.
 pub fn enter_netns(name: &str) -> Result<(), Error> {
     Ok(model::netns::enter(name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns_inode(path: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    /// Removes the namespace even when an assertion fails.
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = delete_netns(&self.0);
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root (CAP_NET_ADMIN, netns)"]
+    fn create_enter_delete() {
+        testkit::require_root();
+        let name = testkit::unique("lrns");
+        let _gone = Gone(name.clone());
+        assert!(!netns_exists(&name));
+        create_netns(&name).unwrap();
+        assert!(netns_exists(&name), "NS_GET_NSTYPE says {name} is a netns");
+        let again = create_netns(&name).unwrap_err().to_string();
+        assert!(again.contains("exists"), "{again}");
+        let host = ns_inode("/proc/self/ns/net");
+        let lab = netns_path(&name).display().to_string();
+        // The worker thread is in the lab; from inside it, None goes back to the host's.
+        let (inside, back) = in_netns(Some(&name), move || {
+            let inside = ns_inode("/proc/thread-self/ns/net");
+            let back = in_netns(None, || Ok(ns_inode("/proc/thread-self/ns/net")))?;
+            Ok((inside, back))
+        })
+        .unwrap();
+        assert_eq!(inside, ns_inode(&lab));
+        assert_ne!(inside, host);
+        assert_eq!(back, host);
+        delete_netns(&name).unwrap();
+        assert!(!netns_exists(&name));
+        // Missing is not an error.
+        delete_netns(&name).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs root (CAP_NET_ADMIN, netns)"]
+    fn a_stale_file_is_not_a_netns() {
+        testkit::require_root();
+        let name = testkit::unique("lrns");
+        let _gone = Gone(name.clone());
+        prepare_run_dir().unwrap();
+        std::fs::write(netns_path(&name), b"").unwrap();
+        assert!(!netns_exists(&name));
+        assert!(in_netns(Some(&name), || Ok(())).is_err());
+    }
 }

@@ -47,7 +47,8 @@ fn on_device<T: Send + 'static>(
 }
 
 fn netns_file(ns: &str) -> Result<File, Error> {
-    File::open(nsfs::netns_path(ns)).map_err(|e| Error::io(nsfs::netns_path(ns), e))
+    let path = crate::paths::netns_path(ns);
+    File::open(&path).map_err(|e| Error::io(&path, e))
 }
 
 impl crate::exec::Net for SystemNet {

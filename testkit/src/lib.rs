@@ -6,7 +6,8 @@
 //!   `#[ignore = "needs root (CAP_NET_ADMIN, netns)"]` and starts with [`require_root`], so a plain
 //!   `cargo test` reports it *ignored* (never a silent pass) and CI runs it with
 //!   `-- --include-ignored`, where a non-root run fails loudly.
-//! - [`wait_for`], [`temp_dir`], [`unique`], [`static_kmount`], and the test's end of sd_notify
+//! - [`wait_for`] (and [`wait_until`], which says what it saw last), [`temp_dir`], [`unique`],
+//!   [`static_kmount`], and the test's end of sd_notify
 //!   ([`notify_socket`], [`wait_ready`]).
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -159,13 +160,32 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 
 /// Polls `f` every 20 ms until it is true; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    wait_until(what, timeout, Duration::from_millis(20), || {
+        f().then_some(()).ok_or_else(String::new)
+    })
+}
+
+/// Polls `f` every `every` until it returns `Ok(value)`, and returns the value; after
+/// `timeout` panics naming `what` and the last `Err` (what was seen instead), so a failure
+/// says what the system looked like rather than only that time ran out.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
-    while !f() {
+    loop {
+        let last = match f() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}{last}",
+            if last.is_empty() { "" } else { "; last seen: " }
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
@@ -282,6 +302,36 @@ pub fn wait_ready(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wait_until_returns_the_value_and_names_what_it_saw() {
+        let mut n = 0;
+        let got = super::wait_until(
+            "n to reach 3",
+            Duration::from_secs(5),
+            Duration::ZERO,
+            || {
+                n += 1;
+                if n >= 3 {
+                    Ok(n * 10)
+                } else {
+                    Err(format!("n = {n}"))
+                }
+            },
+        );
+        assert_eq!(got, 30);
+        let e = std::panic::catch_unwind(|| {
+            super::wait_until::<()>("never", Duration::ZERO, Duration::ZERO, || {
+                Err("still 7".into())
+            })
+        })
+        .unwrap_err();
+        let msg = e.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("waiting for never; last seen: still 7"),
+            "{msg}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: the built `labnet` binary, unique names, and guards
 //! that remove namespaces, links and processes a test made, even when it fails.
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ pub mod twohosts;
 
 pub use testkit::{
     in_netns, is_root, notify_socket, require_root, signal, static_kmount, unique, wait_for,
-    wait_ready,
+    wait_ready, wait_until,
 };
 
 /// target/debug/labnet (the test binary lives in target/debug/deps).

@@ -7,6 +7,7 @@ use std::process::Command;
 #[test]
 #[ignore = "needs root (unshare -n)"]
 fn unresolvable_endpoint_is_named() {
+    require_root();
     let mut c = Cleanup::default();
     let dir = temp_dir(&mut c, "endpoint");
     let key = dir.join("wg.key");

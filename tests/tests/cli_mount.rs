@@ -32,6 +32,7 @@ fn mount_ceph(source: &str, dir: &str, opts: &str) -> String {
 #[test]
 #[ignore = "needs root (unshare -n for mount.ceph)"]
 fn fstab_and_unit_work_as_printed() {
+    require_root();
     let mut c = Cleanup::default();
     let dir = temp_dir(&mut c, "mount");
     let key = dir.join("lcfs.key");

@@ -100,6 +100,7 @@ fn stderr(o: &Output) -> String {
 #[test]
 #[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn vm_run_exit_contract() {
+    require_root();
     let mut c = Cleanup::default();
     let lab = Lab::up(&mut c, "exit", 1);
 
@@ -215,6 +216,7 @@ fn vm_run_exit_contract() {
 #[test]
 #[ignore = "needs root (netns, tap, qemu in the lab)"]
 fn progress_logs_and_resolve() {
+    require_root();
     let mut c = Cleanup::default();
     let lab = Lab::up(&mut c, "prog", 2);
     // stderr is a pseudo-terminal; the command prints the address the guest got.

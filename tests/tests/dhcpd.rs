@@ -4,6 +4,8 @@
 //! bridge, durability and `labnet leases` are all exercised as in production.
 //!
 //! Root only. Every namespace is created here (prefix `dh`) and removed by a Drop guard.
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,11 +7,13 @@
 //!  dnsmasq 10.77.0.2/29 ──veth── 10.77.0.1/29   BR 192.168.77.1/24 ──veth── 192.168.77.50/24
 //!                                               labnet dns :53                dig / raw sockets
 //! ```
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use labnet_tests::dnstest::{self, *};
 use labnet_tests::*;
@@ -116,16 +118,17 @@ impl Topo {
         self.c.pid(child.id());
         self.upstream_pid = Some(child.id());
         // Ready when it answers.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            // A name of its own, so the tests' query counts stay exact.
-            let o = dig_in(&self.up, UPSTREAM, 3, &["ready.example.test"]);
-            if o.status == "NXDOMAIN" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("upstream dnsmasq did not come up");
+        let up = &self.up;
+        wait_until(
+            "the upstream dnsmasq to answer",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                // A name of its own, so the tests' query counts stay exact.
+                let o = dig_in(up, UPSTREAM, 3, &["ready.example.test"]);
+                (o.status == "NXDOMAIN").then_some(()).ok_or(o.raw)
+            },
+        );
     }
 
     fn stop_upstream(&mut self) {
@@ -324,19 +327,17 @@ fn dns_forwards_serves_lab_zone_and_reloads_hosts() {
 
     // dhcpd rewrites the file: picked up without a restart.
     t.write_hosts("192.168.77.100 vm1\n192.168.77.102 vm3\n");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = dig_in(&t.cl, SERVER, 3, &["vm3.lab"]);
-        if r.answers() == vec!["vm3.lab. A 192.168.77.102"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vm3.lab not served 5 s after the hosts file changed: {}",
-            r.raw
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "vm3.lab served after the hosts file changed",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            let r = dig_in(&t.cl, SERVER, 3, &["vm3.lab"]);
+            (r.answers() == vec!["vm3.lab. A 192.168.77.102"])
+                .then_some(())
+                .ok_or(r.raw)
+        },
+    );
     assert_eq!(dig_in(&t.cl, SERVER, 3, &["vm2.lab"]).status, "NXDOMAIN");
     assert_eq!(
         dig_in(&t.cl, SERVER, 3, &["-x", "192.168.77.102"]).answers(),
@@ -689,19 +690,17 @@ fn dns_resolves_a_dhcp_lease_by_name() {
         "{bound}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = dig_in(&t.cl, SERVER, 3, &["dhvm.lab"]);
-        if r.answers() == vec![format!("dhvm.lab. A {ip}")] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dhvm.lab does not resolve to {ip} 5 s after the lease: {}",
-            r.raw
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        &format!("dhvm.lab to resolve to {ip} after the lease"),
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            let r = dig_in(&t.cl, SERVER, 3, &["dhvm.lab"]);
+            (r.answers() == vec![format!("dhvm.lab. A {ip}")])
+                .then_some(())
+                .ok_or(r.raw)
+        },
+    );
     let o = ip.split('.').collect::<Vec<_>>();
     let r = dig_in(&t.cl, SERVER, 3, &["-x", &ip]);
     assert_eq!(

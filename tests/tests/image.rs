@@ -5,6 +5,8 @@
 //! dnsmasq in a namespace of the test's), and is reached with `vm ssh`/`vm cp` using the lab's
 //! key and the image's pinned host key; then kmount over ssh against a real Ceph cluster,
 //! from two VMs of the same image.
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use labnet_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

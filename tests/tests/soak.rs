@@ -12,6 +12,8 @@
 //! theirs, so the local zone has names). DNS at the same time: local names (the DHCP clients'
 //! hostnames), PTRs, forwarded names (cached and not), an answer too big for UDP, junk.
 //! Bounded by time (`LABNET_SOAK_SECS`, default 60) and count. Prefix `lf`.
+// Children are registered by pid with Cleanup, which kills and reaps them.
+#![allow(clippy::zombie_processes)]
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

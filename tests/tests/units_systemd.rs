@@ -9,6 +9,9 @@
 use labnet_tests::*;
 use std::time::{Duration, Instant};
 
+/// How often the guest is polled (each poll is an ssh round trip).
+const HALF_S: Duration = Duration::from_millis(500);
+
 /// The client's udhcpc script: prints what it got, configures nothing it does not need.
 const UDHCPC_SCRIPT: &str = "#!/bin/sh\n\
 case \"$1\" in bound|renew) echo \"LEASE ip=$ip dns=$dns hostname=$hostname\"; \
@@ -64,16 +67,20 @@ fn units_run_the_lab_under_systemd_in_a_guest() {
     };
     let all = "labnet@sepian labnet-dhcpd@sepian labnet-dns@sepian";
     // The daemons were pulled in by the lab unit's Wants=; they may still be starting.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while active(all) != "active\nactive\nactive\n" {
-        assert!(
-            Instant::now() < deadline,
-            "units not active: {}\n{}",
-            active(all),
-            ssh("systemctl status --no-pager -l 'labnet*' || true; journalctl --no-pager -n 50 -u 'labnet*' || true")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "the lab's units active",
+        Duration::from_secs(120),
+        HALF_S,
+        || {
+            let now = active(all);
+            (now == "active\nactive\nactive\n").then_some(()).ok_or_else(|| {
+            format!(
+                "{now}\n{}",
+                ssh("systemctl status --no-pager -l 'labnet*' || true; journalctl --no-pager -n 50 -u 'labnet*' || true")
+            )
+        })
+        },
+    );
     // Readiness: a restarted dns is active only once it answers, so a query right after
     // `systemctl restart` returns gets an answer.
     let q = ssh(
@@ -96,8 +103,8 @@ fn units_run_the_lab_under_systemd_in_a_guest() {
     assert!(ip.starts_with("192.168.0."), "{line}");
     assert!(line.contains("dns=192.168.0.1"), "{line}");
     let wait_name = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = format!("{what}: cl1.lab to resolve to {ip}");
+        wait_until(&what, Duration::from_secs(30), HALF_S, || {
             let o = l.vm(&[
                 "ssh",
                 "s1",
@@ -105,16 +112,8 @@ fn units_run_the_lab_under_systemd_in_a_guest() {
                 "ip netns exec cl busybox nslookup cl1.lab 192.168.0.1",
             ]);
             let out = String::from_utf8_lossy(&o.stdout).into_owned();
-            if out.contains(&ip) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: cl1.lab does not resolve to {ip}: {}",
-                text(&o)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+            out.contains(&ip).then_some(()).ok_or_else(|| text(&o))
+        })
     };
     wait_name("first lease");
     let journal = ssh("journalctl --no-pager -u labnet-dhcpd@sepian");
@@ -140,27 +139,33 @@ fn units_run_the_lab_under_systemd_in_a_guest() {
     // survives in the StateDirectory.
     let _ = l.vm(&["ssh", "s1", "--", "systemctl reboot"]);
     // The old ssh connection and lease linger a moment; wait for the reboot to show.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = l.vm(&["ssh", "s1", "--", "cat /proc/uptime"]);
-        let up: f64 = String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(0.0);
-        if !o.status.success() || up < 60.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the guest did not reboot");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "the guest to reboot",
+        Duration::from_secs(60),
+        HALF_S,
+        || {
+            let o = l.vm(&["ssh", "s1", "--", "cat /proc/uptime"]);
+            let up: f64 = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|u| u.parse().ok())
+                .unwrap_or(0.0);
+            (!o.status.success() || up < 60.0)
+                .then_some(())
+                .ok_or_else(|| format!("up {up} s"))
+        },
+    );
     let w = l.vm(&["ssh", "s1", "--wait", "600"]);
     assert!(w.status.success(), "after reboot: {}", text(&w));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while active(all) != "active\nactive\nactive\n" {
-        assert!(Instant::now() < deadline, "after reboot: {}", active(all));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "the lab's units active after the reboot",
+        Duration::from_secs(180),
+        HALF_S,
+        || {
+            let now = active(all);
+            (now == "active\nactive\nactive\n").then_some(()).ok_or(now)
+        },
+    );
     let leases_after = ssh("labnet leases sepian --json");
     assert!(
         leases_after.contains(&ip),
@@ -172,17 +177,19 @@ fn units_run_the_lab_under_systemd_in_a_guest() {
     let pid = pid.trim().to_string();
     assert_ne!(pid, "0");
     ssh(&format!("kill -9 {pid}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = ssh("systemctl show -p MainPID --value labnet-dhcpd@sepian; systemctl is-active labnet-dhcpd@sepian || true");
-        let mut it = now.lines();
-        let (p, st) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
-        if p != pid && p != "0" && st == "active" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "dhcpd not restarted: {now}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "systemd to restart the dhcpd",
+        Duration::from_secs(60),
+        HALF_S,
+        || {
+            let now = ssh("systemctl show -p MainPID --value labnet-dhcpd@sepian; systemctl is-active labnet-dhcpd@sepian || true");
+            let mut it = now.lines();
+            let (p, st) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            (p != pid && p != "0" && st == "active")
+                .then_some(())
+                .ok_or(now)
+        },
+    );
     let leases_killed = ssh("labnet leases sepian --json");
     assert!(
         leases_killed.contains(&ip),

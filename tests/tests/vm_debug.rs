@@ -190,3 +190,89 @@ fn gdb_reads_a_kernel_rip_and_dump_writes_a_vmcore() {
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(!sock.exists(), "gdb socket left after stop");
 }
+
+/// `labnet vm gdb NAME --kgdb -- -nx -batch -ex 'info registers rip' -ex detach` (under a
+/// timeout); rip, which must be a kernel address with a symbol.
+fn kgdb_rip(l: &VmLab, name: &str) -> u64 {
+    let out = run(Command::new("timeout")
+        .arg("120")
+        .arg(labnet_bin())
+        .args(["vm", "gdb", "--lab", &l.id, name, "--kgdb", "--"])
+        .args([
+            "-nx",
+            "-batch",
+            "-ex",
+            "info registers rip",
+            "-ex",
+            "detach",
+        ])
+        .envs(l.env.iter().cloned()));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = rip(&stdout);
+    assert!(r >= 0xffff_ffff_8000_0000, "not a kernel rip: {stdout}");
+    let rip_line = stdout.lines().find(|l| l.starts_with("rip")).unwrap();
+    assert!(rip_line.contains(" <"), "no symbol for rip: {rip_line}");
+    r
+}
+
+/// `vm start --kgdb`: the guest kernel's own KGDB on the VM's second serial line (ttyS1,
+/// a unix socket in the VM's dir). With `kgdbwait` the kernel stops in its boot until gdb
+/// comes; `vm gdb --kgdb` reads rip there and its detach lets the boot go on to the command.
+/// SysRq-G from the guest enters KGDB again, and gdb again lets the guest run on.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn kgdb_on_the_second_serial_line() {
+    require_root();
+    which("gdb").expect("gdb not in PATH (.ci/install-deps.sh)");
+    let mut c = Cleanup::default();
+    let name = "lvkgdb";
+    let l = VmLab::up(&mut c, "lk", &[name]);
+    let k = source_kernel().bzimage.display().to_string();
+    let o = l.vm(&[
+        "start",
+        "--name",
+        name,
+        "--kernel",
+        &k,
+        "--kgdb",
+        "--append",
+        "kgdbwait",
+        "--daemonize",
+        "--run",
+        "cat /proc/cmdline; i=0; while true; do i=$((i+1)); echo TICK-$i; \
+         [ $i = 3 ] && echo g > /proc/sysrq-trigger; sleep 1; done",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = l.vm_dir(name);
+    let serial = dir.join("serial.log");
+    let console =
+        || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    wait_for("KGDB waiting at boot", Duration::from_secs(240), || {
+        console().contains("Waiting for connection from remote gdb")
+    });
+    let sock = dir.join("kgdb.sock");
+    assert!(sock.exists(), "{} missing", sock.display());
+    assert_eq!(last_tick(&serial), 0, "the boot went on before gdb came");
+    kgdb_rip(&l, name);
+    // Detached: the boot goes on to the command (its cmdline has what --kgdb adds), whose
+    // third tick enters KGDB (SysRq-G; the tick itself may still sit in the UART then).
+    wait_for(
+        "the guest to enter KGDB on SysRq-G",
+        Duration::from_secs(240),
+        || console().contains("KGDB: Entering KGDB"),
+    );
+    let con = console();
+    assert!(
+        con.contains("kgdboc=ttyS1") && con.contains("nokaslr"),
+        "{con}"
+    );
+    assert!(last_tick(&serial) < 4, "ran on in KGDB: {con}");
+    // gdb finds the kernel there, and lets it go on.
+    kgdb_rip(&l, name);
+    runs_on(&serial, "the KGDB detach");
+
+    let stop = l.vm(&["stop", name, "--timeout", "5"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(!sock.exists(), "kgdb socket left after stop");
+}

@@ -38,15 +38,18 @@ pub fn choose(c: Choice) -> (Accel, String) {
     }
 }
 
-const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+// <linux/kvm.h>: KVM_GET_API_VERSION = _IO(KVMIO, 0x00), KVMIO = 0xAE.
+nix::ioctl_none!(kvm_get_api_version, 0xAE, 0x00);
 
 /// Why KVM cannot run a normal guest here (the reason `choose` gives for TCG).
 #[derive(Debug, thiserror::Error)]
 pub enum NoKvm {
     #[error("/dev/kvm: {0}")]
     Open(std::io::Error),
-    #[error("/dev/kvm: KVM_GET_API_VERSION returned {version} ({errno}), not 12")]
-    ApiVersion { version: i32, errno: std::io::Error },
+    #[error("/dev/kvm: KVM_GET_API_VERSION returned {0}, not 12")]
+    ApiVersion(i32),
+    #[error("/dev/kvm: KVM_GET_API_VERSION: {0}")]
+    ApiVersionFailed(nix::errno::Errno),
     #[error("host KVM is kvm-pvm, which runs only PVM-enabled guest kernels")]
     Pvm,
     #[error("the CPU has no vmx/svm flag")]
@@ -60,21 +63,18 @@ pub fn kvm_usable() -> Result<(), NoKvm> {
         .open("/dev/kvm")
         .map_err(NoKvm::Open)?;
     // SAFETY: KVM_GET_API_VERSION takes no argument; `f` keeps the fd open.
-    let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _) };
-    if v != 12 {
-        return Err(NoKvm::ApiVersion {
-            version: v,
-            errno: std::io::Error::last_os_error(),
-        });
+    match unsafe { kvm_get_api_version(f.as_raw_fd()) } {
+        Ok(12) => {}
+        Ok(v) => return Err(NoKvm::ApiVersion(v)),
+        Err(e) => return Err(NoKvm::ApiVersionFailed(e)),
     }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         return Err(NoKvm::Pvm);
     }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .is_some_and(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let hw = <procfs::CpuInfo as procfs::Current>::current().is_ok_and(|c| {
+        c.flags(0)
+            .is_some_and(|f| f.iter().any(|f| *f == "vmx" || *f == "svm"))
+    });
     if !hw {
         return Err(NoKvm::NoVirtualization);
     }

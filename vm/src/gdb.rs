@@ -2,6 +2,9 @@
 //! A VM started with `--gdb` has the stub on a unix socket in its runtime dir (no TCP port in
 //! any namespace) and boots with `nokaslr`, so the symbols of vmlinux match the running
 //! kernel. The tree's `vmlinux-gdb.py` (the kernel's lx-* helpers) loads when it is there.
+//! `--kgdb` instead: the kernel's own stub (KGDB over `kgdboc=ttyS1`), reached through the
+//! VM's second serial line, a unix socket beside the first; the guest enters it on `kgdbwait`
+//! or SysRq-G.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,19 +23,24 @@ pub struct Target {
     pub script: Option<PathBuf>,
 }
 
-/// The gdb target of a running VM started with `--gdb`.
-pub fn target(st: &VmState) -> Result<Target, Error> {
+/// The gdb target of a running VM started with `--gdb` (QEMU's gdbstub), or with `--kgdb`
+/// when `kgdb` (the guest kernel's KGDB on its second serial line).
+pub fn target(st: &VmState, kgdb: bool) -> Result<Target, Error> {
     if !st.qemu_alive() {
         return Err(Error::NotRunning {
             name: st.name.clone(),
         });
     }
-    let sock = crate::qemu::gdb_sock(&st.dir);
+    let (sock, flag) = if kgdb {
+        (crate::qemu::kgdb_sock(&st.dir), "--kgdb")
+    } else {
+        (crate::qemu::gdb_sock(&st.dir), "--gdb")
+    };
     if !sock.exists() {
         return Err(Error::invalid(
-            "--gdb",
+            flag,
             format!(
-                "VM {:?} was not started with --gdb (no {})",
+                "VM {:?} was not started with {flag} (no {})",
                 st.name,
                 sock.display()
             ),

@@ -195,6 +195,10 @@ pub struct Spec {
     /// `--gdb`: QEMU's gdbstub on [`Spec::gdb_sock`].
     #[serde(default)]
     pub gdb: bool,
+    /// `--kgdb`: a second serial port (the guest's ttyS1, for `kgdboc`) on
+    /// [`kgdb_sock`].
+    #[serde(default)]
+    pub kgdb: bool,
 }
 
 /// The kernel command line: serial console, quiet boot, reboot = exit (with -no-reboot),
@@ -370,6 +374,19 @@ impl Spec {
                 "chardev:gdb0",
             ]);
         }
+        // An ISA port at index 1 (0x2f8, the guest's ttyS1) on microvm and q35 alike
+        // (microvm's `-serial` makes one port only).
+        if self.kgdb {
+            push(&[
+                "-chardev",
+                &format!(
+                    "socket,id=kgdb0,path={},server=on,wait=off",
+                    d(&kgdb_sock(&self.dir))
+                ),
+                "-device",
+                "isa-serial,chardev=kgdb0,index=1",
+            ]);
+        }
         let vhost = if self.vhost { ",vhost=on" } else { "" };
         push(&[
             "-netdev",
@@ -500,6 +517,11 @@ pub fn gdb_sock(dir: &Path) -> PathBuf {
     dir.join("gdb.sock")
 }
 
+/// The KGDB serial line (the guest's ttyS1) of the VM whose runtime dir is `dir`.
+pub fn kgdb_sock(dir: &Path) -> PathBuf {
+    dir.join("kgdb.sock")
+}
+
 /// Golden-file helper shared by the crate's tests: vm/tests/golden/NAME (LABNET_BLESS=1
 /// regenerates).
 #[cfg(test)]
@@ -534,6 +556,7 @@ mod tests {
             extra: vec![],
             pvh: false,
             allow_reboot: false,
+            kgdb: false,
             gdb: false,
         }
     }
@@ -646,6 +669,21 @@ mod tests {
         }];
         s.gdb = true;
         golden::check("microvm-virtiofs-gdb.args", &lines(&s));
+    }
+
+    #[test]
+    fn golden_microvm_pvh_kgdb() {
+        let mut s = base(Machine::Microvm);
+        s.pvh = true;
+        s.kgdb = true;
+        s.append = cmdline_for(
+            Machine::Microvm,
+            Accel::Tcg,
+            true,
+            Some(250),
+            Some("nokaslr kgdboc=ttyS1"),
+        );
+        golden::check("microvm-pvh-kgdb.args", &lines(&s));
     }
 
     #[test]

@@ -105,9 +105,9 @@ impl VmState {
 }
 
 pub fn pid_cmdline_contains(pid: u32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).contains(needle))
-        .unwrap_or(false)
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.cmdline())
+        .is_ok_and(|argv| argv.iter().any(|a| a.contains(needle)))
 }
 
 /// All VMs with a state dir in the lab, by name.
@@ -178,6 +178,26 @@ pub fn try_lock(lab: &str, name: &str) -> Result<Option<std::fs::File>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process is told by its command line: any argument containing the needle.
+    #[test]
+    fn cmdline_of_a_running_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30.5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Until the child has exec'd, its command line is empty.
+        testkit::wait_for("sleep's exec", std::time::Duration::from_secs(10), || {
+            pid_cmdline_contains(pid, "sleep")
+        });
+        assert!(pid_cmdline_contains(pid, "30.5"));
+        assert!(!pid_cmdline_contains(pid, "qemu"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Gone: no command line.
+        assert!(!pid_cmdline_contains(pid, "sleep"));
+    }
 
     /// A state file that does not parse is named, as a typed error (not "no such VM").
     #[test]

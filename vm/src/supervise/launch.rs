@@ -44,8 +44,10 @@ pub fn launch(
     // Stop signals become events of the loop below (sigtimedwait), not process death: the tap
     // must be removed whatever happens. Blocked before any thread starts so all inherit it.
     let set = sigset(&STOP_SIGNALS);
-    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if !p.caller_handles_signals {
+        // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    }
 
     state::write_reservation(&p.lab, &spec.name, &spec.mac)?;
     if let Some(img) = &p.image {
@@ -124,7 +126,13 @@ pub fn launch(
     daemons.stop();
     let _ = tap::delete(&p.lab, &spec.tap);
     crate::ssh::close_master(&p.lab, &st);
-    for f in ["console.sock", "qmp.sock", "qemu.pid", "gdb.sock"] {
+    for f in [
+        "console.sock",
+        "qmp.sock",
+        "qemu.pid",
+        "gdb.sock",
+        "kgdb.sock",
+    ] {
         let _ = std::fs::remove_file(spec.dir.join(f));
     }
     if p.image.is_some() {
@@ -137,8 +145,10 @@ pub fn launch(
         (Err(e), None) => format!("supervisor error: {e}"),
     });
     let _ = st.save();
-    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if !p.caller_handles_signals {
+        // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
     // QEMU that quit with an error before the guest printed a thing did not really start
     // (e.g. guest memory it cannot allocate): its own log says why.
     let serial_empty = std::fs::metadata(spec.serial_log()).map_or(true, |m| m.len() == 0);

@@ -46,9 +46,16 @@ pub struct Options {
     pub image: Option<crate::image_boot::ImageBoot>,
     /// `--gdb`: QEMU's gdbstub on a unix socket in the VM's dir, and `nokaslr`.
     pub gdb: bool,
+    /// `--kgdb`: a second serial line for the kernel's KGDB (`kgdboc=ttyS1`) on a unix
+    /// socket in the VM's dir, and `nokaslr`.
+    pub kgdb: bool,
     /// Run mode: write the command's output to this file instead of stdout (`labnet test`
     /// runs several VMs at once, each with its own output).
     pub run_output: Option<PathBuf>,
+    /// The caller handles SIGINT/SIGTERM/SIGHUP and stops the VM itself (`labnet test` runs
+    /// VMs on threads of one process): the supervisor then leaves the signal mask alone and
+    /// does not wait for them, so no supervising thread takes the caller's Ctrl-C.
+    pub caller_handles_signals: bool,
 }
 
 impl Options {
@@ -80,7 +87,9 @@ impl Options {
             ephemeral: false,
             image: None,
             gdb: false,
+            kgdb: false,
             run_output: None,
+            caller_handles_signals: false,
         }
     }
 }
@@ -107,4 +116,5 @@ pub struct Prepared {
     /// One line: which transport the shares use (virtiofs or 9p, and why); also in `notes`.
     pub shares_line: Option<String>,
     pub run_output: Option<PathBuf>,
+    pub caller_handles_signals: bool,
 }

@@ -51,6 +51,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         "qemu.log",
         "state.json",
         "gdb.sock",
+        "kgdb.sock",
     ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
@@ -80,8 +81,11 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         (true, Some(a)) => Some(format!("loglevel=6 {a}")),
     };
     let mut append = append.unwrap_or_default();
-    // --gdb: the kernel where its symbols say it is.
-    if o.gdb {
+    // --gdb, --kgdb: the kernel where its symbols say it is; --kgdb: KGDB on ttyS1.
+    if o.kgdb {
+        append.insert_str(0, "kgdboc=ttyS1 ");
+    }
+    if o.gdb || o.kgdb {
         append.insert_str(0, "nokaslr ");
     }
     // An image's guest cannot list virtiofs tags (no sysfs for them in 6.1): its
@@ -155,6 +159,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         // An image's guest is a real machine: `reboot` in it restarts it.
         allow_reboot: o.image.is_some(),
         gdb: o.gdb,
+        kgdb: o.kgdb,
     };
     Ok(Prepared {
         spec,
@@ -171,6 +176,7 @@ pub fn prepare(o: &Options) -> Result<Prepared, Error> {
         image: o.image.clone(),
         shares_line,
         run_output: o.run_output.clone(),
+        caller_handles_signals: o.caller_handles_signals,
     })
 }
 

@@ -81,8 +81,15 @@ pub(super) fn supervise(
             tv_sec: 0,
             tv_nsec: POLL_NS,
         };
-        // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
-        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        let sig = if p.caller_handles_signals {
+            // A process-directed signal may go to a thread waiting for it: leave it to the
+            // caller's handler.
+            std::thread::sleep(Duration::from_nanos(POLL_NS as u64));
+            0
+        } else {
+            // SAFETY: `set` and `ts` are initialised locals; a null siginfo pointer is allowed.
+            unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) }
+        };
         if sig > 0 && stop_started.is_none() {
             stop_started = Some(Instant::now());
             request_stop(spec, p.generated_initramfs);
