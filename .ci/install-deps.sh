@@ -19,8 +19,9 @@ $apt -qq update
 $apt -qq install -y --no-install-recommends \
   iproute2 nftables wireguard-go wireguard-tools busybox-static cpio kmod iputils-ping procps \
   isc-dhcp-client dhcpcd-base dnsutils knot-dnsutils dnsmasq-base nsd tcpdump systemd \
-  ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace xz-utils >/dev/null
-# The source-built guest kernel (issue 13): Debian's kernel source and what building it needs.
+  ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common psmisc strace >/dev/null
+# The source-built guest kernel (issue 13): Debian's kernel source and what building it needs
+# (xz-utils: tar unpacks the .tar.xz source; the bzImage payload is decoded in-process).
 $apt -qq install -y --no-install-recommends \
   linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils >/dev/null
 # The fuzzing step (fuzz/tests/libfuzzer.rs): libfuzzer-sys compiles libFuzzer with a C++ compiler.

@@ -222,38 +222,22 @@ pub fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
     Ok(elf_is_dynamic(&b))
 }
 
-/// True when the ELF image starting with `b` has a PT_INTERP program header among the
-/// headers inside `b`.
+/// True when the ELF image starting with `b` has a PT_INTERP program header, its program
+/// header table inside `b`. The file is the user's (`--busybox`, `--add`): `object` checks
+/// every offset against `b`.
 pub fn elf_is_dynamic(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false;
-    }
-    // Every read is bounds-checked: the file is the user's (`--busybox`, `--add`).
-    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let word = |o: usize, n: usize| -> Option<usize> {
-        let s = b.get(o..o.checked_add(n)?)?;
-        Some(
-            s.iter()
-                .rev()
-                .fold(0usize, |acc, &x| (acc << 8) | x as usize),
-        )
-    };
-    let Some(phoff) = word(0x20, 8) else {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let Ok(h) = object::elf::FileHeader64::<object::Endianness>::parse(b) else {
         return false;
     };
-    let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
-    for i in 0..phnum {
-        let Some(o) = i.checked_mul(phentsize).and_then(|x| x.checked_add(phoff)) else {
-            break;
-        };
-        let Some(p_type) = word(o, 4) else {
-            break;
-        };
-        if p_type == 3 {
-            return true;
-        }
-    }
-    false
+    let Ok(endian) = h.endian() else {
+        return false;
+    };
+    h.program_headers(endian, b).is_ok_and(|phdrs| {
+        phdrs
+            .iter()
+            .any(|p| p.p_type(endian) == object::elf::PT_INTERP)
+    })
 }
 
 /// Everything that goes into the archive.
@@ -497,6 +481,22 @@ mod tests {
             ..Default::default()
         };
         crate::qemu::golden::check("init-shell.sh", &init_script(&spec));
+    }
+
+    /// Offsets from the file are checked: truncated or pointing outside, the answer is no.
+    #[test]
+    fn elf_is_dynamic_checks_every_offset() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let head = &exe[..exe.len().min(64 * 1024)];
+        assert!(elf_is_dynamic(head), "a test binary has an interpreter");
+        assert!(!elf_is_dynamic(&head[..63]));
+        assert!(!elf_is_dynamic(b"\x7fELF"));
+        let mut far = head.to_vec();
+        far[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+        assert!(!elf_is_dynamic(&far));
+        let mut wide = head.to_vec();
+        wide[0x36..0x38].copy_from_slice(&u16::MAX.to_le_bytes()); // e_phentsize
+        assert!(!elf_is_dynamic(&wide));
     }
 
     #[test]
