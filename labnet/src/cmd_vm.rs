@@ -476,18 +476,6 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
     Ok(o)
 }
 
-/// The first PREFIX<N> without a running VM. Names (and so MACs and leases) are reused, so
-/// repeated anonymous runs do not use up the DHCP range.
-fn default_name(lab: &str, prefix: &str) -> String {
-    (1..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|n| {
-            // Free: nobody holds its lock (a VM being prepared holds it before it has state).
-            matches!(vm::state::try_lock(lab, n), Ok(Some(_)))
-        })
-        .expect("an endless range of names")
-}
-
 fn banner(p: &vm::supervise::Prepared, st: &vm::state::VmState) {
     eprintln!("{}: {}", st.name, p.boot);
     for n in &p.notes {
@@ -519,7 +507,7 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
         .boot
         .name
         .clone()
-        .unwrap_or_else(|| default_name(&lab, "vm"));
+        .unwrap_or_else(|| vm::naming::free_name(&lab, "vm"));
     let mut o = options(ctx, &a.boot, name.clone())?;
     o.run = a.run.clone().map(RunCmd::Shell);
     o.extra_qemu = a.qemu_args.clone();
@@ -622,7 +610,7 @@ fn booting(p: &vm::supervise::Prepared) {
 fn run_cmd(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let name = match &a.boot.name {
         Some(n) => n.clone(),
-        None => default_name(&ctx.lab_name(None)?, "run"),
+        None => vm::naming::free_name(&ctx.lab_name(None)?, "run"),
     };
     let mut o = options(ctx, &a.boot, name)?;
     o.run = Some(RunCmd::Argv(a.cmd.clone()));

@@ -74,16 +74,34 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=linux
 # installs them here (~70 ms under TCG).
 [ -e /bin/mount ] || /bin/busybox --install -s
 echo "labnet-init: /init running"
-# Every applet run is a fork, ~10 ms under TCG: one mount(8) for /etc/fstab (proc, sysfs,
-# devtmpfs, /run, /tmp), the host name through /proc (a shell builtin, no hostname(1)).
-mount -a
 "#,
     );
-    s.push_str(&format!(
-        "echo {h} > /proc/sys/kernel/hostname\necho {h} > /etc/hostname\n",
+    // Every applet run is a fork, ~10 ms under TCG: one mount(8) for /etc/fstab (proc,
+    // sysfs, devtmpfs, /run, /tmp), the host name through /proc (a shell builtin).
+    let mounts = format!(
+        "mount -a\necho {h} > /proc/sys/kernel/hostname\necho {h} > /etc/hostname\n",
         h = shell_quote(&spec.hostname)
-    ));
-    if !spec.modules.is_empty() {
+    );
+    // DHCP first when eth0 needs no module: the lease is the longest wait before the
+    // command, and the mounts need nothing from it (udhcpc needs no /proc, /sys or /run).
+    let net = format!(
+        r#"if ip link set eth0 up 2>/dev/null; then
+	echo "labnet-init: eth0 up"
+	# -x hostname: dhcpd records the name (DNS). Once bound, udhcpc's parent exits (so `wait`
+	# returns) and a daemon child keeps renewing.
+	udhcpc -i eth0 -x hostname:{h} -s /etc/labnet/udhcpc.sh -t 20 -T 1 -A 1 -n >/dev/null 2>&1 &
+	udhcpc_pid=$!
+else
+	echo "labnet-init: no eth0 (virtio-net driver missing? pass --modules DIR)"
+fi
+"#,
+        h = shell_quote(&spec.hostname)
+    );
+    if spec.modules.is_empty() {
+        s.push_str(&net);
+        s.push_str(&mounts);
+    } else {
+        s.push_str(&mounts);
         // Optional helpers (crc32c-intel without SSE4.2 under TCG) may refuse to load; the
         // generic fallbacks load next, so a failure is reported but not fatal.
         s.push_str(
@@ -98,24 +116,15 @@ while read -r m; do
 done < /etc/labnet/modules
 "#,
         );
+        s.push_str(&net);
     }
-    s.push_str(&format!(
-        r#"if ip link set eth0 up 2>/dev/null; then
-	echo "labnet-init: eth0 up"
-	# -x hostname: dhcpd records the name (DNS). Once bound, udhcpc's parent exits (so `wait`
-	# returns) and a daemon child keeps renewing.
-	udhcpc -i eth0 -x hostname:{h} -s /etc/labnet/udhcpc.sh -t 20 -T 1 -A 1 -n >/dev/null 2>&1 &
-	udhcpc_pid=$!
-else
-	echo "labnet-init: no eth0 (virtio-net driver missing? pass --modules DIR)"
-fi
-# While DHCP is on the wire.
+    s.push_str(
+        r#"# While DHCP is on the wire.
 ip link set lo up
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 "#,
-        h = shell_quote(&spec.hostname)
-    ));
+    );
     for share in &spec.shares {
         let mnt = std::path::PathBuf::from("/mnt").join(&share.tag);
         s.push_str(&format!(
@@ -165,15 +174,16 @@ tmpfs /tmp tmpfs defaults 0 0
 /// udhcpc's event script: configures eth0 from the lease and prints it on the console.
 pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
-# Each `ip` is a fork + exec, ~15 ms under TCG: none before a first lease (/run/labnet-bound
-# marks one), when eth0 is up and has no address to flush.
+# Each `ip` is a fork + exec, ~15 ms under TCG: none before a first lease (/etc/labnet/bound
+# marks one: on the initramfs, as udhcpc may start before /run is mounted), when eth0 is up
+# and has no address to flush.
 deconfig)
-	[ -e /run/labnet-bound ] || exit 0
-	rm -f /run/labnet-bound
+	[ -e /etc/labnet/bound ] || exit 0
+	rm -f /etc/labnet/bound
 	ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
 bound|renew)
-	[ -e /run/labnet-bound ] && ip -4 addr flush dev "$interface"
-	: > /run/labnet-bound
+	[ -e /etc/labnet/bound ] && ip -4 addr flush dev "$interface"
+	: > /etc/labnet/bound
 	ip addr add "$ip/${mask:-24}" dev "$interface"
 	[ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
 	: > /etc/resolv.conf

@@ -77,6 +77,19 @@ pub fn multipath_wwn(lab: &str, name: &str) -> u64 {
     0x5000_c500_0000_0000 | (fnv1a(&[lab, name, "multipath"]) >> 32)
 }
 
+/// The first PREFIX<N> in lab `lab` without a VM: `vm run`'s and `vm start`'s default name.
+/// Names (and so MACs and leases) are reused, so repeated anonymous runs do not use up the
+/// DHCP range.
+pub fn free_name(lab: &str, prefix: &str) -> String {
+    (1..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| {
+            // Free: nobody holds its lock (a VM being prepared holds it before it has state).
+            matches!(crate::state::try_lock(lab, n), Ok(Some(_)))
+        })
+        .expect("an endless range of names")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,6 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=linux
 # installs them here (~70 ms under TCG).
 [ -e /bin/mount ] || /bin/busybox --install -s
 echo "labnet-init: /init running"
-# Every applet run is a fork, ~10 ms under TCG: one mount(8) for /etc/fstab (proc, sysfs,
-# devtmpfs, /run, /tmp), the host name through /proc (a shell builtin, no hostname(1)).
 mount -a
 echo vm1 > /proc/sys/kernel/hostname
 echo vm1 > /etc/hostname

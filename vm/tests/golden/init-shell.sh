@@ -5,11 +5,6 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=linux
 # installs them here (~70 ms under TCG).
 [ -e /bin/mount ] || /bin/busybox --install -s
 echo "labnet-init: /init running"
-# Every applet run is a fork, ~10 ms under TCG: one mount(8) for /etc/fstab (proc, sysfs,
-# devtmpfs, /run, /tmp), the host name through /proc (a shell builtin, no hostname(1)).
-mount -a
-echo vm2 > /proc/sys/kernel/hostname
-echo vm2 > /etc/hostname
 if ip link set eth0 up 2>/dev/null; then
 	echo "labnet-init: eth0 up"
 	# -x hostname: dhcpd records the name (DNS). Once bound, udhcpc's parent exits (so `wait`
@@ -19,6 +14,9 @@ if ip link set eth0 up 2>/dev/null; then
 else
 	echo "labnet-init: no eth0 (virtio-net driver missing? pass --modules DIR)"
 fi
+mount -a
+echo vm2 > /proc/sys/kernel/hostname
+echo vm2 > /etc/hostname
 # While DHCP is on the wire.
 ip link set lo up
 mkdir -p /dev/pts /dev/shm
