@@ -1,9 +1,10 @@
 //! TUN/TAP devices for labnet, a crate of its own so the VM launcher needs neither the lab
 //! core nor its netlink/nftables/WireGuard stack: [`tun`] makes persistent devices with the
 //! tun ioctls (wireguard-go's TUN, a VM's TAP); [`tap`] makes a VM's tap inside the lab's
-//! namespace, owned by the invoking user, attached to the lab's bridge and up; [`netlink`]
-//! runs rtnetlink work inside a namespace (for it and for the lab core).
+//! namespace, owned by the invoking user, attached to the lab's bridge and up (ioctls only);
+//! with feature `netlink` (the lab core's), `netlink` runs rtnetlink work inside a namespace.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+#[cfg(feature = "netlink")]
 pub mod netlink;
 pub mod tap;
 pub mod tun;
@@ -22,6 +23,7 @@ pub enum Error {
         what: String,
         source: nix::errno::Errno,
     },
+    #[cfg(feature = "netlink")]
     #[error("{what}: {source}")]
     Netlink {
         what: String,

@@ -1,59 +1,90 @@
 //! A VM's tap: a persistent tap ([`crate::tun`]) made on a thread inside the lab's namespace
 //! (a tap is born in the opener's namespace), owned by the invoking user, then attached to
-//! the lab's bridge and set up over rtnetlink, on that same thread.
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{Handle, LinkUnspec};
+//! the lab's bridge (SIOCBRADDIF) and set up (SIOCSIFFLAGS) on that same thread. Plain
+//! ioctls, no netlink: the VM launcher needs no rtnetlink.
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::netlink::in_netns;
-use crate::tun::{create_persistent, Kind};
+use crate::tun::{create_persistent, delete_persistent, ifreq, sys, Kind};
 use crate::Error;
 
-fn netlink(what: String) -> impl FnOnce(rtnetlink::Error) -> Error {
-    move |source| Error::Netlink { what, source }
+// <linux/sockios.h>: bridge port add, interface flags get/set; each takes a struct ifreq
+// (socket ioctls are plain numbers, not _IOW-encoded; libc names SIOCBRADDIF only for
+// Android, so it is spelled out here).
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+nix::ioctl_write_ptr_bad!(siocbraddif, SIOCBRADDIF, libc::ifreq);
+nix::ioctl_read_bad!(siocgifflags, libc::SIOCGIFFLAGS, libc::ifreq);
+nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
+
+/// Runs `f` on a fresh thread moved into lab `lab`'s namespace (/run/netns/LAB).
+fn in_lab<T: Send + 'static>(
+    lab: &str,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let name = lab.to_string();
+    std::thread::spawn(move || {
+        model::netns::enter(&name)?;
+        f()
+    })
+    .join()
+    .map_err(|_| Error::WorkerPanicked { lab: lab.into() })?
 }
 
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
-}
-
-async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    match h
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(m) => Ok(m),
-        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
-        Err(e) => Err(netlink(format!("look up link {name}"))(e)),
+/// The ifindex of link `name` in the calling thread's namespace; None when there is none.
+fn index(name: &str) -> Result<Option<u32>, Error> {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(i) => Ok(Some(i)),
+        Err(nix::errno::Errno::ENODEV) => Ok(None),
+        Err(e) => Err(sys("look up link", name)(e)),
     }
+}
+
+fn inet_socket() -> Result<OwnedFd, Error> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sys("socket", "for interface ioctls"))
+}
+
+/// Makes `tap` a port of `bridge` and sets it up, in the calling thread's namespace.
+fn attach_and_up(lab: &str, bridge: &str, tap: &str) -> Result<(), Error> {
+    let no = |name: &str| Error::NoSuchLink {
+        lab: lab.into(),
+        name: name.into(),
+    };
+    let idx = index(tap)?.ok_or_else(|| no(tap))?;
+    if index(bridge)?.is_none() {
+        return Err(no(bridge));
+    }
+    let sock = inet_socket()?;
+    let mut port = ifreq(bridge)?;
+    port.ifr_ifru.ifru_ifindex = idx as libc::c_int;
+    // SAFETY: `port` is an initialised ifreq (the bridge's name, the port's index) that
+    // outlives the call; `sock` is open.
+    unsafe { siocbraddif(sock.as_raw_fd(), &port) }
+        .map_err(sys(&format!("attach {tap} to"), bridge))?;
+    let mut flags = ifreq(tap)?;
+    // SAFETY: `flags` is an initialised ifreq that outlives the call; the kernel fills
+    // its flags field.
+    unsafe { siocgifflags(sock.as_raw_fd(), &mut flags) }.map_err(sys("SIOCGIFFLAGS", tap))?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
+    let up = unsafe { flags.ifr_ifru.ifru_flags } | libc::IFF_UP as libc::c_short;
+    flags.ifr_ifru.ifru_flags = up;
+    // SAFETY: `flags` is an initialised ifreq that outlives the call.
+    unsafe { siocsifflags(sock.as_raw_fd(), &flags) }.map_err(sys("set up", tap))?;
+    Ok(())
 }
 
 /// Creates (or re-opens) the persistent tap `name` in lab `lab`'s namespace, owned by uid
 /// `owner`, attached to `bridge` and up. A tap that cannot be attached is deleted again.
 pub fn create(lab: &str, bridge: &str, name: &str, owner: u32) -> Result<(), Error> {
     let (l, tap, br) = (lab.to_string(), name.to_string(), bridge.to_string());
-    let res = in_netns(lab, move |h| async move {
+    let res = in_lab(lab, move || {
         create_persistent(&tap, Kind::Tap, Some(owner))?;
-        let no = |name: &str| Error::NoSuchLink {
-            lab: l.clone(),
-            name: name.into(),
-        };
-        let idx = link(&h, &tap).await?.ok_or_else(|| no(&tap))?.header.index;
-        let br_idx = link(&h, &br).await?.ok_or_else(|| no(&br))?.header.index;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .controller(br_idx)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(netlink(format!("attach {tap} to {br}")))
+        attach_and_up(&l, &br, &tap)
     });
     if res.is_err() {
         let _ = delete(lab, name);
@@ -67,16 +98,7 @@ pub fn delete(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    in_netns(lab, move |h| async move {
-        let Some(m) = link(&h, &tap).await? else {
-            return Ok(false);
-        };
-        match h.link().del(m.header.index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-            Err(e) => Err(netlink(format!("delete link {tap}"))(e)),
-        }
-    })
+    in_lab(lab, move || delete_persistent(&tap, Kind::Tap))
 }
 
 /// True when the link exists in the lab's namespace (false when the lab is gone).
@@ -85,10 +107,7 @@ pub fn exists(lab: &str, name: &str) -> Result<bool, Error> {
         return Ok(false);
     }
     let tap = name.to_string();
-    in_netns(
-        lab,
-        move |h| async move { Ok(link(&h, &tap).await?.is_some()) },
-    )
+    in_lab(lab, move || Ok(index(&tap)?.is_some()))
 }
 
 #[cfg(test)]

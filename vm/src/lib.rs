@@ -6,7 +6,7 @@
 //!   with the guest kernel's modules (resolved from modules.dep) and a tiny `/init`;
 //! - [`qemu`]: the QEMU command line as pure data (golden-tested);
 //! - [`tap`]: the tap device, made with TUNSETIFF/TUNSETPERSIST inside the lab namespace and
-//!   attached to the bridge over netlink;
+//!   attached to the bridge with ioctls ([`tuntap::tap`]; no netlink);
 //! - [`supervise`]: spawns QEMU inside the namespace and stays with it: streams `run` output,
 //!   removes the tap when QEMU ends (however it ends);
 //! - [`virtiofs`]: the transport of `--share` and the virtiofsd daemons of a VM;
