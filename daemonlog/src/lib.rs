@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn the_file_is_capped_and_rotated_once() {
         use std::os::fd::AsRawFd;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = testkit::temp_dir("daemonlog");
         let path = dir.path().join("dns.log");
         let f = std::fs::OpenOptions::new()
             .create(true)

@@ -63,7 +63,7 @@ fn every_target_survives_bounded_fuzzing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
     let bin = build(crate_dir);
-    let work = tempfile::tempdir().expect("temp dir");
+    let work = testkit::temp_dir("libfuzzer");
     let mut failed = vec![];
     for (name, _) in labnet_fuzz::TARGETS {
         // New inputs go to a scratch corpus (first directory); the committed one is only read.

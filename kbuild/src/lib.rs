@@ -493,14 +493,14 @@ mod tests {
 
     #[test]
     fn not_a_tree() {
-        let d = tempfile::tempdir().unwrap();
+        let d = testkit::temp_dir("kbuild");
         let e = Tree::new(d.path(), None).unwrap_err().to_string();
         assert!(e.contains("not a kernel source tree"), "{e}");
     }
 
     #[test]
     fn merge_without_tree_keeps_old_and_says_unchecked() {
-        let d = tempfile::tempdir().unwrap();
+        let d = testkit::temp_dir("kbuild");
         let c = d.path().join(".config");
         std::fs::write(&c, "CONFIG_CEPH_FS=m\n").unwrap();
         let opts = kconfig::options(CephBuild::Builtin, false);

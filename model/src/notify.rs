@@ -24,12 +24,30 @@ pub fn notify(state: &str) -> bool {
 
 /// `READY=1`: the sockets are bound and queries will be answered.
 pub fn ready() -> bool {
-    notify("READY=1")
+    notify(READY)
+}
+
+const READY: &str = "READY=1";
+
+/// The receiving end: whether one datagram (newline-separated assignments) says READY=1.
+pub fn says_ready(datagram: &[u8]) -> bool {
+    datagram
+        .split(|b| *b == b'\n')
+        .any(|l| l == READY.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_among_other_assignments() {
+        assert!(says_ready(b"READY=1"));
+        assert!(says_ready(b"STATUS=serving\nREADY=1\n"));
+        assert!(!says_ready(b"READY=0"));
+        assert!(!says_ready(b"STATUS=READY=1"));
+        assert!(!says_ready(b""));
+    }
 
     // Environment is process-wide: both cases in one test.
     #[test]

@@ -88,8 +88,7 @@ pub fn spawn_notify(
         let mut buf = [0u8; 4096];
         loop {
             if let Ok(n) = sock.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]);
-                if msg.lines().any(|l| l == "READY=1") {
+                if model::notify::says_ready(&buf[..n]) {
                     return Ok(pid);
                 }
             }

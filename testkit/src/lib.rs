@@ -147,15 +147,22 @@ pub fn signal(pid: i32, sig: i32) -> bool {
 /// Runs `f` on a thread of its own inside network namespace `ns` (`/run/netns/NS`); the
 /// sockets it makes stay in that namespace.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        enter_netns(&ns);
         f()
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Moves the calling thread into network namespace `ns` (`/run/netns/NS`) for good: for a
+/// thread that serves in it (a fake peer) rather than doing one piece of work.
+pub fn enter_netns(ns: &str) {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
 }
 
 /// Polls `f` every 20 ms until it is true; panics naming `what` after `timeout`.

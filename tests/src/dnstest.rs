@@ -226,13 +226,12 @@ impl FakeDns {
     ) -> FakeDns {
         let stop = Arc::new(AtomicBool::new(false));
         let sources = Arc::new(Mutex::new(vec![]));
-        let path = format!("/run/netns/{ns}");
+        let ns = ns.to_string();
         let (addr, spoofer) = (addr.to_string(), spoofer.map(str::to_string));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (flag, seen) = (stop.clone(), sources.clone());
         let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            testkit::enter_netns(&ns);
             let real = UdpSocket::bind(format!("{addr}:53")).unwrap();
             let spoof = spoofer.map(|s| UdpSocket::bind(format!("{s}:53")).unwrap());
             real.set_read_timeout(Some(Duration::from_millis(50)))

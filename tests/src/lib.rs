@@ -217,43 +217,31 @@ pub fn netns_list() -> Vec<String> {
         .collect()
 }
 
+/// Every process's pid and argv (procfs; processes that end meanwhile are skipped).
+fn processes() -> impl Iterator<Item = (u32, Vec<String>)> {
+    procfs::process::all_processes()
+        .expect("list /proc")
+        .flatten()
+        .filter_map(|p| Some((p.pid as u32, p.cmdline().ok()?)))
+}
+
 /// Pids whose command line has `needle` as one of its arguments.
 pub fn pids_with_arg(prog: &str, needle: &str) -> Vec<u32> {
-    let mut out = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|c| *c == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with(prog)) && args.iter().any(|a| a == needle) {
-            out.push(pid);
-        }
-    }
-    out
+    processes()
+        .filter(|(_, args)| {
+            args.first().is_some_and(|a| a.ends_with(prog)) && args.iter().any(|a| a == needle)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Pids (other than this process) whose command line holds `needle` anywhere, e.g. a path
 /// under a VM's directory.
 pub fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if pid != std::process::id() && String::from_utf8_lossy(&cmd).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
+    processes()
+        .filter(|(pid, args)| *pid != std::process::id() && args.iter().any(|a| a.contains(needle)))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// A test "bounce box" (seed 000's sepia-bounce VM): its own namespace behind a veth underlay

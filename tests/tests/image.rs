@@ -253,6 +253,18 @@ fn image_vm_lease_dns_ssh_cp_and_host_key() {
         manifest["kernel_release"].as_str().unwrap()
     );
     assert_eq!(l.ssh("k1", "hostname").trim(), "k1");
+    // `vm console` has a login prompt: the serial getty came up, however slow the boot was
+    // (systemd's device wait for ttyS0 is not the 90 s default that a loaded TCG host missed).
+    let getty = l.ssh(
+        "k1",
+        "for i in $(seq 120); do systemctl is-active -q serial-getty@ttyS0 && break; sleep 1; done; \
+         systemctl is-active serial-getty@ttyS0; grep -o 'systemd.default_device_timeout_sec=[0-9]*' /proc/cmdline",
+    );
+    assert_eq!(
+        getty.split_whitespace().collect::<Vec<_>>(),
+        ["active", "systemd.default_device_timeout_sec=600"],
+        "{getty}"
+    );
     // Names through labnet's dns (systemd-resolved got it from DHCP): the lab zone and an
     // upstream name the lab's dns forwards to the test's dnsmasq.
     let hosts = l.ssh(

@@ -62,8 +62,11 @@ pub fn apply(
         o.machine = Machine::Q35;
     }
     let key = crate::ssh::lab_public_key(&o.lab)?.replace(' ', ":");
+    // A TCG boot on a busy host can take minutes: systemd's default 90 s wait for a device
+    // (ttyS0 for the serial getty) ran out there and `vm console` had no login prompt.
     let mut append = format!(
-        "root=/dev/vda rw systemd.hostname={} labnet.ssh_key={key}",
+        "root=/dev/vda rw systemd.hostname={} labnet.ssh_key={key} \
+         systemd.default_device_timeout_sec=600",
         o.name
     );
     if let Some(user) = o.append.take() {

@@ -84,7 +84,7 @@ pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
     let overlay_dir = model::paths::state_dir(lab).join("vms").join(name);
     let mut paths = vec![
         dir.clone(),
-        model::paths::reservations_dir(lab).join(format!("{name}.json")),
+        model::reservation::file(lab, name),
         crate::supervise::failed_run_log(lab, name),
     ];
     if disk {
