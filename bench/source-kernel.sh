@@ -5,7 +5,7 @@
 #   labnet  `labnet vm run --kernel .../bzImage -- true` (PVH: the vmlinux beside it)
 #   vng     `vng -r <tree>/arch/x86/boot/bzImage --disable-kvm -- true`
 #   bare    `qemu-system-x86_64 -M microvm -kernel vmlinux` + a one-line busybox init (the floor)
-#   bare-lc the same floor with labnet's kernel command line for PVH under TCG (pci=off,
+#   bare-lc the same floor with labnet's kernel command line for PVH under TCG (pci=off, rcu_expedited,
 #           no_timer_check, noapictimer, lpj=): labnet's own cost over QEMU + kernel, with the
 #           boot shortcuts taken out
 # Needs root, a built labnet, QEMU, busybox-static and vng (pip install virtme-ng).
@@ -79,7 +79,7 @@ bare_lc_once() {
 	local s=$(ms)
 	timeout 120 qemu-system-x86_64 -M microvm,acpi=off,ioapic2=off -accel tcg -m 1G -smp 2 -nodefaults -no-user-config \
 		-display none -no-reboot -serial null -kernel "$KDIR/vmlinux" -initrd "$ROOT/bare.cpio" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=3 tsc_early_khz=2000000 reboot=t pci=off no_timer_check noapictimer lpj=$((2000000000 / HZ))" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=3 tsc_early_khz=2000000 reboot=t pci=off no_timer_check rcupdate.rcu_expedited=1 noapictimer lpj=$((2000000000 / HZ))" \
 		</dev/null >/dev/null 2>&1 || echo "bare-lc qemu failed" >&2
 	add bare-lc $(( $(ms) - s ))
 }

@@ -249,8 +249,13 @@ pub fn cmdline_for(
     // IO-APIC"), and two more routings are tried before the timer runs; yet the first one
     // works (the PIT's interrupts arrive through IO-APIC pin 2 with the check skipped): the
     // check costs ~0.1 s and changes nothing but the routing.
+    // Expedited RCU grace periods after boot too (the kernel expedites them only until /init):
+    // udhcpc opens, binds and closes packet sockets for each DHCP message, and each close
+    // waits for a grace period (synchronize_net), ticks away under TCG; the guest's DHCP
+    // exchange took 110-150 ms with normal grace periods, 20-30 ms expedited (bench/RESULTS.md).
     if pvh && machine == Machine::Microvm && accel == Accel::Tcg {
         a.push("no_timer_check".into());
+        a.push("rcupdate.rcu_expedited=1".into());
         a.push("noapictimer".into());
         if let Some(hz) = kernel_hz.filter(|&hz| hz > 0) {
             a.push(format!(
@@ -697,10 +702,15 @@ mod tests {
         assert!(pvh.contains(" noapictimer lpj=8000000 x=1"), "{pvh}");
         let no_hz = cmdline_for(Machine::Microvm, Accel::Tcg, true, None, None);
         assert!(no_hz.ends_with(" noapictimer"), "{no_hz}");
-        assert!(pvh.contains(" pci=off no_timer_check noapictimer"), "{pvh}");
+        assert!(
+            pvh.contains(" pci=off no_timer_check rcupdate.rcu_expedited=1 noapictimer"),
+            "{pvh}"
+        );
         let kvm = cmdline_for(Machine::Microvm, Accel::Kvm, true, Some(250), None);
         assert!(
-            kvm.contains(" pci=off") && !kvm.contains("no_timer_check"),
+            kvm.contains(" pci=off")
+                && !kvm.contains("no_timer_check")
+                && !kvm.contains("rcu_expedited"),
             "{kvm}"
         );
         for other in [
