@@ -788,6 +788,21 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query task that panicked while holding the waiters' lock does not take the relay
+    /// down with it: the next query still gets the (consistent) table.
+    #[test]
+    fn a_poisoned_lock_is_still_used() {
+        let m: Mutex<HashMap<u16, u32>> = Mutex::new(HashMap::from([(1, 10)]));
+        let r = std::panic::catch_unwind(|| {
+            let _held = m.lock().unwrap();
+            panic!("a query task fails");
+        });
+        assert!(r.is_err() && m.is_poisoned());
+        locked(&m).insert(2, 20);
+        assert_eq!(locked(&m).get(&2), Some(&20));
+        assert_eq!(locked(&m).len(), 2);
+    }
     use hickory_server::proto::op::{MessageType, OpCode, Query};
     use hickory_server::proto::rr::rdata::{A, SOA};
     use hickory_server::proto::rr::Name;
