@@ -14,6 +14,10 @@ pub const DEFAULT_LAB_TOML: &str = include_str!("default-lab.toml");
 /// Where `labnet up LAB` looks for `LAB.toml` unless `--config` is given.
 pub const CONFIG_DIR: &str = "/etc/labnet";
 
+pub use crate::cidr::{overlaps, Ipv4Cidr};
+use crate::wg_key::is_base64_key;
+pub use crate::wg_key::{read_private_key, KeyError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -35,46 +39,6 @@ pub enum ConfigError {
         path: String,
         default: String,
     },
-}
-
-/// An IPv4 address with a prefix length, e.g. `192.168.0.1/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Ipv4Cidr {
-    pub fn parse(s: &str) -> Option<Self> {
-        let (a, p) = s.split_once('/')?;
-        let addr: Ipv4Addr = a.trim().parse().ok()?;
-        let prefix: u8 = p.trim().parse().ok()?;
-        (prefix <= 32).then_some(Ipv4Cidr { addr, prefix })
-    }
-    /// The netmask as a number; a prefix over 32 (the fields are public) counts as 32.
-    pub fn mask(&self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix.min(32)))
-            .unwrap_or(0)
-    }
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-    pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.mask())
-    }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
-    }
-}
-
-impl std::fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 // ---------- raw (as written) ----------
@@ -340,14 +304,6 @@ pub fn valid_lab_name(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
-fn is_base64_key(s: &str) -> bool {
-    s.len() == 44
-        && s.ends_with('=')
-        && s[..43]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
-}
-
 /// Where lab configs live: `LABNET_CONFIG_DIR`, else [`CONFIG_DIR`].
 pub fn config_dir() -> PathBuf {
     std::env::var_os("LABNET_CONFIG_DIR")
@@ -460,34 +416,6 @@ fn running_lab_source(lab: &str) -> Option<PathBuf> {
     let state = crate::state::LabState::load(lab).ok()??;
     let source = PathBuf::from(state.config?.source);
     source.is_file().then_some(source)
-}
-
-/// Reads a WireGuard private key file (one base64 key). The key never leaves memory except
-/// through the UAPI socket / netlink.
-pub fn read_private_key(path: &Path) -> Result<String, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let key = text.trim();
-    if !is_base64_key(key) {
-        return Err(KeyError::NotAKey {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(key.to_string())
-}
-
-/// Why a WireGuard private key file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("cannot read {}: {source}", path.display())]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} does not hold a WireGuard key (44 base64 characters, as `wg genkey` writes)", path.display())]
-    NotAKey { path: PathBuf },
 }
 
 fn load_file(path: &Path, lab: Option<&str>) -> Result<Lab, ConfigError> {
@@ -936,12 +864,6 @@ impl RawLab {
             peers,
         })
     }
-}
-
-/// Whether two subnets share any address.
-pub fn overlaps(a: &Ipv4Cidr, b: &Ipv4Cidr) -> bool {
-    let m = a.mask() & b.mask();
-    u32::from(a.addr) & m == u32::from(b.addr) & m
 }
 
 fn valid_zone(zone: &str) -> bool {
@@ -1761,30 +1683,5 @@ mod tests {
             "lab.toml: peering.endpoint: expected HOST:PORT where peers reach this lab, got \"10.0.0.1\""
         );
         assert!(lab("[peering]\nport = 1\n").contains("unknown field `port`"));
-    }
-}
-
-#[cfg(test)]
-mod cidr_tests {
-    use super::Ipv4Cidr;
-    use std::net::Ipv4Addr;
-
-    /// The one CIDR arithmetic dhcpd, dns and netns use: the edges of the prefix range.
-    #[test]
-    fn masks_at_the_edges() {
-        let c = |prefix| Ipv4Cidr {
-            addr: Ipv4Addr::new(192, 168, 7, 9),
-            prefix,
-        };
-        assert_eq!(c(0).mask(), 0);
-        assert!(c(0).contains(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(c(1).netmask(), Ipv4Addr::new(128, 0, 0, 0));
-        assert_eq!(c(24).netmask(), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(c(24).network(), Ipv4Addr::new(192, 168, 7, 0));
-        assert_eq!(c(24).broadcast(), Ipv4Addr::new(192, 168, 7, 255));
-        assert_eq!(c(32).mask(), u32::MAX);
-        assert!(!c(32).contains(Ipv4Addr::new(192, 168, 7, 8)));
-        // Public fields can hold more than 32: read as /32, not a shift overflow.
-        assert_eq!(c(40).mask(), u32::MAX);
     }
 }

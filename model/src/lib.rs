@@ -1,6 +1,7 @@
 //! What labnet's crates and processes agree on, written once and read by the same code:
 //!
-//! - [`config`]: the lab TOML, its validation (with the wg-quick parser and key reading);
+//! - [`config`]: the lab TOML and its validation (with the wg-quick parser); [`cidr`]: IPv4
+//!   subnets; [`wg_key`]: WireGuard private key files;
 //! - [`paths`]: where each lab's runtime and durable state lives, and atomic writes;
 //! - [`state`]: the typed record of what `up` made (`/run/labnet/LAB.json`) and the lab lock;
 //! - [`reservation`]: run-time DHCP reservations (`labnet vm` writes, dhcpd reads);
@@ -14,6 +15,7 @@
 //! It depends on no netlink, WireGuard or nftables crate, so the daemons and the unit
 //! generator can read a lab without them.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+pub mod cidr;
 pub mod config;
 pub mod hosts;
 pub mod invitation;
@@ -23,6 +25,7 @@ pub mod notify;
 pub mod paths;
 pub mod reservation;
 pub mod state;
+pub mod wg_key;
 
 pub use config::{ConfigError, Ipv4Cidr, Lab, Peer, Peering, Uplink};
 
