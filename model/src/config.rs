@@ -16,6 +16,8 @@ pub const CONFIG_DIR: &str = "/etc/labnet";
 
 pub use crate::cidr::{overlaps, Ipv4Cidr};
 use crate::wg_key::is_base64_key;
+
+mod wg_quick;
 pub use crate::wg_key::{read_private_key, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -1137,7 +1139,7 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
         "wireguard" => {
             let mut u = u;
             if let Some(conf) = u.conf.clone() {
-                merge_wg_quick(v, &conf, &mut u)?;
+                wg_quick::merge(v, &conf, &mut u)?;
             }
             let interface = v.ifname(
                 "uplink.interface",
@@ -1225,64 +1227,6 @@ fn validate_uplink(v: &V, u: RawUplink, lab: &str, bridge: &Bridge) -> Result<Up
             format!("expected \"none\", \"wireguard\" or \"host\", got {other:?}"),
         )),
     }
-}
-
-/// Fills missing uplink fields from a wg-quick style `.conf` ([Interface] PrivateKey is not
-/// read from there: keys stay in their own 0600 file, named by PrivateKeyFile or
-/// uplink.private_key_file).
-fn merge_wg_quick(v: &V, path: &str, u: &mut RawUplink) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| v.err("uplink.conf", format!("cannot read {path}: {e}")))?;
-    let mut section = String::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with('[') {
-            section = line.trim_matches(['[', ']']).to_ascii_lowercase();
-            continue;
-        }
-        let Some((k, val)) = line.split_once('=') else {
-            return Err(v.err(
-                "uplink.conf",
-                format!("{path}:{}: expected KEY = VALUE", n + 1),
-            ));
-        };
-        let (k, val) = (k.trim().to_ascii_lowercase(), val.trim().to_string());
-        match (section.as_str(), k.as_str()) {
-            ("interface", "address") => {
-                u.address
-                    .get_or_insert(val.split(',').next().unwrap_or("").trim().to_string());
-            }
-            ("interface", "listenport") if u.listen_port.is_none() => {
-                u.listen_port = Some(val.parse().map_err(|_| {
-                    v.err(
-                        "uplink.conf",
-                        format!("{path}:{}: ListenPort {val:?} is not a port", n + 1),
-                    )
-                })?);
-            }
-            ("interface", "privatekey") => {
-                return Err(v.err("uplink.conf", format!("{path}:{}: PrivateKey inline is refused; put the key in its own chmod-600 file and name it with uplink.private_key_file", n + 1)));
-            }
-            ("peer", "publickey") => {
-                u.peer_public_key.get_or_insert(val);
-            }
-            ("peer", "endpoint") => {
-                u.endpoint.get_or_insert(val);
-            }
-            ("peer", "allowedips") => {
-                u.allowed_ips
-                    .get_or_insert(val.split(',').map(|s| s.trim().to_string()).collect());
-            }
-            ("peer", "persistentkeepalive") if u.persistent_keepalive.is_none() => {
-                u.persistent_keepalive = val.parse().ok();
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn truncate(s: &str, n: usize) -> &str {
