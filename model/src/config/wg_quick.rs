@@ -1,5 +1,6 @@
 //! The wg-quick `.conf` reader behind `uplink.conf`: the fields it may fill in a
 //! WireGuard uplink, checked like the lab's own.
+use super::parse::RawUplink;
 use super::*;
 
 /// Fills missing uplink fields from a wg-quick style `.conf` ([Interface] PrivateKey is not
