@@ -266,12 +266,6 @@ impl Target {
         }
         o.modules = self.modules.clone();
         o.extra_modules = self.module.clone();
-        o.shares = self
-            .share
-            .iter()
-            .map(|s| vm::qemu::Share::parse(s))
-            .collect::<Result<_, _>>()
-            .map_err(bad("share"))?;
         o.add = self
             .add
             .iter()
@@ -292,20 +286,38 @@ impl Target {
             }
         });
         o.timeout = Some(self.timeout);
+        self.machine_options(&mut o)?;
+        Ok(o)
+    }
+
+    /// What both kinds of target set alike: shares, machine, memory, CPUs, accelerator and
+    /// the kernel command line. A machine not given stays the default of its kind (microvm;
+    /// an image's q35, set by `image_boot::apply`).
+    fn machine_options(&self, o: &mut vm::supervise::Options) -> Result<(), Error> {
+        let bad = |field: &str| {
+            let f = format!("target {}: {field}", self.name);
+            move |e: vm::Error| Error::field(&f, e.to_string())
+        };
+        o.shares = self
+            .share
+            .iter()
+            .map(|s| vm::qemu::Share::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(bad("share"))?;
+        if let Some(m) = &self.machine {
+            o.machine = vm::qemu::Machine::parse(m).map_err(bad("machine"))?;
+        }
         if let Some(m) = &self.mem {
             o.mem = m.clone();
         }
         if let Some(c) = self.cpus {
             o.cpus = c;
         }
-        if let Some(m) = &self.machine {
-            o.machine = vm::qemu::Machine::parse(m).map_err(bad("machine"))?;
-        }
         if let Some(a) = &self.accel {
             o.accel = vm::accel::Choice::parse(a).map_err(bad("accel"))?;
         }
         o.append = self.append.clone();
-        Ok(o)
+        Ok(())
     }
 
     /// An image target's VM: an overlay of the image booting its kernel (or the target's),
@@ -346,26 +358,7 @@ impl Target {
             ));
         }
         let mut o = vm::supervise::Options::new(lab, &self.name, &kernel);
-        o.shares = self
-            .share
-            .iter()
-            .map(|s| vm::qemu::Share::parse(s))
-            .collect::<Result<_, _>>()
-            .map_err(bad("share"))?;
-        o.machine = match &self.machine {
-            Some(m) => vm::qemu::Machine::parse(m).map_err(bad("machine"))?,
-            None => vm::qemu::Machine::Q35,
-        };
-        if let Some(m) = &self.mem {
-            o.mem = m.clone();
-        }
-        if let Some(c) = self.cpus {
-            o.cpus = c;
-        }
-        if let Some(a) = &self.accel {
-            o.accel = vm::accel::Choice::parse(a).map_err(bad("accel"))?;
-        }
-        o.append = self.append.clone();
+        self.machine_options(&mut o)?;
         vm::image_boot::apply(&mut o, &img, own_kernel, self.machine.is_some())
             .map_err(bad("image"))?;
         Ok(o)
