@@ -1,5 +1,5 @@
 //! `labnet vm start|run|list|ip|ssh|console|stop`: parse, call the `vm` crate, print.
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use vm::initramfs::RunCmd;
 use vm::qemu::{Machine, Share};
 
 use crate::ctx::Ctx;
+use crate::report::Usage;
 
 #[derive(Subcommand)]
 pub enum VmCommand {
@@ -103,10 +104,10 @@ Exit status:
   125   the guest never reached the command, or died while it ran: a kernel panic (named in
         the message), an init failure, no /init; the message gives the serial log's path
   126   QEMU could not start (bad QEMU arguments, missing binary, ...)
-  1-6   labnet itself failed before booting, with the status of `labnet --help`: 2 a bad
-        argument or config (no such --kernel, a --module the kernel lacks), 4 needs root,
-        5 a host tool missing (virtiofsd, qemu-img, ...), 6 a daemon it started died (a
-        share's virtiofsd); 1 anything else (lab not up, ...)
+  1-7   labnet itself failed before booting, with the status of `labnet --help`: 2 a bad
+        argument or config (no such --kernel, --cpus 0, a --module the kernel lacks), 4 needs
+        root, 5 a host tool missing (virtiofsd, qemu-img, ...), 6 a daemon it started died (a
+        share's virtiofsd), 7 the --name is already running; 1 anything else (lab not up, ...)
 A throwaway VM (no --name) leaves nothing behind, except the serial log of a failed run
 (under /run/labnet/LAB/failed-runs/); `labnet vm rm NAME` forgets a named one.
 
@@ -440,7 +441,7 @@ fn options(ctx: &Ctx, b: &BootArgs, name: String) -> Result<vm::supervise::Optio
     let kernel = match (&b.kernel, &img) {
         (Some(k), _) => k.clone(),
         (None, Some(i)) => vm::image_boot::default_kernel(i),
-        (None, None) => bail!("--kernel: required (or --image)"),
+        (None, None) => return Err(Usage("--kernel: required (or --image)".into()).into()),
     };
     let mut o = vm::supervise::Options::new(&lab, &name, &kernel);
     o.config = ctx.config.clone();
@@ -562,7 +563,7 @@ fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     let attach = match a.serial.as_deref() {
         Some("console") => true,
         Some("file") => false,
-        Some(x) => bail!("--serial {x:?}: expected console or file"),
+        Some(x) => return Err(Usage(format!("--serial {x:?}: expected console or file")).into()),
         None => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
     };
     let progress = a.boot.progress();
@@ -825,11 +826,13 @@ fn cp(ctx: &Ctx, a: CpArgs) -> Result<()> {
     let (name, path, to_vm) = match (remote(&a.src), remote(&a.dst)) {
         (None, Some((n, p))) => (n.to_string(), p.to_string(), true),
         (Some((n, p)), None) => (n.to_string(), p.to_string(), false),
-        _ => bail!(
-            "vm cp: exactly one of SRC and DST must be NAME:PATH (got {:?} {:?})",
-            a.src,
-            a.dst
-        ),
+        _ => {
+            return Err(Usage(format!(
+                "vm cp: exactly one of SRC and DST must be NAME:PATH (got {:?} {:?})",
+                a.src, a.dst
+            ))
+            .into())
+        }
     };
     let st = vm::manage::load(&lab, &name)?;
     let ip = vm_ip(&lab, &name, 0)?;
@@ -918,7 +921,7 @@ fn path(ctx: &Ctx, a: PathArgs) -> Result<()> {
     match a.action {
         PathAction::List => {
             if which.is_some() {
-                bail!("vm path {} list: takes no PATH", a.name);
+                return Err(Usage(format!("vm path {} list: takes no PATH", a.name)).into());
             }
             let rows = vm::path::list(&lab, &a.name)?;
             if a.json {

@@ -28,11 +28,14 @@ const AFTER_HELP: &str = "\
 Choosing the lab: the positional LAB, or --lab LAB (any command), or $LABNET_LAB; else the
 lab named in --config FILE; else the embedded default lab \"sepian\". `labnet list` shows them all.
 
-Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 bad usage or a
-bad config (file and field named); 3 `status`/`doctor` found the lab not as configured; 4 needs
-root (CAP_NET_ADMIN) or permission denied; 5 a host tool labnet runs is missing (its Debian
-package named); 6 a process labnet started or needs is not running (a daemon died before
-READY, a VM is not running, a share's virtiofsd died). `vm run` and `vm ssh` exit with the
+Exit status: 0 success; 1 failure (printed as `error: …` with its causes); 2 bad usage, a bad
+argument (the option named) or a bad config (file and field named); 3 `status`/`doctor` found
+the lab not as configured; 4 needs root (CAP_NET_ADMIN) or permission denied; 5 a host tool
+labnet runs is missing (its Debian package named); 6 a process labnet started or needs is not
+running (a daemon died before READY, a VM is not running, a share's virtiofsd died); 7 the VM,
+image or system is not in a state for that (a VM already running, or running for `vm rm`,
+started without --gdb or --multipath, a `vm path` already failed/active; an image that exists;
+a name `up` needs taken: the message says what to do). `vm run` and `vm ssh` exit with the
 guest command's status (see `labnet vm run --help`); `vm start --daemonize` with its
 supervisor's if that exited before the VM ran.
 

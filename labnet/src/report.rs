@@ -1,6 +1,7 @@
 //! How a labnet run ends: a failure is printed once as `error: …` with its cause chain (no
-//! backtrace unless `--debug`) and ends the process with the status it carries (1 unless a
-//! command says otherwise, e.g. `vm run`'s 124/125/126); printing commands die quietly of
+//! backtrace unless `--debug`) and ends the process with the status its kind carries
+//! ([`exit`]: a bad argument 2, a state conflict 7, ...; 1 for anything else) unless a
+//! command says otherwise (e.g. `vm run`'s 124/125/126); printing commands die quietly of
 //! SIGPIPE on a closed stdout; commands that change the system check for root first.
 use std::fmt;
 use std::process::ExitCode;
@@ -74,6 +75,11 @@ pub mod exit {
     /// A process labnet started or needs is not running (a daemon died before READY,
     /// wireguard-go exited before its socket came up).
     pub const NOT_RUNNING: u8 = 6;
+    /// The arguments are fine but the VM (or image, or the system) is not in a state for
+    /// the command: a VM already running, or running for `vm rm`; started without
+    /// --gdb/--multipath; a `vm path` already failed or active; an image that exists; a name
+    /// `up` needs taken. The message says what state it is in and what to do.
+    pub const CONFLICT: u8 = 7;
 }
 
 /// A usage error found after parsing (e.g. two labs given that disagree).
@@ -95,6 +101,7 @@ fn netns_code(e: &netns::Error) -> Option<u8> {
         N::Model(model::Error::Config(_)) => Some(exit::USAGE),
         N::ToolMissing { .. } => Some(exit::TOOL_MISSING),
         N::NotRunning { .. } | N::DaemonFailed { .. } => Some(exit::NOT_RUNNING),
+        N::Conflict { .. } | N::NotOurs { .. } => Some(exit::CONFLICT),
         N::Step { source, .. } | N::Repair { source, .. } => netns_code(source),
         N::UndoAfterFailure { error, .. } => netns_code(error),
         _ => None,
@@ -104,12 +111,13 @@ fn netns_code(e: &netns::Error) -> Option<u8> {
 fn vm_code(e: &vm::Error) -> Option<u8> {
     use vm::Error as V;
     match e {
-        V::Config(_) | V::Model(model::Error::Config(_)) => Some(exit::USAGE),
+        V::Invalid { .. } | V::Config(_) | V::Model(model::Error::Config(_)) => Some(exit::USAGE),
         // A --kernel that is no kernel image, a --modules dir without modules.dep, a
         // --module the kernel lacks: bad arguments.
         V::Kernel { .. } | V::NoModulesDep { .. } | V::UnknownModule { .. } => Some(exit::USAGE),
         V::MissingProgram { .. } => Some(exit::TOOL_MISSING),
         V::NotRunning { .. } | V::Virtiofsd { .. } => Some(exit::NOT_RUNNING),
+        V::Conflict { .. } | V::AlreadyRunning { .. } => Some(exit::CONFLICT),
         // `vm start --daemonize`: the supervisor's own status (what a foreground `vm start`
         // would have ended with); killed by a signal, it is a process that died.
         V::SupervisorExited { status, .. } => Some(
@@ -119,6 +127,16 @@ fn vm_code(e: &vm::Error) -> Option<u8> {
                 .filter(|&c| c != 0)
                 .unwrap_or(exit::NOT_RUNNING),
         ),
+        _ => None,
+    }
+}
+
+fn image_code(e: &image::Error) -> Option<u8> {
+    use image::Error as I;
+    match e {
+        I::Invalid { .. } => Some(exit::USAGE),
+        I::MissingProgram { .. } => Some(exit::TOOL_MISSING),
+        I::Exists { .. } => Some(exit::CONFLICT),
         _ => None,
     }
 }
@@ -134,6 +152,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             netns_code(n)
         } else if let Some(v) = c.downcast_ref::<vm::Error>() {
             vm_code(v)
+        } else if let Some(i) = c.downcast_ref::<image::Error>() {
+            image_code(i)
         } else if c.is::<model::config::ConfigError>() || c.is::<Usage>() {
             Some(exit::USAGE)
         } else if let Some(model::Error::Config(_)) = c.downcast_ref::<model::Error>() {
@@ -329,6 +349,64 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
         };
         assert_eq!(code(nolease), exit::FAILURE);
+    }
+
+    /// "You typed it wrong" (2) and "the VM is not in a state for that" (7) differ: a
+    /// script can tell them apart, through any context.
+    #[test]
+    fn bad_arguments_and_state_conflicts_differ() {
+        let code = |e: vm::Error| exit_code(&anyhow::Error::new(e).context("vm"));
+        assert_eq!(
+            code(vm::Error::invalid("--cpus", "must be at least 1")),
+            exit::USAGE
+        );
+        let failed = vm::Error::conflict(
+            "m",
+            "path1 has already failed",
+            "`labnet vm path m restore path1` plugs it back",
+        );
+        assert_eq!(
+            failed.to_string(),
+            "VM \"m\": path1 has already failed; `labnet vm path m restore path1` plugs it back"
+        );
+        assert_eq!(code(failed), exit::CONFLICT);
+        assert_eq!(
+            code(vm::Error::AlreadyRunning {
+                lab: "x".into(),
+                name: "k1".into(),
+                pid: 42,
+            }),
+            exit::CONFLICT
+        );
+        // The other crates' conflicts and bad arguments go the same way.
+        let exists = image::Error::Exists {
+            name: "deb".into(),
+            dir: "/var/lib/labnet/images/deb".into(),
+        };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(exists).context("image build")),
+            exit::CONFLICT
+        );
+        assert_eq!(
+            exit_code(&anyhow::Error::new(image::Error::invalid(
+                "--format", "\"x\"?"
+            ))),
+            exit::USAGE
+        );
+        let taken = netns::Error::Conflict {
+            what: "link lxbr exists".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(taken)), exit::CONFLICT);
+        // Distinct from every other documented status.
+        let others = [
+            exit::FAILURE,
+            exit::USAGE,
+            exit::NOT_AS_CONFIGURED,
+            exit::PERMISSION,
+            exit::TOOL_MISSING,
+            exit::NOT_RUNNING,
+        ];
+        assert!(!others.contains(&exit::CONFLICT));
     }
 
     #[test]

@@ -183,13 +183,24 @@ fn path_fail_and_restore_in_the_guest() {
         s.iter().any(|l| l == &format!("MP-READ sdb {MARKER}")),
         "{s:?}"
     );
-    // Failing it twice says so.
+    // Failing it twice is a state conflict (exit 7, like `labnet --help` says), not a bad
+    // argument: the message names the state and what to do.
     let again = l.labnet(&["vm", "path", "m", "fail", "path1"]);
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(7), "{}", text(&again));
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("path1 of m has already failed"),
+        String::from_utf8_lossy(&again.stderr).contains(
+            "VM \"m\": path1 has already failed; `labnet vm path m restore path1` plugs it back"
+        ),
         "{}",
         text(&again)
+    );
+    // A PATH that names no path is a bad argument (exit 2, naming PATH).
+    let bad = l.labnet(&["vm", "path", "m", "fail", "path3"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("PATH: \"path3\": expected path1 or path2"),
+        "{}",
+        text(&bad)
     );
 
     // restore: two disks again, both reading the data.
@@ -215,6 +226,23 @@ fn path_fail_and_restore_in_the_guest() {
             ("path1".to_string(), "active".to_string()),
             ("path2".to_string(), "active".to_string())
         ]
+    );
+
+    // Restoring an active path, or forgetting the running VM: conflicts too.
+    let active = l.labnet(&["vm", "path", "m", "restore", "path2"]);
+    assert_eq!(active.status.code(), Some(7), "{}", text(&active));
+    assert!(
+        String::from_utf8_lossy(&active.stderr).contains("VM \"m\": path2 is active"),
+        "{}",
+        text(&active)
+    );
+    let rm = l.labnet(&["vm", "rm", "m"]);
+    assert_eq!(rm.status.code(), Some(7), "{}", text(&rm));
+    assert!(
+        String::from_utf8_lossy(&rm.stderr)
+            .contains("VM \"m\": it is running; stop it first: `labnet vm stop m`"),
+        "{}",
+        text(&rm)
     );
 
     let stop = l.labnet(&["vm", "stop", "m", "--timeout", "5"]);

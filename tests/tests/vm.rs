@@ -34,7 +34,12 @@ struct Lab {
 
 /// A lab of its own (unique name and bridge, temp LABNET_* dirs), downed on drop.
 fn lab(c: &mut Cleanup, tag: &str, daemons: bool) -> Lab {
-    let id = unique("vm");
+    lab_named(c, "vm", tag, daemons)
+}
+
+/// [`lab`] with its name starting with `prefix`.
+fn lab_named(c: &mut Cleanup, prefix: &str, tag: &str, daemons: bool) -> Lab {
+    let id = unique(prefix);
     let root = temp_dir(c, tag);
     let env = labnet_env(&root);
     let cfg = root.join("lab.toml");
@@ -485,6 +490,61 @@ fn vm_start_stop_lifecycle_and_errors() {
         "the VM to end after labnet down",
         Duration::from_secs(40),
         || !signal(qemu, 0),
+    );
+}
+
+/// `vm start --daemonize` ends with the status the same `vm start` ends with in the
+/// foreground: QEMU that cannot start (64 PiB of guest memory) is 126 both ways, the
+/// detached supervisor's own status passed through; nothing is left running.
+#[test]
+#[ignore = "needs root (netns, tap, qemu in the lab)"]
+fn vm_start_daemonize_ends_like_the_foreground() {
+    require_root();
+    let mut c = Cleanup::default();
+    let l = lab_named(&mut c, "lx", "lxdaemon", false);
+    for vm in ["lxfg", "lxbg"] {
+        c.labnet(
+            &["vm", "stop", vm, "--lab", &l.id, "--timeout", "2"],
+            &l.env,
+        );
+    }
+    let (k, _) = kernel();
+    let start = |name: &str, more: &[&str]| {
+        run(Command::new("timeout")
+            .arg("120")
+            .arg(labnet_bin())
+            .args([
+                "vm", "start", "--lab", &l.id, "--name", name, "--kernel", &k,
+            ])
+            .args(["--mem", "64P", "--serial", "file"])
+            .args(more)
+            .envs(l.env.iter().cloned()))
+    };
+    let fg = start("lxfg", &[]);
+    let fg_err = String::from_utf8_lossy(&fg.stderr).into_owned();
+    assert_eq!(fg.status.code(), Some(126), "{}", text(&fg));
+    assert!(
+        fg_err.contains("QEMU did not start") && fg_err.contains("guest memory"),
+        "{fg_err}"
+    );
+    let bg = start("lxbg", &["--daemonize"]);
+    let bg_err = String::from_utf8_lossy(&bg.stderr).into_owned();
+    assert_eq!(bg.status.code(), fg.status.code(), "{}", text(&bg));
+    assert!(
+        bg_err.contains("the supervisor of VM \"lxbg\" exited")
+            && bg_err.contains("QEMU did not start")
+            && bg_err.contains("guest memory"),
+        "{bg_err}"
+    );
+    assert!(taps(&l.id).is_empty(), "tap left behind");
+    let list = labnet(&["vm", "list", "--lab", &l.id, "--json"], &l.env);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|vm| vm["state"] == "stopped"),
+        "{v}"
     );
 }
 

@@ -37,12 +37,12 @@ pub fn target(st: &VmState, kgdb: bool) -> Result<Target, Error> {
         (crate::qemu::gdb_sock(&st.dir), "--gdb")
     };
     if !sock.exists() {
-        return Err(Error::invalid(
-            flag,
+        return Err(Error::conflict(
+            &st.name,
+            format!("it was started without {flag} (no {})", sock.display()),
             format!(
-                "VM {:?} was not started with {flag} (no {})",
-                st.name,
-                sock.display()
+                "restart it with {flag}: `labnet vm stop {}`, then `labnet vm start --name {} … {flag}`",
+                st.name, st.name
             ),
         ));
     }

@@ -206,10 +206,11 @@ pub fn find_busybox() -> Result<PathBuf, Error> {
         })?,
     };
     if is_dynamic_elf(&p).map_err(|e| Error::io(&p, e))? {
-        return Err(Error::invalid(
-            "busybox",
-            format!("{} is dynamically linked; the guest has no libc (apt-get install busybox-static, or set LABNET_BUSYBOX)", p.display()),
-        ));
+        // The host tool that is missing is a static busybox.
+        return Err(Error::MissingProgram {
+            program: "a static busybox".into(),
+            hint: format!(" ({} is dynamically linked and the guest has no libc: apt-get install busybox-static, or set LABNET_BUSYBOX)", p.display()),
+        });
     }
     Ok(p)
 }

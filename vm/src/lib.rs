@@ -36,12 +36,24 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A bad argument (labnet exits 2): `field` is the option or operand, as typed.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The VM is not in a state for what was asked (labnet exits 7): it runs and must not,
+    /// it was started without what the command needs, a path is already as asked.
+    #[error("VM {vm:?}: {state}; {remedy}")]
+    Conflict {
+        vm: String,
+        /// What the VM is or has, e.g. "path1 has already failed".
+        state: String,
+        /// What to do instead, e.g. "`labnet vm path m restore path1` plugs it back".
+        remedy: String,
+    },
     #[error("--kernel {path}: {message}")]
     Kernel { path: String, message: String },
     #[error("lab {lab:?} is not up: {path} does not exist (run `labnet up {lab}` first)")]
     LabNotUp { lab: String, path: String },
+    /// A state conflict, like [`Error::Conflict`] (labnet exits 7).
     #[error("VM {name:?} is already running in lab {lab:?} (qemu pid {pid}); stop it with `labnet vm stop {name}`")]
     AlreadyRunning { lab: String, name: String, pid: u32 },
     #[error("no VM {name:?} in lab {lab:?} ({dir} does not exist)")]
@@ -193,10 +205,19 @@ impl Error {
             source,
         }
     }
+    /// A bad argument: `field` is the option or operand the user typed.
     pub fn invalid(field: &str, message: impl Into<String>) -> Error {
         Error::Invalid {
             field: field.to_string(),
             message: message.into(),
+        }
+    }
+    /// VM `vm` is not in a state for the command: what `state` it is in, and the `remedy`.
+    pub fn conflict(vm: &str, state: impl Into<String>, remedy: impl Into<String>) -> Error {
+        Error::Conflict {
+            vm: vm.to_string(),
+            state: state.into(),
+            remedy: remedy.into(),
         }
     }
 }

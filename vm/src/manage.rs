@@ -74,9 +74,10 @@ pub fn remove(lab: &str, name: &str, disk: bool) -> Result<Vec<String>, Error> {
     if let Some(mut st) = VmState::load(lab, name)? {
         tidy(&mut st);
         if st.status != Status::Stopped && st.qemu_alive() {
-            return Err(Error::invalid(
-                "vm rm",
-                format!("VM {name:?} is running; stop it first (`labnet vm stop {name}`)"),
+            return Err(Error::conflict(
+                name,
+                "it is running",
+                format!("stop it first: `labnet vm stop {name}`"),
             ));
         }
     }

@@ -115,9 +115,10 @@ fn pair_statuses(
     plugged: &[ScsiPath],
 ) -> Result<Vec<PathStatus>, Error> {
     if plugged.is_empty() && !PATHS.iter().any(|p| backing_file(dir, *p).exists()) {
-        return Err(Error::invalid(
-            "vm path",
-            format!("VM {name:?} has no multipath pair (start it with --multipath IMAGE)"),
+        return Err(Error::conflict(
+            name,
+            "it has no multipath pair",
+            "start it with --multipath IMAGE",
         ));
     }
     Ok(PATHS
@@ -151,14 +152,22 @@ pub fn fail(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPath, 
     statuses(&st, &now)?;
     let p = match which {
         Some(p) if !now.contains(&p) => {
-            return Err(Error::invalid(
-                "PATH",
-                format!("{} of {name} has already failed", p.device()),
+            return Err(Error::conflict(
+                name,
+                format!("{} has already failed", p.device()),
+                format!(
+                    "`labnet vm path {name} restore {}` plugs it back",
+                    p.device()
+                ),
             ))
         }
         Some(p) => p,
         None => *now.first().ok_or_else(|| {
-            Error::invalid("PATH", format!("both paths of {name} have failed already"))
+            Error::conflict(
+                name,
+                "both paths have failed already",
+                format!("`labnet vm path {name} restore` plugs one back"),
+            )
         })?,
     };
     let backing = node_backing(&mut q, &p.node())?;
@@ -197,16 +206,23 @@ pub fn restore(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPat
     statuses(&st, &now)?;
     let p = match which {
         Some(p) if now.contains(&p) => {
-            return Err(Error::invalid(
-                "PATH",
-                format!("{} of {name} is active", p.device()),
+            return Err(Error::conflict(
+                name,
+                format!("{} is active", p.device()),
+                format!("only a failed path can be restored (`labnet vm path {name} list`)"),
             ))
         }
         Some(p) => p,
         None => PATHS
             .into_iter()
             .find(|p| !now.contains(p))
-            .ok_or_else(|| Error::invalid("PATH", format!("both paths of {name} are active")))?,
+            .ok_or_else(|| {
+                Error::conflict(
+                    name,
+                    "both paths are active",
+                    format!("nothing to restore; `labnet vm path {name} fail` pulls one"),
+                )
+            })?,
     };
     let file = backing_file(&st.dir, p);
     let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;

@@ -30,13 +30,12 @@ fn qemu_img_overlay(base: &Disk, ov: &Path, flag: &str) -> Result<(), Error> {
         .output()
         .map_err(|e| Error::io("qemu-img", e))?;
     if !out.status.success() {
-        return Err(Error::invalid(
-            flag,
-            format!(
-                "qemu-img create: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
+        // The base was probed already: a failure here is the host's (space, permissions).
+        return Err(Error::ProgramFailed {
+            program: format!("qemu-img create (the {flag} overlay {})", ov.display()),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

@@ -19,9 +19,32 @@ pub fn resolve_bridge(lab: &str, config: Option<&Path>) -> Result<String, Error>
 }
 
 /// Input checks that need no side effects (also run by a daemonizing parent, so bad input
-/// fails in the foreground): qemu present, kernel readable, lab up, name free.
+/// fails in the foreground): arguments that agree, qemu present, kernel readable, lab up,
+/// name free.
 pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
+    // Bad arguments first (exit 2), before what the host or the lab lacks.
     naming::check_name(&o.name)?;
+    if o.cpus == 0 {
+        return Err(Error::invalid("--cpus", "must be at least 1"));
+    }
+    if o.run.is_some() && (o.drive.is_some() || o.initrd.is_some()) {
+        return Err(Error::invalid(
+            "--run",
+            "runs a command through the generated initramfs; not with --drive or --initrd",
+        ));
+    }
+    if !o.add.is_empty() && (o.drive.is_some() || o.initrd.is_some()) {
+        return Err(Error::invalid(
+            "--add",
+            "adds files to the generated initramfs; not with --drive or --initrd",
+        ));
+    }
+    if o.overlay && o.drive.is_none() {
+        return Err(Error::invalid(
+            "--overlay",
+            "needs --drive (the base image)",
+        ));
+    }
     let qemu = match &o.qemu {
         Some(q) => q.clone(),
         None => crate::which("qemu-system-x86_64").ok_or_else(|| Error::MissingProgram {
@@ -57,27 +80,6 @@ pub fn precheck(o: &Options) -> Result<PathBuf, Error> {
                 pid: st.qemu_pid.unwrap_or(0),
             });
         }
-    }
-    if o.cpus == 0 {
-        return Err(Error::invalid("--cpus", "must be at least 1"));
-    }
-    if o.run.is_some() && (o.drive.is_some() || o.initrd.is_some()) {
-        return Err(Error::invalid(
-            "--run",
-            "runs a command through the generated initramfs; not with --drive or --initrd",
-        ));
-    }
-    if !o.add.is_empty() && (o.drive.is_some() || o.initrd.is_some()) {
-        return Err(Error::invalid(
-            "--add",
-            "adds files to the generated initramfs; not with --drive or --initrd",
-        ));
-    }
-    if o.overlay && o.drive.is_none() {
-        return Err(Error::invalid(
-            "--overlay",
-            "needs --drive (the base image)",
-        ));
     }
     Ok(qemu)
 }

@@ -57,9 +57,14 @@ pub(super) fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
         .spawn()
         .map_err(|e| Error::QemuStart(format!("{}: {e}", spec.qemu.display())))?;
     drop(ns);
-    // QEMU is up once its QMP socket exists; an early exit is a configuration error.
+    // QEMU is up once its QMP monitor answers qmp_capabilities; an early exit is a
+    // configuration error. The socket alone is not enough: QEMU listens on it before it
+    // makes the machine, and can still quit after (e.g. guest memory it cannot allocate),
+    // while a command is answered from its main loop, which runs only once the machine is
+    // made. (`vm start --daemonize` counts the VM as running from here.)
     let t0 = Instant::now();
-    while !spec.qmp_sock().exists() {
+    let sock = spec.qmp_sock();
+    while !(sock.exists() && crate::qmp::Qmp::connect(&sock, Duration::from_secs(1)).is_ok()) {
         if let Ok(Some(s)) = child.try_wait() {
             return Err(Error::QemuStart(format!(
                 "exited at startup ({s}):\n{}",
@@ -70,7 +75,7 @@ pub(super) fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::QemuStart(format!(
-                "no QMP socket after 30 s:\n{}",
+                "no QMP answer after 30 s:\n{}",
                 tail_lines(&log, 20)
             )));
         }
