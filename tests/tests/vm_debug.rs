@@ -3,7 +3,7 @@
 //! rip and the guest runs on after the detach; no TCP port is open for it; the vmcore of the
 //! PVH-booted guest has PT_LOAD segments covering the guest's memory and the guest's
 //! VMCOREINFO note (read from guest memory by labnet: QEMU gets none on a PVH boot), and drgn
-//! opens it as a kernel core.
+//! opens it as a kernel core; so does the vmcore of a bzImage boot, whose note QEMU writes.
 use labnet_tests::*;
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
@@ -55,7 +55,8 @@ fn gdb_reads_a_kernel_rip_and_dump_writes_a_vmcore() {
     let gdb = which("gdb").expect("gdb not in PATH (.ci/install-deps.sh)");
     let mut c = Cleanup::default();
     let name = "lvdbg";
-    let l = VmLab::up(&mut c, "lv", &[name]);
+    let bz = "lkbzdump";
+    let l = VmLab::up(&mut c, "lv", &[name, bz]);
     let k = source_kernel().bzimage.display().to_string();
     let o = l.vm(&[
         "start",
@@ -146,16 +147,51 @@ fn gdb_reads_a_kernel_rip_and_dump_writes_a_vmcore() {
     assert!(rip_line.contains(" <"), "no symbol for rip: {rip_line}");
     runs_on(&serial, "vm gdb detached");
 
-    // The vmcore: the path printed, PT_LOADs covering all guest RAM, the VMCOREINFO note.
-    let core = l.root.join("vmcore");
+    // The vmcore: labnet adds the note QEMU could not have on this PVH boot.
+    check_vmcore(&l, name, &uname, "VMCOREINFO read from guest memory");
+    runs_on(&serial, "the dump");
+
+    let stop = l.vm(&["stop", name, "--timeout", "5"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(!sock.exists(), "gdb socket left after stop");
+
+    // The bzImage boot (ACPI): the guest's fw_cfg driver hands QEMU's vmcoreinfo device the
+    // note, and QEMU writes it itself.
+    let o = l.vm(&[
+        "start",
+        "--name",
+        bz,
+        "--kernel",
+        &k,
+        "--mem",
+        "256M",
+        "--no-pvh",
+        "--daemonize",
+        "--run",
+        "echo UNAME-$(uname -r); i=0; while true; do i=$((i+1)); echo TICK-$i; sleep 1; done",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let serial = l.vm_dir(bz).join("serial.log");
+    wait_for(
+        "the bzImage guest's first tick",
+        Duration::from_secs(240),
+        || last_tick(&serial) >= 1,
+    );
+    check_vmcore(&l, bz, &uname, "VMCOREINFO from QEMU's vmcoreinfo device");
+    runs_on(&serial, "the dump");
+    let stop = l.vm(&["stop", bz, "--timeout", "5"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+}
+
+/// `vm dump NAME`: the path printed, `source` (where the VMCOREINFO came from) on stderr,
+/// PT_LOADs covering all guest RAM, the VMCOREINFO note of the guest's `uname -r`, and drgn
+/// reading the vmcore as a kernel core.
+fn check_vmcore(l: &VmLab, name: &str, uname: &str, source: &str) {
+    let core = l.root.join(format!("{name}.vmcore"));
     let out = l.vm(&["dump", name, &core.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("VMCOREINFO read from guest memory"),
-        "{}",
-        text(&out)
-    );
+    assert!(stderr.contains(source), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         std::fs::canonicalize(&core).unwrap().display().to_string()
@@ -238,11 +274,6 @@ fn gdb_reads_a_kernel_rip_and_dump_writes_a_vmcore() {
         text(&out)
     );
     std::fs::remove_file(&core).unwrap();
-    runs_on(&serial, "the dump");
-
-    let stop = l.vm(&["stop", name, "--timeout", "5"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    assert!(!sock.exists(), "gdb socket left after stop");
 }
 
 /// `labnet vm gdb NAME --kgdb -- -nx -batch -ex 'info registers rip' -ex detach` (under a

@@ -334,8 +334,21 @@ pub(crate) mod tests {
         let n = note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
         let c = Core::open(&p).unwrap();
         let old = c.memory_offset;
+        let inode = std::fs::metadata(&p).unwrap().ino();
         c.add_note(&p, &n).unwrap();
         check_added(&p, &mems, old);
+        // Where the file system inserts ranges (ext4, XFS) the file is changed in place, not
+        // copied to a new one.
+        if inserts_ranges(d.path()) {
+            assert_eq!(std::fs::metadata(&p).unwrap().ino(), inode, "copied");
+        }
+    }
+
+    fn inserts_ranges(dir: &Path) -> bool {
+        let f = tempfile::tempfile_in(dir).unwrap();
+        f.set_len(1 << 16).unwrap();
+        let flags = nix::fcntl::FallocateFlags::FALLOC_FL_INSERT_RANGE;
+        nix::fcntl::fallocate(&f, flags, 0, 1 << 12).is_ok()
     }
 
     #[test]
