@@ -59,23 +59,30 @@ pub fn dump(st: &VmState, file: &Path) -> Result<Dump, Error> {
 /// Adds the guest's VMCOREINFO note to the vmcore at `path` when QEMU wrote none and the
 /// booted `kernel`'s vmlinux finds it in the guest's memory.
 fn complete(path: &Path, kernel: &Path) -> Result<Vmcoreinfo, Error> {
-    let core = elf_core::Core::open(path)?;
+    use elf_core::CoreError;
+    let missing = |why| Ok(Vmcoreinfo::Missing(why));
+    let core = match elf_core::Core::open(path) {
+        Ok(c) => c,
+        Err(CoreError::Io(e)) => return Err(e),
+        Err(CoreError::Layout(why)) => return missing(Missing::Layout(why)),
+    };
     if !core.notes(b"VMCOREINFO").is_empty() {
         return Ok(Vmcoreinfo::Qemu);
     }
     let Some(vmlinux) = crate::gdb::vmlinux_of(kernel) else {
-        return Ok(Vmcoreinfo::Missing(Missing::NoVmlinux(
-            kernel.display().to_string(),
-        )));
+        return missing(Missing::NoVmlinux(kernel.display().to_string()));
     };
     let note = match guest_note::Symbols::of_vmlinux(&vmlinux)
         .and_then(|syms| guest_note::find(&core, &syms))
     {
         Ok(n) => n,
-        Err(why) => return Ok(Vmcoreinfo::Missing(why)),
+        Err(why) => return missing(why),
     };
-    core.add_note(path, &note)?;
-    Ok(Vmcoreinfo::GuestMemory { vmlinux })
+    match core.add_note(path, &note) {
+        Ok(()) => Ok(Vmcoreinfo::GuestMemory { vmlinux }),
+        Err(CoreError::Io(e)) => Err(e),
+        Err(CoreError::Layout(why)) => missing(Missing::Layout(why)),
+    }
 }
 
 /// `file` as an absolute path whose directory exists.
@@ -93,7 +100,43 @@ fn absolute(file: &Path) -> Result<PathBuf, Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::elf_core::tests::{note, synthetic};
     use super::*;
+
+    #[test]
+    fn completes_only_a_core_without_the_note_and_only_from_a_kernel_with_symbols() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("vmcore");
+        let plain = synthetic(&[(0, &[0u8; 8192])]);
+        std::fs::write(&p, &plain).unwrap();
+        // No vmlinux known (no ELF at --kernel, none beside it).
+        let bz = d.path().join("bzImage");
+        std::fs::write(&bz, b"MZ not an ELF").unwrap();
+        let r = complete(&p, &bz).unwrap();
+        assert!(
+            matches!(r, Vmcoreinfo::Missing(Missing::NoVmlinux(_))),
+            "{r:?}"
+        );
+        // An ELF without the kernel's symbols (this test binary): no note, the file as it was.
+        let r = complete(&p, &std::env::current_exe().unwrap()).unwrap();
+        assert!(
+            matches!(r, Vmcoreinfo::Missing(Missing::Vmlinux { .. })),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), plain);
+        // QEMU's own note: nothing else is looked at.
+        let c = elf_core::Core::open(&p).unwrap();
+        c.add_note(&p, &note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1\n"))
+            .unwrap();
+        assert!(matches!(complete(&p, &bz).unwrap(), Vmcoreinfo::Qemu));
+        // Not a core QEMU writes: no note, and why.
+        std::fs::write(&p, b"\x7fELF but nothing more").unwrap();
+        let r = complete(&p, &bz).unwrap();
+        assert!(
+            matches!(r, Vmcoreinfo::Missing(Missing::Layout(_))),
+            "{r:?}"
+        );
+    }
 
     #[test]
     fn file_is_made_absolute() {

@@ -30,33 +30,53 @@ pub struct Core {
 /// The header part is a few KiB (a few program headers, a note per CPU); refuse absurd ones.
 const MAX_HEAD: u64 = 64 << 20;
 
-/// Why a file is not a core this module can read or change (a message for `Error::invalid`).
-fn layout(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::invalid("FILE", format!("{}: {what}", path.display()))
+/// Why a dump could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Reading or writing the file failed.
+    #[error(transparent)]
+    Io(Error),
+    /// It is not laid out as QEMU writes cores: nothing was changed.
+    #[error("{0}")]
+    Layout(String),
+}
+
+fn layout(path: &Path, what: impl std::fmt::Display) -> CoreError {
+    CoreError::Layout(format!("{}: {what}", path.display()))
+}
+
+/// A read of the headers: a file that ends before them is no core (QEMU stopped short?).
+fn short(path: &Path) -> impl FnOnce(std::io::Error) -> CoreError + '_ {
+    move |e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => layout(path, "ends within its headers"),
+        _ => CoreError::Io(Error::io(path, e)),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CoreError + '_ {
+    move |e| CoreError::Io(Error::io(path, e))
 }
 
 impl Core {
-    pub fn open(path: &Path) -> Result<Core, Error> {
+    pub fn open(path: &Path) -> Result<Core, CoreError> {
         let file = File::options()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(io(path))?;
         let mut ehdr = [0u8; 64];
-        file.read_exact_at(&mut ehdr, 0)
-            .map_err(|e| Error::io(path, e))?;
+        file.read_exact_at(&mut ehdr, 0).map_err(short(path))?;
         let h = FileHeader64::<LE>::parse(&ehdr[..]).map_err(|e| layout(path, e))?;
         if h.e_ident.class != ELFCLASS64 || h.e_ident.data != ELFDATA2LSB {
             return Err(layout(path, "not a little-endian ELF64 core"));
         }
         let (phoff, phnum) = (h.e_phoff.get(LE), u64::from(h.e_phnum.get(LE)));
-        let table_end = phoff + phnum * 56;
+        let table_end = phoff.saturating_add(phnum * 56);
         if h.e_phentsize.get(LE) != 56 || phnum == 0 || phnum == 0xffff || table_end > MAX_HEAD {
             return Err(layout(path, "unexpected program header table"));
         }
         let mut table = vec![0u8; table_end as usize];
-        file.read_exact_at(&mut table, 0)
-            .map_err(|e| Error::io(path, e))?;
+        file.read_exact_at(&mut table, 0).map_err(short(path))?;
         let memory_offset = h
             .program_headers(LE, &*table)
             .map_err(|e| layout(path, e))?
@@ -69,8 +89,7 @@ impl Core {
             return Err(layout(path, "memory overlaps the headers"));
         }
         let mut head = vec![0u8; memory_offset as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| Error::io(path, e))?;
+        file.read_exact_at(&mut head, 0).map_err(short(path))?;
         Ok(Core {
             file,
             head,
@@ -116,7 +135,7 @@ impl Core {
                 && end <= p.p_paddr(LE).saturating_add(p.p_filesz(LE))
         })?;
         let mut buf = vec![0u8; len];
-        let off = ph.p_offset(LE) + (paddr - ph.p_paddr(LE));
+        let off = ph.p_offset(LE).saturating_add(paddr - ph.p_paddr(LE));
         self.file.read_exact_at(&mut buf, off).ok()?;
         Some(buf)
     }
@@ -129,8 +148,8 @@ impl Core {
     /// Adds `note` (a whole ELF note: header, padded name and desc) to the file at `path`
     /// (the one opened): the PT_NOTE grows by it and the memory moves up by a multiple of the
     /// file system's block size, so the PT_LOADs keep their offsets' page alignment.
-    pub fn add_note(self, path: &Path, note: &[u8]) -> Result<(), Error> {
-        let md = self.file.metadata().map_err(|e| Error::io(path, e))?;
+    pub fn add_note(self, path: &Path, note: &[u8]) -> Result<(), CoreError> {
+        let md = self.file.metadata().map_err(io(path))?;
         let block = md.blksize().max(4096);
         let shift = (note.len() as u64).div_ceil(block) * block;
         let head = self.shifted_head(path, note, shift)?;
@@ -148,7 +167,7 @@ impl Core {
                 .file
                 .write_all_at(&head, 0)
                 .and_then(|()| self.file.sync_data())
-                .map_err(|e| Error::io(path, e)),
+                .map_err(io(path)),
             // Not on this file system (tmpfs, NFS, ...): the header part and a streamed copy
             // of the memory into a new file, renamed over the old one.
             Err(_) => copy_with_head(path, self.file, &head, self.memory_offset),
@@ -157,7 +176,7 @@ impl Core {
 
     /// The header part with `note` appended to the PT_NOTE and the PT_LOADs `shift` bytes
     /// further on, padded to the new start of the memory.
-    fn shifted_head(&self, path: &Path, note: &[u8], shift: u64) -> Result<Vec<u8>, Error> {
+    fn shifted_head(&self, path: &Path, note: &[u8], shift: u64) -> Result<Vec<u8>, CoreError> {
         let phoff = self.header().e_phoff.get(LE) as usize;
         let phnum = self.phdrs().len();
         // The layout QEMU writes, and crash wants: the one PT_NOTE first, its notes last
@@ -193,7 +212,7 @@ impl Core {
 
 /// Writes `head` and then `old`'s bytes from `from` on into a new file beside `path`, and
 /// renames it over `path` (std's copy uses copy_file_range: no round trip through userspace).
-fn copy_with_head(path: &Path, mut old: File, head: &[u8], from: u64) -> Result<(), Error> {
+fn copy_with_head(path: &Path, mut old: File, head: &[u8], from: u64) -> Result<(), CoreError> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.labnet-{}", std::process::id()));
     let copied = (|| {
@@ -205,7 +224,7 @@ fn copy_with_head(path: &Path, mut old: File, head: &[u8], from: u64) -> Result<
     })();
     if let Err(e) = copied.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(io(path)(e));
     }
     Ok(())
 }

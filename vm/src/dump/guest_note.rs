@@ -30,6 +30,8 @@ pub enum Missing {
     NotX86_64,
     #[error("guest memory: {0}")]
     Memory(String),
+    #[error("the vmcore: {0}")]
+    Layout(String),
 }
 
 /// What the finder needs of the vmlinux: symbol addresses and the kernel's release.
@@ -127,8 +129,8 @@ pub fn find(core: &Core, syms: &Symbols) -> Result<Vec<u8>, Missing> {
             "no VMCOREINFO note at physical {paddr:#x} (name size {namesz}, desc size {descsz})"
         )));
     }
-    let name_at = paddr + 12;
-    let desc_at = name_at + NAME.len().div_ceil(4) as u64 * 4;
+    let name_at = paddr.saturating_add(12);
+    let desc_at = name_at.saturating_add(NAME.len().div_ceil(4) as u64 * 4);
     let name = core.read_phys(name_at, NAME.len());
     let desc = core.read_phys(desc_at, descsz as usize);
     let (Some(name), Some(desc)) = (name, desc) else {
