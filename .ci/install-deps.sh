@@ -62,3 +62,18 @@ if [ ! -x "$virtiofsd_root/bin/virtiofsd" ]; then
 fi
 ln -sf "$virtiofsd_root/bin/virtiofsd" /usr/local/bin/virtiofsd
 virtiofsd --version
+
+# vmcore checks (issue 19): drgn (PyPI, manylinux wheels) opens `labnet vm dump`'s vmcore with
+# the vmlinux. One venv per version in the cache (a venv cannot be moved: it is made in place
+# and marked complete last), linked into PATH.
+$apt -qq install -y --no-install-recommends python3-venv >/dev/null
+DRGN_VERSION=0.3.0
+drgn_root=/var/cache/labnet/drgn-venv/$DRGN_VERSION
+if [ ! -e "$drgn_root/.complete" ]; then
+    rm -rf "$drgn_root" && mkdir -p "$(dirname "$drgn_root")"
+    python3 -m venv "$drgn_root"
+    "$drgn_root/bin/pip" install --quiet --disable-pip-version-check "drgn==$DRGN_VERSION"
+    touch "$drgn_root/.complete"
+fi
+ln -sf "$drgn_root/bin/drgn" /usr/local/bin/drgn
+drgn --version | head -1

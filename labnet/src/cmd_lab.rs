@@ -161,27 +161,24 @@ pub fn down(ctx: &Ctx, a: DownArgs) -> Result<()> {
 pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
     let lab = ctx.load(a.lab.as_deref())?;
     let report = netns::status::status(&lab)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
-    if !report.ok {
-        std::process::exit(crate::report::exit::NOT_AS_CONFIGURED.into());
-    }
-    Ok(())
+    print_verdict(a.json, &report, report.to_text(), report.ok)
 }
 
 pub fn doctor(ctx: &Ctx, a: DoctorArgs) -> Result<()> {
     let lab = ctx.load(a.lab.as_deref())?;
     let report = netns::doctor::doctor(&lab)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_verdict(a.json, &report, report.to_text(), report.ok)
+}
+
+/// Prints a status or doctor report (JSON or its text) and ends with 3 when it found the lab
+/// not as configured, so scripts can tell "up but wrong" from a failure to look.
+fn print_verdict(json: bool, report: &impl serde::Serialize, text: String, ok: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", report.to_text());
+        print!("{text}");
     }
-    // Like status: 3 means the lab is up but something is wrong.
-    if !report.ok {
+    if !ok {
         std::process::exit(crate::report::exit::NOT_AS_CONFIGURED.into());
     }
     Ok(())

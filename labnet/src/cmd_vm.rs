@@ -407,12 +407,21 @@ pub fn run(ctx: &Ctx, c: VmCommand) -> Result<()> {
             let st = vm::manage::load(&ctx.lab_name(None)?, &a.name)?;
             let d = vm::dump::dump(&st, &a.file)?;
             println!("{}", d.path.display());
-            if !d.vmcoreinfo {
-                eprintln!(
-                    "{}: the vmcore has no VMCOREINFO note: the guest kernel did not hand it to QEMU \
-                     (it needs FW_CFG_SYSFS and KEXEC, and ACPI: not a PVH boot; try --no-pvh or q35)",
+            match &d.vmcoreinfo {
+                vm::dump::Vmcoreinfo::Qemu => {
+                    eprintln!("{}: VMCOREINFO from QEMU's vmcoreinfo device", a.name)
+                }
+                vm::dump::Vmcoreinfo::GuestMemory { vmlinux } => eprintln!(
+                    "{}: VMCOREINFO read from guest memory (vmcoreinfo_note of {}) and added",
+                    a.name,
+                    vmlinux.display()
+                ),
+                vm::dump::Vmcoreinfo::Missing(why) => eprintln!(
+                    "{}: the vmcore has no VMCOREINFO note: the guest kernel did not hand it to \
+                     QEMU (it needs FW_CFG_SYSFS and KEXEC, and ACPI: not a PVH boot), and \
+                     labnet could not read it from guest memory: {why}",
                     a.name
-                );
+                ),
             }
             Ok(())
         }

@@ -1,9 +1,15 @@
 //! `labnet vm dump NAME FILE`: the guest's memory as an ELF vmcore, written by QEMU itself
 //! through QMP `dump-guest-memory` (paging off: physical memory as PT_LOAD segments, plus the
 //! guest's VMCOREINFO note when its kernel told the vmcoreinfo device where that is), the
-//! format drgn and crash read.
+//! format drgn and crash read. When QEMU had no note (a PVH boot: see [`guest_note`]), labnet
+//! reads it from the dumped memory with the vmlinux's symbols and adds it to the file.
+mod elf_core;
+mod guest_note;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use guest_note::Missing;
 
 use crate::state::VmState;
 use crate::Error;
@@ -12,9 +18,18 @@ use crate::Error;
 #[derive(Debug)]
 pub struct Dump {
     pub path: PathBuf,
-    /// It carries the guest's VMCOREINFO note (drgn and crash want it). Without it the guest
-    /// kernel never told QEMU where that is: no FW_CFG_SYSFS/KEXEC, or a PVH boot (no ACPI).
-    pub vmcoreinfo: bool,
+    pub vmcoreinfo: Vmcoreinfo,
+}
+
+/// Where the vmcore's VMCOREINFO note (drgn and crash want it) came from.
+#[derive(Debug)]
+pub enum Vmcoreinfo {
+    /// QEMU's vmcoreinfo device: the guest kernel's fw_cfg driver told it where the note is.
+    Qemu,
+    /// Read from the dumped guest memory through this vmlinux's symbols, and added by labnet.
+    GuestMemory { vmlinux: PathBuf },
+    /// None: QEMU had none and the guest memory gave none either, for this reason.
+    Missing(Missing),
 }
 
 /// Writes the vmcore of the running VM to `file` (made absolute: QEMU opens it). The guest
@@ -37,31 +52,30 @@ pub fn dump(st: &VmState, file: &Path) -> Result<Dump, Error> {
             "format": "elf",
         })),
     )?;
-    let vmcoreinfo = has_vmcoreinfo(&path)?;
+    let vmcoreinfo = complete(&path, Path::new(&st.kernel))?;
     Ok(Dump { path, vmcoreinfo })
 }
 
-/// Whether the ELF core's notes (at its start, before the memory) hold a VMCOREINFO note.
-fn has_vmcoreinfo(path: &Path) -> Result<bool, Error> {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    use std::io::Read;
-    let mut head = vec![];
-    std::fs::File::open(path)
-        .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
-        .map_err(|e| Error::io(path, e))?;
-    let bad = |e: object::read::Error| Error::invalid("FILE", format!("{}: {e}", path.display()));
-    let h = object::elf::FileHeader64::<object::Endianness>::parse(&*head).map_err(bad)?;
-    let endian = h.endian().map_err(bad)?;
-    for ph in h.program_headers(endian, &*head).map_err(bad)? {
-        if let Ok(Some(mut notes)) = ph.notes(endian, &*head) {
-            while let Ok(Some(n)) = notes.next() {
-                if n.name() == b"VMCOREINFO" {
-                    return Ok(true);
-                }
-            }
-        }
+/// Adds the guest's VMCOREINFO note to the vmcore at `path` when QEMU wrote none and the
+/// booted `kernel`'s vmlinux finds it in the guest's memory.
+fn complete(path: &Path, kernel: &Path) -> Result<Vmcoreinfo, Error> {
+    let core = elf_core::Core::open(path)?;
+    if !core.notes(b"VMCOREINFO").is_empty() {
+        return Ok(Vmcoreinfo::Qemu);
     }
-    Ok(false)
+    let Some(vmlinux) = crate::gdb::vmlinux_of(kernel) else {
+        return Ok(Vmcoreinfo::Missing(Missing::NoVmlinux(
+            kernel.display().to_string(),
+        )));
+    };
+    let note = match guest_note::Symbols::of_vmlinux(&vmlinux)
+        .and_then(|syms| guest_note::find(&core, &syms))
+    {
+        Ok(n) => n,
+        Err(why) => return Ok(Vmcoreinfo::Missing(why)),
+    };
+    core.add_note(path, &note)?;
+    Ok(Vmcoreinfo::GuestMemory { vmlinux })
 }
 
 /// `file` as an absolute path whose directory exists.

@@ -60,7 +60,7 @@ pub fn target(st: &VmState, kgdb: bool) -> Result<Target, Error> {
 }
 
 /// The booted kernel when it is an ELF (a PVH boot), else the vmlinux beside the bzImage.
-fn vmlinux_of(kernel: &Path) -> Option<PathBuf> {
+pub(crate) fn vmlinux_of(kernel: &Path) -> Option<PathBuf> {
     let mut magic = [0u8; 4];
     let is_elf = std::fs::File::open(kernel)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
