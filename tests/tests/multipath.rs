@@ -228,13 +228,21 @@ fn path_fail_and_restore_in_the_guest() {
         ]
     );
 
-    // Restoring an active path, or forgetting the running VM: conflicts too.
+    // Restoring an active path, debugging a VM started without --gdb, forgetting the running
+    // VM: conflicts too.
     let active = l.labnet(&["vm", "path", "m", "restore", "path2"]);
     assert_eq!(active.status.code(), Some(7), "{}", text(&active));
     assert!(
         String::from_utf8_lossy(&active.stderr).contains("VM \"m\": path2 is active"),
         "{}",
         text(&active)
+    );
+    let gdb = l.labnet(&["vm", "gdb", "m"]);
+    assert_eq!(gdb.status.code(), Some(7), "{}", text(&gdb));
+    assert!(
+        String::from_utf8_lossy(&gdb.stderr).contains("VM \"m\": it was started without --gdb"),
+        "{}",
+        text(&gdb)
     );
     let rm = l.labnet(&["vm", "rm", "m"]);
     assert_eq!(rm.status.code(), Some(7), "{}", text(&rm));

@@ -494,7 +494,8 @@ fn vm_start_stop_lifecycle_and_errors() {
 }
 
 /// `vm start --daemonize` ends with the status the same `vm start` ends with in the
-/// foreground: QEMU that cannot start (64 PiB of guest memory) is 126 both ways, the
+/// foreground: QEMU that cannot start (64 PiB of guest memory) is 126 both ways, a bad
+/// argument only the supervisor finds (a --module the kernel lacks) 2 both ways, the
 /// detached supervisor's own status passed through; nothing is left running.
 #[test]
 #[ignore = "needs root (netns, tap, qemu in the lab)"]
@@ -516,18 +517,32 @@ fn vm_start_daemonize_ends_like_the_foreground() {
             .args([
                 "vm", "start", "--lab", &l.id, "--name", name, "--kernel", &k,
             ])
-            .args(["--mem", "64P", "--serial", "file"])
+            .args(["--serial", "file"])
             .args(more)
             .envs(l.env.iter().cloned()))
     };
-    let fg = start("lxfg", &[]);
+    // The modules are resolved while the initramfs is built, by the supervisor.
+    let fg = start("lxfg", &["--module", "lxnosuchmod"]);
+    let fg_err = String::from_utf8_lossy(&fg.stderr).into_owned();
+    assert_eq!(fg.status.code(), Some(2), "{}", text(&fg));
+    assert!(fg_err.contains("\"lxnosuchmod\""), "{fg_err}");
+    let bg = start("lxbg", &["--module", "lxnosuchmod", "--daemonize"]);
+    let bg_err = String::from_utf8_lossy(&bg.stderr).into_owned();
+    assert_eq!(bg.status.code(), Some(2), "{}", text(&bg));
+    assert!(
+        bg_err.contains("the supervisor of VM \"lxbg\" exited")
+            && bg_err.contains("\"lxnosuchmod\""),
+        "{bg_err}"
+    );
+
+    let fg = start("lxfg", &["--mem", "64P"]);
     let fg_err = String::from_utf8_lossy(&fg.stderr).into_owned();
     assert_eq!(fg.status.code(), Some(126), "{}", text(&fg));
     assert!(
         fg_err.contains("QEMU did not start") && fg_err.contains("guest memory"),
         "{fg_err}"
     );
-    let bg = start("lxbg", &["--daemonize"]);
+    let bg = start("lxbg", &["--mem", "64P", "--daemonize"]);
     let bg_err = String::from_utf8_lossy(&bg.stderr).into_owned();
     assert_eq!(bg.status.code(), fg.status.code(), "{}", text(&bg));
     assert!(
