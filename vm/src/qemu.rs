@@ -366,7 +366,8 @@ impl Spec {
         // `labnet vm dump`: the guest's fw_cfg driver (found through ACPI) tells QEMU where
         // its VMCOREINFO note is, so dump-guest-memory can write it into the vmcore. Not on
         // a PVH boot: without ACPI tables a 6.1 kernel's fw_cfg driver fails (it cannot take
-        // the ACPI global lock it wants when ACPI is built in).
+        // the ACPI global lock it wants when ACPI is built in); there `vm dump` reads the note
+        // from the guest's memory itself (dump/guest_note.rs).
         push(&["-device", "vmcoreinfo"]);
         if self.gdb {
             push(&[
