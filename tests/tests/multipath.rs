@@ -185,22 +185,22 @@ fn path_fail_and_restore_in_the_guest() {
     );
     // Failing it twice is a state conflict (exit 7, like `labnet --help` says), not a bad
     // argument: the message names the state and what to do.
-    let again = l.labnet(&["vm", "path", "m", "fail", "path1"]);
-    assert_eq!(again.status.code(), Some(7), "{}", text(&again));
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains(
-            "VM \"m\": path1 has already failed; `labnet vm path m restore path1` plugs it back"
-        ),
-        "{}",
-        text(&again)
+    let fails_with = |args: &[&str], code: i32, words: &str| {
+        let out = l.labnet(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{args:?}: {}", text(&out));
+    };
+    fails_with(
+        &["vm", "path", "m", "fail", "path1"],
+        7,
+        "VM \"m\": path1 has already failed; `labnet vm path m restore path1` plugs it back",
     );
     // A PATH that names no path is a bad argument (exit 2, naming PATH).
-    let bad = l.labnet(&["vm", "path", "m", "fail", "path3"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("PATH: \"path3\": expected path1 or path2"),
-        "{}",
-        text(&bad)
+    fails_with(
+        &["vm", "path", "m", "fail", "path3"],
+        2,
+        "PATH: \"path3\": expected path1 or path2",
     );
 
     // restore: two disks again, both reading the data.
@@ -230,27 +230,20 @@ fn path_fail_and_restore_in_the_guest() {
 
     // Restoring an active path, debugging a VM started without --gdb, forgetting the running
     // VM: conflicts too.
-    let active = l.labnet(&["vm", "path", "m", "restore", "path2"]);
-    assert_eq!(active.status.code(), Some(7), "{}", text(&active));
-    assert!(
-        String::from_utf8_lossy(&active.stderr).contains("VM \"m\": path2 is active"),
-        "{}",
-        text(&active)
+    fails_with(
+        &["vm", "path", "m", "restore", "path2"],
+        7,
+        "VM \"m\": path2 is active",
     );
-    let gdb = l.labnet(&["vm", "gdb", "m"]);
-    assert_eq!(gdb.status.code(), Some(7), "{}", text(&gdb));
-    assert!(
-        String::from_utf8_lossy(&gdb.stderr).contains("VM \"m\": it was started without --gdb"),
-        "{}",
-        text(&gdb)
+    fails_with(
+        &["vm", "gdb", "m"],
+        7,
+        "VM \"m\": it was started without --gdb",
     );
-    let rm = l.labnet(&["vm", "rm", "m"]);
-    assert_eq!(rm.status.code(), Some(7), "{}", text(&rm));
-    assert!(
-        String::from_utf8_lossy(&rm.stderr)
-            .contains("VM \"m\": it is running; stop it first: `labnet vm stop m`"),
-        "{}",
-        text(&rm)
+    fails_with(
+        &["vm", "rm", "m"],
+        7,
+        "VM \"m\": it is running; stop it first: `labnet vm stop m`",
     );
 
     let stop = l.labnet(&["vm", "stop", "m", "--timeout", "5"]);
