@@ -595,7 +595,7 @@ fn vm_failure(e: vm::Error) -> anyhow::Error {
     let code = match &e {
         vm::Error::TimedOut(_) => 124,
         vm::Error::GuestFailed(_) => 125,
-        vm::Error::QemuStart(_) => 126,
+        vm::Error::QemuStart { .. } => 126,
         vm::Error::MissingProgram { program, .. } if program.starts_with("qemu") => 126,
         _ => return e.into(),
     };

@@ -88,11 +88,34 @@ pub enum Error {
     /// A `--module` that the guest kernel neither has as a module nor built in.
     #[error("modules: module {name:?} is neither in {dir}/modules.dep nor built in")]
     UnknownModule { name: String, dir: String },
-    #[error("qemu: {0}")]
-    Qemu(String),
+    /// Waiting for the VM's QEMU process failed (the supervisor lost track of its child).
+    #[error("VM {name:?}: waiting for qemu: {source}")]
+    QemuWait {
+        name: String,
+        source: std::io::Error,
+    },
+    /// `vm path fail`: QEMU still shows the path's device after the unplug.
+    #[error("VM {name:?}: qemu still has {device} plugged {secs} s after device_del")]
+    StillPlugged {
+        name: String,
+        device: String,
+        secs: u64,
+    },
+    /// `vm path fail`: QEMU has no usable block node under a path's device.
+    #[error("VM {name:?}: qemu {}", match found { None => format!("has no block node {node}"), Some(n) => format!("block node {node}: unexpected {n}") })]
+    BlockNode {
+        name: String,
+        node: String,
+        /// The node as QEMU described it (JSON), when it is not a plain file under a driver.
+        found: Option<String>,
+    },
     /// QEMU could not be started, or quit before the guest ran (`vm run` exits 126).
-    #[error("QEMU did not start: {0}")]
-    QemuStart(String),
+    #[error("QEMU did not start: {program} {reason}")]
+    QemuStart {
+        /// The QEMU binary, as run.
+        program: String,
+        reason: QemuStartReason,
+    },
     /// `--timeout` expired before the guest reported the command's status (`vm run`: 124).
     #[error(transparent)]
     TimedOut(Box<TimedOut>),
@@ -100,8 +123,13 @@ pub enum Error {
     /// failure, no /init (`vm run`: 125).
     #[error(transparent)]
     GuestFailed(Box<GuestFailed>),
-    #[error("QMP {path}: {message}")]
-    Qmp { path: String, message: String },
+    /// A QMP exchange failed; `command` is None while connecting (greeting, capabilities).
+    #[error("QMP {path}: {}{failure}", match command { Some(c) => format!("{c}: "), None => String::new() })]
+    Qmp {
+        path: String,
+        command: Option<String>,
+        failure: QmpFailure,
+    },
     /// A program labnet runs could not be started at all.
     #[error("could not run {program}: {source}")]
     Spawn {
@@ -171,6 +199,47 @@ pub enum Error {
         secs: u64,
         log_tail: String,
     },
+}
+
+/// Why QEMU did not start ([`Error::QemuStart`]).
+#[derive(Debug, thiserror::Error)]
+pub enum QemuStartReason {
+    /// It could not be executed at all (not found, not executable, ...).
+    #[error("could not be run: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// It quit before the guest ran (e.g. guest memory it cannot allocate); `log_tail` is
+    /// the end of its qemu.log, which says why.
+    #[error("exited at startup ({status}):\n{log_tail}")]
+    ExitedAtStartup {
+        status: std::process::ExitStatus,
+        log_tail: String,
+    },
+    /// It runs but its QMP monitor did not answer within `secs` (labnet killed it).
+    #[error("gave no QMP answer after {secs} s:\n{log_tail}")]
+    NoQmpAnswer { secs: u64, log_tail: String },
+}
+
+/// How a QMP exchange failed ([`Error::Qmp`]).
+#[derive(Debug, thiserror::Error)]
+pub enum QmpFailure {
+    /// Connecting to, reading from or writing to the socket (a read timeout included).
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    #[error("connection closed")]
+    Closed,
+    /// The first message was not QEMU's `{"QMP": ...}` greeting.
+    #[error("unexpected greeting {0}")]
+    Greeting(String),
+    /// A line that is not JSON.
+    #[error("bad reply {line:?}: {source}")]
+    BadReply {
+        line: String,
+        source: serde_json::Error,
+    },
+    /// QEMU refused the command: its error class (e.g. `GenericError`, `DeviceNotFound`)
+    /// and description.
+    #[error("{class}: {desc}")]
+    Refused { class: String, desc: String },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -170,7 +170,7 @@ pub fn fail(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPath, 
             )
         })?,
     };
-    let backing = node_backing(&mut q, &p.node())?;
+    let backing = node_backing(&mut q, name, &p.node())?;
     let file = backing_file(&st.dir, p);
     let json = serde_json::to_string(&backing).expect("a path's backing serializes");
     std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
@@ -179,10 +179,11 @@ pub fn fail(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPath, 
     let t0 = Instant::now();
     while plugged(&mut q)?.contains(&p) {
         if t0.elapsed() > Duration::from_secs(15) {
-            return Err(Error::Qemu(format!(
-                "{} still plugged 15 s after device_del",
-                p.device()
-            )));
+            return Err(Error::StillPlugged {
+                name: name.to_string(),
+                device: p.device(),
+                secs: 15,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -264,18 +265,23 @@ pub fn restore(lab: &str, name: &str, which: Option<ScsiPath>) -> Result<ScsiPat
 }
 
 /// The format driver and file under a block node (from `query-named-block-nodes`).
-fn node_backing(q: &mut Qmp, node: &str) -> Result<Backing, Error> {
+fn node_backing(q: &mut Qmp, name: &str, node: &str) -> Result<Backing, Error> {
     let nodes = q.execute_with("query-named-block-nodes", Some(json!({ "flat": true })))?;
+    let bad = |found: Option<&serde_json::Value>| Error::BlockNode {
+        name: name.to_string(),
+        node: node.to_string(),
+        found: found.map(|n| n.to_string()),
+    };
     let n = nodes
         .as_array()
         .and_then(|a| a.iter().find(|n| n["node-name"] == node))
-        .ok_or_else(|| Error::Qemu(format!("no block node {node}")))?;
+        .ok_or_else(|| bad(None))?;
     match (n["drv"].as_str(), n["file"].as_str()) {
         (Some(d), Some(f)) if !f.starts_with("json:") => Ok(Backing {
             driver: d.into(),
             filename: f.into(),
         }),
-        _ => Err(Error::Qemu(format!("block node {node}: unexpected {n}"))),
+        _ => Err(bad(Some(n))),
     }
 }
 

@@ -6,7 +6,7 @@ use super::spawn::{sigset, spawn_qemu, tail_lines, STOP_SIGNALS};
 use super::watch::supervise;
 use super::{Prepared, Timings};
 use crate::state::{self, Status, VmState};
-use crate::{tap, Error};
+use crate::{tap, Error, QemuStartReason};
 
 /// How the supervisor treats the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,14 +152,15 @@ pub fn launch(
     // QEMU that quit with an error before the guest printed a thing did not really start
     // (e.g. guest memory it cannot allocate): its own log says why.
     let serial_empty = std::fs::metadata(spec.serial_log()).map_or(true, |m| m.len() == 0);
-    let qemu_failed = status.is_some_and(|s| !s.success());
-    let start_error = (qemu_failed && serial_empty && !matches!(&outcome, Ok(o) if o.timed_out))
-        .then(|| {
-            Error::QemuStart(format!(
-                "exited at startup ({}):\n{}",
-                status.map_or("?".into(), |s| s.to_string()),
-                tail_lines(&spec.dir.join("qemu.log"), 20)
-            ))
+    let start_error = status
+        .filter(|s| !s.success())
+        .filter(|_| serial_empty && !matches!(&outcome, Ok(o) if o.timed_out))
+        .map(|status| Error::QemuStart {
+            program: spec.qemu.display().to_string(),
+            reason: QemuStartReason::ExitedAtStartup {
+                status,
+                log_tail: tail_lines(&spec.dir.join("qemu.log"), 20),
+            },
         });
     // A run that gave no exit status keeps its console log for a look, out of the VM dir
     // (a throwaway VM's dir goes, so `vm list` keeps no stale runs).

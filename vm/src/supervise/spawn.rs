@@ -7,7 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::Prepared;
-use crate::Error;
+use crate::{Error, QemuStartReason};
+
+/// How long QEMU has to answer on its QMP socket before it counts as not started.
+const QMP_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 pub(super) const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
@@ -53,9 +56,13 @@ pub(super) fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
             Ok(())
         });
     }
+    let start_error = |reason| Error::QemuStart {
+        program: spec.qemu.display().to_string(),
+        reason,
+    };
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::QemuStart(format!("{}: {e}", spec.qemu.display())))?;
+        .map_err(|e| start_error(QemuStartReason::Spawn(e)))?;
     drop(ns);
     // QEMU is up once its QMP monitor answers qmp_capabilities; an early exit is a
     // configuration error. The socket alone is not enough: QEMU listens on it before it
@@ -66,18 +73,18 @@ pub(super) fn spawn_qemu(p: &Prepared) -> Result<Child, Error> {
     let sock = spec.qmp_sock();
     while !(sock.exists() && crate::qmp::Qmp::connect(&sock, Duration::from_secs(1)).is_ok()) {
         if let Ok(Some(s)) = child.try_wait() {
-            return Err(Error::QemuStart(format!(
-                "exited at startup ({s}):\n{}",
-                tail_lines(&log, 20)
-            )));
+            return Err(start_error(QemuStartReason::ExitedAtStartup {
+                status: s,
+                log_tail: tail_lines(&log, 20),
+            }));
         }
-        if t0.elapsed() > Duration::from_secs(30) {
+        if t0.elapsed() > QMP_ANSWER_WAIT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::QemuStart(format!(
-                "no QMP answer after 30 s:\n{}",
-                tail_lines(&log, 20)
-            )));
+            return Err(start_error(QemuStartReason::NoQmpAnswer {
+                secs: QMP_ANSWER_WAIT.as_secs(),
+                log_tail: tail_lines(&log, 20),
+            }));
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -48,10 +48,10 @@ pub(super) fn supervise(
         None => Box::new(std::io::stdout()),
     };
     loop {
-        if let Some(s) = child
-            .try_wait()
-            .map_err(|e| Error::Qemu(format!("wait: {e}")))?
-        {
+        if let Some(s) = child.try_wait().map_err(|source| Error::QemuWait {
+            name: spec.name.clone(),
+            source,
+        })? {
             if let Mode::Run { .. } = mode {
                 tail.poll(&spec.serial_log(), &mut out);
             }
