@@ -47,6 +47,124 @@ Extras:
   -V, --version            print kmount's version
 ";
 
+/// A bad command line (kmount prints the usage and exits 2); names the flag.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error("{flag} needs a value")]
+    NeedsValue { flag: String },
+    #[error("--ms-mode: {0}")]
+    MsMode(#[source] mountgen::Error),
+    #[error("--preset: unknown preset {0:?} (known: testing)")]
+    UnknownPreset(String),
+    #[error(
+        "--secret: secrets are not taken from the command line (they end up in \
+             /proc/PID/cmdline and shell history); use --keyring, --secret-file or --secret-stdin"
+    )]
+    SecretOnCommandLine,
+    #[error("--cmd-timeout: {0:?} is not a number of seconds")]
+    CmdTimeout(String),
+    #[error("unknown option {0} (see --help)")]
+    UnknownOption(String),
+    #[error("more than one mount point given")]
+    TwoMountPoints,
+}
+
+/// Why a mount did not happen (kmount exits 1). Names the flag or file at fault; the
+/// secret is never part of one (only its source and entity).
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("no mount point given (MOUNTPOINT or --mountpoint)")]
+    NoMountPoint,
+    #[error("only one input can come from stdin (--mon-dump -, --keyring -, --secret-file -, --fs-ls -, --secret-stdin)")]
+    StdinTwice,
+    #[error("give only one of --keyring, --secret-file, --secret-stdin")]
+    SecretSourcesTwice,
+    #[error("give only one of --mon-dump, --mon-dump-cmd and --mon-host")]
+    MonSourcesTwice,
+    #[error("no monitor map: give --mon-dump FILE|-, --mon-dump-cmd CMD or --mon-host ADDRS")]
+    NoMonMap,
+    /// A bad dump, keyring, fs list or plan (the library names the origin and field).
+    #[error(transparent)]
+    Input(#[from] mountgen::Error),
+    /// `flag`'s input file (None: stdin) could not be read.
+    #[error("{flag}: {}: {source}", match path { Some(p) => format!("cannot read {p}"), None => "reading stdin".to_string() })]
+    Read {
+        flag: &'static str,
+        path: Option<String>,
+        source: std::io::Error,
+    },
+    /// `--mon-dump-cmd`/`--fs-ls-cmd` did not give its output.
+    #[error("{flag}: {}", failure.describe(cmd))]
+    Cmd {
+        flag: &'static str,
+        cmd: String,
+        failure: CmdFailure,
+    },
+    /// No --name, and the secret's source (if any) does not name exactly one client.
+    #[error("no --name given{}", match origin { Some(o) => format!(" and {o} does not hold exactly one [client.*] section"), None => String::new() })]
+    NoName { origin: Option<String> },
+    #[error("--syntax auto: cannot read the kernel release: {0}")]
+    KernelRelease(#[source] std::io::Error),
+    #[error("--syntax: {0} (or auto)")]
+    Syntax(#[source] mountgen::Error),
+    /// `entity` is `client.NAME`: the key itself is never shown.
+    #[error("add_key(ceph, {entity}): {source}")]
+    AddKey {
+        entity: String,
+        source: std::io::Error,
+    },
+    #[error("--conf-out: no fsid known (give --fsid)")]
+    ConfOutNoFsid,
+    #[error("--conf-out: mkdir {dir}: {source}")]
+    ConfOutMkdir { dir: String, source: std::io::Error },
+    #[error("--conf-out: cannot write {path}: {source}")]
+    ConfOutWrite {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mkdir {target}: {source}")]
+    Mkdir {
+        target: String,
+        source: std::io::Error,
+    },
+    /// mount(2) failed; `call` is the syscall as printed (a secret only with --show-secret),
+    /// `why` kmount's reading of the errno (may be empty).
+    #[error("{call}: {source}{}{why}", if why.is_empty() { "" } else { ": " })]
+    Mount {
+        call: String,
+        source: std::io::Error,
+        why: String,
+    },
+}
+
+/// How a `--mon-dump-cmd`/`--fs-ls-cmd` failed.
+#[derive(Debug)]
+enum CmdFailure {
+    Spawn(std::io::Error),
+    TimedOut { secs: u64 },
+    Wait(std::io::Error),
+    Failed(std::process::ExitStatus),
+    ReaderPanicked,
+    Read(std::io::Error),
+    NotUtf8,
+}
+
+impl CmdFailure {
+    fn describe(&self, cmd: &str) -> String {
+        match self {
+            CmdFailure::Spawn(e) => format!("cannot run /bin/sh: {e}"),
+            CmdFailure::TimedOut { secs } => {
+                format!("`{cmd}` still running after {secs}s; killed (--cmd-timeout)")
+            }
+            CmdFailure::Wait(e) => format!("waiting for `{cmd}`: {e}"),
+            CmdFailure::Failed(status) => format!("`{cmd}` failed ({status})"),
+            CmdFailure::ReaderPanicked => "reader thread failed".to_string(),
+            CmdFailure::Read(e) => format!("reading output of `{cmd}`: {e}"),
+            CmdFailure::NotUtf8 => format!("`{cmd}` printed non-UTF-8 output"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Args {
     mon_dump: Option<String>,
@@ -74,7 +192,7 @@ struct Args {
     cmd_timeout: Duration,
 }
 
-fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
+fn parse_args(argv: Vec<String>) -> Result<Option<Args>, UsageError> {
     let mut a = Args {
         cmd_timeout: Duration::from_secs(60),
         ..Args::default()
@@ -86,11 +204,13 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut val = |what: &str| -> Result<String, String> {
+        let mut val = |what: &str| -> Result<String, UsageError> {
             inline
                 .clone()
                 .or_else(|| it.next())
-                .ok_or_else(|| format!("{what} needs a value"))
+                .ok_or_else(|| UsageError::NeedsValue {
+                    flag: what.to_string(),
+                })
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -103,41 +223,40 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
             "--fsid" => a.fsid = Some(val("--fsid")?),
             "--mountpoint" => a.mountpoint = Some(val("--mountpoint")?),
             "--syntax" => a.syntax = Some(val("--syntax")?),
-            "--ms-mode" => a.ms_mode = Some(val("--ms-mode")?.parse().map_err(|e| format!("--ms-mode: {e}"))?),
+            "--ms-mode" => a.ms_mode = Some(val("--ms-mode")?.parse().map_err(UsageError::MsMode)?),
             "--quorum-only" => a.quorum_only = true,
             "--preset" => match val("--preset")?.as_str() {
-                "testing" | "seed" => {
-                    a.options.extend(PRESET_SEED.iter().map(|s| s.to_string()))
-                }
-                p => return Err(format!("--preset: unknown preset {p:?} (known: testing)")),
+                "testing" | "seed" => a.options.extend(PRESET_SEED.iter().map(|s| s.to_string())),
+                p => return Err(UsageError::UnknownPreset(p.to_string())),
             },
-            "-o" | "--options" => {
-                a.options.extend(val("-o")?.split(',').filter(|s| !s.is_empty()).map(String::from))
-            }
+            "-o" | "--options" => a.options.extend(
+                val("-o")?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
             "--fs-ls" => a.fs_ls = Some(val("--fs-ls")?),
             "--fs-ls-cmd" => a.fs_ls_cmd = Some(val("--fs-ls-cmd")?),
             "--keyring" => a.keyring = Some(val("--keyring")?),
             "--secret-file" => a.secret_file = Some(val("--secret-file")?),
             "--secret-stdin" => a.secret_stdin = true,
-            "--secret" => {
-                return Err("--secret: secrets are not taken from the command line (they end up in \
-                            /proc/PID/cmdline and shell history); use --keyring, --secret-file or --secret-stdin"
-                    .into())
-            }
+            "--secret" => return Err(UsageError::SecretOnCommandLine),
             "--conf-out" => a.conf_out = Some(val("--conf-out")?),
             "--cmd-timeout" => {
                 let v = val("--cmd-timeout")?;
-                let secs: u64 = v.parse().map_err(|_| format!("--cmd-timeout: {v:?} is not a number of seconds"))?;
+                let secs: u64 = v.parse().map_err(|_| UsageError::CmdTimeout(v.clone()))?;
                 a.cmd_timeout = Duration::from_secs(secs);
             }
             "--debug" => a.debug = true,
             "--no-modprobe" => a.no_modprobe = true,
             "--dry-run" | "-n" => a.dry_run = true,
             "--show-secret" => a.show_secret = true,
-            s if s.starts_with('-') && s != "-" => return Err(format!("unknown option {s} (see --help)")),
+            s if s.starts_with('-') && s != "-" => {
+                return Err(UsageError::UnknownOption(s.to_string()))
+            }
             _ => {
                 if a.mountpoint.replace(arg).is_some() {
-                    return Err("more than one mount point given".into());
+                    return Err(UsageError::TwoMountPoints);
                 }
             }
         }
@@ -147,7 +266,12 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
 
 /// Runs `cmd` with /bin/sh -c and returns its stdout; stderr passes through. Killed after
 /// `timeout` (an ssh to a dead host would otherwise hang the guest's boot).
-fn run_cmd(cmd: &str, what: &str, timeout: Duration) -> Result<String, String> {
+fn run_cmd(cmd: &str, what: &'static str, timeout: Duration) -> Result<String, Error> {
+    let fail = |failure| Error::Cmd {
+        flag: what,
+        cmd: cmd.to_string(),
+        failure,
+    };
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
@@ -155,7 +279,7 @@ fn run_cmd(cmd: &str, what: &str, timeout: Duration) -> Result<String, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("{what}: cannot run /bin/sh: {e}"))?;
+        .map_err(|e| fail(CmdFailure::Spawn(e)))?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
         let mut b = Vec::new();
@@ -168,35 +292,39 @@ fn run_cmd(cmd: &str, what: &str, timeout: Duration) -> Result<String, String> {
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{what}: `{cmd}` still running after {}s; killed (--cmd-timeout)",
-                    timeout.as_secs()
-                ));
+                return Err(fail(CmdFailure::TimedOut {
+                    secs: timeout.as_secs(),
+                }));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("{what}: waiting for `{cmd}`: {e}")),
+            Err(e) => return Err(fail(CmdFailure::Wait(e))),
         }
     };
     // A grandchild may keep stdout open; the status decides.
     if !status.success() {
-        return Err(format!("{what}: `{cmd}` failed ({status})"));
+        return Err(fail(CmdFailure::Failed(status)));
     }
     let out = reader
         .join()
-        .map_err(|_| format!("{what}: reader thread failed"))?
-        .map_err(|e| format!("{what}: reading output of `{cmd}`: {e}"))?;
-    String::from_utf8(out).map_err(|_| format!("{what}: `{cmd}` printed non-UTF-8 output"))
+        .map_err(|_| fail(CmdFailure::ReaderPanicked))?
+        .map_err(|e| fail(CmdFailure::Read(e)))?;
+    String::from_utf8(out).map_err(|_| fail(CmdFailure::NotUtf8))
 }
 
-fn read_input(path: &str, what: &str) -> Result<String, String> {
+fn read_input(path: &str, what: &'static str) -> Result<String, Error> {
+    let fail = |path: Option<&str>, source| Error::Read {
+        flag: what,
+        path: path.map(str::to_string),
+        source,
+    };
     if path == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| format!("{what}: reading stdin: {e}"))?;
+            .map_err(|e| fail(None, e))?;
         Ok(s)
     } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{what}: cannot read {path}: {e}"))
+        std::fs::read_to_string(path).map_err(|e| fail(Some(path), e))
     }
 }
 
@@ -262,12 +390,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(a: Args) -> Result<(), String> {
+fn run(a: Args) -> Result<(), Error> {
     let ctx = Ctx { dry: a.dry_run };
-    let target = a
-        .mountpoint
-        .clone()
-        .ok_or("no mount point given (MOUNTPOINT or --mountpoint)")?;
+    let target = a.mountpoint.clone().ok_or(Error::NoMountPoint)?;
     let dash = |o: &Option<String>| o.as_deref() == Some("-");
     let stdin_readers = [
         dash(&a.mon_dump),
@@ -277,7 +402,7 @@ fn run(a: Args) -> Result<(), String> {
         a.secret_stdin,
     ];
     if stdin_readers.iter().filter(|b| **b).count() > 1 {
-        return Err("only one input can come from stdin (--mon-dump -, --keyring -, --secret-file -, --fs-ls -, --secret-stdin)".into());
+        return Err(Error::StdinTwice);
     }
     if [a.keyring.is_some(), a.secret_file.is_some(), a.secret_stdin]
         .iter()
@@ -285,7 +410,7 @@ fn run(a: Args) -> Result<(), String> {
         .count()
         > 1
     {
-        return Err("give only one of --keyring, --secret-file, --secret-stdin".into());
+        return Err(Error::SecretSourcesTwice);
     }
 
     // 1. The monitor map.
@@ -295,7 +420,7 @@ fn run(a: Args) -> Result<(), String> {
         a.mon_host.is_some(),
     ];
     if sources.iter().filter(|b| **b).count() > 1 {
-        return Err("give only one of --mon-dump, --mon-dump-cmd and --mon-host".into());
+        return Err(Error::MonSourcesTwice);
     }
     let (map, origin) = if let Some(p) = &a.mon_dump {
         let origin = if p == "-" {
@@ -319,11 +444,9 @@ fn run(a: Args) -> Result<(), String> {
             "--mon-host".to_string(),
         )
     } else {
-        return Err(
-            "no monitor map: give --mon-dump FILE|-, --mon-dump-cmd CMD or --mon-host ADDRS".into(),
-        );
+        return Err(Error::NoMonMap);
     };
-    let map = map.map_err(|e| e.to_string())?;
+    let map = map?;
     ctx.step(&format!(
         "# mon map from {origin} ({}): {} mon(s), fsid {}",
         map.format.as_str(),
@@ -351,13 +474,13 @@ fn run(a: Args) -> Result<(), String> {
             match clients.as_slice() {
                 [one] => one.clone(),
                 _ => {
-                    return Err(format!(
-                        "no --name given and {origin} does not hold exactly one [client.*] section"
-                    ))
+                    return Err(Error::NoName {
+                        origin: Some(origin.clone()),
+                    })
                 }
             }
         }
-        (None, None) => return Err("no --name given".into()),
+        (None, None) => return Err(Error::NoName { origin: None }),
     };
     let secret: Option<Secret> = match &secret_src {
         Some((t, origin)) => {
@@ -367,7 +490,7 @@ fn run(a: Args) -> Result<(), String> {
             } else {
                 secret::secret_from_text(t, &entity, origin)
             };
-            Some(r.map_err(|e| e.to_string())?)
+            Some(r?)
         }
         None => {
             warn("no --keyring/--secret-file/--secret-stdin: mounting without a cephx secret");
@@ -385,16 +508,13 @@ fn run(a: Args) -> Result<(), String> {
                 ));
                 Syntax::New
             } else {
-                let rel = sys::kernel_release()
-                    .map_err(|e| format!("--syntax auto: cannot read the kernel release: {e}"))?;
-                let s = plan::syntax_for_kernel(&rel).map_err(|e| e.to_string())?;
+                let rel = sys::kernel_release().map_err(Error::KernelRelease)?;
+                let s = plan::syntax_for_kernel(&rel)?;
                 ctx.step(&format!("# syntax: {} (kernel {rel})", s.as_str()));
                 s
             }
         }
-        s => s
-            .parse::<Syntax>()
-            .map_err(|e| format!("--syntax: {e} (or auto)"))?,
+        s => s.parse::<Syntax>().map_err(Error::Syntax)?,
     };
 
     // 4. The plan, first with key= (the secret goes to the keyring).
@@ -409,7 +529,7 @@ fn run(a: Args) -> Result<(), String> {
     } else {
         Auth::None
     };
-    let mut plan = plan::build(&map, &req).map_err(|e| e.to_string())?;
+    let mut plan = plan::build(&map, &req)?;
     for n in &plan.notes {
         warn(n);
     }
@@ -422,7 +542,7 @@ fn run(a: Args) -> Result<(), String> {
             (None, None) => None,
         };
         if let Some((t, origin)) = ls {
-            monmap::check_fs_exists(&t, fs, &origin).map_err(|e| e.to_string())?;
+            monmap::check_fs_exists(&t, fs, &origin)?;
         }
     }
 
@@ -485,28 +605,34 @@ fn run(a: Args) -> Result<(), String> {
                     ));
                     plan = plan.with_auth(&Auth::Secret(s.clone()));
                 }
-                Err(e) => return Err(format!("add_key(ceph, {desc}): {e}")),
+                Err(source) => {
+                    return Err(Error::AddKey {
+                        entity: desc,
+                        source,
+                    })
+                }
             }
         }
     }
 
     // 8. Minimal ceph.conf for the guest's `ceph` CLI.
     if let Some(path) = &a.conf_out {
-        let fsid = plan
-            .fsid
-            .clone()
-            .ok_or("--conf-out: no fsid known (give --fsid)")?;
+        let fsid = plan.fsid.clone().ok_or(Error::ConfOutNoFsid)?;
         let conf = map.minimal_conf(&fsid);
         ctx.step(&format!("write {path}:"));
         if ctx.dry {
             print!("{conf}");
         } else {
             if let Some(dir) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("--conf-out: mkdir {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| Error::ConfOutMkdir {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
             }
-            std::fs::write(path, conf)
-                .map_err(|e| format!("--conf-out: cannot write {path}: {e}"))?;
+            std::fs::write(path, conf).map_err(|source| Error::ConfOutWrite {
+                path: path.clone(),
+                source,
+            })?;
         }
     }
 
@@ -548,7 +674,10 @@ fn run(a: Args) -> Result<(), String> {
     if !std::path::Path::new(&target).is_dir() {
         ctx.step(&format!("mkdir -p {}", render::shell_quote(&target)));
         if !ctx.dry {
-            std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {target}: {e}"))?;
+            std::fs::create_dir_all(&target).map_err(|source| Error::Mkdir {
+                target: target.clone(),
+                source,
+            })?;
         }
     }
     ctx.step(&render::mount_syscall(&plan, &target, a.show_secret));
@@ -578,12 +707,11 @@ fn run(a: Args) -> Result<(), String> {
         if plan.ms_mode.is_some_and(MsMode::may_encrypt) && e.raw_os_error() == Some(libc::EHOSTUNREACH) {
             why.push_str("; with ms_mode secure also check dmesg for \"failed to allocate gcm tfm context\" (gcm/ghash/gf128mul modules)");
         }
-        format!(
-            "{}: {e}{}{}",
-            render::mount_syscall(&plan, &target, a.show_secret),
-            if why.is_empty() { "" } else { ": " },
-            why
-        )
+        Error::Mount {
+            call: render::mount_syscall(&plan, &target, a.show_secret),
+            source: e,
+            why,
+        }
     })?;
     println!("kmount: mounted {} on {target}", plan.source);
     Ok(())
