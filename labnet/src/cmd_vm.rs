@@ -945,3 +945,39 @@ fn path(ctx: &Ctx, a: PathArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Every way QEMU fails to start ends `vm run`/`vm start` with 126 (RUN_HELP), and the
+    /// message names the binary and the reason.
+    #[test]
+    fn every_qemu_start_failure_exits_126_and_names_the_binary() {
+        use vm::QemuStartReason as R;
+        let reasons = [
+            R::Spawn(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            R::ExitedAtStartup {
+                status: std::process::ExitStatus::from_raw(1 << 8),
+                log_tail: "cannot set up guest memory 'pc.ram'".into(),
+            },
+            R::NoQmpAnswer {
+                secs: 30,
+                log_tail: String::new(),
+            },
+        ];
+        for reason in reasons {
+            let e = vm_failure(vm::Error::QemuStart {
+                program: "/opt/qemu/bin/qemu-system-x86_64".into(),
+                reason,
+            });
+            assert_eq!(crate::report::exit_code(&e), 126, "{e:#}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with("QEMU did not start: /opt/qemu/bin/qemu-system-x86_64 "),
+                "{text}"
+            );
+        }
+    }
+}

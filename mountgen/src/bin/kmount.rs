@@ -716,3 +716,51 @@ fn run(a: Args) -> Result<(), Error> {
     println!("kmount: mounted {} on {target}", plan.source);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_error(args: &[&str]) -> UsageError {
+        match parse_args(args.iter().map(|s| s.to_string()).collect()) {
+            Err(e) => e,
+            Ok(_) => panic!("{args:?} parsed"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        assert!(
+            matches!(usage_error(&["--fs"]), UsageError::NeedsValue { flag } if flag == "--fs")
+        );
+        assert!(matches!(
+            usage_error(&["--cmd-timeout=soon"]),
+            UsageError::CmdTimeout(v) if v == "soon"
+        ));
+        assert!(matches!(
+            usage_error(&["--secret=AQBz"]),
+            UsageError::SecretOnCommandLine
+        ));
+        assert!(!usage_error(&["--secret=AQBz"]).to_string().contains("AQBz"));
+        assert!(matches!(
+            usage_error(&["/a", "/b"]),
+            UsageError::TwoMountPoints
+        ));
+        assert_eq!(
+            usage_error(&["--bogus"]).to_string(),
+            "unknown option --bogus (see --help)"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_input_names_its_flag_and_file() {
+        let e = read_input("/nonexistent/keyring", "--keyring").unwrap_err();
+        assert!(
+            matches!(&e, Error::Read { flag: "--keyring", path: Some(p), .. } if p == "/nonexistent/keyring"),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("--keyring: cannot read /nonexistent/keyring: "));
+    }
+}
