@@ -85,10 +85,19 @@ mod tests {
     /// SigCgt tells a shell with a HUP trap (reloads) from a plain sleep (dies of it).
     #[test]
     fn catches_sighup_reads_the_caught_mask() {
-        let mut trapping = std::process::Command::new("sh")
-            .args(["-c", "trap 'echo hup' HUP; while :; do sleep 0.1; done"])
-            .spawn()
-            .unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", "trap 'echo hup' HUP; while :; do sleep 0.1; done"]);
+        // A shell cannot trap a signal ignored when it started (POSIX), and a test run
+        // under nohup inherits SIGHUP ignored: give the shell the default disposition.
+        // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
+        unsafe {
+            sh.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut trapping = sh.spawn().unwrap();
         let mut plain = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
