@@ -41,7 +41,7 @@ pub fn dump(st: &VmState, file: &Path) -> Result<Dump, Error> {
         });
     }
     let path = absolute(file)?;
-    let qmp_path = st.dir.join("qmp.sock");
+    let qmp_path = crate::qemu::qmp_sock(&st.dir);
     // QMP answers when the whole file is written: allow for a big guest on a slow disk.
     let mut q = crate::qmp::Qmp::connect(&qmp_path, Duration::from_secs(3600))?;
     q.execute_with(
@@ -100,7 +100,7 @@ fn absolute(file: &Path) -> Result<PathBuf, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::elf_core::tests::{note, synthetic};
+    use super::elf_core::{encode_note, tests::synthetic};
     use super::*;
 
     #[test]
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), plain);
         // QEMU's own note: nothing else is looked at.
         let c = elf_core::Core::open(&p).unwrap();
-        c.add_note(&p, &note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1\n"))
+        c.add_note(&p, &encode_note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1\n"))
             .unwrap();
         assert!(matches!(complete(&p, &bz).unwrap(), Vmcoreinfo::Qemu));
         // Not a core QEMU writes: no note, and why.

@@ -214,7 +214,7 @@ pub fn stop(lab: &str, name: &str, timeout: Duration) -> Result<String, Error> {
             return Err(Error::NotRunning { name: name.into() });
         }
     }
-    let qmp = st.dir.join("qmp.sock");
+    let qmp = crate::qemu::qmp_sock(&st.dir);
     let how = match crate::qmp::Qmp::connect(&qmp, Duration::from_secs(3)) {
         Ok(mut q) => {
             let cmd = if st.generated_initramfs {

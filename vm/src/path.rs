@@ -86,7 +86,7 @@ fn connect(lab: &str, name: &str) -> Result<(VmState, Qmp), Error> {
     if st.status != Status::Running || !st.qemu_alive() {
         return Err(Error::NotRunning { name: name.into() });
     }
-    let q = Qmp::connect(&st.dir.join("qmp.sock"), Duration::from_secs(10))?;
+    let q = Qmp::connect(&crate::qemu::qmp_sock(&st.dir), Duration::from_secs(10))?;
     Ok((st, q))
 }
 

@@ -284,7 +284,7 @@ impl Spec {
         self.dir.join("console.sock")
     }
     pub fn qmp_sock(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        qmp_sock(&self.dir)
     }
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("qemu.pid")
@@ -516,6 +516,11 @@ impl Spec {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// The QMP socket of the VM whose runtime dir is `dir`.
+pub fn qmp_sock(dir: &Path) -> PathBuf {
+    dir.join("qmp.sock")
 }
 
 /// The gdbstub socket of the VM whose runtime dir is `dir`.

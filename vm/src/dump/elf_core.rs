@@ -210,6 +210,21 @@ impl Core {
     }
 }
 
+/// One ELF note as the kernel and QEMU lay it out: the sizes and type, then the name and the
+/// desc, each zero-padded to 4 bytes.
+pub fn encode_note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
+    let pad = |n: usize| n.div_ceil(4) * 4;
+    let mut n = Vec::with_capacity(12 + pad(name.len()) + pad(desc.len()));
+    n.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    n.extend_from_slice(&ty.to_le_bytes());
+    n.extend_from_slice(name);
+    n.resize(12 + pad(name.len()), 0);
+    n.extend_from_slice(desc);
+    n.resize(12 + pad(name.len()) + pad(desc.len()), 0);
+    n
+}
+
 /// Writes `head` and then `old`'s bytes from `from` on into a new file beside `path`, and
 /// renames it over `path` (std's copy uses copy_file_range: no round trip through userspace).
 fn copy_with_head(path: &Path, mut old: File, head: &[u8], from: u64) -> Result<(), CoreError> {
@@ -233,20 +248,6 @@ fn copy_with_head(path: &Path, mut old: File, head: &[u8], from: u64) -> Result<
 pub(crate) mod tests {
     use super::*;
 
-    /// One ELF note as the kernel and QEMU lay it out.
-    pub fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
-        let pad = |n: usize| n.div_ceil(4) * 4;
-        let mut n = vec![];
-        n.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        n.extend_from_slice(&ty.to_le_bytes());
-        n.extend_from_slice(name);
-        n.resize(12 + pad(name.len()), 0);
-        n.extend_from_slice(desc);
-        n.resize(12 + pad(name.len()) + pad(desc.len()), 0);
-        n
-    }
-
     fn phdr(ty: object::elf::ProgramType, offset: u64, paddr: u64, size: u64) -> Vec<u8> {
         let mut p = vec![];
         p.extend_from_slice(&ty.0.to_le_bytes());
@@ -260,7 +261,7 @@ pub(crate) mod tests {
     /// A core the way QEMU writes one for x86_64: a PT_NOTE with one "CORE" note, then one
     /// PT_LOAD per `(paddr, memory)`.
     pub fn synthetic(segments: &[(u64, &[u8])]) -> Vec<u8> {
-        let notes = note(b"CORE\0", 1, &[7u8; 20]);
+        let notes = encode_note(b"CORE\0", 1, &[7u8; 20]);
         let phnum = 1 + segments.len();
         let notes_at = 64 + 56 * phnum as u64;
         let mut f = vec![0u8; 64];
@@ -350,7 +351,7 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let mems = two_segments();
         let p = write_core(d.path(), &mems);
-        let n = note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
+        let n = encode_note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
         let c = Core::open(&p).unwrap();
         let old = c.memory_offset;
         let inode = std::fs::metadata(&p).unwrap().ino();
@@ -375,7 +376,7 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let mems = two_segments();
         let p = write_core(d.path(), &mems);
-        let n = note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
+        let n = encode_note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
         let c = Core::open(&p).unwrap();
         let old = c.memory_offset;
         let head = c.shifted_head(&p, &n, 4096).unwrap();
@@ -406,7 +407,7 @@ pub(crate) mod tests {
         f[a..b].copy_from_slice(&second);
         f[b..b + 56].copy_from_slice(&first);
         std::fs::write(&p, &f).unwrap();
-        let n = note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
+        let n = encode_note(b"VMCOREINFO\0", 0, b"OSRELEASE=6.1.0\n");
         let err = Core::open(&p).unwrap().add_note(&p, &n).unwrap_err();
         assert!(err.to_string().contains("not QEMU's layout"), "{err}");
         assert_eq!(std::fs::read(&p).unwrap(), f);

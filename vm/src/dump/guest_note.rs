@@ -155,26 +155,13 @@ pub fn find(core: &Core, syms: &Symbols) -> Result<Vec<u8>, Missing> {
         }
         None => return Err(mem("the note's desc does not start with OSRELEASE=".into())),
     }
-    Ok(note(ty, &desc))
-}
-
-/// An ELF note named VMCOREINFO, its padding zeroed (the kernel's page may hold old bytes there).
-fn note(ty: u32, desc: &[u8]) -> Vec<u8> {
-    let pad = |n: usize| n.div_ceil(4) * 4;
-    let mut n = Vec::with_capacity(12 + pad(NAME.len()) + pad(desc.len()));
-    n.extend_from_slice(&(NAME.len() as u32).to_le_bytes());
-    n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-    n.extend_from_slice(&ty.to_le_bytes());
-    n.extend_from_slice(NAME);
-    n.resize(12 + pad(NAME.len()), 0);
-    n.extend_from_slice(desc);
-    n.resize(12 + pad(NAME.len()) + pad(desc.len()), 0);
-    n
+    // A fresh note: its padding zeroed (the kernel's page may hold old bytes there).
+    Ok(super::elf_core::encode_note(NAME, ty, &desc))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::elf_core::tests::{note as elf_note, synthetic};
+    use super::super::elf_core::{encode_note as elf_note, tests::synthetic};
     use super::*;
 
     const DESC: &[u8] = b"OSRELEASE=6.1.192-3\nPAGESIZE=4096\n";
